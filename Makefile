@@ -1,0 +1,164 @@
+# mqtt-operator: the mqttd broker (broker/) and, later, its Kubernetes operator.
+# Layout and target names follow the kubebuilder v4 scaffold; `make help` lists them.
+
+# Version stamped into binaries: the nearest tag, else the commit, else "dev".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+# Arguments to `go test` in `make test`; override to narrow a run, e.g.
+#   make test TEST_ARGS='-run TestConnect ./broker/server'
+TEST_ARGS ?= ./...
+
+# How long `make fuzz` runs the decoder fuzz target.
+FUZZTIME ?= 60s
+
+# Config file used by `make run-broker`.
+MQTTD_CONFIG ?= config/mqttd/mqttd.yaml
+
+# Setting SHELL to bash allows bash commands to be executed by recipes.
+# Options are set to exit when a recipe line exits non-zero or a piped command fails.
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+.DEFAULT_GOAL := help
+
+.PHONY: all
+all: build
+
+##@ General
+
+# The help target prints out all targets with their descriptions organized
+# beneath their categories. The categories are represented by '##@' and the
+# target descriptions by '##'. The awk command is responsible for reading the
+# entire set of makefiles included in this invocation, looking for lines of the
+# file as xyz: ## something, and then pretty-format the target and help. Then,
+# if there's a line with ##@ something, that gets pretty-printed as a category.
+# More info on the usage of ANSI control characters for terminal formatting:
+# https://en.wikipedia.org/wiki/ANSI_escape_code#SGR_parameters
+# More info on the awk command:
+# http://linuxcommand.org/lc3_adv_awk.php
+
+.PHONY: help
+help: ## Display this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: fmt
+fmt: ## Run go fmt against code.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet against code.
+	go vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint linter.
+	$(GOLANGCI_LINT) run
+
+.PHONY: lint-fix
+lint-fix: golangci-lint ## Run golangci-lint linter and perform fixes.
+	$(GOLANGCI_LINT) run --fix
+
+.PHONY: lint-config
+lint-config: golangci-lint ## Verify golangci-lint linter configuration.
+	$(GOLANGCI_LINT) config verify
+
+.PHONY: test-deps
+test-deps: ## Ensure test prerequisites (mosquitto_pub/mosquitto_sub) exist; installs them with apt-get as root.
+	@missing=""; \
+	for tool in mosquitto_pub mosquitto_sub; do \
+		command -v "$$tool" >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	else \
+		echo "ERROR: the tests need mosquitto_pub and mosquitto_sub (missing:$$missing)." >&2; \
+		echo "       Install them, then rerun: sudo apt-get install -y mosquitto-clients" >&2; \
+		echo "       (run 'make test' as root, or with passwordless sudo, to have it installed for you)." >&2; \
+		exit 1; \
+	fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "ERROR: apt-get not found; install mosquitto-clients (mosquitto_pub, mosquitto_sub) with your package manager." >&2; \
+		exit 1; \
+	fi; \
+	echo "test-deps: missing$$missing; installing Debian package mosquitto-clients"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto-clients; \
+	for tool in mosquitto_pub mosquitto_sub; do \
+		command -v "$$tool" >/dev/null 2>&1 || { echo "ERROR: $$tool still missing after installing mosquitto-clients" >&2; exit 1; }; \
+	done
+
+.PHONY: test
+test: test-deps ## Run all tests with the race detector (TEST_ARGS overrides the package list and flags).
+	go test -race -count=1 $(TEST_ARGS)
+
+.PHONY: bench
+bench: ## Run the broker benchmarks.
+	go test -run '^$$' -bench . -benchmem ./broker/...
+
+.PHONY: fuzz
+fuzz: ## Fuzz the MQTT packet decoder (FuzzDecode) for FUZZTIME (default 60s).
+	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./broker/packet
+
+# Targets whose output is committed. `verify` reruns each of them and fails if it
+# changed, added or removed a file. When the operator lands, add its generators
+# here (the kubebuilder `generate` and `manifests` targets), e.g.
+#   VERIFY_REGENERATE := generate manifests fmt
+VERIFY_REGENERATE := fmt
+
+.PHONY: verify
+verify: ## Check the tree is tidy, regenerated and formatted (fails on any change), then vet and lint.
+	hack/verify-unchanged.sh go mod tidy
+	hack/verify-unchanged.sh $(MAKE) --no-print-directory $(VERIFY_REGENERATE)
+	$(MAKE) --no-print-directory vet
+	$(MAKE) --no-print-directory lint
+
+##@ Build
+
+.PHONY: build
+build: | $(LOCALBIN) ## Build the static mqttd broker binary into bin/mqttd.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(LOCALBIN)/mqttd ./broker/cmd/mqttd
+
+.PHONY: run-broker
+run-broker: build ## Run mqttd locally with config/mqttd/mqttd.yaml (MQTT 127.0.0.1:1883, WebSocket :8083).
+	$(LOCALBIN)/mqttd --config $(MQTTD_CONFIG)
+
+.PHONY: clean
+clean: ## Remove built binaries, installed tools and coverage output.
+	rm -rf $(LOCALBIN) dist cover.out cover.html
+
+##@ Dependencies
+
+## Location to install dependencies to
+LOCALBIN ?= $(shell pwd)/bin
+$(LOCALBIN):
+	mkdir -p $(LOCALBIN)
+
+## Tool Binaries
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+
+## Tool Versions
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+.PHONY: golangci-lint
+golangci-lint: | $(LOCALBIN) ## Download golangci-lint locally if necessary.
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+# go-install-tool will 'go install' any package with custom target and name of binary, if it doesn't exist
+# $1 - target path with name of binary
+# $2 - package url which can be installed
+# $3 - specific version of package
+# The binary is kept as <name>-<version> and <name> is a symlink to it, so changing
+# a version variable installs that version on the next run.
+define go-install-tool
+@[ -f "$(1)-$(3)" ] || { \
+set -e; \
+package=$(2)@$(3) ;\
+echo "Downloading $${package}" ;\
+rm -f "$(1)" ;\
+GOBIN="$(LOCALBIN)" go install $${package} ;\
+mv "$(1)" "$(1)-$(3)" ;\
+} ;\
+ln -sf "$$(basename "$(1)-$(3)")" "$(1)"
+endef

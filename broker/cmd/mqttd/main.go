@@ -1,0 +1,139 @@
+// Command mqttd is the mqtt-operator MQTT broker.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/config"
+	"github.com/mqtt-operator/mqtt-operator/broker/listener"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitConfig = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(args, environ, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttd: %v\n", err)
+		return exitConfig
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("mqttd failed", "error", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serverOptions(cfg config.Config, log *slog.Logger) server.Options {
+	l := cfg.Limits
+	policy := session.DropNewest
+	if l.DropPolicy == "drop-oldest" {
+		policy = session.DropOldest
+	}
+	return server.Options{
+		MaxPacketSize:     l.MaxPacketSize,
+		ReceiveMaximum:    l.ReceiveMaximum,
+		MaxInflight:       l.MaxInflight,
+		MaxQueued:         l.MaxQueued,
+		DropPolicy:        policy,
+		MaxKeepAlive:      l.MaxKeepAlive,
+		ConnectTimeout:    time.Duration(l.ConnectTimeout),
+		TopicAliasMaximum: l.TopicAliasMaximum,
+		MaxSessionExpiry:  l.MaxSessionExpiry,
+		MaxConnections:    l.MaxConnections,
+		SysInterval:       time.Duration(cfg.SysInterval),
+		Logger:            log,
+		Version:           version,
+	}
+}
+
+// serve runs the broker until ctx is cancelled (SIGTERM), then shuts down gracefully.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	srv, err := server.New(serverOptions(cfg, log))
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	wsCtx, cancelWS := context.WithCancel(context.Background())
+	defer cancelWS()
+	running := 0
+	if cfg.Listeners.TCP != "" {
+		l, err := net.Listen("tcp", cfg.Listeners.TCP)
+		if err != nil {
+			return fmt.Errorf("mqtt listener: %w", err)
+		}
+		log.Info("listening", "listener", "tcp", "address", l.Addr().String())
+		running++
+		go func() { errc <- srv.Serve(l) }()
+	}
+	if cfg.Listeners.WebSocket != "" {
+		l, err := net.Listen("tcp", cfg.Listeners.WebSocket)
+		if err != nil {
+			return fmt.Errorf("websocket listener: %w", err)
+		}
+		log.Info("listening", "listener", "websocket", "address", l.Addr().String())
+		running++
+		go func() { errc <- listener.ServeWebSocket(wsCtx, l, srv, log) }()
+	}
+	log.Info("mqttd started", "version", version)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+		running--
+		log.Error("listener stopped", "error", serveErr)
+	}
+	cancelWS()
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown timed out; connections were closed", "error", err)
+	}
+	for ; running > 0; running-- {
+		if err := <-errc; err != nil && !errors.Is(err, server.ErrServerClosed) && serveErr == nil {
+			serveErr = err
+		}
+	}
+	log.Info("mqttd stopped")
+	return serveErr
+}

@@ -1,0 +1,287 @@
+// Package config loads mqttd's configuration: defaults, then one YAML file, then
+// MQTTD_* environment variables, then command-line flags (each overriding the last).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is mqttd's whole configuration; its YAML form is documented in
+// config/mqttd/mqttd.yaml.
+type Config struct {
+	Listeners Listeners `yaml:"listeners"`
+	Log       Log       `yaml:"log"`
+	Limits    Limits    `yaml:"limits"`
+	// SysInterval is how often $SYS statistics are published (0 disables them).
+	SysInterval Duration `yaml:"sys_interval"`
+	// ShutdownTimeout bounds the graceful shutdown on SIGTERM.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Listeners are the addresses mqttd listens on; an empty address disables a listener.
+type Listeners struct {
+	TCP       string `yaml:"tcp"`
+	WebSocket string `yaml:"websocket"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Limits bound what clients may do.
+type Limits struct {
+	MaxPacketSize     uint32   `yaml:"max_packet_size"`
+	ReceiveMaximum    uint16   `yaml:"receive_maximum"`
+	MaxInflight       int      `yaml:"max_inflight"`
+	MaxQueued         int      `yaml:"max_queued_messages"`
+	DropPolicy        string   `yaml:"queue_drop_policy"` // drop-newest or drop-oldest
+	MaxKeepAlive      uint16   `yaml:"max_keepalive"`
+	ConnectTimeout    Duration `yaml:"connect_timeout"`
+	TopicAliasMaximum uint16   `yaml:"topic_alias_maximum"`
+	MaxSessionExpiry  uint32   `yaml:"max_session_expiry"`
+	MaxConnections    int      `yaml:"max_connections"`
+}
+
+// Duration is a time.Duration written as "10s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Listeners: Listeners{TCP: ":1883", WebSocket: ":8083"},
+		Log:       Log{Level: "info", Format: "text"},
+		Limits: Limits{
+			MaxPacketSize:     1 << 20,
+			ReceiveMaximum:    1024,
+			MaxInflight:       1024,
+			MaxQueued:         10000,
+			DropPolicy:        "drop-newest",
+			ConnectTimeout:    Duration(10 * time.Second),
+			TopicAliasMaximum: 1024,
+		},
+		SysInterval:     Duration(10 * time.Second),
+		ShutdownTimeout: Duration(10 * time.Second),
+	}
+}
+
+// setting is one configuration key, settable from the environment and flags.
+type setting struct {
+	key  string // YAML path, e.g. limits.max_packet_size
+	help string
+	set  func(c *Config, v string) error
+	get  func(c *Config) string
+}
+
+func (s setting) env() string {
+	return "MQTTD_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(s.key))
+}
+
+func (s setting) flag() string { return strings.ReplaceAll(s.key, "_", "-") }
+
+func str(key, help string, p func(*Config) *string) setting {
+	return setting{key, help,
+		func(c *Config, v string) error { *p(c) = v; return nil },
+		func(c *Config) string { return *p(c) }}
+}
+
+func integer[T int | uint16 | uint32](key, help string, p func(*Config) *T) setting {
+	return setting{key, help,
+		func(c *Config, v string) error {
+			var zero T
+			bits := 64
+			switch any(zero).(type) {
+			case uint16:
+				bits = 16
+			case uint32:
+				bits = 32
+			}
+			n, err := strconv.ParseInt(v, 10, bits+1)
+			if err != nil || n < 0 || (bits < 64 && n >= 1<<bits) {
+				return fmt.Errorf("%s: %q is not a valid non-negative %d-bit integer", key, v, bits)
+			}
+			*p(c) = T(n)
+			return nil
+		},
+		func(c *Config) string { return strconv.FormatInt(int64(*p(c)), 10) }}
+}
+
+func duration(key, help string, p func(*Config) *Duration) setting {
+	return setting{key, help,
+		func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			*p(c) = Duration(d)
+			return nil
+		},
+		func(c *Config) string { return time.Duration(*p(c)).String() }}
+}
+
+var settings = []setting{
+	str("listeners.tcp", "MQTT over TCP listen address (empty: off)", func(c *Config) *string { return &c.Listeners.TCP }),
+	str("listeners.websocket", "MQTT over WebSocket listen address (empty: off)", func(c *Config) *string { return &c.Listeners.WebSocket }),
+	str("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.Log.Level }),
+	str("log.format", "log format: text or json", func(c *Config) *string { return &c.Log.Format }),
+	integer("limits.max_packet_size", "largest packet accepted from clients, bytes", func(c *Config) *uint32 { return &c.Limits.MaxPacketSize }),
+	integer("limits.receive_maximum", "unreleased inbound QoS 2 messages allowed per client", func(c *Config) *uint16 { return &c.Limits.ReceiveMaximum }),
+	integer("limits.max_inflight", "outbound QoS 1/2 window per client", func(c *Config) *int { return &c.Limits.MaxInflight }),
+	integer("limits.max_queued_messages", "messages queued per session before dropping", func(c *Config) *int { return &c.Limits.MaxQueued }),
+	str("limits.queue_drop_policy", "which message a full queue drops: drop-newest or drop-oldest", func(c *Config) *string { return &c.Limits.DropPolicy }),
+	integer("limits.max_keepalive", "longest keepalive accepted, seconds (0: any)", func(c *Config) *uint16 { return &c.Limits.MaxKeepAlive }),
+	duration("limits.connect_timeout", "time allowed between TCP accept and CONNECT", func(c *Config) *Duration { return &c.Limits.ConnectTimeout }),
+	integer("limits.topic_alias_maximum", "topic aliases a client may use towards the broker", func(c *Config) *uint16 { return &c.Limits.TopicAliasMaximum }),
+	integer("limits.max_session_expiry", "cap on the session expiry interval, seconds (0: none)", func(c *Config) *uint32 { return &c.Limits.MaxSessionExpiry }),
+	integer("limits.max_connections", "concurrent connections allowed (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxConnections }),
+	duration("sys_interval", "how often $SYS statistics are published (0: never)", func(c *Config) *Duration { return &c.SysInterval }),
+	duration("shutdown_timeout", "bound on graceful shutdown", func(c *Config) *Duration { return &c.ShutdownTimeout }),
+}
+
+// Load builds the configuration from args (without the program name) and the
+// environment. It returns flag.ErrHelp after printing usage for -h/--help.
+func Load(args []string, environ []string, usage io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("mqttd", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	configPath := fs.String("config", "", "path of the YAML configuration file (env MQTTD_CONFIG)")
+	flagValues := map[string]*string{}
+	def := Default()
+	for _, s := range settings {
+		v := new(string)
+		flagValues[s.key] = v
+		fs.Var(stringValue{v}, s.flag(), fmt.Sprintf("%s (env %s, default %q)", s.help, s.env(), s.get(&def)))
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(usage, "mqttd: an MQTT 3.1/3.1.1/5.0 broker.\n\nUsage: mqttd [--config FILE] [--key value ...]\n\n"+
+			"Settings come from defaults, then the YAML file, then MQTTD_* environment variables, then flags.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	cfg := Default()
+	path := *configPath
+	if path == "" {
+		path = env["MQTTD_CONFIG"]
+	}
+	if path != "" {
+		if err := loadFile(path, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	for _, s := range settings {
+		if v, ok := env[s.env()]; ok {
+			if err := s.set(&cfg, v); err != nil {
+				return Config{}, fmt.Errorf("environment %s: %w", s.env(), err)
+			}
+		}
+	}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range settings {
+			if s.flag() == f.Name && err == nil {
+				if e := s.set(&cfg, *flagValues[s.key]); e != nil {
+					err = fmt.Errorf("flag --%s: %w", f.Name, e)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return Config{}, err
+	}
+	return cfg, cfg.Validate()
+}
+
+type stringValue struct{ p *string }
+
+func (v stringValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+func (v stringValue) Set(s string) error { *v.p = s; return nil }
+
+func loadFile(path string, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true) // a misspelt key is an error, not a silent default
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// Validate checks values that parse but make no sense.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Listeners.TCP == "" && c.Listeners.WebSocket == "" {
+		errs = append(errs, errors.New("listeners: at least one listener is needed"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: %q is not text or json", c.Log.Format))
+	}
+	switch c.Limits.DropPolicy {
+	case "drop-newest", "drop-oldest":
+	default:
+		errs = append(errs, fmt.Errorf("limits.queue_drop_policy: %q is not drop-newest or drop-oldest", c.Limits.DropPolicy))
+	}
+	if c.Limits.MaxPacketSize != 0 && c.Limits.MaxPacketSize < 64 {
+		errs = append(errs, errors.New("limits.max_packet_size: must be at least 64 bytes"))
+	}
+	return errors.Join(errs...)
+}
+
+// Keys lists every setting key, sorted; used by documentation tests.
+func Keys() []string {
+	out := make([]string, 0, len(settings))
+	for _, s := range settings {
+		out = append(out, s.key)
+	}
+	sort.Strings(out)
+	return out
+}

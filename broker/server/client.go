@@ -1,0 +1,350 @@
+package server
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+// noCode means "close without a DISCONNECT packet".
+const noCode packet.Code = 0xFF
+
+const serverShuttingDown = packet.ServerShuttingDown
+
+// errClientDisconnect ends the read loop after the client's DISCONNECT.
+var errClientDisconnect = errors.New("client sent DISCONNECT")
+
+// client is one network connection. Concurrency contract (see broker/LOCKS.md): the
+// read loop (serve) owns the fields marked reader; the write loop owns the fields
+// marked writer; mu guards the control queue and the closing state.
+type client struct {
+	s    *Server
+	conn net.Conn
+	br   *bufio.Reader
+	addr string
+
+	// Set during CONNECT, read-only afterwards.
+	id                 string
+	version            byte
+	keepAlive          time.Duration
+	window             int
+	maxOut             uint32 // client's Maximum Packet Size (0: protocol limit)
+	aliasMaxOut        uint16 // client's Topic Alias Maximum
+	requestProblemInfo bool
+	entry              *entry
+	sess               *session.Session
+	gen                uint64
+
+	// reader
+	aliasIn       map[uint16]string
+	sessionExpiry uint32
+	will          *session.Message
+	willDelay     uint32
+	willExpiry    uint32
+	willHasExpiry bool
+	sendWill      bool
+
+	// writer
+	aliasOut  map[string]uint16
+	wbuf      []byte
+	batch     []session.Delivery
+	ctrlSpare []packet.Packet
+
+	mu      sync.Mutex
+	ctrl    []packet.Packet
+	closing bool
+
+	wake       chan struct{}
+	writerDone chan struct{}
+	takenOver  atomic.Bool
+}
+
+func newClient(s *Server, conn net.Conn) *client {
+	c := &client{
+		s:          s,
+		conn:       conn,
+		addr:       conn.RemoteAddr().String(),
+		wake:       make(chan struct{}, 1),
+		writerDone: make(chan struct{}),
+		sendWill:   true,
+	}
+	c.br = bufio.NewReaderSize(countingReader{conn, &s.stats.bytesIn}, 4096)
+	return c
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(uint64(n))
+	return n, err
+}
+
+// notify wakes the writer; it never blocks.
+func (c *client) notify() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send queues a control packet for the writer.
+func (c *client) send(p packet.Packet) {
+	c.mu.Lock()
+	if !c.closing {
+		c.ctrl = append(c.ctrl, p)
+	}
+	c.mu.Unlock()
+	c.notify()
+}
+
+// shutdown asks the writer to flush, send DISCONNECT with code (v5 only, unless code
+// is noCode) and close the connection. It is idempotent and does not block.
+func (c *client) shutdown(code packet.Code) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if code != noCode && c.version == packet.V5 {
+		d := packet.Packet{Type: packet.Disconnect, ReasonCode: code}
+		c.ctrl = append(c.ctrl, d)
+	}
+	c.closing = true
+	c.mu.Unlock()
+	c.notify()
+}
+
+// serve runs the connection: CONNECT, then the read loop, then cleanup.
+func (c *client) serve() {
+	s := c.s
+	s.mu.Lock()
+	s.clients[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.clients, c)
+		s.mu.Unlock()
+	}()
+
+	_ = c.conn.SetReadDeadline(time.Now().Add(s.opts.ConnectTimeout))
+	p, err := packet.Read(c.br, 0, s.opts.MaxPacketSize)
+	if err != nil || p.Type != packet.Connect {
+		c.refuseFirst(p, err)
+		_ = c.conn.Close()
+		return
+	}
+	if !c.connect(p) {
+		_ = c.conn.Close()
+		return
+	}
+	s.stats.connected.Add(1)
+	defer s.stats.connected.Add(-1)
+	go c.writeLoop()
+
+	code := c.readLoop()
+	c.shutdown(code)
+	<-c.writerDone
+	_ = c.conn.Close()
+	s.disconnected(c)
+}
+
+// refuseFirst answers a first packet that is not a usable CONNECT.
+func (c *client) refuseFirst(p *packet.Packet, err error) {
+	s := c.s
+	switch {
+	case err == nil:
+		s.stats.protocolErrors.Add(1)
+		s.log.Debug("first packet is not CONNECT", "remote", c.addr, "type", p.Type.String())
+	case errors.Is(err, packet.UnsupportedProtocolVersion) && p != nil:
+		s.stats.protocolErrors.Add(1)
+		s.log.Info("unsupported protocol version", "remote", c.addr, "version", p.Connect.ProtocolVersion)
+		ack := packet.Packet{Type: packet.Connack}
+		version := packet.V311
+		ack.ReasonCode = packet.Code(packet.ConnackV3BadProtocolVersion)
+		if p.Connect.ProtocolVersion == packet.V5 {
+			version = packet.V5
+			ack.ReasonCode = packet.UnsupportedProtocolVersion
+		}
+		c.writeNow(ack.Encode(nil, version))
+	case isCode(err):
+		c.countBadInput(err)
+		s.log.Info("bad CONNECT", "remote", c.addr, "error", err)
+		if p != nil && p.Connect.ProtocolVersion == packet.V5 {
+			ack := packet.Packet{Type: packet.Connack, ReasonCode: packet.CodeOf(err)}
+			c.writeNow(ack.Encode(nil, packet.V5))
+		}
+	default:
+		s.log.Debug("connection closed before CONNECT", "remote", c.addr, "error", err)
+	}
+}
+
+func isCode(err error) bool {
+	var code packet.Code
+	return errors.As(err, &code)
+}
+
+func (c *client) countBadInput(err error) {
+	if errors.Is(err, packet.MalformedPacket) {
+		c.s.stats.malformed.Add(1)
+	} else {
+		c.s.stats.protocolErrors.Add(1)
+	}
+}
+
+// writeNow writes directly; only used before the writer runs.
+func (c *client) writeNow(b []byte) {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
+	if n, err := c.conn.Write(b); err == nil {
+		c.s.stats.bytesOut.Add(uint64(n))
+	}
+}
+
+// readLoop reads and handles packets until the connection ends. It returns the reason
+// code to send in a server DISCONNECT, or noCode.
+func (c *client) readLoop() packet.Code {
+	s := c.s
+	for {
+		if c.keepAlive > 0 {
+			_ = c.conn.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		} else {
+			_ = c.conn.SetReadDeadline(time.Time{})
+		}
+		p, err := packet.Read(c.br, c.version, s.opts.MaxPacketSize)
+		if err == nil {
+			err = c.handle(p)
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, errClientDisconnect) {
+			return noCode
+		}
+		var ne net.Error
+		switch {
+		case c.takenOver.Load():
+			return noCode
+		case isCode(err):
+			c.countBadInput(err)
+			s.log.Info("closing client after protocol violation", "client", c.id, "remote", c.addr, "error", err)
+			return packet.CodeOf(err)
+		case errors.As(err, &ne) && ne.Timeout():
+			s.log.Info("keepalive timeout", "client", c.id, "remote", c.addr)
+			return packet.KeepAliveTimeout
+		default:
+			s.log.Debug("connection lost", "client", c.id, "remote", c.addr, "error", err)
+			return noCode
+		}
+	}
+}
+
+// writeLoop is the connection's only writer: it batches control packets and deliveries
+// into one buffer per wake-up and writes it with a single call.
+func (c *client) writeLoop() {
+	defer close(c.writerDone)
+	for range c.wake {
+		for {
+			now := time.Now()
+			var expired int
+			c.batch, expired = c.sess.NextBatch(c.gen, c.batch[:0], now)
+			if expired > 0 {
+				c.s.stats.expired.Add(uint64(expired))
+			}
+			c.mu.Lock()
+			ctrl := c.ctrl
+			c.ctrl = c.ctrlSpare[:0]
+			closing := c.closing
+			c.mu.Unlock()
+
+			buf := c.wbuf[:0]
+			for i := range ctrl {
+				buf = ctrl[i].Encode(buf, c.version)
+			}
+			clear(ctrl)
+			c.ctrlSpare = ctrl
+			for i := range c.batch {
+				buf = c.appendDelivery(buf, &c.batch[i], now)
+			}
+			clear(c.batch)
+			c.wbuf = buf
+			if len(buf) > 0 {
+				_ = c.conn.SetWriteDeadline(now.Add(c.s.opts.WriteTimeout))
+				n, err := c.conn.Write(buf)
+				c.s.stats.bytesOut.Add(uint64(n))
+				if err != nil {
+					_ = c.conn.Close()
+					return
+				}
+			}
+			if cap(c.wbuf) > 1<<20 {
+				c.wbuf = nil // do not pin a large buffer for an idle client
+			}
+			if closing {
+				_ = c.conn.Close()
+				return
+			}
+			if len(buf) == 0 {
+				break
+			}
+		}
+	}
+}
+
+// appendDelivery encodes one delivery: PUBREL when the client already sent PUBREC,
+// otherwise PUBLISH with the per-subscriber properties and an outbound topic alias.
+func (c *client) appendDelivery(buf []byte, d *session.Delivery, now time.Time) []byte {
+	if d.Released {
+		p := packet.Packet{Type: packet.Pubrel, PacketID: d.PacketID}
+		return p.Encode(buf, c.version)
+	}
+	m := d.Msg
+	p := packet.Packet{Type: packet.Publish, QoS: d.QoS, Retain: d.Retain, Dup: d.Dup,
+		PacketID: d.PacketID, Topic: m.Topic, Payload: m.Payload}
+	newAlias := uint16(0)
+	if c.version == packet.V5 {
+		p.Properties = m.Properties
+		if rem, ok := m.RemainingExpiry(now); ok {
+			p.Properties.MessageExpiry = rem
+			p.Properties.Set(packet.PropMessageExpiry)
+		}
+		p.Properties.SubscriptionIdentifier = d.SubIDs
+		if c.aliasMaxOut > 0 {
+			if a, ok := c.aliasOut[m.Topic]; ok {
+				p.Topic = ""
+				p.Properties.TopicAlias = a
+				p.Properties.Set(packet.PropTopicAlias)
+			} else if len(c.aliasOut) < int(c.aliasMaxOut) {
+				newAlias = uint16(len(c.aliasOut) + 1)
+				p.Properties.TopicAlias = newAlias
+				p.Properties.Set(packet.PropTopicAlias)
+			}
+		}
+	}
+	if c.maxOut > 0 && uint32(p.Size(c.version)) > c.maxOut {
+		// MQTT-3.1.2-25: a packet over the client's maximum is discarded as if sent.
+		c.s.stats.dropped.Add(1)
+		c.s.log.Debug("message exceeds client's maximum packet size", "client", c.id, "topic", m.Topic)
+		if d.QoS > 0 {
+			c.sess.Acked(d.PacketID)
+		}
+		return buf
+	}
+	if newAlias != 0 {
+		if c.aliasOut == nil {
+			c.aliasOut = make(map[string]uint16)
+		}
+		c.aliasOut[m.Topic] = newAlias
+	}
+	c.s.stats.msgsOut.Add(1)
+	return p.Encode(buf, c.version)
+}

@@ -1,0 +1,290 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+// connect handles CONNECT: it negotiates limits, takes over or creates the session and
+// queues CONNACK. It reports false when the connection was refused.
+func (c *client) connect(p *packet.Packet) bool {
+	s := c.s
+	cf := &p.Connect
+	props := &p.Properties
+	c.version = cf.ProtocolVersion
+	ack := packet.Packet{Type: packet.Connack}
+
+	c.id = cf.ClientID
+	if c.id == "" {
+		if c.version == packet.V5 || (c.version == packet.V311 && cf.CleanStart) {
+			c.id = "auto-" + randomHex(12)
+			ack.Properties.AssignedClientID = c.id
+			ack.Properties.Set(packet.PropAssignedClientID)
+		} else {
+			return c.refuse(packet.ClientIdentifierNotValid, "empty client identifier needs a clean session")
+		}
+	}
+
+	ka := cf.KeepAlive
+	if c.version == packet.V5 && s.opts.MaxKeepAlive > 0 && (ka == 0 || ka > s.opts.MaxKeepAlive) {
+		ka = s.opts.MaxKeepAlive
+		ack.Properties.ServerKeepAlive = ka
+		ack.Properties.Set(packet.PropServerKeepAlive)
+	}
+	c.keepAlive = time.Duration(ka) * time.Second
+
+	// Session expiry: v3 persistent sessions never expire unless capped.
+	switch {
+	case c.version == packet.V5:
+		c.sessionExpiry = props.SessionExpiry
+	case cf.CleanStart:
+		c.sessionExpiry = 0
+	default:
+		c.sessionExpiry = ExpiryNever
+	}
+	if s.opts.MaxSessionExpiry > 0 && c.sessionExpiry > s.opts.MaxSessionExpiry {
+		c.sessionExpiry = s.opts.MaxSessionExpiry
+		if c.version == packet.V5 {
+			ack.Properties.SessionExpiry = c.sessionExpiry
+			ack.Properties.Set(packet.PropSessionExpiry)
+		}
+	}
+
+	c.window = s.opts.MaxInflight
+	c.requestProblemInfo = true
+	if c.version == packet.V5 {
+		if props.Has(packet.PropReceiveMaximum) {
+			c.window = min(c.window, int(props.ReceiveMaximum))
+		}
+		if props.Has(packet.PropMaximumPacketSize) {
+			c.maxOut = props.MaximumPacketSize
+		}
+		c.aliasMaxOut = props.TopicAliasMaximum
+		if props.Has(packet.PropRequestProblemInfo) {
+			c.requestProblemInfo = props.RequestProblemInfo == 1
+		}
+		if props.Has(packet.PropAuthMethod) {
+			// Enhanced authentication is not offered (MQTT-4.12.0-1: may refuse).
+			return c.refuse(packet.BadAuthenticationMethod, "enhanced authentication is not supported")
+		}
+	}
+
+	if cf.WillFlag {
+		wp := &cf.WillProperties
+		c.will = &session.Message{Topic: cf.WillTopic, Payload: cf.WillPayload, QoS: cf.WillQoS,
+			Retain: cf.WillRetain, Properties: session.ForwardedProperties(wp), Publisher: c.id}
+		c.willDelay = wp.WillDelay
+		c.willExpiry, c.willHasExpiry = wp.MessageExpiry, wp.Has(packet.PropMessageExpiry)
+	}
+
+	present, code := s.attach(c, cf.CleanStart)
+	if code != packet.Success {
+		return c.refuse(code, "")
+	}
+	ack.SessionPresent = present
+	if c.version == packet.V5 {
+		ack.Properties.ReceiveMaximum = s.opts.ReceiveMaximum
+		ack.Properties.Set(packet.PropReceiveMaximum)
+		ack.Properties.MaximumPacketSize = s.opts.MaxPacketSize
+		ack.Properties.Set(packet.PropMaximumPacketSize)
+		ack.Properties.TopicAliasMaximum = s.opts.TopicAliasMaximum
+		ack.Properties.Set(packet.PropTopicAliasMaximum)
+	}
+	c.send(ack)
+	s.stats.connectsTotal.Add(1)
+	s.log.Debug("client connected", "client", c.id, "remote", c.addr, "version", c.version,
+		"clean", cf.CleanStart, "sessionPresent", present, "keepalive", ka)
+	return true
+}
+
+// refuse writes a failing CONNACK and logs why.
+func (c *client) refuse(code packet.Code, why string) bool {
+	s := c.s
+	s.log.Info("connection refused", "client", c.id, "remote", c.addr, "reason", code.Error(), "detail", why)
+	ack := packet.Packet{Type: packet.Connack, ReasonCode: code}
+	if c.version != packet.V5 {
+		ack.ReasonCode = packet.Code(packet.ConnackV3(code))
+	}
+	c.writeNow(ack.Encode(nil, c.version))
+	return false
+}
+
+// willMessage builds the will as it is published now (its expiry counts from now).
+func (c *client) willMessage() *session.Message {
+	if c.will == nil {
+		return nil
+	}
+	w := *c.will
+	if c.willHasExpiry {
+		w.Expiry = time.Now().Add(time.Duration(c.willExpiry) * time.Second)
+	}
+	return &w
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// attach binds client c to its session, taking over a live connection with the same
+// client ID (MQTT-3.1.4-3). It returns whether a session was present.
+func (s *Server) attach(c *client, clean bool) (bool, packet.Code) {
+	var wills []*session.Message
+	defer func() {
+		for _, w := range wills {
+			s.publish(w)
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false, packet.ServerUnavailable
+	}
+	if s.opts.MaxConnections > 0 && int(s.stats.connected.Load()) >= s.opts.MaxConnections {
+		return false, packet.ServerBusy
+	}
+	e := s.sessions[c.id]
+	if e != nil {
+		if old := e.client; old != nil {
+			e.client = nil
+			old.takenOver.Store(true)
+			e.sess.Detach(old.gen)
+			// The old connection ends without DISCONNECT: its will goes out now unless
+			// it is delayed and the session continues (MQTT-3.1.3-9).
+			if old.sendWill && old.will != nil && (old.willDelay == 0 || clean) {
+				wills = append(wills, old.willMessage())
+			}
+			old.shutdown(packet.SessionTakenOver)
+			s.log.Info("session taken over", "client", c.id, "old", old.addr, "new", c.addr)
+		}
+		stopTimer(e.expiryTimer)
+		stopTimer(e.willTimer)
+		if e.will != nil && clean {
+			wills = append(wills, e.will) // the session ends: a delayed will is due
+		}
+		e.will = nil
+		if clean {
+			s.dropSession(c.id, e)
+			e = nil
+		}
+	}
+	present := e != nil
+	if e == nil {
+		e = &entry{sess: session.New(c.id, s.sessionLimits())}
+		s.sessions[c.id] = e
+	}
+	e.client = c
+	c.entry = e
+	c.sess = e.sess
+	c.gen = e.sess.Attach(c.notify, c.window)
+	return present, packet.Success
+}
+
+// disconnected runs after a connection ended: it publishes or schedules the will and
+// ends or keeps the session according to its expiry interval.
+func (s *Server) disconnected(c *client) {
+	var wills []*session.Message
+	defer func() {
+		for _, w := range wills {
+			s.publish(w)
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := c.entry
+	if e == nil || e.client != c {
+		return // taken over: the new connection owns the session now
+	}
+	e.client = nil
+	e.sess.Detach(c.gen)
+	expiry := c.sessionExpiry
+	if c.sendWill && c.will != nil && !s.closing {
+		w := c.willMessage()
+		if c.willDelay > 0 && expiry > 0 {
+			e.will = w
+			delay := time.Duration(min(c.willDelay, expiry)) * time.Second
+			e.willTimer = time.AfterFunc(delay, func() { s.fireWill(c.id, e, w) })
+		} else {
+			wills = append(wills, w)
+		}
+	}
+	if expiry == 0 {
+		s.dropSession(c.id, e)
+		if e.will != nil {
+			stopTimer(e.willTimer)
+			wills = append(wills, e.will)
+			e.will = nil
+		}
+		return
+	}
+	e.expiry = expiry
+	e.disconnected = time.Now()
+	s.armExpiry(c.id, e, e.disconnected)
+	s.saveSession(e)
+}
+
+// saveSession writes a detached persistent session to the store. Lock held on entry.
+func (s *Server) saveSession(e *entry) {
+	snap := e.sess.Snapshot()
+	snap.Expiry = e.expiry
+	snap.Disconnected = e.disconnected
+	if err := s.opts.Store.SaveSession(snap); err != nil {
+		s.log.Error("saving session failed", "client", snap.ID, "error", err)
+	}
+}
+
+// fireWill publishes a delayed will unless the client came back or it was replaced.
+func (s *Server) fireWill(id string, e *entry, w *session.Message) {
+	s.mu.Lock()
+	due := s.sessions[id] == e && e.will == w
+	if due {
+		e.will = nil
+	}
+	s.mu.Unlock()
+	if due {
+		s.publish(w)
+	}
+}
+
+// armExpiry starts the expiry timer of a detached session. Lock held on entry.
+func (s *Server) armExpiry(id string, e *entry, since time.Time) {
+	if e.expiry == ExpiryNever {
+		return
+	}
+	left := time.Duration(e.expiry)*time.Second - time.Since(since)
+	e.expiryTimer = time.AfterFunc(max(left, 0), func() { s.expire(id, e) })
+}
+
+// expire ends a session whose expiry interval passed while it was offline.
+func (s *Server) expire(id string, e *entry) {
+	s.mu.Lock()
+	if s.sessions[id] != e || e.client != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.dropSession(id, e)
+	w := e.will
+	e.will = nil
+	stopTimer(e.willTimer)
+	s.mu.Unlock()
+	s.log.Debug("session expired", "client", id)
+	if w != nil {
+		s.publish(w)
+	}
+}
+
+// dropSession removes a session and its subscriptions. Lock held on entry.
+func (s *Server) dropSession(id string, e *entry) {
+	delete(s.sessions, id)
+	for _, sub := range e.sess.Subscriptions() {
+		s.trie.Unsubscribe(id, sub.ShareGroup, sub.Filter)
+	}
+	if err := s.opts.Store.DeleteSession(id); err != nil {
+		s.log.Error("deleting session failed", "client", id, "error", err)
+	}
+}

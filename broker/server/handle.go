@@ -1,0 +1,212 @@
+package server
+
+import (
+	"strings"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
+)
+
+// handle processes one packet read after CONNECT. A returned error carrying a reason
+// code closes the connection with that code.
+func (c *client) handle(p *packet.Packet) error {
+	switch p.Type {
+	case packet.Publish:
+		return c.handlePublish(p)
+	case packet.Puback, packet.Pubcomp:
+		c.sess.Acked(p.PacketID)
+	case packet.Pubrec:
+		c.handlePubrec(p)
+	case packet.Pubrel:
+		ack := packet.Packet{Type: packet.Pubcomp, PacketID: p.PacketID}
+		if !c.sess.ReleaseInbound(p.PacketID) {
+			ack.ReasonCode = packet.PacketIdentifierNotFound
+		}
+		c.send(ack)
+	case packet.Subscribe:
+		return c.handleSubscribe(p)
+	case packet.Unsubscribe:
+		c.handleUnsubscribe(p)
+	case packet.Pingreq:
+		c.send(packet.Packet{Type: packet.Pingresp})
+	case packet.Disconnect:
+		return c.handleDisconnect(p)
+	case packet.Auth:
+		return packet.Errorf(packet.ProtocolError, "AUTH without an authentication method")
+	default:
+		return packet.Errorf(packet.ProtocolError, "unexpected "+p.Type.String()+" from client")
+	}
+	return nil
+}
+
+func (c *client) handlePubrec(p *packet.Packet) {
+	if p.ReasonCode.IsError() {
+		c.sess.Acked(p.PacketID) // the receiver refused it: the flow ends here
+		return
+	}
+	rel := packet.Packet{Type: packet.Pubrel, PacketID: p.PacketID}
+	if !c.sess.Received(p.PacketID) {
+		rel.ReasonCode = packet.PacketIdentifierNotFound
+	}
+	c.send(rel)
+}
+
+func (c *client) handleDisconnect(p *packet.Packet) error {
+	if c.version == packet.V5 && p.Properties.Has(packet.PropSessionExpiry) {
+		if c.sessionExpiry == 0 && p.Properties.SessionExpiry != 0 {
+			return packet.Errorf(packet.ProtocolError, "session expiry changed from 0 at DISCONNECT")
+		}
+		c.sessionExpiry = p.Properties.SessionExpiry
+		if m := c.s.opts.MaxSessionExpiry; m > 0 && c.sessionExpiry > m {
+			c.sessionExpiry = m
+		}
+	}
+	// Only DISCONNECT 0x04 keeps the will (MQTT-3.14.4-3).
+	c.sendWill = c.version == packet.V5 && p.ReasonCode == packet.DisconnectWithWillMessage
+	return errClientDisconnect
+}
+
+func (c *client) handlePublish(p *packet.Packet) error {
+	s := c.s
+	if c.version == packet.V5 {
+		props := &p.Properties
+		if props.Has(packet.PropSubscriptionIdentifier) {
+			return packet.Errorf(packet.ProtocolError, "PUBLISH from a client carries a subscription identifier")
+		}
+		if props.Has(packet.PropTopicAlias) {
+			a := props.TopicAlias
+			if a > s.opts.TopicAliasMaximum {
+				return packet.Errorf(packet.TopicAliasInvalid, "topic alias above the maximum")
+			}
+			if p.Topic == "" {
+				t, ok := c.aliasIn[a]
+				if !ok {
+					return packet.Errorf(packet.ProtocolError, "unknown topic alias")
+				}
+				p.Topic = t
+			} else {
+				if c.aliasIn == nil {
+					c.aliasIn = make(map[uint16]string)
+				}
+				c.aliasIn[a] = p.Topic
+			}
+		}
+	}
+	if p.QoS == 2 && c.sess.InboundLen() >= int(s.opts.ReceiveMaximum) {
+		return packet.Errorf(packet.ReceiveMaximumExceeded, "too many unreleased QoS 2 messages")
+	}
+	s.stats.msgsIn.Add(1)
+
+	// $SYS is the broker's own namespace.
+	if strings.HasPrefix(p.Topic, "$SYS") {
+		c.ackPublish(p, packet.NotAuthorized, true)
+		return nil
+	}
+	msg := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: c.id}
+	if c.version == packet.V5 {
+		msg.Properties = session.ForwardedProperties(&p.Properties)
+		if p.Properties.Has(packet.PropMessageExpiry) {
+			msg.Expiry = time.Now().Add(time.Duration(p.Properties.MessageExpiry) * time.Second)
+		}
+	}
+	switch p.QoS {
+	case 0:
+		s.publish(msg)
+	case 1:
+		n := s.publish(msg)
+		c.ackPublish(p, matchedCode(n), true)
+	case 2:
+		first := c.sess.AddInbound(p.PacketID)
+		n := 1
+		if first {
+			n = s.publish(msg)
+		}
+		c.ackPublish(p, matchedCode(n), first)
+	}
+	return nil
+}
+
+func matchedCode(n int) packet.Code {
+	if n == 0 {
+		return packet.NoMatchingSubscribers
+	}
+	return packet.Success
+}
+
+// ackPublish sends PUBACK or PUBREC for p. A refused QoS 2 message is not recorded,
+// so its PUBREL will get "packet identifier not found".
+func (c *client) ackPublish(p *packet.Packet, code packet.Code, first bool) {
+	if p.QoS == 0 {
+		return
+	}
+	t := packet.Puback
+	if p.QoS == 2 {
+		t = packet.Pubrec
+		if code.IsError() && first {
+			c.sess.ReleaseInbound(p.PacketID)
+		}
+	}
+	if c.version != packet.V5 {
+		code = packet.Success
+	}
+	c.send(packet.Packet{Type: t, PacketID: p.PacketID, ReasonCode: code})
+}
+
+func (c *client) handleSubscribe(p *packet.Packet) error {
+	s := c.s
+	ack := packet.Packet{Type: packet.Suback, PacketID: p.PacketID, ReasonCodes: make([]packet.Code, len(p.Subscriptions))}
+	var subID uint32
+	if len(p.Properties.SubscriptionIdentifier) > 0 {
+		subID = p.Properties.SubscriptionIdentifier[0]
+	}
+	type retainedReq struct {
+		filter string
+		sub    topic.Subscription
+	}
+	var wantRetained []retainedReq
+	for i, req := range p.Subscriptions {
+		group, filter, shared, err := topic.ParseShared(req.Filter)
+		if !shared {
+			filter = req.Filter
+		}
+		if err != nil || !topic.ValidFilter(filter) {
+			ack.ReasonCodes[i] = packet.TopicFilterInvalid
+			if c.version != packet.V5 {
+				ack.ReasonCodes[i] = packet.UnspecifiedError
+			}
+			continue
+		}
+		if shared && req.NoLocal {
+			return packet.Errorf(packet.ProtocolError, "no local on a shared subscription")
+		}
+		sub := topic.Subscription{ClientID: c.id, Filter: filter, ShareGroup: group, QoS: req.QoS,
+			NoLocal: req.NoLocal, RetainAsPublished: req.RetainAsPublished, RetainHandling: req.RetainHandling,
+			Identifier: subID}
+		existed := c.sess.Subscribe(req.Filter, sub)
+		s.trie.Subscribe(sub)
+		ack.ReasonCodes[i] = packet.Code(req.QoS)
+		if !shared && (req.RetainHandling == 0 || (req.RetainHandling == 1 && !existed)) {
+			wantRetained = append(wantRetained, retainedReq{filter, sub})
+		}
+	}
+	c.send(ack)
+	for _, r := range wantRetained {
+		s.deliverRetained(c.sess, r.filter, r.sub)
+	}
+	return nil
+}
+
+func (c *client) handleUnsubscribe(p *packet.Packet) {
+	ack := packet.Packet{Type: packet.Unsuback, PacketID: p.PacketID, ReasonCodes: make([]packet.Code, len(p.Filters))}
+	for i, f := range p.Filters {
+		sub, ok := c.sess.Unsubscribe(f)
+		if !ok {
+			ack.ReasonCodes[i] = packet.NoSubscriptionExisted
+			continue
+		}
+		c.s.trie.Unsubscribe(c.id, sub.ShareGroup, sub.Filter)
+	}
+	c.send(ack)
+}

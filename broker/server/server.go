@@ -1,0 +1,360 @@
+// Package server is the MQTT broker engine: it accepts connections, runs the protocol
+// for each client, keeps sessions and retained messages and routes publications.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
+)
+
+// Options configures a Server. Zero values take the defaults of DefaultOptions.
+type Options struct {
+	// MaxPacketSize is the largest packet accepted from clients (announced to v5 clients).
+	MaxPacketSize uint32
+	// ReceiveMaximum is how many inbound QoS 2 messages a client may have unreleased.
+	ReceiveMaximum uint16
+	// MaxInflight caps the outbound QoS 1/2 window per client (v5: also capped by the
+	// client's Receive Maximum).
+	MaxInflight int
+	// MaxQueued bounds the messages queued per session; DropPolicy picks the victim.
+	MaxQueued  int
+	DropPolicy session.DropPolicy
+	// MaxKeepAlive is the longest keepalive accepted, in seconds (0: any). Clients asking
+	// for more, or for none, get this value as Server Keep Alive (v5).
+	MaxKeepAlive uint16
+	// ConnectTimeout is how long a new connection may take to send CONNECT.
+	ConnectTimeout time.Duration
+	// TopicAliasMaximum is the number of topic aliases a client may use towards us.
+	TopicAliasMaximum uint16
+	// MaxSessionExpiry caps the session expiry interval in seconds (0: no cap).
+	MaxSessionExpiry uint32
+	// MaxConnections refuses connections beyond this count (0: no limit).
+	MaxConnections int
+	// SysInterval is how often $SYS topics are published (0: never).
+	SysInterval time.Duration
+	// WriteTimeout bounds one write to a client.
+	WriteTimeout time.Duration
+	// Store persists retained messages and sessions (default: in memory).
+	Store store.Store
+	// Logger receives structured logs (default: slog.Default()).
+	Logger *slog.Logger
+	// Version is reported in $SYS/broker/version.
+	Version string
+}
+
+// DefaultOptions returns the defaults used for zero fields.
+func DefaultOptions() Options {
+	return Options{
+		MaxPacketSize:     1 << 20,
+		ReceiveMaximum:    1024,
+		MaxInflight:       1024,
+		MaxQueued:         10000,
+		MaxKeepAlive:      0,
+		ConnectTimeout:    10 * time.Second,
+		TopicAliasMaximum: 1024,
+		SysInterval:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		Version:           "dev",
+	}
+}
+
+func (o *Options) fillDefaults() {
+	d := DefaultOptions()
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = d.MaxPacketSize
+	}
+	if o.ReceiveMaximum == 0 {
+		o.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = d.MaxInflight
+	}
+	if o.MaxQueued <= 0 {
+		o.MaxQueued = d.MaxQueued
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = d.ConnectTimeout
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = d.WriteTimeout
+	}
+	if o.Version == "" {
+		o.Version = d.Version
+	}
+	if o.Store == nil {
+		o.Store = store.NewMemory()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Server is one MQTT broker node.
+type Server struct {
+	opts  Options
+	log   *slog.Logger
+	trie  *topic.Trie
+	stats Stats
+	start time.Time
+
+	mu        sync.RWMutex // guards sessions, clients, listeners, closing
+	sessions  map[string]*entry
+	clients   map[*client]struct{}
+	listeners map[net.Listener]struct{}
+	closing   bool
+
+	retainedMu sync.RWMutex
+	retained   map[string]*session.Message
+
+	shareMu sync.Mutex
+	shareRR map[string]uint32 // round-robin position per "group\x00filter"
+
+	conns sync.WaitGroup // connection goroutines
+	done  chan struct{}
+	loops sync.WaitGroup // housekeeping
+}
+
+// entry is the server's view of one session: the session itself plus the connection
+// attached to it and the timers of its will and expiry. Guarded by Server.mu.
+type entry struct {
+	sess         *session.Session
+	client       *client
+	expiry       uint32 // session expiry interval in seconds, once disconnected
+	expiryTimer  *time.Timer
+	will         *session.Message // pending delayed will
+	willTimer    *time.Timer
+	disconnected time.Time
+}
+
+// New creates a server and restores the retained messages and sessions in its store.
+func New(opts Options) (*Server, error) {
+	opts.fillDefaults()
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger,
+		trie:      topic.New(),
+		start:     time.Now(),
+		sessions:  make(map[string]*entry),
+		clients:   make(map[*client]struct{}),
+		listeners: make(map[net.Listener]struct{}),
+		retained:  make(map[string]*session.Message),
+		shareRR:   make(map[string]uint32),
+		done:      make(chan struct{}),
+	}
+	if err := s.restore(); err != nil {
+		return nil, err
+	}
+	if opts.SysInterval > 0 {
+		s.loops.Add(1)
+		go s.sysLoop()
+	}
+	return s, nil
+}
+
+// restore loads retained messages and persistent sessions from the store.
+func (s *Server) restore() error {
+	msgs, err := s.opts.Store.Retained()
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		s.retained[m.Topic] = m
+	}
+	snaps, err := s.opts.Store.Sessions()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, snap := range snaps {
+		if snap.Expiry != ExpiryNever && now.Sub(snap.Disconnected) >= time.Duration(snap.Expiry)*time.Second {
+			_ = s.opts.Store.DeleteSession(snap.ID)
+			continue
+		}
+		e := &entry{sess: session.Restore(snap, s.sessionLimits()), expiry: snap.Expiry, disconnected: snap.Disconnected}
+		for _, sub := range snap.Subscriptions {
+			s.trie.Subscribe(sub)
+		}
+		s.sessions[snap.ID] = e
+		s.armExpiry(snap.ID, e, now)
+	}
+	return nil
+}
+
+// ExpiryNever is the session expiry interval that never expires.
+const ExpiryNever = 0xFFFFFFFF
+
+func (s *Server) sessionLimits() session.Limits {
+	return session.Limits{MaxQueued: s.opts.MaxQueued, Policy: s.opts.DropPolicy}
+}
+
+// Serve accepts connections on l until l is closed or the server shuts down.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			select {
+			case <-s.done:
+				return ErrServerClosed
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		go s.ServeConn(conn)
+	}
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("mqtt server closed")
+
+// ServeConn runs the protocol on one connection and returns when it is closed.
+func (s *Server) ServeConn(conn net.Conn) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	s.conns.Add(1)
+	s.mu.Unlock()
+	defer s.conns.Done()
+	c := newClient(s, conn)
+	c.serve()
+}
+
+// Shutdown stops accepting connections, sends v5 clients DISCONNECT 0x8B (server
+// shutting down), flushes what is queued for them and closes every connection. It
+// returns when all connections are closed or ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	close(s.done)
+	for l := range s.listeners {
+		_ = l.Close()
+	}
+	clients := make([]*client, 0, len(s.clients))
+	for c := range s.clients {
+		clients = append(clients, c)
+	}
+	s.mu.Unlock()
+	for _, c := range clients {
+		c.shutdown(serverShuttingDown)
+	}
+	s.loops.Wait()
+	finished := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		for _, c := range clients {
+			_ = c.conn.Close()
+		}
+		<-finished
+	}
+	s.mu.Lock()
+	for _, e := range s.sessions {
+		stopTimer(e.expiryTimer)
+		stopTimer(e.willTimer)
+	}
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() StatsSnapshot {
+	s.mu.RLock()
+	sessions := len(s.sessions)
+	s.mu.RUnlock()
+	s.retainedMu.RLock()
+	retained := len(s.retained)
+	s.retainedMu.RUnlock()
+	return StatsSnapshot{
+		Uptime:           time.Since(s.start),
+		ClientsConnected: s.stats.connected.Load(),
+		ClientsTotal:     s.stats.connectsTotal.Load(),
+		Sessions:         sessions,
+		Subscriptions:    s.trie.Len(),
+		Retained:         retained,
+		MessagesReceived: s.stats.msgsIn.Load(),
+		MessagesSent:     s.stats.msgsOut.Load(),
+		MessagesDropped:  s.stats.dropped.Load(),
+		MessagesExpired:  s.stats.expired.Load(),
+		BytesReceived:    s.stats.bytesIn.Load(),
+		BytesSent:        s.stats.bytesOut.Load(),
+		MalformedPackets: s.stats.malformed.Load(),
+		ProtocolErrors:   s.stats.protocolErrors.Load(),
+	}
+}
+
+// Stats are the server's counters (atomics: updated on the hot path without locks).
+type Stats struct {
+	connected      atomic.Int64
+	connectsTotal  atomic.Uint64
+	msgsIn         atomic.Uint64
+	msgsOut        atomic.Uint64
+	dropped        atomic.Uint64
+	expired        atomic.Uint64
+	bytesIn        atomic.Uint64
+	bytesOut       atomic.Uint64
+	malformed      atomic.Uint64
+	protocolErrors atomic.Uint64
+}
+
+// StatsSnapshot is a point-in-time copy of the counters.
+type StatsSnapshot struct {
+	Uptime           time.Duration
+	ClientsConnected int64
+	ClientsTotal     uint64
+	Sessions         int
+	Subscriptions    int
+	Retained         int
+	MessagesReceived uint64
+	MessagesSent     uint64
+	MessagesDropped  uint64
+	MessagesExpired  uint64
+	BytesReceived    uint64
+	BytesSent        uint64
+	MalformedPackets uint64
+	ProtocolErrors   uint64
+}

@@ -1,0 +1,354 @@
+package session
+
+import (
+	"sync"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
+)
+
+// DropPolicy says which message a full queue gives up.
+type DropPolicy int
+
+const (
+	// DropNewest refuses the message that does not fit (Mosquitto's behaviour).
+	DropNewest DropPolicy = iota
+	// DropOldest discards the oldest queued message to make room.
+	DropOldest
+)
+
+// Limits bound the memory a session may hold.
+type Limits struct {
+	MaxQueued int // messages waiting to be sent (not yet inflight)
+	Policy    DropPolicy
+}
+
+// Session is the state of one client ID. Every method locks the session itself; the
+// lock is never held while calling out (notify is a non-blocking signal).
+type Session struct {
+	ID string
+
+	mu       sync.Mutex
+	limits   Limits
+	subs     map[string]topic.Subscription // key: the filter as subscribed, $share prefix included
+	queue    []*Delivery                   // FIFO; head at index 0
+	inflight map[uint16]*Delivery
+	order    []uint16 // inflight packet IDs in send order
+	inbound  map[uint16]struct{}
+	nextID   uint16
+	window   int
+	notify   func()
+	gen      uint64 // connection generation: a replaced connection's writer gets nothing
+	dropped  uint64
+}
+
+// New returns an empty session.
+func New(id string, limits Limits) *Session {
+	return &Session{
+		ID:       id,
+		limits:   limits,
+		subs:     make(map[string]topic.Subscription),
+		inflight: make(map[uint16]*Delivery),
+		inbound:  make(map[uint16]struct{}),
+	}
+}
+
+// Attach connects the session to a connection whose writer is woken by notify, with the
+// client's receive maximum as the outbound inflight window. Inflight deliveries are
+// marked for retransmission (PUBLISH with DUP, or PUBREL) in their original order.
+// The returned generation identifies the connection in NextBatch and Detach.
+func (s *Session) Attach(notify func(), window int) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	s.notify = notify
+	s.window = window
+	for _, id := range s.order {
+		d := s.inflight[id]
+		d.resend = true
+		if !d.Released {
+			d.Dup = true
+		}
+	}
+	s.signal()
+	return s.gen
+}
+
+// Detach disconnects the session from connection gen (a no-op when another connection
+// has attached since). QoS 0 messages still queued are dropped: they are only for
+// connected clients.
+func (s *Session) Detach(gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen != s.gen {
+		return
+	}
+	s.notify = nil
+	kept := s.queue[:0]
+	for _, d := range s.queue {
+		if d.QoS > 0 {
+			kept = append(kept, d)
+		}
+	}
+	clear(s.queue[len(kept):])
+	s.queue = kept
+}
+
+// Connected reports whether a connection is attached.
+func (s *Session) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.notify != nil
+}
+
+// signal wakes the attached writer. Lock held on entry.
+func (s *Session) signal() {
+	if s.notify != nil {
+		s.notify()
+	}
+}
+
+// Enqueue queues a delivery. QoS 0 deliveries to a detached session are not kept. It
+// reports false when the delivery was dropped because the queue was full (counted).
+func (s *Session) Enqueue(d *Delivery) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.notify == nil && d.QoS == 0 {
+		return true
+	}
+	if s.limits.MaxQueued > 0 && len(s.queue) >= s.limits.MaxQueued {
+		s.dropped++
+		if s.limits.Policy == DropNewest {
+			return false
+		}
+		copy(s.queue, s.queue[1:])
+		s.queue[len(s.queue)-1] = nil
+		s.queue = s.queue[:len(s.queue)-1]
+	}
+	s.queue = append(s.queue, d)
+	s.signal()
+	return true
+}
+
+// NextBatch appends to out what the connection should write now: first inflight
+// deliveries marked for retransmission, then queued deliveries while the inflight
+// window has room. QoS 1/2 deliveries get a packet ID and become inflight. Expired
+// messages are discarded. expired counts the messages discarded because they expired.
+// Deliveries are returned as copies so the writer reads them without the lock.
+func (s *Session) NextBatch(gen uint64, out []Delivery, now time.Time) (batch []Delivery, expired int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen != s.gen || s.notify == nil {
+		return out, 0
+	}
+	for _, id := range s.order {
+		if d := s.inflight[id]; d.resend {
+			d.resend = false
+			out = append(out, *d)
+		}
+	}
+	n := 0
+	for ; n < len(s.queue); n++ {
+		d := s.queue[n]
+		if d.Msg.Expired(now) {
+			expired++
+			continue
+		}
+		if d.QoS > 0 {
+			if len(s.inflight) >= s.window {
+				break
+			}
+			d.PacketID = s.allocID()
+			s.inflight[d.PacketID] = d
+			s.order = append(s.order, d.PacketID)
+		}
+		out = append(out, *d)
+	}
+	copy(s.queue, s.queue[n:])
+	clear(s.queue[len(s.queue)-n:])
+	s.queue = s.queue[:len(s.queue)-n]
+	return out, expired
+}
+
+// allocID returns a packet ID not in use by an inflight delivery. Lock held on entry;
+// the window (at most 65535) guarantees a free one exists.
+func (s *Session) allocID() uint16 {
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		if _, used := s.inflight[s.nextID]; !used {
+			return s.nextID
+		}
+	}
+}
+
+// Acked handles PUBACK or PUBCOMP (and a failed PUBREC): the delivery with id is done.
+// It reports whether id was inflight.
+func (s *Session) Acked(id uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.inflight[id]; !ok {
+		return false
+	}
+	s.remove(id)
+	s.signal() // the window has room again
+	return true
+}
+
+// Received handles a successful PUBREC: the server now owes PUBREL. It reports whether
+// id was an inflight QoS 2 delivery.
+func (s *Session) Received(id uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.inflight[id]
+	if !ok || d.QoS != 2 {
+		return false
+	}
+	d.Released = true
+	return true
+}
+
+// remove drops inflight id. Lock held on entry.
+func (s *Session) remove(id uint16) {
+	delete(s.inflight, id)
+	for i, v := range s.order {
+		if v == id {
+			s.order = append(s.order[:i], s.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// AddInbound records an inbound QoS 2 packet ID until its PUBREL. It reports false when
+// the ID was already recorded (a retransmission: the message must not be routed again).
+func (s *Session) AddInbound(id uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.inbound[id]; ok {
+		return false
+	}
+	s.inbound[id] = struct{}{}
+	return true
+}
+
+// ReleaseInbound handles PUBREL; it reports whether id was recorded.
+func (s *Session) ReleaseInbound(id uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.inbound[id]
+	delete(s.inbound, id)
+	return ok
+}
+
+// InboundLen is the number of inbound QoS 2 messages awaiting PUBREL.
+func (s *Session) InboundLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inbound)
+}
+
+// Subscribe adds or replaces the subscription stored under key; it reports whether one
+// existed.
+func (s *Session) Subscribe(key string, sub topic.Subscription) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, existed := s.subs[key]
+	s.subs[key] = sub
+	return existed
+}
+
+// Unsubscribe removes the subscription stored under key.
+func (s *Session) Unsubscribe(key string) (topic.Subscription, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub, ok := s.subs[key]
+	delete(s.subs, key)
+	return sub, ok
+}
+
+// Subscriptions returns a copy of the session's subscriptions.
+func (s *Session) Subscriptions() []topic.Subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]topic.Subscription, 0, len(s.subs))
+	for _, sub := range s.subs {
+		out = append(out, sub)
+	}
+	return out
+}
+
+// Dropped returns how many deliveries the full queue refused or discarded.
+func (s *Session) Dropped() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+// Pending returns the number of queued and inflight deliveries.
+func (s *Session) Pending() (queued, inflight int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue), len(s.inflight)
+}
+
+// Snapshot is a session's state as a store keeps it.
+type Snapshot struct {
+	ID string
+	// Expiry is the session expiry interval in seconds and Disconnected when the client
+	// left; the server fills both.
+	Expiry        uint32
+	Disconnected  time.Time
+	Subscriptions map[string]topic.Subscription
+	Queue         []*Delivery // inflight first, in order, then queued
+	Inbound       []uint16
+}
+
+// Snapshot copies the session's state. Deliveries are shared, not deep-copied: their
+// messages are immutable.
+func (s *Session) Snapshot() Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := Snapshot{ID: s.ID, Subscriptions: make(map[string]topic.Subscription, len(s.subs))}
+	for k, v := range s.subs {
+		snap.Subscriptions[k] = v
+	}
+	for _, id := range s.order {
+		d := *s.inflight[id]
+		snap.Queue = append(snap.Queue, &d)
+	}
+	for _, d := range s.queue {
+		c := *d
+		snap.Queue = append(snap.Queue, &c)
+	}
+	for id := range s.inbound {
+		snap.Inbound = append(snap.Inbound, id)
+	}
+	return snap
+}
+
+// Restore builds a detached session from a snapshot: inflight deliveries keep their
+// packet IDs and are retransmitted on the next Attach.
+func Restore(snap Snapshot, limits Limits) *Session {
+	s := New(snap.ID, limits)
+	for k, v := range snap.Subscriptions {
+		s.subs[k] = v
+	}
+	for _, d := range snap.Queue {
+		c := *d
+		if c.PacketID != 0 {
+			s.inflight[c.PacketID] = &c
+			s.order = append(s.order, c.PacketID)
+			if c.PacketID > s.nextID {
+				s.nextID = c.PacketID
+			}
+			continue
+		}
+		s.queue = append(s.queue, &c)
+	}
+	for _, id := range snap.Inbound {
+		s.inbound[id] = struct{}{}
+	}
+	return s
+}
