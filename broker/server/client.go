@@ -58,6 +58,7 @@ type client struct {
 	ctrlSpare []packet.Packet
 
 	mu      sync.Mutex
+	drained sync.Cond // signalled when the writer takes the control queue or closes
 	ctrl    []packet.Packet
 	closing bool
 
@@ -75,6 +76,7 @@ func newClient(s *Server, conn net.Conn) *client {
 		writerDone: make(chan struct{}),
 		sendWill:   true,
 	}
+	c.drained.L = &c.mu
 	c.br = bufio.NewReaderSize(countingReader{conn, &s.stats.bytesIn}, 4096)
 	return c
 }
@@ -98,9 +100,18 @@ func (c *client) notify() {
 	}
 }
 
+// maxCtrl bounds the control packets waiting for the writer. A client that does not
+// read its acknowledgements makes its own reader wait here: backpressure instead of
+// unbounded memory.
+const maxCtrl = 1024
+
 // send queues a control packet for the writer.
 func (c *client) send(p packet.Packet) {
 	c.mu.Lock()
+	for len(c.ctrl) >= maxCtrl && !c.closing {
+		c.notify()
+		c.drained.Wait()
+	}
 	if !c.closing {
 		c.ctrl = append(c.ctrl, p)
 	}
@@ -121,6 +132,7 @@ func (c *client) shutdown(code packet.Code) {
 		c.ctrl = append(c.ctrl, d)
 	}
 	c.closing = true
+	c.drained.Broadcast()
 	c.mu.Unlock()
 	c.notify()
 }
@@ -264,6 +276,7 @@ func (c *client) writeLoop() {
 			ctrl := c.ctrl
 			c.ctrl = c.ctrlSpare[:0]
 			closing := c.closing
+			c.drained.Broadcast()
 			c.mu.Unlock()
 
 			buf := c.wbuf[:0]
@@ -282,6 +295,10 @@ func (c *client) writeLoop() {
 				n, err := c.conn.Write(buf)
 				c.s.stats.bytesOut.Add(uint64(n))
 				if err != nil {
+					c.mu.Lock()
+					c.closing = true // nothing more can be written: release a waiting reader
+					c.drained.Broadcast()
+					c.mu.Unlock()
 					_ = c.conn.Close()
 					return
 				}
