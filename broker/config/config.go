@@ -114,15 +114,15 @@ func integer[T int | uint16 | uint32](key, help string, p func(*Config) *T) sett
 	return setting{key, help,
 		func(c *Config, v string) error {
 			var zero T
-			bits := 64
+			bits := 63 // int: non-negative values of a 64-bit int
 			switch any(zero).(type) {
 			case uint16:
 				bits = 16
 			case uint32:
 				bits = 32
 			}
-			n, err := strconv.ParseInt(v, 10, bits+1)
-			if err != nil || n < 0 || (bits < 64 && n >= 1<<bits) {
+			n, err := strconv.ParseUint(v, 10, bits)
+			if err != nil {
 				return fmt.Errorf("%s: %q is not a valid non-negative %d-bit integer", key, v, bits)
 			}
 			*p(c) = T(n)

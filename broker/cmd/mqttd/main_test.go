@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+)
+
+var mqttdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mqttd-test")
+	if err != nil {
+		panic(err)
+	}
+	mqttdBin = filepath.Join(dir, "mqttd")
+	if out, err := exec.Command("go", "build", "-o", mqttdBin, ".").CombinedOutput(); err != nil {
+		panic("building mqttd: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// logWatcher streams a process's log lines to the test.
+type logWatcher struct {
+	lines chan string
+}
+
+func watch(r io.Reader) *logWatcher {
+	w := &logWatcher{lines: make(chan string, 1000)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	return w
+}
+
+// waitFor returns the first submatch of re in the output, or fails after timeout.
+func (w *logWatcher) waitFor(t *testing.T, re *regexp.Regexp, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("mqttd exited before logging %s", re)
+			}
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m[len(m)-1]
+			}
+		case <-deadline:
+			t.Fatalf("mqttd did not log %s within %v", re, timeout)
+		}
+	}
+}
+
+func startMqttd(t *testing.T, args ...string) (*exec.Cmd, *logWatcher, string) {
+	t.Helper()
+	cmd := exec.Command(mqttdBin, append([]string{"--listeners.tcp", "127.0.0.1:0", "--listeners.websocket", "127.0.0.1:0"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	w := watch(stderr)
+	addr := w.waitFor(t, regexp.MustCompile(`listener=tcp address=(\S+)`), 10*time.Second)
+	return cmd, w, addr
+}
+
+func connectV5(t *testing.T, addr, id string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	p := packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{ProtocolVersion: packet.V5, CleanStart: true, ClientID: id}}
+	if _, err := conn.Write(p.Encode(nil, packet.V5)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ack, err := packet.Read(br, packet.V5, 0)
+	if err != nil || ack.Type != packet.Connack || ack.ReasonCode != packet.Success {
+		t.Fatalf("connack: %+v %v", ack, err)
+	}
+	return conn, br
+}
+
+// TestSIGTERMGracefulShutdown: on SIGTERM mqttd stops accepting, sends v5 clients
+// DISCONNECT 0x8B (server shutting down) and exits 0.
+func TestSIGTERMGracefulShutdown(t *testing.T) {
+	cmd, w, addr := startMqttd(t)
+	conn, br := connectV5(t, addr, "graceful")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	p, err := packet.Read(br, packet.V5, 0)
+	if err != nil {
+		t.Fatalf("expected DISCONNECT, got error %v", err)
+	}
+	if p.Type != packet.Disconnect || p.ReasonCode != packet.ServerShuttingDown {
+		t.Fatalf("got %s reason 0x%02X, want DISCONNECT 0x8B", p.Type, byte(p.ReasonCode))
+	}
+	if _, err := packet.Read(br, packet.V5, 0); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection not closed after DISCONNECT: %v", err)
+	}
+	w.waitFor(t, regexp.MustCompile(`mqttd stopped`), 10*time.Second)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("mqttd exit: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Fatal("listener still accepting after shutdown")
+	}
+}
+
+func TestHelpAndBadConfig(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, mqttdBin, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"--config", "-listeners.tcp", "MQTTD_LIMITS_MAX_PACKET_SIZE"} {
+		if !strings.Contains(string(out), strings.TrimPrefix(want, "-")) {
+			t.Errorf("--help output lacks %q", want)
+		}
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, mqttdBin, "--limits.max-inflight", "lots")
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitConfig {
+		t.Fatalf("bad flag: err %v, want exit code %d", err, exitConfig)
+	}
+	if !strings.Contains(stderr.String(), "limits.max_inflight") {
+		t.Fatalf("error does not name the setting: %q", stderr.String())
+	}
+}
+
+// TestListenerInUse: a port that cannot be bound is a clear failure, not a hang.
+func TestListenerInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, mqttdBin, "--listeners.tcp", l.Addr().String(), "--listeners.websocket", "").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitFailed || !strings.Contains(string(out), "address already in use") {
+		t.Fatalf("err %v, output %s", err, out)
+	}
+}

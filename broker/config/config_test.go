@@ -1,0 +1,116 @@
+package config
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "mqttd.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPrecedenceFileEnvFlag(t *testing.T) {
+	path := write(t, "listeners:\n  tcp: \":1000\"\nlimits:\n  max_queued_messages: 5\n  connect_timeout: 3s\n")
+	cfg, err := Load([]string{"--config", path, "--limits.max-queued-messages", "7"},
+		[]string{"MQTTD_LISTENERS_TCP=:2000", "MQTTD_LIMITS_MAX_QUEUED_MESSAGES=6", "MQTTD_LIMITS_MAX_INFLIGHT=9"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listeners.TCP != ":2000" {
+		t.Errorf("env must override file: tcp = %q", cfg.Listeners.TCP)
+	}
+	if cfg.Limits.MaxQueued != 7 {
+		t.Errorf("flag must override env: max_queued = %d", cfg.Limits.MaxQueued)
+	}
+	if cfg.Limits.MaxInflight != 9 {
+		t.Errorf("env not applied: max_inflight = %d", cfg.Limits.MaxInflight)
+	}
+	if time.Duration(cfg.Limits.ConnectTimeout) != 3*time.Second {
+		t.Errorf("file not applied: connect_timeout = %v", time.Duration(cfg.Limits.ConnectTimeout))
+	}
+	if cfg.Listeners.WebSocket != Default().Listeners.WebSocket {
+		t.Errorf("default lost: websocket = %q", cfg.Listeners.WebSocket)
+	}
+}
+
+func TestConfigFromEnvPath(t *testing.T) {
+	path := write(t, "log:\n  level: debug\n")
+	cfg, err := Load(nil, []string{"MQTTD_CONFIG=" + path}, io.Discard)
+	if err != nil || cfg.Log.Level != "debug" {
+		t.Fatalf("cfg=%+v err=%v", cfg.Log, err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		file string
+		args []string
+		env  []string
+		want string
+	}{
+		{name: "unknown key", file: "limits:\n  max_packets: 3\n", want: "max_packets"},
+		{name: "bad duration in file", file: "sys_interval: soon\n", want: "soon"},
+		{name: "bad integer flag", args: []string{"--limits.receive-maximum", "70000"}, want: "limits.receive_maximum"},
+		{name: "negative env", env: []string{"MQTTD_LIMITS_MAX_CONNECTIONS=-1"}, want: "MQTTD_LIMITS_MAX_CONNECTIONS"},
+		{name: "bad level", args: []string{"--log.level", "loud"}, want: "log.level"},
+		{name: "bad policy", args: []string{"--limits.queue-drop-policy", "random"}, want: "queue_drop_policy"},
+		{name: "no listeners", args: []string{"--listeners.tcp", "", "--listeners.websocket", ""}, want: "at least one listener"},
+		{name: "tiny packets", args: []string{"--limits.max-packet-size", "10"}, want: "max_packet_size"},
+		{name: "missing file", args: []string{"--config", "/nonexistent/mqttd.yaml"}, want: "reading config"},
+		{name: "stray argument", args: []string{"extra"}, want: "unexpected argument"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.file != "" {
+				args = append([]string{"--config", write(t, tc.file)}, args...)
+			}
+			_, err := Load(args, tc.env, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestShippedConfigLoads keeps config/mqttd/mqttd.yaml valid and complete: it must load
+// and mention every setting key.
+func TestShippedConfigLoads(t *testing.T) {
+	path := filepath.Join("..", "..", "config", "mqttd", "mqttd.yaml")
+	if _, err := Load([]string{"--config", path}, nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		leaf := k[strings.LastIndex(k, ".")+1:]
+		if !strings.Contains(string(data), leaf+":") {
+			t.Errorf("config/mqttd/mqttd.yaml does not document %s", k)
+		}
+	}
+}
+
+func TestHelpListsEveryKey(t *testing.T) {
+	var out strings.Builder
+	_, err := Load([]string{"--help"}, nil, &out)
+	if err == nil {
+		t.Fatal("--help must return flag.ErrHelp")
+	}
+	for _, s := range settings {
+		if !strings.Contains(out.String(), "-"+s.flag()) || !strings.Contains(out.String(), s.env()) {
+			t.Errorf("--help lacks %s / %s", s.flag(), s.env())
+		}
+	}
+}

@@ -1,0 +1,149 @@
+package session
+
+import (
+	"testing"
+	"time"
+)
+
+func msg(topic string, qos byte) *Message { return &Message{Topic: topic, QoS: qos} }
+
+func attach(s *Session, window int) (uint64, *int) {
+	n := new(int)
+	gen := s.Attach(func() { *n++ }, window)
+	return gen, n
+}
+
+func TestWindowAndAcks(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 100})
+	gen, _ := attach(s, 2)
+	for i := 0; i < 5; i++ {
+		s.Enqueue(&Delivery{Msg: msg("t", 1), QoS: 1})
+	}
+	batch, _ := s.NextBatch(gen, nil, time.Now())
+	if len(batch) != 2 {
+		t.Fatalf("window 2: got %d deliveries", len(batch))
+	}
+	if batch[0].PacketID == 0 || batch[0].PacketID == batch[1].PacketID {
+		t.Fatalf("packet ids %d %d", batch[0].PacketID, batch[1].PacketID)
+	}
+	if more, _ := s.NextBatch(gen, nil, time.Now()); len(more) != 0 {
+		t.Fatalf("window full but got %d more", len(more))
+	}
+	if !s.Acked(batch[0].PacketID) || s.Acked(batch[0].PacketID) {
+		t.Fatal("ack must succeed once")
+	}
+	if more, _ := s.NextBatch(gen, nil, time.Now()); len(more) != 1 {
+		t.Fatalf("one slot freed, got %d", len(more))
+	}
+	if q, in := s.Pending(); q != 2 || in != 2 {
+		t.Fatalf("pending q=%d inflight=%d", q, in)
+	}
+}
+
+func TestQoS0NotQueuedOffline(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	s.Enqueue(&Delivery{Msg: msg("t", 0)})
+	s.Enqueue(&Delivery{Msg: msg("t", 1), QoS: 1})
+	if q, _ := s.Pending(); q != 1 {
+		t.Fatalf("queued %d, want only the QoS 1 one", q)
+	}
+	gen, _ := attach(s, 10)
+	s.Enqueue(&Delivery{Msg: msg("t", 0)})
+	s.Detach(gen)
+	if q, _ := s.Pending(); q != 1 {
+		t.Fatalf("detach must drop queued QoS 0: queued %d", q)
+	}
+}
+
+func TestDropPolicies(t *testing.T) {
+	for _, tc := range []struct {
+		policy DropPolicy
+		first  string
+	}{{DropNewest, "m0"}, {DropOldest, "m2"}} {
+		s := New("c", Limits{MaxQueued: 3, Policy: tc.policy})
+		for i := 0; i < 5; i++ {
+			s.Enqueue(&Delivery{Msg: msg("m"+string(rune('0'+i)), 1), QoS: 1})
+		}
+		if s.Dropped() != 2 {
+			t.Fatalf("policy %d: dropped %d", tc.policy, s.Dropped())
+		}
+		gen, _ := attach(s, 10)
+		batch, _ := s.NextBatch(gen, nil, time.Now())
+		if len(batch) != 3 || batch[0].Msg.Topic != tc.first {
+			t.Fatalf("policy %d: got %d, first %s", tc.policy, len(batch), batch[0].Msg.Topic)
+		}
+	}
+}
+
+func TestResendAfterReattach(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	gen, _ := attach(s, 10)
+	s.Enqueue(&Delivery{Msg: msg("a", 2), QoS: 2})
+	s.Enqueue(&Delivery{Msg: msg("b", 1), QoS: 1})
+	first, _ := s.NextBatch(gen, nil, time.Now())
+	if !s.Received(first[0].PacketID) {
+		t.Fatal("PUBREC for the QoS 2 delivery refused")
+	}
+	s.Detach(gen)
+	gen2, _ := attach(s, 10)
+	if old, _ := s.NextBatch(gen, nil, time.Now()); len(old) != 0 {
+		t.Fatal("a replaced connection must get nothing")
+	}
+	again, _ := s.NextBatch(gen2, nil, time.Now())
+	if len(again) != 2 {
+		t.Fatalf("resend %d, want 2", len(again))
+	}
+	if !again[0].Released || again[0].Dup || again[0].PacketID != first[0].PacketID {
+		t.Fatalf("QoS 2 after PUBREC must be resent as PUBREL: %+v", again[0])
+	}
+	if again[1].Released || !again[1].Dup || again[1].PacketID != first[1].PacketID {
+		t.Fatalf("unacked QoS 1 must be resent with DUP and its id: %+v", again[1])
+	}
+}
+
+func TestExpiredNotSent(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	gen, _ := attach(s, 10)
+	now := time.Now()
+	s.Enqueue(&Delivery{Msg: &Message{Topic: "old", QoS: 1, Expiry: now.Add(-time.Second)}, QoS: 1})
+	s.Enqueue(&Delivery{Msg: &Message{Topic: "new", QoS: 1, Expiry: now.Add(time.Minute)}, QoS: 1})
+	batch, expired := s.NextBatch(gen, nil, now)
+	if expired != 1 || len(batch) != 1 || batch[0].Msg.Topic != "new" {
+		t.Fatalf("expired=%d batch=%v", expired, batch)
+	}
+	if rem, ok := batch[0].Msg.RemainingExpiry(now); !ok || rem != 60 {
+		t.Fatalf("remaining %d %v", rem, ok)
+	}
+}
+
+func TestInboundQoS2(t *testing.T) {
+	s := New("c", Limits{})
+	if !s.AddInbound(7) || s.AddInbound(7) {
+		t.Fatal("a retransmitted id must be recognised")
+	}
+	if s.InboundLen() != 1 || !s.ReleaseInbound(7) || s.ReleaseInbound(7) {
+		t.Fatal("release must succeed once")
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 10})
+	gen, _ := attach(s, 1)
+	s.Enqueue(&Delivery{Msg: msg("a", 1), QoS: 1})
+	s.Enqueue(&Delivery{Msg: msg("b", 1), QoS: 1})
+	inflight, _ := s.NextBatch(gen, nil, time.Now())
+	s.AddInbound(9)
+	s.Detach(gen)
+	r := Restore(s.Snapshot(), Limits{MaxQueued: 10})
+	gen2, _ := attach(r, 10)
+	batch, _ := r.NextBatch(gen2, nil, time.Now())
+	if len(batch) != 2 || batch[0].PacketID != inflight[0].PacketID || !batch[0].Dup || batch[1].Msg.Topic != "b" {
+		t.Fatalf("restored batch %+v", batch)
+	}
+	if batch[1].PacketID == batch[0].PacketID {
+		t.Fatal("restored session reused an inflight packet id")
+	}
+	if r.AddInbound(9) {
+		t.Fatal("inbound QoS 2 state lost")
+	}
+}
