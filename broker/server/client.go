@@ -61,6 +61,7 @@ type client struct {
 	drained sync.Cond // signalled when the writer takes the control queue or closes
 	ctrl    []packet.Packet
 	closing bool
+	writing bool // the writer goroutine runs
 
 	wake       chan struct{}
 	writerDone chan struct{}
@@ -133,7 +134,12 @@ func (c *client) shutdown(code packet.Code) {
 	}
 	c.closing = true
 	c.drained.Broadcast()
+	writing := c.writing
 	c.mu.Unlock()
+	if !writing {
+		_ = c.conn.Close() // still in CONNECT: nothing to flush, unblock the reader
+		return
+	}
 	c.notify()
 }
 
@@ -162,6 +168,15 @@ func (c *client) serve() {
 	}
 	s.stats.connected.Add(1)
 	defer s.stats.connected.Add(-1)
+	c.mu.Lock()
+	closing := c.closing
+	c.writing = !closing
+	c.mu.Unlock()
+	if closing {
+		_ = c.conn.Close()
+		s.disconnected(c)
+		return
+	}
 	go c.writeLoop()
 
 	code := c.readLoop()
