@@ -242,7 +242,7 @@ func loadFile(path string, cfg *Config) error {
 		return fmt.Errorf("reading config: %w", err)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true) // a misspelt key is an error, not a silent default
+	dec.KnownFields(true) // a misspelled key is an error, not a silent default
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config %s: %w", path, err)
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/packet/packettest"
 )
 
-func read(raw []byte, version byte, max uint32) (*pk.Packet, error) {
-	return pk.Read(bufio.NewReader(bytes.NewReader(raw)), version, max)
+func read(raw []byte, version byte, maxSize uint32) (*pk.Packet, error) {
+	return pk.Read(bufio.NewReader(bytes.NewReader(raw)), version, maxSize)
 }
 
 func TestDecodeFixtures(t *testing.T) {

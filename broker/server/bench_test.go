@@ -60,7 +60,7 @@ func BenchmarkFanout(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer pub.Close()
+			defer func() { _ = pub.Close() }()
 			conn := (&packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{ProtocolVersion: packet.V311, CleanStart: true, ClientID: "pub"}}).Encode(nil, 0)
 			if _, err := pub.Write(conn); err != nil {
 				b.Fatal(err)

@@ -58,7 +58,7 @@ type client struct {
 	ctrlSpare []packet.Packet
 
 	mu      sync.Mutex
-	drained sync.Cond // signalled when the writer takes the control queue or closes
+	drained sync.Cond // signaled when the writer takes the control queue or closes
 	ctrl    []packet.Packet
 	closing bool
 	writing bool // the writer goroutine runs

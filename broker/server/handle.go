@@ -63,8 +63,11 @@ func (c *client) handleDisconnect(p *packet.Packet) error {
 			c.sessionExpiry = m
 		}
 	}
-	// Only DISCONNECT 0x04 keeps the will (MQTT-3.14.4-3).
+	// Only DISCONNECT 0x04 keeps the will (MQTT-3.14.4-3). Written under Server.mu:
+	// a new connection taking over the session reads it in attach.
+	c.s.mu.Lock()
 	c.sendWill = c.version == packet.V5 && p.ReasonCode == packet.DisconnectWithWillMessage
+	c.s.mu.Unlock()
 	return errClientDisconnect
 }
 
@@ -94,7 +97,8 @@ func (c *client) handlePublish(p *packet.Packet) error {
 			}
 		}
 	}
-	if p.QoS == 2 && c.sess.InboundLen() >= int(s.opts.ReceiveMaximum) {
+	// A resent PUBLISH of a recorded ID (after reconnecting) is not a new message.
+	if p.QoS == 2 && c.sess.InboundLen() >= int(s.opts.ReceiveMaximum) && !c.sess.HasInbound(p.PacketID) {
 		return packet.Errorf(packet.ReceiveMaximumExceeded, "too many unreleased QoS 2 messages")
 	}
 	s.stats.msgsIn.Add(1)
@@ -191,10 +195,13 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			wantRetained = append(wantRetained, retainedReq{filter, sub})
 		}
 	}
-	c.send(ack)
+	// Retained messages are queued before SUBACK (MQTT-3.8.4 lets PUBLISH come first): a
+	// message published once the client saw SUBACK then reaches it once, live with
+	// RETAIN 0, instead of a second time as a retained message (MQTT-3.3.1-9).
 	for _, r := range wantRetained {
 		s.deliverRetained(c.sess, r.filter, r.sub)
 	}
+	c.send(ack)
 	return nil
 }
 

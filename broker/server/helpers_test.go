@@ -26,7 +26,7 @@ type broker struct {
 func startBroker(t testing.TB, opts server.Options) *broker {
 	t.Helper()
 	if opts.Logger == nil {
-		var w io.Writer = io.Discard
+		w := io.Discard
 		if os.Getenv("MQTTD_TEST_LOG") != "" {
 			w = os.Stderr
 		}

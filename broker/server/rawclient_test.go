@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,34 +73,38 @@ func (c *rawClient) expect(want packet.Type) *packet.Packet {
 	return p
 }
 
-// expectClosed waits until the server closes the connection, returning the packets
-// (such as a DISCONNECT) received before the close.
-func (c *rawClient) expectClosed(timeout time.Duration) []*packet.Packet {
-	c.t.Helper()
+// expectClosed waits until the server closes c's connection and returns the packets
+// (such as a DISCONNECT) read before the close. It fails the test when the connection
+// is still open after timeout: a read timeout is not a close.
+func expectClosed(t testing.TB, c *rawClient, timeout time.Duration) []*packet.Packet {
+	t.Helper()
 	var got []*packet.Packet
 	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	for {
 		p, err := c.tryRead(time.Until(deadline))
-		if err == nil {
+		switch {
+		case err == nil:
 			got = append(got, p)
-			continue
-		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isReset(err) {
+		case isTimeout(err):
+			t.Fatalf("connection still open after %v (got %d packets)", timeout, len(got))
+		case isClosed(err):
 			return got
+		default:
+			t.Fatalf("unexpected read error: %v", err)
 		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			break
-		}
-		c.t.Fatalf("unexpected read error %v", err)
 	}
-	c.t.Fatalf("server did not close the connection within %v (got %d packets)", timeout, len(got))
-	return nil
 }
 
-func isReset(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op)
+// isClosed reports whether err means the peer closed the connection.
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// isTimeout reports whether err is a read or write deadline expiring.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // connect sends CONNECT for clientID and returns the CONNACK.

@@ -18,7 +18,10 @@ func (s *Server) publish(msg *session.Message) int {
 	if msg.Retain {
 		s.setRetained(msg)
 	}
-	m := matchesPool.Get().(*topic.Matches)
+	m, ok := matchesPool.Get().(*topic.Matches)
+	if !ok {
+		m = new(topic.Matches)
+	}
 	defer matchesPool.Put(m)
 	s.trie.Match(msg.Topic, m)
 	subs := m.Subs
@@ -80,11 +83,11 @@ func (s *Server) enqueue(clientID string, d *session.Delivery) bool {
 	if e == nil {
 		return false
 	}
-	if !e.sess.Enqueue(d) {
+	queued, dropped := e.sess.Enqueue(d)
+	if dropped { // DropOldest drops too, while queueing d
 		s.stats.dropped.Add(1)
-		return false
 	}
-	return true
+	return queued
 }
 
 // deliverShared gives msg to one member of a shared subscription, preferring connected
@@ -153,7 +156,7 @@ func (s *Server) deliverRetained(sess *session.Session, filter string, sub topic
 		if sub.Identifier != 0 {
 			d.SubIDs = []uint32{sub.Identifier}
 		}
-		if !sess.Enqueue(d) {
+		if _, dropped := sess.Enqueue(d); dropped {
 			s.stats.dropped.Add(1)
 		}
 	}

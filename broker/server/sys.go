@@ -27,15 +27,14 @@ func (s *Server) sysLoop() {
 func (s *Server) publishSys() {
 	st := s.Stats()
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
-	i := func(v int) string { return strconv.Itoa(v) }
 	values := [][2]string{
 		{"$SYS/broker/version", "mqttd " + s.opts.Version},
 		{"$SYS/broker/uptime", strconv.FormatInt(int64(st.Uptime/time.Second), 10) + " seconds"},
 		{"$SYS/broker/clients/connected", strconv.FormatInt(st.ClientsConnected, 10)},
-		{"$SYS/broker/clients/total", i(st.Sessions)},
+		{"$SYS/broker/clients/total", strconv.Itoa(st.Sessions)},
 		{"$SYS/broker/connections/total", u(st.ClientsTotal)},
-		{"$SYS/broker/subscriptions/count", i(st.Subscriptions)},
-		{"$SYS/broker/retained messages/count", i(st.Retained)},
+		{"$SYS/broker/subscriptions/count", strconv.Itoa(st.Subscriptions)},
+		{"$SYS/broker/retained messages/count", strconv.Itoa(st.Retained)},
 		{"$SYS/broker/messages/received", u(st.MessagesReceived)},
 		{"$SYS/broker/messages/sent", u(st.MessagesSent)},
 		{"$SYS/broker/messages/dropped", u(st.MessagesDropped)},

@@ -11,7 +11,7 @@ import (
 type DropPolicy int
 
 const (
-	// DropNewest refuses the message that does not fit (Mosquitto's behaviour).
+	// DropNewest refuses the message that does not fit (Mosquitto's behavior).
 	DropNewest DropPolicy = iota
 	// DropOldest discards the oldest queued message to make room.
 	DropOldest
@@ -109,17 +109,19 @@ func (s *Session) signal() {
 }
 
 // Enqueue queues a delivery. QoS 0 deliveries to a detached session are not kept. It
-// reports false when the delivery was dropped because the queue was full (counted).
-func (s *Session) Enqueue(d *Delivery) bool {
+// reports whether d was queued, and whether the full queue dropped a message (counted):
+// d itself under DropNewest, the oldest queued one under DropOldest.
+func (s *Session) Enqueue(d *Delivery) (queued, dropped bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.notify == nil && d.QoS == 0 {
-		return true
+		return true, false
 	}
 	if s.limits.MaxQueued > 0 && len(s.queue) >= s.limits.MaxQueued {
 		s.dropped++
+		dropped = true
 		if s.limits.Policy == DropNewest {
-			return false
+			return false, true
 		}
 		copy(s.queue, s.queue[1:])
 		s.queue[len(s.queue)-1] = nil
@@ -127,7 +129,7 @@ func (s *Session) Enqueue(d *Delivery) bool {
 	}
 	s.queue = append(s.queue, d)
 	s.signal()
-	return true
+	return true, dropped
 }
 
 // NextBatch appends to out what the connection should write now: first inflight
@@ -239,6 +241,14 @@ func (s *Session) ReleaseInbound(id uint16) bool {
 	defer s.mu.Unlock()
 	_, ok := s.inbound[id]
 	delete(s.inbound, id)
+	return ok
+}
+
+// HasInbound reports whether inbound QoS 2 packet id awaits its PUBREL.
+func (s *Session) HasInbound(id uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.inbound[id]
 	return ok
 }
 

@@ -7,15 +7,13 @@ import (
 
 func msg(topic string, qos byte) *Message { return &Message{Topic: topic, QoS: qos} }
 
-func attach(s *Session, window int) (uint64, *int) {
-	n := new(int)
-	gen := s.Attach(func() { *n++ }, window)
-	return gen, n
+func attach(s *Session, window int) uint64 {
+	return s.Attach(func() {}, window)
 }
 
 func TestWindowAndAcks(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 100})
-	gen, _ := attach(s, 2)
+	gen := attach(s, 2)
 	for i := 0; i < 5; i++ {
 		s.Enqueue(&Delivery{Msg: msg("t", 1), QoS: 1})
 	}
@@ -47,7 +45,7 @@ func TestQoS0NotQueuedOffline(t *testing.T) {
 	if q, _ := s.Pending(); q != 1 {
 		t.Fatalf("queued %d, want only the QoS 1 one", q)
 	}
-	gen, _ := attach(s, 10)
+	gen := attach(s, 10)
 	s.Enqueue(&Delivery{Msg: msg("t", 0)})
 	s.Detach(gen)
 	if q, _ := s.Pending(); q != 1 {
@@ -67,7 +65,7 @@ func TestDropPolicies(t *testing.T) {
 		if s.Dropped() != 2 {
 			t.Fatalf("policy %d: dropped %d", tc.policy, s.Dropped())
 		}
-		gen, _ := attach(s, 10)
+		gen := attach(s, 10)
 		batch, _ := s.NextBatch(gen, nil, time.Now())
 		if len(batch) != 3 || batch[0].Msg.Topic != tc.first {
 			t.Fatalf("policy %d: got %d, first %s", tc.policy, len(batch), batch[0].Msg.Topic)
@@ -77,7 +75,7 @@ func TestDropPolicies(t *testing.T) {
 
 func TestResendAfterReattach(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	gen, _ := attach(s, 10)
+	gen := attach(s, 10)
 	s.Enqueue(&Delivery{Msg: msg("a", 2), QoS: 2})
 	s.Enqueue(&Delivery{Msg: msg("b", 1), QoS: 1})
 	first, _ := s.NextBatch(gen, nil, time.Now())
@@ -85,7 +83,7 @@ func TestResendAfterReattach(t *testing.T) {
 		t.Fatal("PUBREC for the QoS 2 delivery refused")
 	}
 	s.Detach(gen)
-	gen2, _ := attach(s, 10)
+	gen2 := attach(s, 10)
 	if old, _ := s.NextBatch(gen, nil, time.Now()); len(old) != 0 {
 		t.Fatal("a replaced connection must get nothing")
 	}
@@ -103,7 +101,7 @@ func TestResendAfterReattach(t *testing.T) {
 
 func TestExpiredNotSent(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	gen, _ := attach(s, 10)
+	gen := attach(s, 10)
 	now := time.Now()
 	s.Enqueue(&Delivery{Msg: &Message{Topic: "old", QoS: 1, Expiry: now.Add(-time.Second)}, QoS: 1})
 	s.Enqueue(&Delivery{Msg: &Message{Topic: "new", QoS: 1, Expiry: now.Add(time.Minute)}, QoS: 1})
@@ -119,7 +117,7 @@ func TestExpiredNotSent(t *testing.T) {
 func TestInboundQoS2(t *testing.T) {
 	s := New("c", Limits{})
 	if !s.AddInbound(7) || s.AddInbound(7) {
-		t.Fatal("a retransmitted id must be recognised")
+		t.Fatal("a retransmitted id must be recognized")
 	}
 	if s.InboundLen() != 1 || !s.ReleaseInbound(7) || s.ReleaseInbound(7) {
 		t.Fatal("release must succeed once")
@@ -128,14 +126,14 @@ func TestInboundQoS2(t *testing.T) {
 
 func TestSnapshotRestore(t *testing.T) {
 	s := New("c", Limits{MaxQueued: 10})
-	gen, _ := attach(s, 1)
+	gen := attach(s, 1)
 	s.Enqueue(&Delivery{Msg: msg("a", 1), QoS: 1})
 	s.Enqueue(&Delivery{Msg: msg("b", 1), QoS: 1})
 	inflight, _ := s.NextBatch(gen, nil, time.Now())
 	s.AddInbound(9)
 	s.Detach(gen)
 	r := Restore(s.Snapshot(), Limits{MaxQueued: 10})
-	gen2, _ := attach(r, 10)
+	gen2 := attach(r, 10)
 	batch, _ := r.NextBatch(gen2, nil, time.Now())
 	if len(batch) != 2 || batch[0].PacketID != inflight[0].PacketID || !batch[0].Dup || batch[1].Msg.Topic != "b" {
 		t.Fatalf("restored batch %+v", batch)

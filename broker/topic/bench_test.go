@@ -5,12 +5,15 @@ import (
 	"testing"
 )
 
-// benchTrie builds a trie of n subscriptions with a realistic mix of exact,
+// benchSubs is the number of subscriptions in the benchmark trie.
+const benchSubs = 10000
+
+// benchTrie builds a trie of benchSubs subscriptions with a realistic mix of exact,
 // '+' and '#' filters over a sensors/{building}/{floor}/{room}/{metric} tree.
-func benchTrie(n int) *Trie {
+func benchTrie() *Trie {
 	tr := New()
 	metrics := []string{"temperature", "humidity", "co2", "occupancy"}
-	for i := range n {
+	for i := range benchSubs {
 		// Coordinates are drawn independently of the filter kind so that a
 		// given topic is matched by a mix of exact and wildcard filters.
 		b, f, r, mt := i%20, (i/20)%10, (i/200)%5, metrics[(i/7)%len(metrics)]
@@ -41,7 +44,7 @@ func benchTrie(n int) *Trie {
 const benchTopic = "sensors/b3/f5/r2/temperature"
 
 func BenchmarkMatch(b *testing.B) {
-	tr := benchTrie(10000)
+	tr := benchTrie()
 	var m Matches
 	tr.Match(benchTopic, &m)
 	b.ReportAllocs()
@@ -53,7 +56,7 @@ func BenchmarkMatch(b *testing.B) {
 }
 
 func BenchmarkMatchParallel(b *testing.B) {
-	tr := benchTrie(10000)
+	tr := benchTrie()
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -73,7 +76,7 @@ func BenchmarkMatchFilter(b *testing.B) {
 }
 
 func BenchmarkSubscribe(b *testing.B) {
-	tr := benchTrie(10000)
+	tr := benchTrie()
 	subs := make([]Subscription, 4096)
 	for i := range subs {
 		subs[i] = Subscription{ClientID: fmt.Sprint("bench-", i), Filter: fmt.Sprintf("sensors/b%d/+/r%d/humidity", i%20, i%64)}
@@ -88,7 +91,7 @@ func BenchmarkSubscribe(b *testing.B) {
 }
 
 func BenchmarkSubscribeUnsubscribe(b *testing.B) {
-	tr := benchTrie(10000)
+	tr := benchTrie()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {

@@ -86,7 +86,7 @@ func serverOptions(cfg config.Config, log *slog.Logger) server.Options {
 	}
 }
 
-// serve runs the broker until ctx is cancelled (SIGTERM), then shuts down gracefully.
+// serve runs the broker until ctx is canceled (SIGTERM), then shuts down gracefully.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srv, err := server.New(serverOptions(cfg, log))
 	if err != nil {

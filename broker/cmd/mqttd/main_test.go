@@ -166,7 +166,7 @@ func TestListenerInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, mqttdBin, "--listeners.tcp", l.Addr().String(), "--listeners.websocket", "").CombinedOutput()
