@@ -120,9 +120,10 @@ func (c *client) send(p packet.Packet) {
 	c.notify()
 }
 
-// shutdown asks the writer to flush, send DISCONNECT with code (v5 only, unless code
-// is noCode) and close the connection. It is idempotent and does not block.
-func (c *client) shutdown(code packet.Code) {
+// shutdown asks the writer to flush, send DISCONNECT with code and reason string why
+// (v5 only, unless code is noCode) and close the connection. It is idempotent and does
+// not block.
+func (c *client) shutdown(code packet.Code, why string) {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
@@ -130,6 +131,7 @@ func (c *client) shutdown(code packet.Code) {
 	}
 	if code != noCode && c.version == packet.V5 {
 		d := packet.Packet{Type: packet.Disconnect, ReasonCode: code}
+		c.explain(&d, why)
 		c.ctrl = append(c.ctrl, d)
 	}
 	c.closing = true
@@ -179,8 +181,8 @@ func (c *client) serve() {
 	}
 	go c.writeLoop()
 
-	code := c.readLoop()
-	c.shutdown(code)
+	code, why := c.readLoop()
+	c.shutdown(code, why)
 	<-c.writerDone
 	_ = c.conn.Close()
 	s.disconnected(c)
@@ -209,10 +211,31 @@ func (c *client) refuseFirst(p *packet.Packet, err error) {
 		s.log.Info("bad CONNECT", "remote", c.addr, "error", err)
 		if p != nil && p.Connect.ProtocolVersion == packet.V5 {
 			ack := packet.Packet{Type: packet.Connack, ReasonCode: packet.CodeOf(err)}
+			c.version = packet.V5
+			c.explain(&ack, err.Error())
 			c.writeNow(ack.Encode(nil, packet.V5))
 		}
 	default:
 		s.log.Debug("connection closed before CONNECT", "remote", c.addr, "error", err)
+	}
+}
+
+// explain adds reason string why to p when the client speaks MQTT 5 and may receive it:
+// CONNACK and DISCONNECT always, other packets only when the client did not set Request
+// Problem Information to 0 (MQTT-3.1.2-29), and never beyond the client's Maximum
+// Packet Size (MQTT-3.1.2-25).
+func (c *client) explain(p *packet.Packet, why string) {
+	if why == "" || c.version != packet.V5 {
+		return
+	}
+	if !c.requestProblemInfo && p.Type != packet.Connack && p.Type != packet.Disconnect {
+		return
+	}
+	p.Properties.ReasonString = why
+	p.Properties.Set(packet.PropReasonString)
+	if c.maxOut > 0 && uint32(p.Size(packet.V5)) > c.maxOut {
+		p.Properties.ReasonString = ""
+		p.Properties.Clear(packet.PropReasonString)
 	}
 }
 
@@ -238,8 +261,8 @@ func (c *client) writeNow(b []byte) {
 }
 
 // readLoop reads and handles packets until the connection ends. It returns the reason
-// code to send in a server DISCONNECT, or noCode.
-func (c *client) readLoop() packet.Code {
+// code (and reason string) to send in a server DISCONNECT, or noCode.
+func (c *client) readLoop() (code packet.Code, why string) {
 	s := c.s
 	for {
 		if c.keepAlive > 0 {
@@ -255,22 +278,22 @@ func (c *client) readLoop() packet.Code {
 			continue
 		}
 		if errors.Is(err, errClientDisconnect) {
-			return noCode
+			return noCode, ""
 		}
 		var ne net.Error
 		switch {
 		case c.takenOver.Load():
-			return noCode
+			return noCode, ""
 		case isCode(err):
 			c.countBadInput(err)
 			s.log.Info("closing client after protocol violation", "client", c.id, "remote", c.addr, "error", err)
-			return packet.CodeOf(err)
+			return packet.CodeOf(err), err.Error()
 		case errors.As(err, &ne) && ne.Timeout():
 			s.log.Info("keepalive timeout", "client", c.id, "remote", c.addr)
-			return packet.KeepAliveTimeout
+			return packet.KeepAliveTimeout, "no packet within 1.5 times the keepalive"
 		default:
 			s.log.Debug("connection lost", "client", c.id, "remote", c.addr, "error", err)
-			return noCode
+			return noCode, ""
 		}
 	}
 }

@@ -81,9 +81,9 @@ func (c *client) connect(p *packet.Packet) bool {
 		c.willExpiry, c.willHasExpiry = wp.MessageExpiry, wp.Has(packet.PropMessageExpiry)
 	}
 
-	present, code := s.attach(c, cf.CleanStart)
+	present, code, why := s.attach(c, cf.CleanStart)
 	if code != packet.Success {
-		return c.refuse(code, "")
+		return c.refuse(code, why)
 	}
 	ack.SessionPresent = present
 	if c.version == packet.V5 {
@@ -106,6 +106,7 @@ func (c *client) refuse(code packet.Code, why string) bool {
 	s := c.s
 	s.log.Info("connection refused", "client", c.id, "remote", c.addr, "reason", code.Error(), "detail", why)
 	ack := packet.Packet{Type: packet.Connack, ReasonCode: code}
+	c.explain(&ack, why)
 	if c.version != packet.V5 {
 		ack.ReasonCode = packet.Code(packet.ConnackV3(code))
 	}
@@ -132,8 +133,8 @@ func randomHex(n int) string {
 }
 
 // attach binds client c to its session, taking over a live connection with the same
-// client ID (MQTT-3.1.4-3). It returns whether a session was present.
-func (s *Server) attach(c *client, clean bool) (bool, packet.Code) {
+// client ID (MQTT-3.1.4-3). It returns whether a session was present, or why not.
+func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, why string) {
 	var wills []*session.Message
 	defer func() {
 		for _, w := range wills {
@@ -143,10 +144,10 @@ func (s *Server) attach(c *client, clean bool) (bool, packet.Code) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false, packet.ServerUnavailable
+		return false, packet.ServerUnavailable, "the server is shutting down"
 	}
 	if s.opts.MaxConnections > 0 && int(s.stats.connected.Load()) >= s.opts.MaxConnections {
-		return false, packet.ServerBusy
+		return false, packet.ServerBusy, "connection limit reached"
 	}
 	e := s.sessions[c.id]
 	if e != nil {
@@ -159,7 +160,7 @@ func (s *Server) attach(c *client, clean bool) (bool, packet.Code) {
 			if old.sendWill && old.will != nil && (old.willDelay == 0 || clean) {
 				wills = append(wills, old.willMessage())
 			}
-			old.shutdown(packet.SessionTakenOver)
+			old.shutdown(packet.SessionTakenOver, "another connection took over the session")
 			s.log.Info("session taken over", "client", c.id, "old", old.addr, "new", c.addr)
 		}
 		stopTimer(e.expiryTimer)
@@ -173,7 +174,7 @@ func (s *Server) attach(c *client, clean bool) (bool, packet.Code) {
 			e = nil
 		}
 	}
-	present := e != nil
+	present = e != nil
 	if e == nil {
 		e = &entry{sess: session.New(c.id, s.sessionLimits())}
 		s.sessions[c.id] = e
@@ -182,7 +183,7 @@ func (s *Server) attach(c *client, clean bool) (bool, packet.Code) {
 	c.entry = e
 	c.sess = e.sess
 	c.gen = e.sess.Attach(c.notify, c.window)
-	return present, packet.Success
+	return present, packet.Success, ""
 }
 
 // disconnected runs after a connection ended: it publishes or schedules the will and

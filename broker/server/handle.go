@@ -23,6 +23,7 @@ func (c *client) handle(p *packet.Packet) error {
 		ack := packet.Packet{Type: packet.Pubcomp, PacketID: p.PacketID}
 		if !c.sess.ReleaseInbound(p.PacketID) {
 			ack.ReasonCode = packet.PacketIdentifierNotFound
+			c.explain(&ack, "no QoS 2 message with this packet identifier awaits release")
 		}
 		c.send(ack)
 	case packet.Subscribe:
@@ -49,6 +50,7 @@ func (c *client) handlePubrec(p *packet.Packet) {
 	rel := packet.Packet{Type: packet.Pubrel, PacketID: p.PacketID}
 	if !c.sess.Received(p.PacketID) {
 		rel.ReasonCode = packet.PacketIdentifierNotFound
+		c.explain(&rel, "no QoS 2 message with this packet identifier is in flight")
 	}
 	c.send(rel)
 }
@@ -105,7 +107,7 @@ func (c *client) handlePublish(p *packet.Packet) error {
 
 	// $SYS is the broker's own namespace.
 	if strings.HasPrefix(p.Topic, "$SYS") {
-		c.ackPublish(p, packet.NotAuthorized, true)
+		c.ackPublish(p, packet.NotAuthorized, true, "clients may not publish to $SYS topics")
 		return nil
 	}
 	msg := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: c.id}
@@ -120,14 +122,14 @@ func (c *client) handlePublish(p *packet.Packet) error {
 		s.publish(msg)
 	case 1:
 		n := s.publish(msg)
-		c.ackPublish(p, matchedCode(n), true)
+		c.ackPublish(p, matchedCode(n), true, "")
 	case 2:
 		first := c.sess.AddInbound(p.PacketID)
 		n := 1
 		if first {
 			n = s.publish(msg)
 		}
-		c.ackPublish(p, matchedCode(n), first)
+		c.ackPublish(p, matchedCode(n), first, "")
 	}
 	return nil
 }
@@ -139,9 +141,9 @@ func matchedCode(n int) packet.Code {
 	return packet.Success
 }
 
-// ackPublish sends PUBACK or PUBREC for p. A refused QoS 2 message is not recorded,
-// so its PUBREL will get "packet identifier not found".
-func (c *client) ackPublish(p *packet.Packet, code packet.Code, first bool) {
+// ackPublish sends PUBACK or PUBREC for p with code and reason string why. A refused
+// QoS 2 message is not recorded, so its PUBREL will get "packet identifier not found".
+func (c *client) ackPublish(p *packet.Packet, code packet.Code, first bool, why string) {
 	if p.QoS == 0 {
 		return
 	}
@@ -155,7 +157,9 @@ func (c *client) ackPublish(p *packet.Packet, code packet.Code, first bool) {
 	if c.version != packet.V5 {
 		code = packet.Success
 	}
-	c.send(packet.Packet{Type: t, PacketID: p.PacketID, ReasonCode: code})
+	ack := packet.Packet{Type: t, PacketID: p.PacketID, ReasonCode: code}
+	c.explain(&ack, why)
+	c.send(ack)
 }
 
 func (c *client) handleSubscribe(p *packet.Packet) error {
@@ -170,6 +174,7 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 		sub    topic.Subscription
 	}
 	var wantRetained []retainedReq
+	var invalid []string
 	for i, req := range p.Subscriptions {
 		group, filter, shared, err := topic.ParseShared(req.Filter)
 		if !shared {
@@ -177,6 +182,7 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 		}
 		if err != nil || !topic.ValidFilter(filter) {
 			ack.ReasonCodes[i] = packet.TopicFilterInvalid
+			invalid = append(invalid, req.Filter)
 			if c.version != packet.V5 {
 				ack.ReasonCodes[i] = packet.UnspecifiedError
 			}
@@ -200,6 +206,9 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 	// RETAIN 0, instead of a second time as a retained message (MQTT-3.3.1-9).
 	for _, r := range wantRetained {
 		s.deliverRetained(c.sess, r.filter, r.sub)
+	}
+	if len(invalid) > 0 {
+		c.explain(&ack, "invalid topic filter: "+strings.Join(invalid, ", "))
 	}
 	c.send(ack)
 	return nil

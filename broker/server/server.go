@@ -270,7 +270,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, c := range clients {
-		c.shutdown(serverShuttingDown)
+		c.shutdown(serverShuttingDown, "the server is shutting down")
 	}
 	s.loops.Wait()
 	finished := make(chan struct{})

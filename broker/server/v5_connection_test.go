@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -383,5 +384,95 @@ func TestV5AckReasonCodes(t *testing.T) {
 				t.Fatalf("got %q", p)
 			}
 		})
+	}
+}
+
+// --- 17. Reason strings ---
+
+// TestV5ReasonStrings checks that refusals carry a Reason String, that a client
+// asking for no problem information (Request Problem Information 0) gets one only on
+// CONNACK and DISCONNECT (MQTT-3.1.2-29), and that it is left out when it would push a
+// packet over the client's Maximum Packet Size (MQTT-3.1.2-25).
+func TestV5ReasonStrings(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{MaxConnections: 3})
+	sysPublish := &packet.Packet{Type: packet.Publish, QoS: 1, PacketID: 1, Topic: "$SYS/x", Payload: []byte("x")}
+	secondConnect := &packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{
+		ProtocolVersion: packet.V5, CleanStart: true, ClientID: "reasons"}}
+
+	for _, tc := range []struct {
+		name          string
+		noProblemInfo bool
+		maxPacket     uint32
+		wantOnAcks    bool // PUBACK, SUBACK, PUBCOMP carry one
+		wantOnClose   bool // the DISCONNECT carries one
+	}{
+		{"default", false, 0, true, true},
+		{"request problem information 0", true, 0, false, true},
+		{"small maximum packet size", false, 16, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var props packet.Properties
+			if tc.noProblemInfo {
+				props.RequestProblemInfo = 0
+				props.Set(packet.PropRequestProblemInfo)
+			}
+			if tc.maxPacket != 0 {
+				props.MaximumPacketSize = tc.maxPacket
+				props.Set(packet.PropMaximumPacketSize)
+			}
+			rc, _ := connectRaw(t, b, "reasons", 0, &props)
+
+			rc.send(sysPublish)
+			ack := rc.expect(packet.Puback)
+			rc.send(&packet.Packet{Type: packet.Subscribe, PacketID: 2,
+				Subscriptions: []packet.Subscription{{Filter: "a/#/b", QoS: 1}}})
+			suback := rc.expect(packet.Suback)
+			rc.send(&packet.Packet{Type: packet.Pubrel, PacketID: 3})
+			pubcomp := rc.expect(packet.Pubcomp)
+			for _, p := range []*packet.Packet{ack, suback, pubcomp} {
+				code := p.ReasonCode
+				if p.Type == packet.Suback {
+					code = p.ReasonCodes[0]
+				}
+				if !code.IsError() {
+					t.Fatalf("%s: reason 0x%02X, want an error code", p.Type, byte(code))
+				}
+				if got := p.Properties.Has(packet.PropReasonString); got != tc.wantOnAcks {
+					t.Errorf("%s has a reason string: %v (%q), want %v", p.Type, got, p.Properties.ReasonString, tc.wantOnAcks)
+				}
+			}
+			if tc.wantOnAcks && !strings.Contains(suback.Properties.ReasonString, "a/#/b") {
+				t.Errorf("SUBACK reason string %q does not name the invalid filter", suback.Properties.ReasonString)
+			}
+
+			rc.send(secondConnect) // a protocol error (MQTT-3.1.0-2)
+			got := expectClosed(t, rc, waitFor)
+			if len(got) != 1 || got[0].Type != packet.Disconnect || got[0].ReasonCode != packet.ProtocolError {
+				t.Fatalf("got %s, want DISCONNECT 0x82", describe(got))
+			}
+			d := got[0]
+			if has := d.Properties.Has(packet.PropReasonString); has != tc.wantOnClose {
+				t.Fatalf("DISCONNECT has a reason string: %v (%q), want %v", has, d.Properties.ReasonString, tc.wantOnClose)
+			}
+			if tc.wantOnClose && !strings.Contains(d.Properties.ReasonString, "CONNECT") {
+				t.Errorf("DISCONNECT reason string %q does not explain the violation", d.Properties.ReasonString)
+			}
+			if tc.maxPacket != 0 && d.Size(packet.V5) > int(tc.maxPacket) {
+				t.Errorf("DISCONNECT of %d bytes exceeds the client's maximum %d", d.Size(packet.V5), tc.maxPacket)
+			}
+		})
+	}
+
+	// A refused CONNECT explains itself in CONNACK. The connections stay open until
+	// the test ends (dialRaw closes them).
+	eventually(t, waitFor, "the closed connections to be gone", func() bool { return b.Stats().ClientsConnected == 0 })
+	for i := range 3 {
+		connectRaw(t, b, fmt.Sprint("hold-", i), 0, nil)
+	}
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	ack := rc.connect("one-too-many", true, 0, nil)
+	if ack.ReasonCode != packet.ServerBusy || !strings.Contains(ack.Properties.ReasonString, "limit") {
+		t.Fatalf("CONNACK 0x%02X %q, want 0x89 with a reason string", byte(ack.ReasonCode), ack.Properties.ReasonString)
 	}
 }
