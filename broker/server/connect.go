@@ -235,6 +235,7 @@ func (s *Server) saveSession(e *entry) {
 	snap.Expiry = e.expiry
 	snap.Disconnected = e.disconnected
 	if err := s.opts.Store.SaveSession(snap); err != nil {
+		s.stats.storeErrors.Add(1)
 		s.log.Error("saving session failed", "client", snap.ID, "error", err)
 	}
 }
@@ -286,6 +287,7 @@ func (s *Server) dropSession(id string, e *entry) {
 		s.trie.Unsubscribe(id, sub.ShareGroup, sub.Filter)
 	}
 	if err := s.opts.Store.DeleteSession(id); err != nil {
+		s.stats.storeErrors.Add(1)
 		s.log.Error("deleting session failed", "client", id, "error", err)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,15 +126,22 @@ func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup) bool 
 func (s *Server) setRetained(msg *session.Message) {
 	s.retainedMu.Lock()
 	defer s.retainedMu.Unlock()
+	// $SYS values are the broker's live state, not worth keeping across restarts.
+	persist := !strings.HasPrefix(msg.Topic, "$SYS/")
 	var err error
 	if len(msg.Payload) == 0 {
 		delete(s.retained, msg.Topic)
-		err = s.opts.Store.DeleteRetained(msg.Topic)
+		if persist {
+			err = s.opts.Store.DeleteRetained(msg.Topic)
+		}
 	} else {
 		s.retained[msg.Topic] = msg
-		err = s.opts.Store.PutRetained(msg)
+		if persist {
+			err = s.opts.Store.PutRetained(msg)
+		}
 	}
 	if err != nil {
+		s.stats.storeErrors.Add(1)
 		s.log.Error("storing retained message failed", "topic", msg.Topic, "error", err)
 	}
 }

@@ -5,6 +5,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -164,14 +165,14 @@ func New(opts Options) (*Server, error) {
 func (s *Server) restore() error {
 	msgs, err := s.opts.Store.Retained()
 	if err != nil {
-		return err
+		return fmt.Errorf("reading retained messages from the store: %w", err)
 	}
 	for _, m := range msgs {
 		s.retained[m.Topic] = m
 	}
 	snaps, err := s.opts.Store.Sessions()
 	if err != nil {
-		return err
+		return fmt.Errorf("reading sessions from the store: %w", err)
 	}
 	now := time.Now()
 	for _, snap := range snaps {
@@ -286,10 +287,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-finished
 	}
+	// Every connection is gone: store the persistent sessions once more, with what
+	// was queued for them since they disconnected.
 	s.mu.Lock()
 	for _, e := range s.sessions {
 		stopTimer(e.expiryTimer)
 		stopTimer(e.willTimer)
+		if e.client == nil && e.expiry != 0 {
+			s.saveSession(e)
+		}
 	}
 	s.mu.Unlock()
 	return ctx.Err()
@@ -324,6 +330,7 @@ func (s *Server) Stats() StatsSnapshot {
 		BytesSent:        s.stats.bytesOut.Load(),
 		MalformedPackets: s.stats.malformed.Load(),
 		ProtocolErrors:   s.stats.protocolErrors.Load(),
+		StoreErrors:      s.stats.storeErrors.Load(),
 	}
 }
 
@@ -339,6 +346,7 @@ type Stats struct {
 	bytesOut       atomic.Uint64
 	malformed      atomic.Uint64
 	protocolErrors atomic.Uint64
+	storeErrors    atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of the counters.
@@ -357,4 +365,5 @@ type StatsSnapshot struct {
 	BytesSent        uint64
 	MalformedPackets uint64
 	ProtocolErrors   uint64
+	StoreErrors      uint64 // failed writes to the session and retained-message store
 }

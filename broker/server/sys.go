@@ -43,6 +43,7 @@ func (s *Server) publishSys() {
 		{"$SYS/broker/bytes/sent", u(st.BytesSent)},
 		{"$SYS/broker/packets/malformed", u(st.MalformedPackets)},
 		{"$SYS/broker/packets/protocol errors", u(st.ProtocolErrors)},
+		{"$SYS/broker/store/errors", u(st.StoreErrors)},
 	}
 	for _, v := range values {
 		s.publish(&session.Message{Topic: v[0], Payload: []byte(v[1]), Retain: true})

@@ -152,7 +152,7 @@ func TestV311QoS2OutboundReconnect(t *testing.T) {
 			t.Parallel()
 			b := startBroker(t, server.Options{})
 			first := v3RawConnect(t, b, "q2out-sub", false, 0, false)
-			v3RawSubscribe(t, first, 1, "q2out/t", 2)
+			v3RawSubscribe(t, first, "q2out/t", 2)
 			pub := v3Dial(t, "tcp://"+b.TCPAddr, "q2out-pub", true, nil)
 			pub.pub("q2out/t", 2, false, "exactly once")
 
@@ -269,7 +269,7 @@ func TestV311QueueCap(t *testing.T) {
 			t.Parallel()
 			b := startBroker(t, server.Options{MaxQueued: 10, DropPolicy: tc.policy})
 			sub := v3RawConnect(t, b, "capped", false, 0, false)
-			v3RawSubscribe(t, sub, 1, "cap/t", 1)
+			v3RawSubscribe(t, sub, "cap/t", 1)
 			sub.send(&packet.Packet{Type: packet.Disconnect})
 			expectClosed(t, sub, v3Wait)
 			v3WaitConnected(t, b, 0)

@@ -153,8 +153,9 @@ func v3WaitConnected(t testing.TB, b *broker, n int64) {
 	})
 }
 
-// v3RawSubscribe subscribes a raw client and checks the SUBACK.
-func v3RawSubscribe(t testing.TB, c *rawClient, id uint16, filter string, qos byte) {
+// v3RawSubscribe subscribes a raw client (packet id 1) and checks the SUBACK.
+func v3RawSubscribe(t testing.TB, c *rawClient, filter string, qos byte) {
+	const id = 1
 	t.Helper()
 	c.send(&packet.Packet{Type: packet.Subscribe, PacketID: id,
 		Subscriptions: []packet.Subscription{{Filter: filter, QoS: qos}}})

@@ -355,7 +355,7 @@ func TestV31PubSub(t *testing.T) {
 	if ack := raw.connect("raw-31", true, 0, nil); ack.ReasonCode != 0 {
 		t.Fatalf("3.1 CONNACK 0x%02X", byte(ack.ReasonCode))
 	}
-	v3RawSubscribe(t, raw, 1, "v31/#", 1)
+	v3RawSubscribe(t, raw, "v31/#", 1)
 	paho31 := v3Dial(t, "tcp://"+b.TCPAddr, "paho-31", true, func(o *mqtt.ClientOptions) { o.SetProtocolVersion(3) })
 	paho31.sub("v31/#", 2)
 	paho311 := v3Dial(t, b.WSURL, "paho-311", true, nil)
