@@ -50,33 +50,65 @@ func ReadFixedHeader(br *bufio.Reader, maxSize uint32) (FixedHeader, error) {
 // (0 before CONNECT, when only CONNECT is acceptable to the caller). The packet's byte
 // slices (payload, binary properties) point into a buffer owned by the packet.
 func Read(br *bufio.Reader, version byte, maxSize uint32) (*Packet, error) {
-	fh, err := ReadFixedHeader(br, maxSize)
+	fh, body, err := readBody(br, maxSize)
 	if err != nil {
-		return nil, err
-	}
-	body := make([]byte, fh.Remaining)
-	if _, err := io.ReadFull(br, body); err != nil {
-		if err == io.EOF {
-			return nil, io.ErrUnexpectedEOF
-		}
 		return nil, err
 	}
 	return Decode(fh, body, version)
 }
 
+// ReadInto is Read into a caller-owned packet, which it resets first: a connection's
+// read loop reuses one Packet instead of allocating one per message. Slices and
+// strings in p stay valid after the next ReadInto (each read gets a new body buffer).
+func ReadInto(br *bufio.Reader, p *Packet, version byte, maxSize uint32) error {
+	fh, body, err := readBody(br, maxSize)
+	if err != nil {
+		return err
+	}
+	return DecodeInto(p, fh, body, version)
+}
+
+func readBody(br *bufio.Reader, maxSize uint32) (FixedHeader, []byte, error) {
+	fh, err := ReadFixedHeader(br, maxSize)
+	if err != nil {
+		return fh, nil, err
+	}
+	body := make([]byte, fh.Remaining)
+	if _, err := io.ReadFull(br, body); err != nil {
+		if err == io.EOF {
+			return fh, nil, io.ErrUnexpectedEOF
+		}
+		return fh, nil, err
+	}
+	return fh, body, nil
+}
+
 // Decode decodes a packet body. For CONNECT the version comes from the packet itself.
-// On an UnsupportedProtocolVersion error the returned packet is non-nil and carries
-// Connect.ProtocolVersion so the caller can answer in the client's format.
+// On an error in a CONNECT whose protocol level was read, the returned packet is non-nil
+// and carries Connect.ProtocolVersion so the caller can answer in the client's format.
 func Decode(fh FixedHeader, body []byte, version byte) (*Packet, error) {
-	if err := checkFlags(fh, version); err != nil {
+	p := new(Packet)
+	if err := DecodeInto(p, fh, body, version); err != nil {
+		if fh.Type == Connect && p.Connect.ProtocolVersion != 0 {
+			return p, err // the caller answers in the client's protocol version
+		}
 		return nil, err
 	}
-	p := &Packet{Type: fh.Type}
+	return p, nil
+}
+
+// DecodeInto is Decode into p, which it resets first. On error p holds what was
+// decoded so far (for CONNECT at least Connect.ProtocolVersion).
+func DecodeInto(p *Packet, fh FixedHeader, body []byte, version byte) error {
+	*p = Packet{Type: fh.Type}
+	if err := checkFlags(fh, version); err != nil {
+		return err
+	}
 	r := reader{b: body}
 	switch fh.Type {
 	case Connect:
 		if err := r.connect(p); err != nil {
-			return p, err
+			return err
 		}
 	case Connack:
 		r.connack(p, version)
@@ -97,10 +129,7 @@ func Decode(fh FixedHeader, body []byte, version byte) (*Packet, error) {
 	if r.err == nil && r.off != len(r.b) {
 		r.fail(MalformedPacket, "unexpected bytes after packet")
 	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	return p, nil
+	return r.err
 }
 
 func checkFlags(fh FixedHeader, version byte) error {

@@ -39,6 +39,36 @@ func TestDecodeFixtures(t *testing.T) {
 	}
 }
 
+// TestReadIntoReuses decodes every fixture, valid and malformed, into one reused
+// Packet, as a connection's read loop does: each valid one must come out exactly as
+// if decoded into a fresh packet, with nothing left over from the packet before.
+func TestReadIntoReuses(t *testing.T) {
+	var p pk.Packet
+	var stream []byte
+	var want []packettest.Fixture
+	for _, f := range packettest.Valid() {
+		if f.Version == pk.V5 {
+			stream = append(stream, f.Raw...)
+			want = append(want, f)
+		}
+	}
+	br := bufio.NewReader(bytes.NewReader(stream))
+	for _, f := range want {
+		if err := pk.ReadInto(br, &p, pk.V5, 0); err != nil {
+			t.Fatalf("%s: %v", f.Name, err)
+		}
+		if !reflect.DeepEqual(&p, f.Packet) {
+			t.Fatalf("%s: decoded into a reused packet\n %#v\nwant\n %#v", f.Name, &p, f.Packet)
+		}
+	}
+	for _, f := range packettest.Malformed() {
+		err := pk.ReadInto(bufio.NewReader(bytes.NewReader(f.Raw)), &p, f.Version, 0)
+		if !errors.Is(err, f.Err) {
+			t.Fatalf("%s: error %v, want %v", f.Name, err, f.Err)
+		}
+	}
+}
+
 func TestEncodeFixtures(t *testing.T) {
 	for _, f := range packettest.Valid() {
 		if f.DecodeOnly {

@@ -24,9 +24,9 @@ func benchSubscriber(b *testing.B, addr, id, filter string, qos byte, count *ato
 	go func() {
 		br := bufio.NewReaderSize(c.conn, 64<<10)
 		var ack []byte
+		var p packet.Packet
 		for {
-			p, err := packet.Read(br, packet.V311, 0)
-			if err != nil {
+			if err := packet.ReadInto(br, &p, packet.V311, 0); err != nil {
 				return
 			}
 			if p.Type == packet.Publish {

@@ -264,15 +264,16 @@ func (c *client) writeNow(b []byte) {
 // code (and reason string) to send in a server DISCONNECT, or noCode.
 func (c *client) readLoop() (code packet.Code, why string) {
 	s := c.s
+	var p packet.Packet // reused: handlers copy what they keep, never &p
 	for {
 		if c.keepAlive > 0 {
 			_ = c.conn.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
 		} else {
 			_ = c.conn.SetReadDeadline(time.Time{})
 		}
-		p, err := packet.Read(c.br, c.version, s.opts.MaxPacketSize)
+		err := packet.ReadInto(c.br, &p, c.version, s.opts.MaxPacketSize)
 		if err == nil {
-			err = c.handle(p)
+			err = c.handle(&p)
 		}
 		if err == nil {
 			continue
