@@ -276,6 +276,34 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Set sets one setting by its key (as in Keys, e.g. "limits.max_queued_messages") from
+// its text form, as an environment variable or flag would. Call Validate afterwards.
+func (c *Config) Set(key, value string) error {
+	for _, s := range settings {
+		if s.key == key {
+			if err := s.set(c, value); err != nil {
+				return fmt.Errorf("%s: %w", key, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: unknown setting", key)
+}
+
+// YAML renders c as a configuration file that Load reads back to the same Config.
+func (c Config) YAML() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 // Keys lists every setting key, sorted; used by documentation tests.
 func Keys() []string {
 	out := make([]string, 0, len(settings))

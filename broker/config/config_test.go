@@ -114,3 +114,46 @@ func TestHelpListsEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSetAndYAMLRoundTrip sets every key through Set (as the operator does with a
+// cluster's extra settings), renders the YAML and loads it back unchanged.
+func TestSetAndYAMLRoundTrip(t *testing.T) {
+	cfg := Default()
+	for key, value := range map[string]string{
+		"listeners.tcp":              "0.0.0.0:1883",
+		"log.format":                 "json",
+		"limits.max_queued_messages": "5000",
+		"limits.queue_drop_policy":   "drop-oldest",
+		"limits.connect_timeout":     "3s",
+		"sys_interval":               "1m",
+	} {
+		if err := cfg.Set(key, value); err != nil {
+			t.Fatalf("Set(%q, %q): %v", key, value, err)
+		}
+	}
+	raw, err := cfg.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load([]string{"--config", write(t, string(raw))}, nil, io.Discard)
+	if err != nil {
+		t.Fatalf("loading rendered YAML:\n%s\n%v", raw, err)
+	}
+	if back != cfg {
+		t.Fatalf("round trip changed the config:\n got %+v\nwant %+v", back, cfg)
+	}
+	if back.Limits.MaxQueued != 5000 || time.Duration(back.Limits.ConnectTimeout) != 3*time.Second {
+		t.Fatalf("values not applied: %+v", back.Limits)
+	}
+
+	for _, bad := range []struct{ key, value, want string }{
+		{"limits.nope", "1", "unknown setting"},
+		{"limits.max_queued_messages", "many", "limits.max_queued_messages"},
+		{"limits.connect_timeout", "soon", "limits.connect_timeout"},
+	} {
+		err := cfg.Set(bad.key, bad.value)
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("Set(%q, %q) = %v, want an error mentioning %q", bad.key, bad.value, err, bad.want)
+		}
+	}
+}

@@ -1,0 +1,377 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MQTTClusterSpec is the desired state of a clustered mqttd broker.
+// +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.auth.allowAnonymous) || self.auth.allowAnonymous || has(self.auth.usersSecretRef)",message="auth.allowAnonymous false needs auth.usersSecretRef: nobody could connect"
+type MQTTClusterSpec struct {
+	// Replicas is the number of broker nodes.
+	// +kubebuilder:default=3
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=99
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image is the mqttd container image.
+	// +kubebuilder:default="mqttd:latest"
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the mqttd container.
+	// +kubebuilder:default=IfNotPresent
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// ImagePullSecrets for the mqttd image.
+	// +optional
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// Resources of the mqttd container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// Storage is each node's volume for its store (sessions, retained messages, raft log).
+	// +kubebuilder:default={}
+	// +optional
+	Storage StorageSpec `json:"storage,omitempty"`
+
+	// Listeners are the client-facing listeners; ports must be unique.
+	// +kubebuilder:default={{name: mqtt, port: 1883}, {name: ws, port: 8083}}
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=4
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:XValidation:rule="self.all(l, self.exists_one(m, m.port == l.port))",message="listener ports must be unique"
+	// +kubebuilder:validation:XValidation:rule="self.all(l, !(l.port in [4370, 8080, 18083]))",message="ports 4370 (cluster), 8080 (API) and 18083 (dashboard) are reserved"
+	// +optional
+	Listeners []Listener `json:"listeners,omitempty"`
+
+	// Service is the client Service in front of every ready node.
+	// +kubebuilder:default={}
+	// +optional
+	Service ServiceSpec `json:"service,omitempty"`
+
+	// Dashboard is the web dashboard on port 18083.
+	// +optional
+	Dashboard DashboardSpec `json:"dashboard,omitempty"`
+
+	// Auth configures client authentication and authorization.
+	// +optional
+	Auth *AuthSpec `json:"auth,omitempty"`
+
+	// CookieSecretRef names the Secret with the cluster cookie, the shared secret nodes
+	// prove to each other. When absent the operator generates one, once, and never
+	// changes it.
+	// +optional
+	CookieSecretRef *SecretKeySelector `json:"cookieSecretRef,omitempty"`
+
+	// APITokenSecretRef names the Secret with the bearer token of the brokers' HTTP API,
+	// which the operator uses. When absent the operator generates one.
+	// +optional
+	APITokenSecretRef *SecretKeySelector `json:"apiTokenSecretRef,omitempty"`
+
+	// Config holds extra mqttd settings as dotted keys, as in `mqttd --help`
+	// (for example "limits.max_queued_messages": "5000"). Keys the operator manages
+	// (listeners, cluster, api, log) cannot be set here.
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('listeners.') && !k.startsWith('cluster.') && !k.startsWith('api.'))",message="listeners.*, cluster.* and api.* are managed by the operator"
+	// +optional
+	Config map[string]string `json:"config,omitempty"`
+
+	// Pod customizes the broker pods.
+	// +optional
+	Pod PodOverrides `json:"pod,omitempty"`
+
+	// UpdateStrategy says how pods are replaced when the image or a restart-requiring
+	// setting changes.
+	// +kubebuilder:default={}
+	// +optional
+	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+}
+
+// StorageSpec is the per-node persistent volume.
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="storage.storageClassName is immutable"
+type StorageSpec struct {
+	// Size of each node's volume.
+	// +kubebuilder:default="1Gi"
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// StorageClassName of the volumes; unset uses the cluster's default class. It
+	// cannot be set, changed or removed later (volume claim templates are immutable).
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// Retention says what happens to a node's volume when the node is removed.
+	// +kubebuilder:default={}
+	// +optional
+	Retention RetentionPolicy `json:"retention,omitempty"`
+}
+
+// RetentionPolicyType is Retain or Delete.
+// +kubebuilder:validation:Enum=Retain;Delete
+type RetentionPolicyType string
+
+// Volume retention policies.
+const (
+	Retain RetentionPolicyType = "Retain"
+	Delete RetentionPolicyType = "Delete"
+)
+
+// RetentionPolicy is what happens to volumes on scale-down and on deletion.
+type RetentionPolicy struct {
+	// WhenScaled applies to the volumes of nodes removed by a scale-down.
+	// +kubebuilder:default=Delete
+	// +optional
+	WhenScaled RetentionPolicyType `json:"whenScaled,omitempty"`
+	// WhenDeleted applies to every volume when the MQTTCluster is deleted.
+	// +kubebuilder:default=Retain
+	// +optional
+	WhenDeleted RetentionPolicyType `json:"whenDeleted,omitempty"`
+}
+
+// ListenerName is a listener kind.
+// +kubebuilder:validation:Enum=mqtt;mqtts;ws;wss
+type ListenerName string
+
+// Listener kinds.
+const (
+	ListenerMQTT  ListenerName = "mqtt"
+	ListenerMQTTS ListenerName = "mqtts"
+	ListenerWS    ListenerName = "ws"
+	ListenerWSS   ListenerName = "wss"
+)
+
+// Listener is one client-facing listener.
+// +kubebuilder:validation:XValidation:rule="(self.name == 'mqtts' || self.name == 'wss') == has(self.tlsSecretName)",message="mqtts and wss listeners need tlsSecretName; mqtt and ws must not have one"
+type Listener struct {
+	// Name is the listener kind: mqtt, mqtts (TLS), ws (WebSocket) or wss.
+	Name ListenerName `json:"name"`
+	// Port the broker listens on and the Services expose.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+	// TLSSecretName is a kubernetes.io/tls Secret with the server certificate
+	// (mqtts and wss only).
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	TLSSecretName string `json:"tlsSecretName,omitempty"`
+}
+
+// ServiceSpec shapes the client Service.
+type ServiceSpec struct {
+	// Type of the client Service.
+	// +kubebuilder:default=ClusterIP
+	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+	// +optional
+	Type corev1.ServiceType `json:"type,omitempty"`
+	// Annotations added to the client Service (for example, load balancer settings).
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// DashboardSpec enables the web dashboard.
+type DashboardSpec struct {
+	// Enabled creates the dashboard Service.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// AdminSecretRef names a Secret with keys "username" and "password" for the
+	// dashboard's administrator.
+	// +optional
+	AdminSecretRef *corev1.LocalObjectReference `json:"adminSecretRef,omitempty"`
+}
+
+// AuthSpec is client authentication and authorization.
+type AuthSpec struct {
+	// AllowAnonymous lets clients connect without a username.
+	// +kubebuilder:default=true
+	// +optional
+	AllowAnonymous *bool `json:"allowAnonymous,omitempty"`
+	// UsersSecretRef names a Secret whose key "users" holds one "username:bcrypt-hash"
+	// per line.
+	// +optional
+	UsersSecretRef *corev1.LocalObjectReference `json:"usersSecretRef,omitempty"`
+	// ACL rules, evaluated in order; the first match decides. Without rules every
+	// authenticated client may publish and subscribe to everything.
+	// +kubebuilder:validation:MaxItems=1000
+	// +optional
+	ACL []ACLRule `json:"acl,omitempty"`
+}
+
+// ACLRule allows or denies one kind of access to a topic filter.
+type ACLRule struct {
+	// Username the rule applies to; "*" for everyone, "$anonymous" for clients
+	// without one.
+	// +kubebuilder:validation:MinLength=1
+	Username string `json:"username"`
+	// Topic is a topic filter; "%u" and "%c" stand for the username and client ID.
+	// +kubebuilder:validation:MinLength=1
+	Topic string `json:"topic"`
+	// Access is publish, subscribe or all.
+	// +kubebuilder:validation:Enum=publish;subscribe;all
+	Access string `json:"access"`
+	// Action is allow or deny.
+	// +kubebuilder:validation:Enum=allow;deny
+	Action string `json:"action"`
+}
+
+// SecretKeySelector names a key of a Secret in the MQTTCluster's namespace.
+type SecretKeySelector struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Key in the Secret.
+	// +kubebuilder:validation:MinLength=1
+	Key string `json:"key"`
+}
+
+// PodOverrides are pod-level settings applied to every broker pod.
+type PodOverrides struct {
+	// Labels added to the pods (the operator's own labels win).
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations added to the pods.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// Affinity of the pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+	// Tolerations of the pods.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	// NodeSelector of the pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// TopologySpreadConstraints of the pods.
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+	// SecurityContext of the pods; by default non-root with the RuntimeDefault seccomp
+	// profile.
+	// +optional
+	SecurityContext *corev1.PodSecurityContext `json:"securityContext,omitempty"`
+	// PriorityClassName of the pods.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+	// TerminationGracePeriodSeconds bounds a node's graceful shutdown.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
+}
+
+// UpdateStrategyType says who replaces pods after a change that needs a restart.
+// +kubebuilder:validation:Enum=RollingUpdate;Manual
+type UpdateStrategyType string
+
+// Update strategies.
+const (
+	// RollingUpdate: the operator replaces pods one at a time from the highest
+	// ordinal, evacuating each first.
+	RollingUpdate UpdateStrategyType = "RollingUpdate"
+	// Manual: pods keep running the old spec until someone deletes them.
+	Manual UpdateStrategyType = "Manual"
+)
+
+// UpdateStrategy configures pod replacement.
+type UpdateStrategy struct {
+	// Type is RollingUpdate or Manual.
+	// +kubebuilder:default=RollingUpdate
+	// +optional
+	Type UpdateStrategyType `json:"type,omitempty"`
+	// PodReadyTimeout bounds the wait for a replaced pod to be ready and rejoined.
+	// +kubebuilder:default="10m"
+	// +optional
+	PodReadyTimeout metav1.Duration `json:"podReadyTimeout,omitempty"`
+}
+
+// MemberStatus is one broker node as the cluster reports it.
+type MemberStatus struct {
+	// Ordinal of the pod.
+	Ordinal int32 `json:"ordinal"`
+	// Node is the broker's node name.
+	Node string `json:"node"`
+	// Joined is true when the node is a cluster member.
+	Joined bool `json:"joined"`
+	// Ready is the node's own readiness.
+	Ready bool `json:"ready"`
+	// StoreState is ok, stale or error.
+	// +optional
+	StoreState string `json:"storeState,omitempty"`
+	// Version of mqttd on the node.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Connections is the number of connected clients.
+	// +optional
+	Connections int64 `json:"connections,omitempty"`
+}
+
+// MQTTClusterStatus is the observed state.
+type MQTTClusterStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready, Available, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Replicas is the number of broker pods.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// ReadyReplicas is the number of ready broker pods.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// Selector is the pods' label selector, for the scale subresource.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+	// ClusterID is recorded when the first node bootstraps the cluster.
+	// +optional
+	ClusterID string `json:"clusterID,omitempty"`
+	// Members as the brokers report them.
+	// +listType=map
+	// +listMapKey=ordinal
+	// +optional
+	Members []MemberStatus `json:"members,omitempty"`
+}
+
+// Condition types.
+const (
+	// ConditionReady: every desired node is ready (and, with clustering, joined).
+	ConditionReady = "Ready"
+	// ConditionAvailable: at least one node serves clients.
+	ConditionAvailable = "Available"
+	// ConditionProgressing: the cluster is moving towards the spec.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded: something needs attention (invalid input, failing pods).
+	ConditionDegraded = "Degraded"
+)
+
+// MQTTCluster is a clustered MQTT broker.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=mqc,categories=all
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Ready Replicas",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MQTTCluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	Spec   MQTTClusterSpec   `json:"spec,omitempty"`
+	Status MQTTClusterStatus `json:"status,omitempty"`
+}
+
+// MQTTClusterList is a list of MQTTCluster.
+// +kubebuilder:object:root=true
+type MQTTClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MQTTCluster `json:"items"`
+}

@@ -1,0 +1,140 @@
+// Package controllers holds the MQTTCluster reconciler: Reconcile is a short pipeline
+// of named steps, one file per concern; the child objects come from the builders in
+// controllers/resource.
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
+)
+
+// MQTTClusterReconciler reconciles MQTTCluster objects.
+type MQTTClusterReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+}
+
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps;services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// state is what one reconcile learns as it goes down the pipeline.
+type state struct {
+	cluster *v1alpha1.MQTTCluster
+	// config is the rendered mqttd.yaml.
+	config []byte
+	// sts is the StatefulSet as last written or read.
+	sts *appsv1.StatefulSet
+	// problems found in the spec; they decide the Degraded condition.
+	problems []problem
+}
+
+// step is one stage of the pipeline. A step that finds invalid input records a
+// problem and returns stop: the later steps would only build on bad input.
+type step struct {
+	name string
+	run  func(ctx context.Context, st *state) (stop bool, err error)
+}
+
+// Reconcile drives the cluster's children towards the spec, then reports status.
+// The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
+// mount them; the Services before the pods look each other up; the PodDisruptionBudget
+// once there is something to protect.
+func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	mc := &v1alpha1.MQTTCluster{}
+	if err := r.Get(ctx, req.NamespacedName, mc); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !mc.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // owner references let the garbage collector clean up
+	}
+	st := &state{cluster: mc}
+	pipeline := []step{
+		{"secrets", r.reconcileSecrets},
+		{"config", r.reconcileConfig},
+		{"services", r.reconcileServices},
+		{"statefulset", r.reconcileStatefulSet},
+		{"pdb", r.reconcilePDB},
+	}
+	for _, s := range pipeline {
+		stop, err := s.run(ctx, st)
+		if err != nil {
+			return ctrl.Result{}, fmt.Errorf("%s: %w", s.name, err)
+		}
+		if stop {
+			break
+		}
+	}
+	return ctrl.Result{}, r.reconcileStatus(ctx, st)
+}
+
+// apply creates or updates the child described by b, owned by the cluster, retrying
+// on write conflicts. It returns the object as written.
+func (r *MQTTClusterReconciler) apply(ctx context.Context, mc *v1alpha1.MQTTCluster, b resource.Builder) (client.Object, error) {
+	obj := b.Object()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
+			if err := b.Mutate(obj); err != nil {
+				return err
+			}
+			return controllerutil.SetControllerReference(mc, obj, r.Scheme)
+		})
+		if err == nil && op != controllerutil.OperationResultNone {
+			log.FromContext(ctx).Info("applied child", "kind", fmt.Sprintf("%T", obj), "name", obj.GetName(), "operation", op)
+		}
+		return err
+	})
+	return obj, err
+}
+
+// deleteIfOwned deletes obj (name and namespace set) when it exists and this cluster
+// owns it.
+func (r *MQTTClusterReconciler) deleteIfOwned(ctx context.Context, mc *v1alpha1.MQTTCluster, obj client.Object) error {
+	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if owner := metav1.GetControllerOf(obj); owner == nil || owner.UID != mc.UID {
+		return nil
+	}
+	if err := r.Delete(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller: it watches MQTTClusters, the children
+// they own, and Secrets a cluster refers to (so fixing a missing Secret takes effect).
+func (r *MQTTClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.MQTTCluster{}).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Service{}).
+		Owns(&appsv1.StatefulSet{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersReferringTo)).
+		Named("mqttcluster").
+		Complete(r)
+}

@@ -1,0 +1,44 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+)
+
+// problemKind is one of the error classes of STYLE.md that is not a transient failure
+// (those are returned as errors and retried with backoff).
+type problemKind int
+
+const (
+	// invalidInput: the spec cannot be acted on (a missing Secret, a bad setting).
+	// Degraded is set, a Warning event says why, and nothing is requeued: a change to
+	// the cluster or to a watched Secret triggers the next try.
+	invalidInput problemKind = iota
+	// unsupportedChange: the spec asks for a change the operator cannot make (such as
+	// resizing volumes); the last good state is kept and Degraded says why.
+	unsupportedChange
+)
+
+// problem is one finding about the spec.
+type problem struct {
+	kind    problemKind
+	reason  string // CamelCase, for the condition and the event
+	message string
+}
+
+// report records a problem and emits its Warning event.
+func (r *MQTTClusterReconciler) report(st *state, kind problemKind, reason, message string) {
+	st.problems = append(st.problems, problem{kind: kind, reason: reason, message: message})
+	if r.Recorder != nil {
+		r.Recorder.Eventf(st.cluster, nil, corev1.EventTypeWarning, reason, "Reconcile", message)
+	}
+}
+
+// hasInvalidInput reports whether the spec could not be acted on.
+func hasInvalidInput(problems []problem) bool {
+	for _, p := range problems {
+		if p.kind == invalidInput {
+			return true
+		}
+	}
+	return false
+}

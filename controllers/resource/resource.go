@@ -1,0 +1,119 @@
+// Package resource builds the child objects of an MQTTCluster: one builder per object.
+// A builder names its object and fills the fields the operator owns; the controller
+// applies it with controllerutil.CreateOrUpdate, so a builder must leave alone what
+// the API server or other controllers fill in (cluster IPs, node ports, defaults).
+package resource
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+)
+
+// Ports of the broker that are not client listeners (ARCHITECTURE.md section 2).
+const (
+	ClusterPort   int32 = 4370
+	APIPort       int32 = 8080
+	DashboardPort int32 = 18083
+)
+
+// Label keys and values.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelPartOf    = "app.kubernetes.io/part-of"
+
+	appName   = "mqttd"
+	component = "broker"
+	managedBy = "mqtt-operator"
+)
+
+// Annotations the operator sets.
+const (
+	// AnnotationConfigHash on the pod template changes when the broker configuration
+	// changes, so the change is noticed (and, with the lifecycle work, rolled out).
+	AnnotationConfigHash = "broker.mqtt-operator.io/config-hash"
+	// AnnotationTemplateHash on the pod template records the desired template the
+	// operator last wrote, so it rewrites the StatefulSet only when that changes.
+	AnnotationTemplateHash = "broker.mqtt-operator.io/template-hash"
+)
+
+// Builder names one child object and fills its desired fields.
+type Builder interface {
+	// Object returns an empty object of the child's kind with its name and namespace.
+	Object() client.Object
+	// Mutate sets the desired fields on obj, which holds the child's current state
+	// (empty when it does not exist yet).
+	Mutate(obj client.Object) error
+}
+
+// SelectorLabels select the pods of one MQTTCluster; they never change.
+func SelectorLabels(mc *v1alpha1.MQTTCluster) map[string]string {
+	return map[string]string{LabelName: appName, LabelInstance: mc.Name}
+}
+
+// Labels are the labels of every child object.
+func Labels(mc *v1alpha1.MQTTCluster) map[string]string {
+	l := SelectorLabels(mc)
+	l[LabelComponent] = component
+	l[LabelManagedBy] = managedBy
+	l[LabelPartOf] = managedBy
+	return l
+}
+
+// mergeLabels returns base with the operator's labels on top (they win).
+func mergeLabels(base map[string]string, ours map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(ours))
+	maps.Copy(out, base)
+	maps.Copy(out, ours)
+	return out
+}
+
+// Names of the children.
+
+// StatefulSetName is the StatefulSet's (and the pods' prefix).
+func StatefulSetName(mc *v1alpha1.MQTTCluster) string { return mc.Name }
+
+// HeadlessServiceName is the governing Service that gives pods stable DNS names.
+func HeadlessServiceName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-headless" }
+
+// ClientServiceName is the Service clients connect to.
+func ClientServiceName(mc *v1alpha1.MQTTCluster) string { return mc.Name }
+
+// DashboardServiceName is the dashboard's Service.
+func DashboardServiceName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-dashboard" }
+
+// ConfigMapName holds mqttd.yaml.
+func ConfigMapName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-config" }
+
+// PDBName is the PodDisruptionBudget's.
+func PDBName(mc *v1alpha1.MQTTCluster) string { return mc.Name }
+
+// CookieSecret returns the Secret name and key that hold the cluster cookie: the
+// user's when spec.cookieSecretRef is set, else the generated one.
+func CookieSecret(mc *v1alpha1.MQTTCluster) (name, key string) {
+	if r := mc.Spec.CookieSecretRef; r != nil {
+		return r.Name, r.Key
+	}
+	return mc.Name + "-cookie", CookieKey
+}
+
+// APITokenSecret returns the Secret name and key that hold the API token.
+func APITokenSecret(mc *v1alpha1.MQTTCluster) (name, key string) {
+	if r := mc.Spec.APITokenSecretRef; r != nil {
+		return r.Name, r.Key
+	}
+	return mc.Name + "-api-token", APITokenKey
+}
+
+// hash is a short, stable digest of b.
+func hash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,389 @@
+package resource
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apiresource "k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/broker/config"
+)
+
+// cluster returns an MQTTCluster with the API's defaults filled in, as the API server
+// would store it.
+func cluster() *v1alpha1.MQTTCluster {
+	return &v1alpha1.MQTTCluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: "ns", UID: "uid-1"},
+		Spec: v1alpha1.MQTTClusterSpec{
+			Replicas:        ptr.To[int32](3),
+			Image:           "mqttd:test",
+			ImagePullPolicy: corev1.PullIfNotPresent,
+			Storage: v1alpha1.StorageSpec{Size: ptr.To(apiresource.MustParse("1Gi")),
+				Retention: v1alpha1.RetentionPolicy{WhenScaled: v1alpha1.Delete, WhenDeleted: v1alpha1.Retain}},
+			Listeners: []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTT, Port: 1883}, {Name: v1alpha1.ListenerWS, Port: 8083}},
+			Service:   v1alpha1.ServiceSpec{Type: corev1.ServiceTypeClusterIP},
+		},
+	}
+}
+
+func TestLabels(t *testing.T) {
+	mc := cluster()
+	sel := SelectorLabels(mc)
+	if len(sel) != 2 || sel[LabelName] != "mqttd" || sel[LabelInstance] != "demo" {
+		t.Fatalf("selector labels %v", sel)
+	}
+	l := Labels(mc)
+	for k, v := range sel {
+		if l[k] != v {
+			t.Fatalf("labels %v lack selector label %s=%s", l, k, v)
+		}
+	}
+	if l[LabelManagedBy] != "mqtt-operator" {
+		t.Fatalf("labels %v", l)
+	}
+	// The user's pod labels never override the operator's.
+	if got := mergeLabels(map[string]string{LabelInstance: "other", "team": "a"}, l); got[LabelInstance] != "demo" || got["team"] != "a" {
+		t.Fatalf("merged %v", got)
+	}
+}
+
+func TestGeneratedSecret(t *testing.T) {
+	mc := cluster()
+	b := CookieSecretBuilder(mc)
+	b.Rand = bytes.NewReader(bytes.Repeat([]byte{7}, 64))
+	s := b.Object().(*corev1.Secret)
+	if s.Name != "demo-cookie" || s.Namespace != "ns" {
+		t.Fatalf("named %s/%s", s.Namespace, s.Name)
+	}
+	if err := b.Mutate(s); err != nil {
+		t.Fatal(err)
+	}
+	first := string(s.Data[CookieKey])
+	if len(first) != 43 || s.Type != corev1.SecretTypeOpaque || s.Labels[LabelInstance] != "demo" {
+		t.Fatalf("generated %q (type %s, labels %v)", first, s.Type, s.Labels)
+	}
+	// A later reconcile keeps the value, whatever the random source says.
+	b.Rand = bytes.NewReader(bytes.Repeat([]byte{9}, 64))
+	if err := b.Mutate(s); err != nil {
+		t.Fatal(err)
+	}
+	if string(s.Data[CookieKey]) != first {
+		t.Fatal("the cookie was regenerated")
+	}
+	// A failing random source is an error, not an empty cookie.
+	empty := &corev1.Secret{}
+	b.Rand = io.LimitReader(nil, 0)
+	if err := b.Mutate(empty); err == nil || len(empty.Data[CookieKey]) != 0 {
+		t.Fatalf("Mutate with no randomness: %v, %q", err, empty.Data[CookieKey])
+	}
+	if err := b.Mutate(&corev1.ConfigMap{}); err == nil {
+		t.Fatal("Mutate accepted a ConfigMap")
+	}
+
+	mc.Spec.APITokenSecretRef = &v1alpha1.SecretKeySelector{Name: "mine", Key: "tok"}
+	if name, key := APITokenSecret(mc); name != "mine" || key != "tok" {
+		t.Fatalf("user's token Secret: %s/%s", name, key)
+	}
+	if name, key := CookieSecret(mc); name != "demo-cookie" || key != CookieKey {
+		t.Fatalf("generated cookie Secret: %s/%s", name, key)
+	}
+}
+
+func TestRenderConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		edit    func(*v1alpha1.MQTTCluster)
+		wantErr string
+		check   func(t *testing.T, c config.Config)
+	}{
+		{"defaults", func(*v1alpha1.MQTTCluster) {}, "", func(t *testing.T, c config.Config) {
+			if c.Listeners.TCP != "0.0.0.0:1883" || c.Listeners.WebSocket != "0.0.0.0:8083" || c.Log.Format != "json" {
+				t.Fatalf("listeners/log %+v %+v", c.Listeners, c.Log)
+			}
+		}},
+		{"mqtt only on another port", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Listeners = []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTT, Port: 11883}}
+		}, "", func(t *testing.T, c config.Config) {
+			if c.Listeners.TCP != "0.0.0.0:11883" || c.Listeners.WebSocket != "" {
+				t.Fatalf("listeners %+v", c.Listeners)
+			}
+		}},
+		{"extra settings", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Config = map[string]string{"limits.max_queued_messages": "42", "log.level": "debug"}
+		}, "", func(t *testing.T, c config.Config) {
+			if c.Limits.MaxQueued != 42 || c.Log.Level != "debug" {
+				t.Fatalf("settings not applied: %+v %+v", c.Limits, c.Log)
+			}
+		}},
+		{"unknown key", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Config = map[string]string{"limits.bogus": "1"} },
+			"spec.config: limits.bogus: unknown setting", nil},
+		{"bad value", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Config = map[string]string{"limits.max_queued_messages": "lots"}
+		}, "limits.max_queued_messages", nil},
+		{"invalid combination", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Config = map[string]string{"limits.queue_drop_policy": "drop-random"}
+		}, "queue_drop_policy", nil},
+		{"only TLS listeners leave mqttd nothing it can serve", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Listeners = []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"}}
+		}, "at least one listener", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := cluster()
+			tc.edit(mc)
+			raw, err := RenderConfig(mc)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What mqttd itself loads from the file.
+			path := filepath.Join(t.TempDir(), ConfigFile)
+			if err := os.WriteFile(path, raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := config.Load([]string{"--config", path}, nil, io.Discard)
+			if err != nil {
+				t.Fatalf("mqttd rejects the rendered config:\n%s\n%v", raw, err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestConfigMapBuilder(t *testing.T) {
+	mc := cluster()
+	b := &ConfigMapBuilder{Cluster: mc, Config: []byte("x: 1\n")}
+	cm := b.Object().(*corev1.ConfigMap)
+	if err := b.Mutate(cm); err != nil {
+		t.Fatal(err)
+	}
+	if cm.Name != "demo-config" || cm.Data[ConfigFile] != "x: 1\n" || cm.Labels[LabelInstance] != "demo" {
+		t.Fatalf("config map %+v", cm)
+	}
+	a1, a2, b1 := ConfigHash([]byte("a")), ConfigHash([]byte("a")), ConfigHash([]byte("b"))
+	if a1 == b1 || a1 != a2 {
+		t.Fatal("config hash is not a digest of the config")
+	}
+}
+
+func portNames(ports []corev1.ServicePort) []string {
+	var out []string
+	for _, p := range ports {
+		out = append(out, p.Name)
+	}
+	return out
+}
+
+func TestServiceBuilder(t *testing.T) {
+	mc := cluster()
+	mc.Spec.Service = v1alpha1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Annotations: map[string]string{"lb": "x"}}
+
+	headless := &ServiceBuilder{Cluster: mc, Kind: HeadlessService}
+	svc := headless.Object().(*corev1.Service)
+	if err := headless.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Name != "demo-headless" || svc.Spec.ClusterIP != corev1.ClusterIPNone || !svc.Spec.PublishNotReadyAddresses {
+		t.Fatalf("headless service %+v", svc.Spec)
+	}
+	if got := strings.Join(portNames(svc.Spec.Ports), ","); got != "mqtt,ws,cluster,api" {
+		t.Fatalf("headless ports %s", got)
+	}
+
+	client := &ServiceBuilder{Cluster: mc, Kind: ClientService}
+	svc = client.Object().(*corev1.Service)
+	if err := client.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Name != "demo" || svc.Spec.Type != corev1.ServiceTypeNodePort || svc.Annotations["lb"] != "x" ||
+		strings.Join(portNames(svc.Spec.Ports), ",") != "mqtt,ws" || svc.Spec.Selector[LabelInstance] != "demo" {
+		t.Fatalf("client service %+v %+v", svc.ObjectMeta, svc.Spec)
+	}
+	if svc.Spec.Ports[0].TargetPort.StrVal != "mqtt" || svc.Spec.Ports[0].Port != 1883 {
+		t.Fatalf("client port %+v", svc.Spec.Ports[0])
+	}
+	// Node ports the API server allocated survive the next reconcile.
+	svc.Spec.Ports[0].NodePort = 31883
+	if err := client.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.Ports[0].NodePort != 31883 {
+		t.Fatalf("node port lost: %+v", svc.Spec.Ports[0])
+	}
+
+	dash := &ServiceBuilder{Cluster: mc, Kind: DashboardService}
+	svc = dash.Object().(*corev1.Service)
+	if err := dash.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Name != "demo-dashboard" || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != DashboardPort {
+		t.Fatalf("dashboard service %+v", svc.Spec)
+	}
+}
+
+func TestPDBBuilder(t *testing.T) {
+	mc := cluster()
+	b := &PDBBuilder{Cluster: mc}
+	pdb := b.Object().(*policyv1.PodDisruptionBudget)
+	if err := b.Mutate(pdb); err != nil {
+		t.Fatal(err)
+	}
+	if pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil || pdb.Spec.Selector.MatchLabels[LabelInstance] != "demo" {
+		t.Fatalf("pdb %+v", pdb.Spec)
+	}
+}
+
+func mutateSTS(t *testing.T, b *StatefulSetBuilder, sts *appsv1.StatefulSet) {
+	t.Helper()
+	if err := b.Mutate(sts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStatefulSetBuilderCreate(t *testing.T) {
+	mc := cluster()
+	mc.Spec.Storage.StorageClassName = ptr.To("fast")
+	mc.Spec.Storage.Retention.WhenDeleted = v1alpha1.Delete
+	mc.Spec.Listeners = append(mc.Spec.Listeners, v1alpha1.Listener{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"})
+	mc.Spec.Auth = &v1alpha1.AuthSpec{UsersSecretRef: &corev1.LocalObjectReference{Name: "users"}}
+	mc.Spec.Dashboard.Enabled = true
+	mc.Spec.Pod = v1alpha1.PodOverrides{
+		Labels:            map[string]string{"team": "iot", LabelInstance: "hijack"},
+		Annotations:       map[string]string{"note": "x"},
+		NodeSelector:      map[string]string{"disk": "ssd"},
+		Tolerations:       []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}},
+		PriorityClassName: "high",
+	}
+	b := &StatefulSetBuilder{Cluster: mc, ConfigHash: "abc"}
+	sts := b.Object().(*appsv1.StatefulSet)
+	mutateSTS(t, b, sts)
+
+	s := sts.Spec
+	if sts.Name != "demo" || *s.Replicas != 3 || s.ServiceName != "demo-headless" ||
+		s.PodManagementPolicy != appsv1.ParallelPodManagement || s.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
+		t.Fatalf("statefulset spec %+v", s)
+	}
+	if s.PersistentVolumeClaimRetentionPolicy.WhenScaled != appsv1.DeletePersistentVolumeClaimRetentionPolicyType ||
+		s.PersistentVolumeClaimRetentionPolicy.WhenDeleted != appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
+		t.Fatalf("retention %+v", s.PersistentVolumeClaimRetentionPolicy)
+	}
+	if len(s.VolumeClaimTemplates) != 1 || *s.VolumeClaimTemplates[0].Spec.StorageClassName != "fast" ||
+		s.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String() != "1Gi" {
+		t.Fatalf("volume claim %+v", s.VolumeClaimTemplates)
+	}
+	tpl := s.Template
+	if tpl.Labels[LabelInstance] != "demo" || tpl.Labels["team"] != "iot" || tpl.Annotations[AnnotationConfigHash] != "abc" ||
+		tpl.Annotations["note"] != "x" || tpl.Annotations[AnnotationTemplateHash] == "" {
+		t.Fatalf("template meta %+v", tpl.ObjectMeta)
+	}
+	if !equality.Semantic.DeepEqual(s.Selector.MatchLabels, SelectorLabels(mc)) {
+		t.Fatalf("selector %v", s.Selector)
+	}
+	ps := tpl.Spec
+	if ps.NodeSelector["disk"] != "ssd" || len(ps.Tolerations) != 1 || ps.PriorityClassName != "high" ||
+		!*ps.SecurityContext.RunAsNonRoot || *ps.AutomountServiceAccountToken {
+		t.Fatalf("pod spec %+v", ps)
+	}
+	c := ps.Containers[0]
+	if c.Image != "mqttd:test" || strings.Join(c.Args, " ") != "--config /etc/mqttd/mqttd.yaml" {
+		t.Fatalf("container %s %v", c.Image, c.Args)
+	}
+	var ports []string
+	for _, p := range c.Ports {
+		ports = append(ports, p.Name)
+	}
+	if strings.Join(ports, ",") != "mqtt,ws,mqtts,cluster,api,dashboard" {
+		t.Fatalf("container ports %v", ports)
+	}
+	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" ||
+		c.ReadinessProbe.HTTPGet.Port.StrVal != "api" {
+		t.Fatalf("probes %+v %+v", c.ReadinessProbe, c.LivenessProbe)
+	}
+	sc := c.SecurityContext
+	if !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || !*sc.RunAsNonRoot || sc.Capabilities.Drop[0] != "ALL" {
+		t.Fatalf("container security %+v", sc)
+	}
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	for name, path := range map[string]string{"data": DataDir, "config": ConfigDir, "secrets": SecretsDir,
+		"tls-mqtts": TLSDir + "/mqtts", "users": UsersDir} {
+		if mounts[name] != path {
+			t.Fatalf("mount %s at %q, want %q (all: %v)", name, mounts[name], path, mounts)
+		}
+	}
+	var secrets []string
+	for _, v := range ps.Volumes {
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				secrets = append(secrets, src.Secret.Name)
+			}
+		}
+	}
+	if strings.Join(secrets, ",") != "demo-cookie,demo-api-token" {
+		t.Fatalf("projected secrets %v", secrets)
+	}
+}
+
+// TestStatefulSetBuilderUpdate checks what a reconcile writes to an existing
+// StatefulSet: nothing when nothing changed (even after the API server filled in
+// defaults), the new template when the config or the spec changed, and never the
+// immutable fields.
+func TestStatefulSetBuilderUpdate(t *testing.T) {
+	mc := cluster()
+	b := &StatefulSetBuilder{Cluster: mc, ConfigHash: "abc"}
+	sts := b.Object().(*appsv1.StatefulSet)
+	mutateSTS(t, b, sts)
+	sts.CreationTimestamp = metav1.Now()
+	// Defaults the API server adds.
+	sts.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	sts.Spec.Template.Spec.DNSPolicy = corev1.DNSClusterFirst
+	sts.Spec.Template.Spec.SchedulerName = corev1.DefaultSchedulerName
+	sts.Spec.RevisionHistoryLimit = ptr.To[int32](10)
+	stored := sts.DeepCopy()
+
+	mutateSTS(t, b, sts)
+	if !equality.Semantic.DeepEqual(stored, sts) {
+		t.Fatal("a reconcile with nothing to do changed the StatefulSet")
+	}
+
+	b.ConfigHash = "def"
+	mutateSTS(t, b, sts)
+	if sts.Spec.Template.Annotations[AnnotationConfigHash] != "def" {
+		t.Fatal("a config change did not reach the pod template")
+	}
+
+	mc.Spec.Image = "mqttd:next"
+	mc.Spec.Replicas = ptr.To[int32](5)
+	mc.Spec.Storage.Size = ptr.To(apiresource.MustParse("5Gi"))
+	mutateSTS(t, b, sts)
+	if sts.Spec.Template.Spec.Containers[0].Image != "mqttd:next" || *sts.Spec.Replicas != 5 {
+		t.Fatalf("image %s replicas %d", sts.Spec.Template.Spec.Containers[0].Image, *sts.Spec.Replicas)
+	}
+	if got := sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String(); got != "1Gi" {
+		t.Fatalf("volume claim template changed to %s on an existing StatefulSet", got)
+	}
+
+	// A hand edit of a field the operator owns is put back.
+	sts.Spec.Template.Spec.Containers[0].Image = "evil:1"
+	mutateSTS(t, b, sts)
+	if sts.Spec.Template.Spec.Containers[0].Image != "mqttd:next" {
+		t.Fatal("a hand-edited image was not reverted")
+	}
+}

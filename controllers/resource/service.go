@@ -1,0 +1,105 @@
+package resource
+
+import (
+	"fmt"
+	"maps"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+)
+
+// ServiceKind is one of the Services of a cluster.
+type ServiceKind int
+
+// The cluster's Services.
+const (
+	// HeadlessService governs the StatefulSet: stable pod DNS names, published
+	// before the pods are ready so that nodes can find each other while joining.
+	HeadlessService ServiceKind = iota
+	// ClientService load-balances client connections over ready pods.
+	ClientService
+	// DashboardService exposes the dashboard.
+	DashboardService
+)
+
+// ServiceBuilder builds one of the cluster's Services.
+type ServiceBuilder struct {
+	Cluster *v1alpha1.MQTTCluster
+	Kind    ServiceKind
+}
+
+// Object implements Builder.
+func (b *ServiceBuilder) Object() client.Object {
+	var name string
+	switch b.Kind {
+	case HeadlessService:
+		name = HeadlessServiceName(b.Cluster)
+	case ClientService:
+		name = ClientServiceName(b.Cluster)
+	default:
+		name = DashboardServiceName(b.Cluster)
+	}
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: b.Cluster.Namespace}}
+}
+
+// ListenerPorts are the ports of the client listeners, named after them.
+func ListenerPorts(mc *v1alpha1.MQTTCluster) []corev1.ServicePort {
+	ports := make([]corev1.ServicePort, 0, len(mc.Spec.Listeners))
+	for _, l := range mc.Spec.Listeners {
+		ports = append(ports, servicePort(string(l.Name), l.Port))
+	}
+	return ports
+}
+
+func servicePort(name string, port int32) corev1.ServicePort {
+	return corev1.ServicePort{Name: name, Port: port, TargetPort: intstr.FromString(name), Protocol: corev1.ProtocolTCP}
+}
+
+// Mutate implements Builder.
+func (b *ServiceBuilder) Mutate(obj client.Object) error {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return fmt.Errorf("ServiceBuilder.Mutate: got %T, want *corev1.Service", obj)
+	}
+	mc := b.Cluster
+	svc.Labels = mergeLabels(svc.Labels, Labels(mc))
+	svc.Spec.Selector = SelectorLabels(mc)
+	var ports []corev1.ServicePort
+	switch b.Kind {
+	case HeadlessService:
+		svc.Spec.Type = corev1.ServiceTypeClusterIP
+		svc.Spec.ClusterIP = corev1.ClusterIPNone
+		svc.Spec.PublishNotReadyAddresses = true
+		ports = append(ListenerPorts(mc), servicePort("cluster", ClusterPort), servicePort("api", APIPort))
+	case ClientService:
+		svc.Spec.Type = mc.Spec.Service.Type
+		if svc.Spec.Type == "" {
+			svc.Spec.Type = corev1.ServiceTypeClusterIP
+		}
+		if len(mc.Spec.Service.Annotations) > 0 {
+			if svc.Annotations == nil {
+				svc.Annotations = map[string]string{}
+			}
+			maps.Copy(svc.Annotations, mc.Spec.Service.Annotations)
+		}
+		ports = ListenerPorts(mc)
+	case DashboardService:
+		svc.Spec.Type = corev1.ServiceTypeClusterIP
+		ports = []corev1.ServicePort{servicePort("dashboard", DashboardPort)}
+	}
+	// Keep the node ports the API server allocated: a port sent without one would
+	// get a new one.
+	for i := range ports {
+		for _, old := range svc.Spec.Ports {
+			if old.Name == ports[i].Name && svc.Spec.Type != corev1.ServiceTypeClusterIP {
+				ports[i].NodePort = old.NodePort
+			}
+		}
+	}
+	svc.Spec.Ports = ports
+	return nil
+}

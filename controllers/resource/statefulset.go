@@ -1,0 +1,269 @@
+package resource
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+)
+
+// Paths and names inside the broker pod.
+const (
+	ContainerName  = "mqttd"
+	DataVolume     = "data"
+	DataDir        = "/var/lib/mqttd"
+	ConfigDir      = "/etc/mqttd"
+	SecretsDir     = "/etc/mqttd/secrets"
+	TLSDir         = "/etc/mqttd/tls"
+	UsersDir       = "/etc/mqttd/users"
+	DefaultStorage = "1Gi"
+
+	// nonRootUID is the user of the images (FROM scratch, see Dockerfile).
+	nonRootUID int64 = 65532
+)
+
+// StatefulSetBuilder builds the broker StatefulSet.
+type StatefulSetBuilder struct {
+	Cluster    *v1alpha1.MQTTCluster
+	ConfigHash string // ConfigHash of the rendered configuration
+}
+
+// Object implements Builder.
+func (b *StatefulSetBuilder) Object() client.Object {
+	return &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: StatefulSetName(b.Cluster), Namespace: b.Cluster.Namespace}}
+}
+
+// Mutate implements Builder. Immutable fields (selector, service name, volume claim
+// templates) are set only on creation; the pod template is replaced only when the
+// desired template changed (its hash) or someone edited a field the operator owns, so
+// a reconcile with nothing to do writes nothing.
+func (b *StatefulSetBuilder) Mutate(obj client.Object) error {
+	sts, ok := obj.(*appsv1.StatefulSet)
+	if !ok {
+		return fmt.Errorf("StatefulSetBuilder.Mutate: got %T, want *appsv1.StatefulSet", obj)
+	}
+	mc := b.Cluster
+	sts.Labels = mergeLabels(sts.Labels, Labels(mc))
+	if sts.CreationTimestamp.IsZero() {
+		sts.Spec.Selector = &metav1.LabelSelector{MatchLabels: SelectorLabels(mc)}
+		sts.Spec.ServiceName = HeadlessServiceName(mc)
+		sts.Spec.PodManagementPolicy = appsv1.ParallelPodManagement
+		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{b.volumeClaim()}
+	}
+	sts.Spec.Replicas = ptr.To(replicas(mc))
+	// The operator replaces pods itself, one at a time, after evacuating them.
+	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}
+	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+		WhenScaled:  retention(mc.Spec.Storage.Retention.WhenScaled, appsv1.DeletePersistentVolumeClaimRetentionPolicyType),
+		WhenDeleted: retention(mc.Spec.Storage.Retention.WhenDeleted, appsv1.RetainPersistentVolumeClaimRetentionPolicyType),
+	}
+
+	desired := b.podTemplate()
+	raw, err := json.Marshal(desired)
+	if err != nil {
+		return err
+	}
+	templateHash := hash(raw)
+	desired.Annotations[AnnotationTemplateHash] = templateHash
+	current := sts.Spec.Template
+	if current.Annotations[AnnotationTemplateHash] != templateHash ||
+		!equality.Semantic.DeepDerivative(desired.Spec, current.Spec) ||
+		!equality.Semantic.DeepDerivative(desired.ObjectMeta, current.ObjectMeta) {
+		sts.Spec.Template = desired
+	}
+	return nil
+}
+
+func replicas(mc *v1alpha1.MQTTCluster) int32 {
+	if mc.Spec.Replicas == nil {
+		return 3
+	}
+	return *mc.Spec.Replicas
+}
+
+func retention(p v1alpha1.RetentionPolicyType, def appsv1.PersistentVolumeClaimRetentionPolicyType) appsv1.PersistentVolumeClaimRetentionPolicyType {
+	switch p {
+	case v1alpha1.Retain:
+		return appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	case v1alpha1.Delete:
+		return appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+	}
+	return def
+}
+
+// StorageSize is the requested size of each node's volume.
+func StorageSize(mc *v1alpha1.MQTTCluster) resource.Quantity {
+	if mc.Spec.Storage.Size == nil || mc.Spec.Storage.Size.IsZero() {
+		return resource.MustParse(DefaultStorage)
+	}
+	return *mc.Spec.Storage.Size
+}
+
+func (b *StatefulSetBuilder) volumeClaim() corev1.PersistentVolumeClaim {
+	mc := b.Cluster
+	return corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: DataVolume, Labels: SelectorLabels(mc)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: mc.Spec.Storage.StorageClassName,
+			VolumeMode:       ptr.To(corev1.PersistentVolumeFilesystem),
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: StorageSize(mc)},
+			},
+		},
+	}
+}
+
+func (b *StatefulSetBuilder) podTemplate() corev1.PodTemplateSpec {
+	mc := b.Cluster
+	annotations := map[string]string{}
+	maps.Copy(annotations, mc.Spec.Pod.Annotations)
+	annotations[AnnotationConfigHash] = b.ConfigHash
+
+	podSecurity := mc.Spec.Pod.SecurityContext
+	if podSecurity == nil {
+		podSecurity = &corev1.PodSecurityContext{
+			RunAsNonRoot:   ptr.To(true),
+			RunAsUser:      ptr.To(nonRootUID),
+			RunAsGroup:     ptr.To(nonRootUID),
+			FSGroup:        ptr.To(nonRootUID),
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		}
+	}
+	grace := mc.Spec.Pod.TerminationGracePeriodSeconds
+	if grace == nil {
+		grace = ptr.To[int64](60)
+	}
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{
+			Labels:      mergeLabels(mc.Spec.Pod.Labels, Labels(mc)),
+			Annotations: annotations,
+		},
+		Spec: corev1.PodSpec{
+			Containers:                    []corev1.Container{b.container()},
+			Volumes:                       b.volumes(),
+			SecurityContext:               podSecurity,
+			Affinity:                      mc.Spec.Pod.Affinity,
+			Tolerations:                   mc.Spec.Pod.Tolerations,
+			NodeSelector:                  mc.Spec.Pod.NodeSelector,
+			TopologySpreadConstraints:     mc.Spec.Pod.TopologySpreadConstraints,
+			PriorityClassName:             mc.Spec.Pod.PriorityClassName,
+			ImagePullSecrets:              mc.Spec.ImagePullSecrets,
+			TerminationGracePeriodSeconds: grace,
+			// The broker needs no Kubernetes API access.
+			AutomountServiceAccountToken: ptr.To(false),
+			EnableServiceLinks:           ptr.To(false),
+		},
+	}
+}
+
+func (b *StatefulSetBuilder) container() corev1.Container {
+	mc := b.Cluster
+	var ports []corev1.ContainerPort
+	for _, l := range mc.Spec.Listeners {
+		ports = append(ports, containerPort(string(l.Name), l.Port))
+	}
+	ports = append(ports, containerPort("cluster", ClusterPort), containerPort("api", APIPort))
+	if mc.Spec.Dashboard.Enabled {
+		ports = append(ports, containerPort("dashboard", DashboardPort))
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: DataVolume, MountPath: DataDir},
+		{Name: "config", MountPath: ConfigDir, ReadOnly: true},
+		{Name: "secrets", MountPath: SecretsDir, ReadOnly: true},
+	}
+	for _, l := range mc.Spec.Listeners {
+		if l.TLSSecretName != "" {
+			mounts = append(mounts, corev1.VolumeMount{Name: "tls-" + string(l.Name), MountPath: TLSDir + "/" + string(l.Name), ReadOnly: true})
+		}
+	}
+	if mc.Spec.Auth != nil && mc.Spec.Auth.UsersSecretRef != nil {
+		mounts = append(mounts, corev1.VolumeMount{Name: "users", MountPath: UsersDir, ReadOnly: true})
+	}
+	pullPolicy := mc.Spec.ImagePullPolicy
+	if pullPolicy == "" {
+		pullPolicy = corev1.PullIfNotPresent
+	}
+	return corev1.Container{
+		Name:            ContainerName,
+		Image:           mc.Spec.Image,
+		ImagePullPolicy: pullPolicy,
+		Args:            []string{"--config", ConfigDir + "/" + ConfigFile},
+		Env: []corev1.EnvVar{
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
+		},
+		Ports:        ports,
+		Resources:    mc.Spec.Resources,
+		VolumeMounts: mounts,
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
+			PeriodSeconds:    5,
+			TimeoutSeconds:   2,
+			SuccessThreshold: 1,
+			FailureThreshold: 3,
+		},
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
+			InitialDelaySeconds: 10,
+			PeriodSeconds:       10,
+			TimeoutSeconds:      2,
+			SuccessThreshold:    1,
+			FailureThreshold:    6,
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+func containerPort(name string, port int32) corev1.ContainerPort {
+	return corev1.ContainerPort{Name: name, ContainerPort: port, Protocol: corev1.ProtocolTCP}
+}
+
+func (b *StatefulSetBuilder) volumes() []corev1.Volume {
+	mc := b.Cluster
+	cookieName, cookieKey := CookieSecret(mc)
+	tokenName, tokenKey := APITokenSecret(mc)
+	vols := []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(mc)},
+			DefaultMode:          ptr.To[int32](0o444),
+		}}},
+		{Name: "secrets", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			DefaultMode: ptr.To[int32](0o400),
+			Sources: []corev1.VolumeProjection{
+				{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: cookieName},
+					Items: []corev1.KeyToPath{{Key: cookieKey, Path: "cookie"}}}},
+				{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: tokenName},
+					Items: []corev1.KeyToPath{{Key: tokenKey, Path: "api-token"}}}},
+			},
+		}}},
+	}
+	for _, l := range mc.Spec.Listeners {
+		if l.TLSSecretName != "" {
+			vols = append(vols, corev1.Volume{Name: "tls-" + string(l.Name), VolumeSource: corev1.VolumeSource{
+				Secret: &corev1.SecretVolumeSource{SecretName: l.TLSSecretName, DefaultMode: ptr.To[int32](0o400)}}})
+		}
+	}
+	if mc.Spec.Auth != nil && mc.Spec.Auth.UsersSecretRef != nil {
+		vols = append(vols, corev1.Volume{Name: "users", VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: mc.Spec.Auth.UsersSecretRef.Name, DefaultMode: ptr.To[int32](0o400)}}})
+	}
+	return vols
+}

@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
+)
+
+// secretRef is a Secret the spec points at and the keys it must hold.
+type secretRef struct {
+	field string // where in the spec, for messages
+	name  string
+	keys  []string
+}
+
+// referencedSecrets lists the user's Secrets the cluster needs.
+func referencedSecrets(mc *v1alpha1.MQTTCluster) []secretRef {
+	var refs []secretRef
+	if r := mc.Spec.CookieSecretRef; r != nil {
+		refs = append(refs, secretRef{"spec.cookieSecretRef", r.Name, []string{r.Key}})
+	}
+	if r := mc.Spec.APITokenSecretRef; r != nil {
+		refs = append(refs, secretRef{"spec.apiTokenSecretRef", r.Name, []string{r.Key}})
+	}
+	for _, l := range mc.Spec.Listeners {
+		if l.TLSSecretName != "" {
+			refs = append(refs, secretRef{fmt.Sprintf("spec.listeners[%s].tlsSecretName", l.Name), l.TLSSecretName,
+				[]string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey}})
+		}
+	}
+	if a := mc.Spec.Auth; a != nil && a.UsersSecretRef != nil {
+		refs = append(refs, secretRef{"spec.auth.usersSecretRef", a.UsersSecretRef.Name, []string{"users"}})
+	}
+	if d := mc.Spec.Dashboard; d.Enabled && d.AdminSecretRef != nil {
+		refs = append(refs, secretRef{"spec.dashboard.adminSecretRef", d.AdminSecretRef.Name, []string{"username", "password"}})
+	}
+	return refs
+}
+
+// reconcileSecrets checks the user's Secrets and creates the generated cookie and API
+// token Secrets when the spec brings none. A generated value is never regenerated.
+func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state) (bool, error) {
+	mc := st.cluster
+	for _, ref := range referencedSecrets(mc) {
+		s := &corev1.Secret{}
+		err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: ref.name}, s)
+		if apierrors.IsNotFound(err) {
+			r.report(st, invalidInput, "SecretNotFound", fmt.Sprintf("%s: Secret %q not found", ref.field, ref.name))
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		for _, k := range ref.keys {
+			if len(s.Data[k]) == 0 {
+				r.report(st, invalidInput, "SecretKeyMissing", fmt.Sprintf("%s: Secret %q has no key %q", ref.field, ref.name, k))
+			}
+		}
+	}
+	if hasInvalidInput(st.problems) {
+		return true, nil
+	}
+	if mc.Spec.CookieSecretRef == nil {
+		if _, err := r.apply(ctx, mc, resource.CookieSecretBuilder(mc)); err != nil {
+			return false, err
+		}
+	}
+	if mc.Spec.APITokenSecretRef == nil {
+		if _, err := r.apply(ctx, mc, resource.APITokenSecretBuilder(mc)); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// clustersReferringTo maps a Secret to the clusters in its namespace whose spec names
+// it, so that creating or fixing the Secret triggers a reconcile.
+func (r *MQTTClusterReconciler) clustersReferringTo(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list v1alpha1.MQTTClusterList
+	if err := r.List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		for _, ref := range referencedSecrets(&list.Items[i]) {
+			if ref.name == obj.GetName() {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+				break
+			}
+		}
+	}
+	return reqs
+}

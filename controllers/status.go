@@ -1,0 +1,143 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
+)
+
+// reconcileStatus computes the status from what the pipeline saw and writes it only
+// when it changed.
+func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) error {
+	mc := st.cluster
+	if st.sts == nil { // the pipeline stopped early: report the StatefulSet as it is
+		sts := &appsv1.StatefulSet{}
+		err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.StatefulSetName(mc)}, sts)
+		if err == nil {
+			st.sts = sts
+		} else if client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	desired := computeStatus(mc, st.sts, st.problems)
+	if equality.Semantic.DeepEqual(mc.Status, desired) {
+		return nil
+	}
+	patch := client.MergeFrom(mc.DeepCopy())
+	mc.Status = desired
+	return r.Status().Patch(ctx, mc, patch)
+}
+
+// computeStatus is the whole status as a pure function of the cluster, its StatefulSet
+// (nil when there is none) and the problems found. Condition timestamps carry over
+// from the current status when a condition's status did not change.
+func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem) v1alpha1.MQTTClusterStatus {
+	out := *mc.Status.DeepCopy()
+	out.ObservedGeneration = mc.Generation
+	out.Selector = labels.SelectorFromSet(resource.SelectorLabels(mc)).String()
+	out.Replicas, out.ReadyReplicas = 0, 0
+	if sts != nil {
+		out.Replicas = sts.Status.Replicas
+		out.ReadyReplicas = sts.Status.ReadyReplicas
+	}
+	for _, c := range []metav1.Condition{
+		readyCondition(mc, sts, problems),
+		availableCondition(sts),
+		progressingCondition(mc, sts),
+		degradedCondition(problems),
+	} {
+		c.ObservedGeneration = mc.Generation
+		meta.SetStatusCondition(&out.Conditions, c)
+	}
+	return out
+}
+
+func desiredReplicas(mc *v1alpha1.MQTTCluster) int32 {
+	if mc.Spec.Replicas == nil {
+		return 3
+	}
+	return *mc.Spec.Replicas
+}
+
+// stsCaughtUp reports whether the StatefulSet controller has seen the latest
+// StatefulSet spec.
+func stsCaughtUp(sts *appsv1.StatefulSet) bool {
+	return sts.Status.ObservedGeneration >= sts.Generation
+}
+
+// readyCondition: every desired node is ready and the spec could be acted on.
+func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem) metav1.Condition {
+	want := desiredReplicas(mc)
+	c := metav1.Condition{Type: v1alpha1.ConditionReady}
+	switch {
+	case hasInvalidInput(problems):
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "InvalidSpec", problemMessages(problems)
+	case sts == nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "StatefulSetMissing", "the broker StatefulSet does not exist yet"
+	case !stsCaughtUp(sts) || sts.Status.ReadyReplicas < want || sts.Status.Replicas != want:
+		c.Status, c.Reason = metav1.ConditionFalse, "NodesNotReady"
+		c.Message = fmt.Sprintf("%d of %d broker nodes ready", sts.Status.ReadyReplicas, want)
+	default:
+		c.Status, c.Reason = metav1.ConditionTrue, "AllNodesReady"
+		c.Message = fmt.Sprintf("%d of %d broker nodes ready", sts.Status.ReadyReplicas, want)
+	}
+	return c
+}
+
+// availableCondition: at least one node serves clients.
+func availableCondition(sts *appsv1.StatefulSet) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionAvailable}
+	if sts != nil && sts.Status.ReadyReplicas > 0 {
+		c.Status, c.Reason = metav1.ConditionTrue, "NodesReady"
+		c.Message = fmt.Sprintf("%d broker nodes ready", sts.Status.ReadyReplicas)
+		return c
+	}
+	c.Status, c.Reason, c.Message = metav1.ConditionFalse, "NoNodeReady", "no broker node is ready"
+	return c
+}
+
+// progressingCondition: the StatefulSet is still moving towards the spec (pods being
+// created, started or removed).
+func progressingCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet) metav1.Condition {
+	want := desiredReplicas(mc)
+	c := metav1.Condition{Type: v1alpha1.ConditionProgressing}
+	switch {
+	case sts == nil:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "NotStarted", "the broker StatefulSet does not exist yet"
+	case !stsCaughtUp(sts) || sts.Status.Replicas != want || sts.Status.ReadyReplicas != want:
+		c.Status, c.Reason = metav1.ConditionTrue, "Reconciling"
+		c.Message = fmt.Sprintf("%d pods, %d ready, %d desired", sts.Status.Replicas, sts.Status.ReadyReplicas, want)
+	default:
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Stable", "the cluster matches the spec"
+	}
+	return c
+}
+
+// degradedCondition: something in the spec needs the user's attention.
+func degradedCondition(problems []problem) metav1.Condition {
+	c := metav1.Condition{Type: v1alpha1.ConditionDegraded}
+	if len(problems) == 0 {
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "AsExpected", "no problem found"
+		return c
+	}
+	c.Status, c.Reason, c.Message = metav1.ConditionTrue, problems[0].reason, problemMessages(problems)
+	return c
+}
+
+func problemMessages(problems []problem) string {
+	msgs := make([]string, 0, len(problems))
+	for _, p := range problems {
+		msgs = append(msgs, p.message)
+	}
+	return strings.Join(msgs, "; ")
+}

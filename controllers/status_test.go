@@ -1,0 +1,153 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	res "github.com/mqtt-operator/mqtt-operator/controllers/resource"
+)
+
+func testCluster(replicas int32) *v1alpha1.MQTTCluster {
+	return &v1alpha1.MQTTCluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "ns", Generation: 4},
+		Spec:       v1alpha1.MQTTClusterSpec{Replicas: ptr.To(replicas)},
+	}
+}
+
+func testSTS(generation, observed int64, replicas, ready int32) *appsv1.StatefulSet {
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Generation: generation},
+		Status:     appsv1.StatefulSetStatus{ObservedGeneration: observed, Replicas: replicas, ReadyReplicas: ready},
+	}
+}
+
+func TestConditions(t *testing.T) {
+	invalid := []problem{{kind: invalidInput, reason: "SecretNotFound", message: "no secret"}}
+	unsupported := []problem{{kind: unsupportedChange, reason: "StorageResizeUnsupported", message: "no resize"}}
+	type want struct {
+		status metav1.ConditionStatus
+		reason string
+	}
+	for _, tc := range []struct {
+		name                                    string
+		replicas                                int32
+		sts                                     *appsv1.StatefulSet
+		problems                                []problem
+		ready, available, progressing, degraded want
+	}{
+		{"no statefulset yet", 3, nil, nil,
+			want{"False", "StatefulSetMissing"}, want{"False", "NoNodeReady"}, want{"False", "NotStarted"}, want{"False", "AsExpected"}},
+		{"starting", 3, testSTS(1, 1, 3, 0), nil,
+			want{"False", "NodesNotReady"}, want{"False", "NoNodeReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
+		{"partly ready", 3, testSTS(1, 1, 3, 2), nil,
+			want{"False", "NodesNotReady"}, want{"True", "NodesReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
+		{"all ready", 3, testSTS(1, 1, 3, 3), nil,
+			want{"True", "AllNodesReady"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"False", "AsExpected"}},
+		{"statefulset controller behind", 3, testSTS(2, 1, 3, 3), nil,
+			want{"False", "NodesNotReady"}, want{"True", "NodesReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
+		{"scaling down", 2, testSTS(2, 2, 3, 3), nil,
+			want{"False", "NodesNotReady"}, want{"True", "NodesReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
+		{"invalid input", 3, testSTS(1, 1, 3, 3), invalid,
+			want{"False", "InvalidSpec"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "SecretNotFound"}},
+		{"unsupported change keeps running", 3, testSTS(1, 1, 3, 3), unsupported,
+			want{"True", "AllNodesReady"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "StorageResizeUnsupported"}},
+		{"zero replicas", 0, testSTS(1, 1, 0, 0), nil,
+			want{"True", "AllNodesReady"}, want{"False", "NoNodeReady"}, want{"False", "Stable"}, want{"False", "AsExpected"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := testCluster(tc.replicas)
+			for _, c := range []struct {
+				got  metav1.Condition
+				want want
+			}{
+				{readyCondition(mc, tc.sts, tc.problems), tc.ready},
+				{availableCondition(tc.sts), tc.available},
+				{progressingCondition(mc, tc.sts), tc.progressing},
+				{degradedCondition(tc.problems), tc.degraded},
+			} {
+				if c.got.Status != c.want.status || c.got.Reason != c.want.reason || c.got.Message == "" {
+					t.Errorf("%s = %s/%s (%q), want %s/%s", c.got.Type, c.got.Status, c.got.Reason, c.got.Message, c.want.status, c.want.reason)
+				}
+			}
+		})
+	}
+}
+
+func TestComputeStatus(t *testing.T) {
+	mc := testCluster(3)
+	st := computeStatus(mc, testSTS(1, 1, 3, 1), nil)
+	if st.ObservedGeneration != 4 || st.Replicas != 3 || st.ReadyReplicas != 1 ||
+		st.Selector != "app.kubernetes.io/instance=c,app.kubernetes.io/name=mqttd" || len(st.Conditions) != 4 {
+		t.Fatalf("status %+v", st)
+	}
+	for _, c := range st.Conditions {
+		if c.ObservedGeneration != 4 {
+			t.Fatalf("condition %s observed generation %d", c.Type, c.ObservedGeneration)
+		}
+	}
+	// A condition that keeps its status keeps its transition time; one that flips
+	// gets a new one.
+	old := metav1.NewTime(time.Now().Add(-time.Hour).Truncate(time.Second))
+	for i := range st.Conditions {
+		st.Conditions[i].LastTransitionTime = old
+	}
+	mc.Status = st
+	next := computeStatus(mc, testSTS(1, 1, 3, 3), nil)
+	if c := meta.FindStatusCondition(next.Conditions, v1alpha1.ConditionAvailable); !c.LastTransitionTime.Equal(&old) {
+		t.Fatalf("Available did not change but its transition time did: %v", c.LastTransitionTime)
+	}
+	if c := meta.FindStatusCondition(next.Conditions, v1alpha1.ConditionReady); c.Status != metav1.ConditionTrue || c.LastTransitionTime.Equal(&old) {
+		t.Fatalf("Ready flipped but kept its transition time: %+v", c)
+	}
+	if computeStatus(mc, nil, nil).Replicas != 0 {
+		t.Fatal("replicas without a StatefulSet")
+	}
+}
+
+func TestStorageUnchanged(t *testing.T) {
+	mc := testCluster(3)
+	claim := func(size string) *appsv1.StatefulSet {
+		return &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+			ObjectMeta: metav1.ObjectMeta{Name: res.DataVolume},
+			Spec: corev1.PersistentVolumeClaimSpec{Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}}},
+		}}}}
+	}
+	if _, _, ok := storageUnchanged(mc, claim("1Gi")); !ok {
+		t.Fatal("default size reported as changed")
+	}
+	if _, _, ok := storageUnchanged(mc, claim("1024Mi")); !ok {
+		t.Fatal("1024Mi is 1Gi")
+	}
+	mc.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi"))
+	reason, msg, ok := storageUnchanged(mc, claim("1Gi"))
+	if ok || reason != "StorageResizeUnsupported" || msg == "" {
+		t.Fatalf("resize: %s %q %v", reason, msg, ok)
+	}
+}
+
+func TestReferencedSecrets(t *testing.T) {
+	mc := testCluster(3)
+	if refs := referencedSecrets(mc); len(refs) != 0 {
+		t.Fatalf("refs of a plain cluster: %+v", refs)
+	}
+	mc.Spec.CookieSecretRef = &v1alpha1.SecretKeySelector{Name: "ck", Key: "k"}
+	mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtts", Port: 8883, TLSSecretName: "tls"}}
+	mc.Spec.Auth = &v1alpha1.AuthSpec{UsersSecretRef: &corev1.LocalObjectReference{Name: "users"}}
+	mc.Spec.Dashboard = v1alpha1.DashboardSpec{Enabled: true, AdminSecretRef: &corev1.LocalObjectReference{Name: "admin"}}
+	var names []string
+	for _, r := range referencedSecrets(mc) {
+		names = append(names, r.name)
+	}
+	if len(names) != 4 || names[0] != "ck" || names[1] != "tls" || names[2] != "users" || names[3] != "admin" {
+		t.Fatalf("referenced %v", names)
+	}
+}
