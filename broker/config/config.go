@@ -21,6 +21,7 @@ import (
 // config/mqttd/mqttd.yaml.
 type Config struct {
 	Listeners Listeners `yaml:"listeners"`
+	API       API       `yaml:"api"`
 	Log       Log       `yaml:"log"`
 	Limits    Limits    `yaml:"limits"`
 	// SysInterval is how often $SYS statistics are published (0 disables them).
@@ -33,6 +34,11 @@ type Config struct {
 type Listeners struct {
 	TCP       string `yaml:"tcp"`
 	WebSocket string `yaml:"websocket"`
+}
+
+// API configures the HTTP API: /healthz, /readyz and /metrics (Prometheus).
+type API struct {
+	Listen string `yaml:"listen"` // empty: off
 }
 
 // Log configures logging.
@@ -75,6 +81,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func Default() Config {
 	return Config{
 		Listeners: Listeners{TCP: ":1883", WebSocket: ":8083"},
+		API:       API{Listen: ":8080"},
 		Log:       Log{Level: "info", Format: "text"},
 		Limits: Limits{
 			MaxPacketSize:     1 << 20,
@@ -147,6 +154,7 @@ func duration(key, help string, p func(*Config) *Duration) setting {
 var settings = []setting{
 	str("listeners.tcp", "MQTT over TCP listen address (empty: off)", func(c *Config) *string { return &c.Listeners.TCP }),
 	str("listeners.websocket", "MQTT over WebSocket listen address (empty: off)", func(c *Config) *string { return &c.Listeners.WebSocket }),
+	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
 	str("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.Log.Level }),
 	str("log.format", "log format: text or json", func(c *Config) *string { return &c.Log.Format }),
 	integer("limits.max_packet_size", "largest packet accepted from clients, bytes", func(c *Config) *uint32 { return &c.Limits.MaxPacketSize }),

@@ -307,6 +307,13 @@ func stopTimer(t *time.Timer) {
 	}
 }
 
+// Ready reports whether the server accepts new connections: false once Shutdown began.
+func (s *Server) Ready() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return !s.closing
+}
+
 // Stats returns a snapshot of the server's counters.
 func (s *Server) Stats() StatsSnapshot {
 	s.mu.RLock()

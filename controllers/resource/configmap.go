@@ -18,11 +18,14 @@ import (
 const ConfigFile = "mqttd.yaml"
 
 // RenderConfig renders the mqttd configuration of mc: the broker's defaults, the
-// listeners from spec.listeners, JSON logs, then the user's spec.config settings. An
+// listeners from spec.listeners, the HTTP API on APIPort, JSON logs, then the user's
+// spec.config settings. An
 // unknown key or a bad value is the user's error, returned with the key named.
 func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	cfg := config.Default()
 	cfg.Log.Format = "json"
+	// The probes and, later, the operator's cluster verbs use the HTTP API.
+	cfg.API.Listen = net.JoinHostPort("0.0.0.0", strconv.Itoa(int(APIPort)))
 	cfg.Listeners.TCP, cfg.Listeners.WebSocket = "", ""
 	for _, l := range mc.Spec.Listeners {
 		addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(l.Port)))

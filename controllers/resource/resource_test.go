@@ -108,7 +108,8 @@ func TestRenderConfig(t *testing.T) {
 		check   func(t *testing.T, c config.Config)
 	}{
 		{"defaults", func(*v1alpha1.MQTTCluster) {}, "", func(t *testing.T, c config.Config) {
-			if c.Listeners.TCP != "0.0.0.0:1883" || c.Listeners.WebSocket != "0.0.0.0:8083" || c.Log.Format != "json" {
+			if c.Listeners.TCP != "0.0.0.0:1883" || c.Listeners.WebSocket != "0.0.0.0:8083" || c.Log.Format != "json" ||
+				c.API.Listen != "0.0.0.0:8080" {
 				t.Fatalf("listeners/log %+v %+v", c.Listeners, c.Log)
 			}
 		}},

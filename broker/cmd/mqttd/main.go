@@ -9,11 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/api"
 	"github.com/mqtt-operator/mqtt-operator/broker/config"
 	"github.com/mqtt-operator/mqtt-operator/broker/listener"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
@@ -114,6 +116,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		running++
 		go func() { errc <- listener.ServeWebSocket(wsCtx, l, srv, log) }()
 	}
+	var httpSrv *http.Server
+	if cfg.API.Listen != "" {
+		l, err := net.Listen("tcp", cfg.API.Listen)
+		if err != nil {
+			return fmt.Errorf("api listener: %w", err)
+		}
+		log.Info("listening", "listener", "api", "address", l.Addr().String())
+		httpSrv = &http.Server{Handler: api.Handler(srv), ReadHeaderTimeout: 10 * time.Second}
+		running++
+		go func() {
+			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+				return
+			}
+			errc <- nil
+		}()
+	}
 	log.Info("mqttd started", "version", version)
 	var serveErr error
 	select {
@@ -126,8 +145,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	cancelWS()
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
 	defer cancel()
+	// The API stays up while clients drain, answering /readyz with 503.
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown timed out; connections were closed", "error", err)
+	}
+	if httpSrv != nil {
+		_ = httpSrv.Shutdown(sctx)
 	}
 	for ; running > 0; running-- {
 		if err := <-errc; err != nil && !errors.Is(err, server.ErrServerClosed) && serveErr == nil {

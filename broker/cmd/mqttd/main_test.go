@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,9 +72,12 @@ func (w *logWatcher) waitFor(t *testing.T, re *regexp.Regexp, timeout time.Durat
 	}
 }
 
-func startMqttd(t *testing.T, args ...string) (*exec.Cmd, *logWatcher, string) {
+// startMqttd runs the mqttd binary on random ports and returns it, its log and the
+// addresses of its MQTT and HTTP API listeners.
+func startMqttd(t *testing.T, args ...string) (cmd *exec.Cmd, w *logWatcher, addr, apiAddr string) {
 	t.Helper()
-	cmd := exec.Command(mqttdBin, append([]string{"--listeners.tcp", "127.0.0.1:0", "--listeners.websocket", "127.0.0.1:0"}, args...)...)
+	cmd = exec.Command(mqttdBin, append([]string{"--listeners.tcp", "127.0.0.1:0", "--listeners.websocket", "127.0.0.1:0",
+		"--api.listen", "127.0.0.1:0"}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -82,9 +86,26 @@ func startMqttd(t *testing.T, args ...string) (*exec.Cmd, *logWatcher, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	w := watch(stderr)
-	addr := w.waitFor(t, regexp.MustCompile(`listener=tcp address=(\S+)`), 10*time.Second)
-	return cmd, w, addr
+	w = watch(stderr)
+	addr = w.waitFor(t, regexp.MustCompile(`listener=tcp address=(\S+)`), 10*time.Second)
+	apiAddr = w.waitFor(t, regexp.MustCompile(`listener=api address=(\S+)`), 10*time.Second)
+	return cmd, w, addr, apiAddr
+}
+
+// httpGet returns the status code and body of GET http://addr/path.
+func httpGet(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }
 
 func connectV5(t *testing.T, addr, id string) (net.Conn, *bufio.Reader) {
@@ -110,8 +131,18 @@ func connectV5(t *testing.T, addr, id string) (net.Conn, *bufio.Reader) {
 // TestSIGTERMGracefulShutdown: on SIGTERM mqttd stops accepting, sends v5 clients
 // DISCONNECT 0x8B (server shutting down) and exits 0.
 func TestSIGTERMGracefulShutdown(t *testing.T) {
-	cmd, w, addr := startMqttd(t)
+	cmd, w, addr, apiAddr := startMqttd(t)
 	conn, br := connectV5(t, addr, "graceful")
+	// The HTTP API: health, readiness and the connected client in the metrics.
+	if code, _ := httpGet(t, apiAddr, "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz: %d", code)
+	}
+	if code, _ := httpGet(t, apiAddr, "/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz: %d", code)
+	}
+	if _, body := httpGet(t, apiAddr, "/metrics"); !strings.Contains(body, "\nmqttd_clients_connected 1\n") {
+		t.Fatalf("/metrics does not count the client:\n%s", body)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +200,7 @@ func TestListenerInUse(t *testing.T) {
 	defer func() { _ = l.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, mqttdBin, "--listeners.tcp", l.Addr().String(), "--listeners.websocket", "").CombinedOutput()
+	out, err := exec.CommandContext(ctx, mqttdBin, "--listeners.tcp", l.Addr().String(), "--listeners.websocket", "", "--api.listen", "").CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != exitFailed || !strings.Contains(string(out), "address already in use") {
 		t.Fatalf("err %v, output %s", err, out)

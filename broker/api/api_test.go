@@ -1,0 +1,93 @@
+package api_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/api"
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// TestHealthReadyMetrics checks the API against a real server with a real MQTT
+// client: health and readiness while serving, metrics that follow the client, and
+// readiness that turns 503 once a graceful shutdown starts.
+func TestHealthReadyMetrics(t *testing.T) {
+	srv, err := server.New(server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	h := httptest.NewServer(api.Handler(srv))
+	defer h.Close()
+
+	if code, body := get(t, h.URL+"/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Fatalf("/healthz: %d %q", code, body)
+	}
+	if code, _ := get(t, h.URL+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz while serving: %d", code)
+	}
+
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	connect := packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{ProtocolVersion: packet.V311, CleanStart: true, ClientID: "m"}}
+	if _, err := conn.Write(connect.Encode(nil, packet.V311)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := get(t, h.URL+"/metrics")
+		if strings.Contains(body, "\nmqttd_clients_connected 1\n") && strings.Contains(body, "\nmqttd_connections_total 1\n") {
+			if !strings.Contains(body, "# TYPE mqttd_messages_received_total counter") {
+				t.Fatalf("metric types missing:\n%s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics never showed the connected client:\n%s", body)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(t, h.URL+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
+		t.Fatalf("/readyz after shutdown: %d %q", code, body)
+	}
+	if code, _ := get(t, h.URL+"/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz after shutdown: %d", code)
+	}
+	<-served
+}
