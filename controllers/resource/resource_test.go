@@ -301,7 +301,7 @@ func TestStatefulSetBuilderCreate(t *testing.T) {
 		t.Fatalf("pod spec %+v", ps)
 	}
 	c := ps.Containers[0]
-	if c.Image != "mqttd:test" || strings.Join(c.Args, " ") != "--config /etc/mqttd/mqttd.yaml" {
+	if c.Image != "mqttd:test" || strings.Join(c.Args, " ") != "--config /etc/mqttd/config/mqttd.yaml" {
 		t.Fatalf("container %s %v", c.Image, c.Args)
 	}
 	var ports []string

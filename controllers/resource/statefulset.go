@@ -22,7 +22,7 @@ const (
 	ContainerName  = "mqttd"
 	DataVolume     = "data"
 	DataDir        = "/var/lib/mqttd"
-	ConfigDir      = "/etc/mqttd"
+	ConfigDir      = "/etc/mqttd/config" // not /etc/mqttd: the other mounts are not nested in the ConfigMap volume
 	SecretsDir     = "/etc/mqttd/secrets"
 	TLSDir         = "/etc/mqttd/tls"
 	UsersDir       = "/etc/mqttd/users"
