@@ -14,6 +14,27 @@ FUZZTIME ?= 60s
 # Config file used by `make run-broker`.
 MQTTD_CONFIG ?= config/mqttd/mqttd.yaml
 
+# Images: the operator (IMG) and the broker (MQTTD_IMG), built by `make docker-build`.
+# IMG is also the image that `make build-installer` writes into dist/install.yaml.
+IMG ?= mqtt-operator:dev
+MQTTD_IMG ?= mqttd:dev
+# Base of both images. scratch needs no pull (the images bring their own CA bundle
+# and nonroot user); where images can be pulled, gcr.io/distroless/static:nonroot works too.
+BASE_IMAGE ?= scratch
+# Architecture of the binaries in the images (GOOS is always linux).
+IMAGE_ARCH ?= $(shell go env GOARCH)
+# CA bundle copied into the images (the Debian/Ubuntu path; Fedora: /etc/pki/tls/certs/ca-bundle.crt).
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+# Build context of the images, staged by `make image-context`.
+IMAGE_CONTEXT ?= $(LOCALBIN)/image
+# Container tool that builds and pushes the images.
+CONTAINER_TOOL ?= docker
+# kubectl used by install/uninstall/deploy/undeploy.
+KUBECTL ?= kubectl
+
+# The Helm chart.
+CHART_DIR := charts/mqtt-operator
+
 # Setting SHELL to bash allows bash commands to be executed by recipes.
 # Options are set to exit when a recipe line exits non-zero or a piped command fails.
 SHELL = /usr/bin/env bash -o pipefail
@@ -44,9 +65,13 @@ help: ## Display this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD and RBAC manifests (config/crd, config/rbac) and copy the CRD into the chart.
+manifests: controller-gen ## Generate the CRD and RBAC manifests (config/crd, config/rbac) and copy them into the chart.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="{./api/...,./controllers/...}" output:crd:artifacts:config=config/crd/bases
-	@if [ -d charts/mqtt-operator/crds ]; then cp config/crd/bases/*.yaml charts/mqtt-operator/crds/; fi
+	@# The chart installs the same CRDs and takes its manager ClusterRole rules from
+	@# the generated role (templates/manager-rbac.yaml reads files/manager-role.yaml).
+	rm -f $(CHART_DIR)/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
+	cp config/rbac/role.yaml $(CHART_DIR)/files/manager-role.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods for the API types.
@@ -61,8 +86,13 @@ vet: ## Run go vet against code.
 	go vet ./...
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint linter.
+lint: golangci-lint helm-lint ## Run golangci-lint linter and lint the Helm chart (helm-lint).
 	$(GOLANGCI_LINT) run
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart with its defaults and with every optional object enabled.
+	$(HELM) lint --strict $(CHART_DIR)
+	$(HELM) lint --strict $(CHART_DIR) --set cluster.enabled=true --set serviceMonitor.enabled=true
 
 .PHONY: lint-fix
 lint-fix: golangci-lint ## Run golangci-lint linter and perform fixes.
@@ -99,7 +129,7 @@ test-deps: ## Ensure test prerequisites (mosquitto_pub/mosquitto_sub) exist; ins
 	done
 
 .PHONY: test
-test: test-deps envtest-binaries ## Run all tests with the race detector (TEST_ARGS overrides the package list and flags).
+test: test-deps envtest-binaries helm ## Run all tests with the race detector (TEST_ARGS overrides the package list and flags).
 	assets="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-binaries.sh)" && \
 	KUBEBUILDER_ASSETS="$$assets" go test -race -count=1 $(TEST_ARGS)
 
@@ -113,28 +143,93 @@ fuzz: ## Fuzz the MQTT packet decoder (FuzzDecode) for FUZZTIME (default 60s).
 
 # Targets whose output is committed. `verify` reruns each of them and fails if it
 # changed, added or removed a file.
-VERIFY_REGENERATE := generate manifests fmt
+VERIFY_REGENERATE := generate manifests fmt build-installer
 
 .PHONY: verify
-verify: ## Check the tree is tidy, regenerated and formatted (fails on any change), then vet and lint.
+verify: ## Check the tree is tidy, regenerated (dist/install.yaml and the chart too) and formatted (fails on any change), then vet and lint.
 	hack/verify-unchanged.sh go mod tidy
 	hack/verify-unchanged.sh $(MAKE) --no-print-directory $(VERIFY_REGENERATE)
+	$(MAKE) --no-print-directory verify-chart
 	$(MAKE) --no-print-directory vet
 	$(MAKE) --no-print-directory lint
+
+# Explicit checks that the chart carries exactly the generated CRDs and manager rules.
+# (`make manifests` copies them; this catches a hand edit or a file left behind.)
+.PHONY: verify-chart
+verify-chart: ## Check that the chart's CRDs and manager ClusterRole rules equal config/crd/bases and config/rbac/role.yaml.
+	@diff -r config/crd/bases $(CHART_DIR)/crds || { echo "ERROR: $(CHART_DIR)/crds differs from config/crd/bases: run 'make manifests'" >&2; exit 1; }
+	@diff config/rbac/role.yaml $(CHART_DIR)/files/manager-role.yaml || { echo "ERROR: $(CHART_DIR)/files/manager-role.yaml differs from config/rbac/role.yaml: run 'make manifests'" >&2; exit 1; }
 
 ##@ Build
 
 .PHONY: build
-build: | $(LOCALBIN) ## Build the static mqttd broker binary into bin/mqttd.
+build: build-mqttd build-manager ## Build the static mqttd and manager binaries into bin/.
+
+.PHONY: build-mqttd
+build-mqttd: | $(LOCALBIN) ## Build the static mqttd broker binary into bin/mqttd.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(LOCALBIN)/mqttd ./broker/cmd/mqttd
 
+.PHONY: build-manager
+build-manager: | $(LOCALBIN) ## Build the static operator binary into bin/manager.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(LOCALBIN)/manager .
+
 .PHONY: run-broker
-run-broker: build ## Run mqttd locally with config/mqttd/mqttd.yaml (MQTT 127.0.0.1:1883, WebSocket :8083).
+run-broker: build-mqttd ## Run mqttd locally with config/mqttd/mqttd.yaml (MQTT 127.0.0.1:1883, WebSocket :8083).
 	$(LOCALBIN)/mqttd --config $(MQTTD_CONFIG)
 
+.PHONY: image-context
+image-context: | $(LOCALBIN) ## Stage the images' build context in bin/image: static linux binaries, CA bundle, nonroot user.
+	@[ -f "$(CA_BUNDLE)" ] || { echo "ERROR: CA bundle $(CA_BUNDLE) not found: install ca-certificates or set CA_BUNDLE" >&2; exit 1; }
+	rm -rf $(IMAGE_CONTEXT)
+	mkdir -p $(IMAGE_CONTEXT)/etc/ssl/certs
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(IMAGE_CONTEXT)/mqttd ./broker/cmd/mqttd
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(IMAGE_CONTEXT)/manager .
+	cp -L $(CA_BUNDLE) $(IMAGE_CONTEXT)/etc/ssl/certs/ca-certificates.crt
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >$(IMAGE_CONTEXT)/etc/passwd
+	printf 'root:x:0:\nnonroot:x:65532:\n' >$(IMAGE_CONTEXT)/etc/group
+
+.PHONY: docker-build
+docker-build: image-context ## Build the operator (IMG) and broker (MQTTD_IMG) images from binaries built on the host.
+	$(CONTAINER_TOOL) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) -f Dockerfile -t $(IMG) $(IMAGE_CONTEXT)
+	$(CONTAINER_TOOL) build --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) -f Dockerfile.mqttd -t $(MQTTD_IMG) $(IMAGE_CONTEXT)
+
+.PHONY: docker-push
+docker-push: ## Push the operator (IMG) and broker (MQTTD_IMG) images.
+	$(CONTAINER_TOOL) push $(IMG)
+	$(CONTAINER_TOOL) push $(MQTTD_IMG)
+
+.PHONY: build-installer
+build-installer: manifests generate kustomize ## Write dist/install.yaml (CRD, RBAC, manager Deployment with image IMG) from config/default.
+	mkdir -p dist
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default >dist/install.yaml
+
 .PHONY: clean
-clean: ## Remove built binaries, installed tools and coverage output.
-	rm -rf $(LOCALBIN) dist cover.out cover.html
+clean: ## Remove built binaries, installed tools and coverage output (dist/install.yaml is committed and stays).
+	rm -rf $(LOCALBIN) cover.out cover.html
+
+##@ Deployment
+
+ifndef ignore-not-found
+  ignore-not-found = false
+endif
+
+.PHONY: install
+install: manifests kustomize ## Install the CRD into the cluster of the current kubeconfig context.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests kustomize ## Remove the CRD from the cluster (ignore-not-found=true to ignore missing objects).
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
+
+.PHONY: deploy
+deploy: manifests kustomize ## Deploy the operator (image IMG) to the cluster of the current kubeconfig context.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove the operator from the cluster (ignore-not-found=true to ignore missing objects).
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
 
 ##@ Dependencies
 
@@ -146,12 +241,17 @@ $(LOCALBIN):
 ## Tool Binaries
 GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+HELM ?= $(LOCALBIN)/helm
 
 ## Tool Versions
 GOLANGCI_LINT_VERSION ?= v2.15.0
 # Kubernetes version of the envtest binaries (kube-apiserver, etcd).
 ENVTEST_K8S_VERSION ?= 1.37.2
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+# kustomize v5.8.3 needs a newer Go than 1.26.
+KUSTOMIZE_VERSION ?= v5.8.2
+HELM_VERSION ?= v3.22.0
 
 .PHONY: golangci-lint
 golangci-lint: | $(LOCALBIN) ## Download golangci-lint locally if necessary.
@@ -164,6 +264,14 @@ envtest-binaries: ## Get kube-apiserver and etcd for envtest into bin/k8s (setup
 .PHONY: controller-gen
 controller-gen: | $(LOCALBIN) ## Download controller-gen locally if necessary.
 	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: kustomize
+kustomize: | $(LOCALBIN) ## Download kustomize locally if necessary.
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+.PHONY: helm
+helm: | $(LOCALBIN) ## Build helm locally (from the Go module proxy) if necessary.
+	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
 
 # go-install-tool will 'go install' any package with custom target and name of binary, if it doesn't exist
 # $1 - target path with name of binary
