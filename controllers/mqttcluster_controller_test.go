@@ -75,7 +75,7 @@ var _ = Describe("MQTTCluster defaults and validation", func() {
 		}, "auth.allowAnonymous false needs auth.usersSecretRef"),
 		Entry("operator-managed config key", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Config = map[string]string{"listeners.tcp": ":1"}
-		}, "listeners.*, cluster.* and api.* are managed by the operator"),
+		}, "listeners.*, cluster.*, api.* and store.* are managed by the operator"),
 		Entry("bad service type", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Service.Type = "ExternalName" },
 			`Unsupported value: "ExternalName"`),
 		Entry("bad retention policy", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Storage.Retention.WhenScaled = "Keep" },

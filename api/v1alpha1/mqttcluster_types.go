@@ -78,8 +78,8 @@ type MQTTClusterSpec struct {
 
 	// Config holds extra mqttd settings as dotted keys, as in `mqttd --help`
 	// (for example "limits.max_queued_messages": "5000"). Keys the operator manages
-	// (listeners, cluster, api, log) cannot be set here.
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('listeners.') && !k.startsWith('cluster.') && !k.startsWith('api.'))",message="listeners.*, cluster.* and api.* are managed by the operator"
+	// (listeners, cluster, api, store) cannot be set here.
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('listeners.') && !k.startsWith('cluster.') && !k.startsWith('api.') && !k.startsWith('store.'))",message="listeners.*, cluster.*, api.* and store.* are managed by the operator"
 	// +optional
 	Config map[string]string `json:"config,omitempty"`
 

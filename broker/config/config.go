@@ -22,6 +22,7 @@ import (
 type Config struct {
 	Listeners Listeners `yaml:"listeners"`
 	API       API       `yaml:"api"`
+	Store     Store     `yaml:"store"`
 	Log       Log       `yaml:"log"`
 	Limits    Limits    `yaml:"limits"`
 	// SysInterval is how often $SYS statistics are published (0 disables them).
@@ -39,6 +40,11 @@ type Listeners struct {
 // API configures the HTTP API: /healthz, /readyz and /metrics (Prometheus).
 type API struct {
 	Listen string `yaml:"listen"` // empty: off
+}
+
+// Store says where the node keeps its durable state (sessions, retained messages).
+type Store struct {
+	Dir string `yaml:"dir"` // empty: in memory, lost when mqttd stops
 }
 
 // Log configures logging.
@@ -155,6 +161,7 @@ var settings = []setting{
 	str("listeners.tcp", "MQTT over TCP listen address (empty: off)", func(c *Config) *string { return &c.Listeners.TCP }),
 	str("listeners.websocket", "MQTT over WebSocket listen address (empty: off)", func(c *Config) *string { return &c.Listeners.WebSocket }),
 	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
+	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
 	str("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.Log.Level }),
 	str("log.format", "log format: text or json", func(c *Config) *string { return &c.Log.Format }),
 	integer("limits.max_packet_size", "largest packet accepted from clients, bytes", func(c *Config) *uint32 { return &c.Limits.MaxPacketSize }),

@@ -26,6 +26,7 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	cfg.Log.Format = "json"
 	// The probes and, later, the operator's cluster verbs use the HTTP API.
 	cfg.API.Listen = net.JoinHostPort("0.0.0.0", strconv.Itoa(int(APIPort)))
+	cfg.Store.Dir = DataDir
 	cfg.Listeners.TCP, cfg.Listeners.WebSocket = "", ""
 	for _, l := range mc.Spec.Listeners {
 		addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(l.Port)))

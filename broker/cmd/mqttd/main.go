@@ -20,6 +20,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/listener"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -30,7 +31,13 @@ const (
 	exitOK     = 0
 	exitFailed = 1
 	exitConfig = 2
+	// exitStore: the store cannot be opened or read. mqttd never starts without its
+	// state; the operator tells this apart from other failures.
+	exitStore = 3
 )
+
+// errStore marks store failures for the exit code.
+var errStore = errors.New("store")
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
@@ -50,6 +57,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	defer stop()
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("mqttd failed", "error", err)
+		if errors.Is(err, errStore) {
+			return exitStore
+		}
 		return exitFailed
 	}
 	return exitOK
@@ -90,9 +100,23 @@ func serverOptions(cfg config.Config, log *slog.Logger) server.Options {
 
 // serve runs the broker until ctx is canceled (SIGTERM), then shuts down gracefully.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	srv, err := server.New(serverOptions(cfg, log))
+	opts := serverOptions(cfg, log)
+	if cfg.Store.Dir != "" {
+		st, err := store.OpenPebble(cfg.Store.Dir, log)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errStore, err)
+		}
+		defer func() {
+			if err := st.Close(); err != nil {
+				log.Error("closing the store", "error", err)
+			}
+		}()
+		log.Info("store opened", "dir", cfg.Store.Dir)
+		opts.Store = st
+	}
+	srv, err := server.New(opts)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errStore, err) // New fails only when it cannot restore from the store
 	}
 	errc := make(chan error, 2)
 	wsCtx, cancelWS := context.WithCancel(context.Background())

@@ -206,3 +206,101 @@ func TestListenerInUse(t *testing.T) {
 		t.Fatalf("err %v, output %s", err, out)
 	}
 }
+
+// TestStoreSurvivesRestart: with store.dir, a persistent session and what was queued
+// for it while offline, and retained messages, survive a restart of the process.
+func TestStoreSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	cmd, _, addr, _ := startMqttd(t, "--store.dir", dir)
+
+	// A persistent v3.1.1 subscriber, gone before the message is published.
+	sub := dialV311(t, addr, "durable", false)
+	sub.send(t, &packet.Packet{Type: packet.Subscribe, PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "jobs/#", QoS: 1}}})
+	sub.expect(t, packet.Suback)
+	sub.send(t, &packet.Packet{Type: packet.Disconnect})
+	pub := dialV311(t, addr, "publisher", true)
+	pub.send(t, &packet.Packet{Type: packet.Publish, QoS: 1, PacketID: 1, Topic: "jobs/1", Payload: []byte("queued")})
+	pub.expect(t, packet.Puback)
+	pub.send(t, &packet.Packet{Type: packet.Publish, QoS: 1, PacketID: 2, Retain: true, Topic: "config/mode", Payload: []byte("eco")})
+	pub.expect(t, packet.Puback)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("mqttd exit: %v", err)
+	}
+
+	_, _, addr, _ = startMqttd(t, "--store.dir", dir)
+	back := dialV311(t, addr, "durable", false)
+	if !back.connack.SessionPresent {
+		t.Fatal("the session did not survive the restart")
+	}
+	p := back.expect(t, packet.Publish)
+	if p.Topic != "jobs/1" || string(p.Payload) != "queued" {
+		t.Fatalf("after restart got %s %q", p.Topic, p.Payload)
+	}
+	fresh := dialV311(t, addr, "fresh", true)
+	fresh.send(t, &packet.Packet{Type: packet.Subscribe, PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "config/+"}}})
+	fresh.expect(t, packet.Suback)
+	if p := fresh.expect(t, packet.Publish); string(p.Payload) != "eco" || !p.Retain {
+		t.Fatalf("retained after restart: %q retain %v", p.Payload, p.Retain)
+	}
+}
+
+// TestStoreCannotOpen: a store directory that cannot be opened stops mqttd with its
+// own exit code and a message naming the directory.
+func TestStoreCannotOpen(t *testing.T) {
+	file := t.TempDir() + "/not-a-dir"
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, mqttdBin, "--listeners.tcp", "127.0.0.1:0", "--listeners.websocket", "",
+		"--api.listen", "", "--store.dir", file).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitStore || !strings.Contains(string(out), file) {
+		t.Fatalf("err %v, output %s", err, out)
+	}
+}
+
+// v311Conn is a raw MQTT 3.1.1 connection for the process tests.
+type v311Conn struct {
+	conn    net.Conn
+	br      *bufio.Reader
+	connack *packet.Packet
+}
+
+func dialV311(t *testing.T, addr, id string, clean bool) *v311Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	c := &v311Conn{conn: conn, br: bufio.NewReader(conn)}
+	c.send(t, &packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{ProtocolVersion: packet.V311, CleanStart: clean, ClientID: id}})
+	c.connack = c.expect(t, packet.Connack)
+	return c
+}
+
+func (c *v311Conn) send(t *testing.T, p *packet.Packet) {
+	t.Helper()
+	if _, err := c.conn.Write(p.Encode(nil, packet.V311)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *v311Conn) expect(t *testing.T, typ packet.Type) *packet.Packet {
+	t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	p, err := packet.Read(c.br, packet.V311, 0)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", typ, err)
+	}
+	if p.Type != typ {
+		t.Fatalf("got %s, want %s", p.Type, typ)
+	}
+	return p
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
+)
+
+// On-disk formats. A message is stored as the MQTT 5 PUBLISH packet that carries it
+// (topic, payload, QoS, retain flag, forwarded properties), behind a small header
+// with what a PUBLISH cannot say: the absolute expiry and the publisher. The codec
+// is the broker's own, so a stored message is validated like one from the network.
+const messageFormat byte = 1
+
+var errFormat = errors.New("unknown record format")
+
+func encodeMessage(m *session.Message) []byte {
+	p := packet.Packet{Type: packet.Publish, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS,
+		Retain: m.Retain, Properties: m.Properties}
+	if m.QoS > 0 {
+		p.PacketID = 1 // required on the wire; meaningless here
+	}
+	var expiry int64
+	if !m.Expiry.IsZero() {
+		expiry = m.Expiry.UnixNano()
+	}
+	out := make([]byte, 0, 1+8+binary.MaxVarintLen64+len(m.Publisher)+p.Size(packet.V5))
+	out = append(out, messageFormat)
+	out = binary.BigEndian.AppendUint64(out, uint64(expiry))
+	out = binary.AppendUvarint(out, uint64(len(m.Publisher)))
+	out = append(out, m.Publisher...)
+	return p.Encode(out, packet.V5)
+}
+
+func decodeMessage(b []byte) (*session.Message, error) {
+	if len(b) < 9 || b[0] != messageFormat {
+		return nil, errFormat
+	}
+	expiry := int64(binary.BigEndian.Uint64(b[1:9]))
+	n, w := binary.Uvarint(b[9:])
+	if w <= 0 || uint64(len(b)-9-w) < n {
+		return nil, errors.New("truncated publisher")
+	}
+	rest := b[9+w:]
+	publisher := string(rest[:n])
+	raw := rest[n:]
+	br := bufio.NewReader(bytes.NewReader(raw))
+	p, err := packet.Read(br, packet.V5, 0)
+	if err != nil {
+		return nil, err
+	}
+	if br.Buffered() != 0 {
+		return nil, errors.New("bytes after the stored packet")
+	}
+	if p.Type != packet.Publish {
+		return nil, fmt.Errorf("stored packet is a %s", p.Type)
+	}
+	m := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain,
+		Properties: p.Properties, Publisher: publisher}
+	if expiry != 0 {
+		m.Expiry = time.Unix(0, expiry).UTC()
+	}
+	return m, nil
+}
+
+// storedSession is the JSON form of a session.Snapshot.
+type storedSession struct {
+	Format        int                           `json:"format"`
+	ID            string                        `json:"id"`
+	Expiry        uint32                        `json:"expiry"`
+	Disconnected  time.Time                     `json:"disconnected"`
+	Subscriptions map[string]topic.Subscription `json:"subscriptions,omitempty"`
+	Queue         []storedDelivery              `json:"queue,omitempty"`
+	Inbound       []uint16                      `json:"inbound,omitempty"`
+}
+
+type storedDelivery struct {
+	Msg      []byte   `json:"msg"` // encodeMessage
+	QoS      byte     `json:"qos"`
+	Retain   bool     `json:"retain,omitempty"`
+	SubIDs   []uint32 `json:"subIDs,omitempty"`
+	PacketID uint16   `json:"packetID,omitempty"`
+	Dup      bool     `json:"dup,omitempty"`
+	Released bool     `json:"released,omitempty"`
+}
+
+const sessionFormat = 1
+
+func encodeSession(s session.Snapshot) ([]byte, error) {
+	out := storedSession{Format: sessionFormat, ID: s.ID, Expiry: s.Expiry, Disconnected: s.Disconnected,
+		Subscriptions: s.Subscriptions, Inbound: s.Inbound}
+	for _, d := range s.Queue {
+		out.Queue = append(out.Queue, storedDelivery{Msg: encodeMessage(d.Msg), QoS: d.QoS, Retain: d.Retain,
+			SubIDs: d.SubIDs, PacketID: d.PacketID, Dup: d.Dup, Released: d.Released})
+	}
+	return json.Marshal(out)
+}
+
+func decodeSession(b []byte) (session.Snapshot, error) {
+	var in storedSession
+	if err := json.Unmarshal(b, &in); err != nil {
+		return session.Snapshot{}, err
+	}
+	if in.Format != sessionFormat {
+		return session.Snapshot{}, errFormat
+	}
+	s := session.Snapshot{ID: in.ID, Expiry: in.Expiry, Disconnected: in.Disconnected,
+		Subscriptions: in.Subscriptions, Inbound: in.Inbound}
+	for i, d := range in.Queue {
+		m, err := decodeMessage(d.Msg)
+		if err != nil {
+			return session.Snapshot{}, fmt.Errorf("queued message %d: %w", i, err)
+		}
+		s.Queue = append(s.Queue, &session.Delivery{Msg: m, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
+			PacketID: d.PacketID, Dup: d.Dup, Released: d.Released})
+	}
+	return s, nil
+}

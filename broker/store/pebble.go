@@ -1,0 +1,133 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+// Key prefixes in the node's pebble database.
+const (
+	prefixRetained = "retained/"
+	prefixSession  = "session/"
+)
+
+// Pebble is a Store in an embedded pebble database under one directory: the node's
+// durable state across restarts. Writes are synced; pebble commits concurrent synced
+// writes as one group, so many clients saving at once cost one fsync.
+type Pebble struct {
+	db *pebble.DB
+}
+
+// OpenPebble opens (or creates) the store in dir. An error means the directory cannot
+// hold a store: mqttd must not start without its state.
+func OpenPebble(dir string, log *slog.Logger) (*Pebble, error) {
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log}})
+	if err != nil {
+		return nil, fmt.Errorf("opening the store in %s: %w", dir, err)
+	}
+	return &Pebble{db: db}, nil
+}
+
+// PutRetained implements Store.
+func (p *Pebble) PutRetained(msg *session.Message) error {
+	return p.db.Set([]byte(prefixRetained+msg.Topic), encodeMessage(msg), pebble.Sync)
+}
+
+// DeleteRetained implements Store.
+func (p *Pebble) DeleteRetained(topic string) error {
+	return p.db.Delete([]byte(prefixRetained+topic), pebble.Sync)
+}
+
+// Retained implements Store. A record that does not decode is an error naming it: a
+// broken store is reported, not silently skipped.
+func (p *Pebble) Retained() ([]*session.Message, error) {
+	var out []*session.Message
+	err := p.scan(prefixRetained, func(key string, value []byte) error {
+		m, err := decodeMessage(value)
+		if err != nil {
+			return fmt.Errorf("retained message %q: %w", key, err)
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+// SaveSession implements Store.
+func (p *Pebble) SaveSession(snap session.Snapshot) error {
+	b, err := encodeSession(snap)
+	if err != nil {
+		return err
+	}
+	return p.db.Set([]byte(prefixSession+snap.ID), b, pebble.Sync)
+}
+
+// DeleteSession implements Store.
+func (p *Pebble) DeleteSession(clientID string) error {
+	return p.db.Delete([]byte(prefixSession+clientID), pebble.Sync)
+}
+
+// Sessions implements Store.
+func (p *Pebble) Sessions() ([]session.Snapshot, error) {
+	var out []session.Snapshot
+	err := p.scan(prefixSession, func(key string, value []byte) error {
+		s, err := decodeSession(value)
+		if err != nil {
+			return fmt.Errorf("session %q: %w", key, err)
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+// Close implements Store.
+func (p *Pebble) Close() error { return p.db.Close() }
+
+// scan calls fn for every key with prefix, in key order.
+func (p *Pebble) scan(prefix string, fn func(key string, value []byte) error) (err error) {
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(string(it.Key()[len(prefix):]), v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// prefixEnd is the smallest key greater than every key with prefix (prefix ends in
+// '/', so incrementing its last byte is enough).
+func prefixEnd(prefix string) []byte {
+	b := []byte(prefix)
+	b[len(b)-1]++
+	return b
+}
+
+// pebbleLogger sends pebble's log lines to slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}
