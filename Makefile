@@ -160,6 +160,25 @@ verify-chart: ## Check that the chart's CRDs and manager ClusterRole rules equal
 	@diff -r config/crd/bases $(CHART_DIR)/crds || { echo "ERROR: $(CHART_DIR)/crds differs from config/crd/bases: run 'make manifests'" >&2; exit 1; }
 	@diff config/rbac/role.yaml $(CHART_DIR)/files/manager-role.yaml || { echo "ERROR: $(CHART_DIR)/files/manager-role.yaml differs from config/rbac/role.yaml: run 'make manifests'" >&2; exit 1; }
 
+##@ End-to-end
+
+.PHONY: cluster-up
+cluster-up: ## Start the local single-node cluster of real Kubernetes binaries (hack/local-cluster.sh; root, Linux).
+	hack/local-cluster.sh up >/dev/null
+	@echo "export KUBECONFIG=$$(hack/local-cluster.sh kubeconfig)"
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove its state.
+	hack/local-cluster.sh down
+
+.PHONY: test-e2e
+test-e2e: docker-build helm ## Run the e2e suite (test/e2e) on kind, the local cluster or E2E_USE_EXISTING_CLUSTER=true.
+	IMG=$(IMG) MQTTD_IMG=$(MQTTD_IMG) HELM=$(HELM) hack/e2e.sh test
+
+.PHONY: demo
+demo: docker-build helm ## Start a cluster with the operator and the 3-node sample MQTTCluster, and print how to connect.
+	IMG=$(IMG) MQTTD_IMG=$(MQTTD_IMG) HELM=$(HELM) hack/e2e.sh demo
+
 ##@ Build
 
 .PHONY: build

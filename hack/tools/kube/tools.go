@@ -16,10 +16,17 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Package tools pins the commands that hack/envtest-binaries.sh builds from
-// this module, so that `go mod tidy` keeps their dependencies in go.mod/go.sum.
+// Package tools pins the commands built from this module, so that `go mod tidy`
+// keeps their dependencies in go.mod/go.sum: kube-apiserver for envtest
+// (hack/envtest-binaries.sh), and the rest of a single-node cluster for
+// hack/local-cluster.sh (hack/k8s-binaries.sh).
 package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Copyright 2026 The mqtt-operator Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+# Usage: hack/e2e.sh test | demo
+#
+# test  runs the end-to-end suite (test/e2e, build tag e2e) on a real cluster and
+#       tears down what it created. demo starts the same cluster, installs the
+#       operator and the 3-node sample MQTTCluster, waits until it is Ready and
+#       prints how to connect; it leaves everything running (stop it with
+#       `make cluster-down`).
+#
+# The cluster:
+#   E2E_USE_EXISTING_CLUSTER=true  the current kubeconfig; the images IMG and
+#                                  MQTTD_IMG must be pullable from there.
+#   otherwise                      kind where it works (Docker can run privileged
+#                                  containers and the node image is available),
+#                                  else the local cluster of real Kubernetes
+#                                  binaries (hack/local-cluster.sh), detected.
+#
+# Environment: IMG, MQTTD_IMG (images, built by `make docker-build` beforehand),
+# HELM (helm binary), KIND_NODE_IMAGE, E2E_ARGS (extra `go test` arguments),
+# E2E_KEEP=1 (leave the cluster and the installation running after `test`).
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "${REPO_ROOT}"
+
+IMG="${IMG:-mqtt-operator:dev}"
+MQTTD_IMG="${MQTTD_IMG:-mqttd:dev}"
+HELM="${HELM:-${REPO_ROOT}/bin/helm}"
+KIND_CLUSTER="${KIND_CLUSTER:-mqtt-e2e}"
+KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.37.0}"
+OPERATOR_NS="mqtt-operator-system"
+
+log() { echo "e2e: $*" >&2; }
+die() {
+  echo "e2e: error: $*" >&2
+  exit 1
+}
+
+# pick_cluster prints existing, kind or local.
+pick_cluster() {
+  if [[ "${E2E_USE_EXISTING_CLUSTER:-}" == true ]]; then
+    echo existing
+    return
+  fi
+  if command -v kind >/dev/null && docker info >/dev/null 2>&1 &&
+    docker run --rm --privileged --entrypoint /mqttd "${MQTTD_IMG}" --help >/dev/null 2>&1 &&
+    { docker image inspect "${KIND_NODE_IMAGE}" >/dev/null 2>&1 || timeout 300 docker pull "${KIND_NODE_IMAGE}" >/dev/null 2>&1; }; then
+    echo kind
+    return
+  fi
+  echo local
+}
+
+KIND_KUBECONFIG="${REPO_ROOT}/bin/kind-${KIND_CLUSTER}.kubeconfig"
+
+# cluster_up starts the cluster, loads the images and exports KUBECONFIG and KUBECTL.
+cluster_up() {
+  case "$1" in
+  existing)
+    [[ -n "${KUBECONFIG:-}" ]] || export KUBECONFIG="${HOME}/.kube/config"
+    KUBECTL="$(command -v kubectl)" || die "kubectl not found"
+    ;;
+  kind)
+    log "creating kind cluster ${KIND_CLUSTER}"
+    kind get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER}" ||
+      kind create cluster --name "${KIND_CLUSTER}" --image "${KIND_NODE_IMAGE}" --kubeconfig "${KIND_KUBECONFIG}" --wait 3m
+    kind load docker-image --name "${KIND_CLUSTER}" "${IMG}" "${MQTTD_IMG}"
+    export KUBECONFIG="${KIND_KUBECONFIG}"
+    KUBECTL="$(command -v kubectl)" || die "kubectl not found"
+    ;;
+  local)
+    log "starting the local cluster (hack/local-cluster.sh up)"
+    export KUBECONFIG
+    KUBECONFIG="$(hack/local-cluster.sh up)"
+    hack/local-cluster.sh load-image "${IMG}" "${MQTTD_IMG}"
+    KUBECTL="$(hack/k8s-binaries.sh)/kubectl"
+    ;;
+  esac
+  export KUBECTL
+  log "cluster: $1, kubeconfig ${KUBECONFIG}"
+}
+
+cluster_down() {
+  case "$1" in
+  kind) kind delete cluster --name "${KIND_CLUSTER}" || true ;;
+  local) hack/local-cluster.sh down || true ;;
+  esac
+}
+
+install_operator() {
+  log "installing the operator (${IMG}) with Helm"
+  "${HELM}" upgrade --install mqtt-operator charts/mqtt-operator --namespace "${OPERATOR_NS}" --create-namespace \
+    --set image.repository="${IMG%:*}" --set image.tag="${IMG##*:}" --set image.pullPolicy=IfNotPresent \
+    --wait --timeout 5m
+}
+
+case "${1:-}" in
+test)
+  for img in "${IMG}" "${MQTTD_IMG}"; do
+    docker image inspect "${img}" >/dev/null 2>&1 || die "image ${img} not found: run make docker-build"
+  done
+  kind_of="$(pick_cluster)"
+  cluster_up "${kind_of}"
+  if [[ -z "${E2E_KEEP:-}" && "${kind_of}" != existing ]]; then
+    trap 'cluster_down "${kind_of}"' EXIT
+  fi
+  # The suite installs the operator itself (BeforeSuite) and uninstalls it after.
+  # shellcheck disable=SC2086 # E2E_ARGS is a list of arguments
+  E2E_KUBECTL="${KUBECTL}" E2E_HELM="${HELM}" E2E_OPERATOR_IMAGE="${IMG}" E2E_MQTTD_IMAGE="${MQTTD_IMG}" \
+    go test -tags e2e -count=1 -timeout 45m -v ./test/e2e/ -ginkgo.v ${E2E_ARGS:-}
+  ;;
+demo)
+  kind_of="$(pick_cluster)"
+  cluster_up "${kind_of}"
+  install_operator
+  log "applying the 3-node sample MQTTCluster"
+  "${KUBECTL}" apply -f config/samples/broker_v1alpha1_mqttcluster.yaml
+  name="$("${KUBECTL}" get -f config/samples/broker_v1alpha1_mqttcluster.yaml -o jsonpath='{.metadata.name}')"
+  "${KUBECTL}" wait "mqc/${name}" --for=condition=Ready --timeout=5m
+  "${KUBECTL}" get mqc,pods,svc -o wide
+  cat <<EOM
+
+The MQTT cluster "${name}" is Ready. To talk to it:
+
+  export KUBECONFIG=${KUBECONFIG}
+  ${KUBECTL} port-forward svc/${name} 1883:1883 &
+  mosquitto_sub -h 127.0.0.1 -p 1883 -t 'demo/#' -v &
+  mosquitto_pub -h 127.0.0.1 -p 1883 -t demo/hello -m 'hello from the demo'
+
+Stop everything with: make cluster-down
+EOM
+  ;;
+*)
+  sed -n '/^# Usage:/,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+  exit 2
+  ;;
+esac
