@@ -172,12 +172,12 @@ cluster-down: ## Stop the local cluster and remove its state.
 	hack/local-cluster.sh down
 
 .PHONY: test-e2e
-test-e2e: docker-build helm ## Run the e2e suite (test/e2e) on kind, the local cluster or E2E_USE_EXISTING_CLUSTER=true.
-	IMG=$(IMG) MQTTD_IMG=$(MQTTD_IMG) HELM=$(HELM) hack/e2e.sh test
+test-e2e: helm ## Run the e2e suite (test/e2e) on kind, the local cluster or E2E_USE_EXISTING_CLUSTER=true.
+	IMG=$(IMG) MQTTD_IMG=$(MQTTD_IMG) HELM=$(HELM) MAKE=$(MAKE) hack/e2e.sh test
 
 .PHONY: demo
-demo: docker-build helm ## Start a cluster with the operator and the 3-node sample MQTTCluster, and print how to connect.
-	IMG=$(IMG) MQTTD_IMG=$(MQTTD_IMG) HELM=$(HELM) hack/e2e.sh demo
+demo: helm ## Start a cluster with the operator and the 3-node sample MQTTCluster, and print how to connect.
+	IMG=$(IMG) MQTTD_IMG=$(MQTTD_IMG) HELM=$(HELM) MAKE=$(MAKE) hack/e2e.sh demo
 
 ##@ Build
 

@@ -29,7 +29,8 @@
 #                                  else the local cluster of real Kubernetes
 #                                  binaries (hack/local-cluster.sh), detected.
 #
-# Environment: IMG, MQTTD_IMG (images, built by `make docker-build` beforehand),
+# Environment: IMG, MQTTD_IMG (images, built here with `make docker-build`; with an
+# existing cluster they must be pullable from it),
 # HELM (helm binary), KIND_NODE_IMAGE, E2E_ARGS (extra `go test` arguments),
 # E2E_KEEP=1 (leave the cluster and the installation running after `test`).
 set -euo pipefail
@@ -56,9 +57,11 @@ pick_cluster() {
     echo existing
     return
   fi
+  # kind needs Docker, its node image and privileged containers (checked with the
+  # node image itself).
   if command -v kind >/dev/null && docker info >/dev/null 2>&1 &&
-    docker run --rm --privileged --entrypoint /mqttd "${MQTTD_IMG}" --help >/dev/null 2>&1 &&
-    { docker image inspect "${KIND_NODE_IMAGE}" >/dev/null 2>&1 || timeout 300 docker pull "${KIND_NODE_IMAGE}" >/dev/null 2>&1; }; then
+    { docker image inspect "${KIND_NODE_IMAGE}" >/dev/null 2>&1 || timeout 300 docker pull "${KIND_NODE_IMAGE}" >/dev/null 2>&1; } &&
+    docker run --rm --privileged --entrypoint true "${KIND_NODE_IMAGE}" >/dev/null 2>&1; then
     echo kind
     return
   fi
@@ -67,7 +70,15 @@ pick_cluster() {
 
 KIND_KUBECONFIG="${REPO_ROOT}/bin/kind-${KIND_CLUSTER}.kubeconfig"
 
-# cluster_up starts the cluster, loads the images and exports KUBECONFIG and KUBECTL.
+# build_images builds IMG and MQTTD_IMG (the local cluster's `up` has made sure
+# Docker runs).
+build_images() {
+  log "building the images ${IMG} and ${MQTTD_IMG}"
+  "${MAKE:-make}" --no-print-directory docker-build IMG="${IMG}" MQTTD_IMG="${MQTTD_IMG}" >&2
+}
+
+# cluster_up starts the cluster, builds and loads the images and exports KUBECONFIG
+# and KUBECTL.
 cluster_up() {
   case "$1" in
   existing)
@@ -76,7 +87,8 @@ cluster_up() {
     ;;
   kind)
     log "creating kind cluster ${KIND_CLUSTER}"
-    kind get clusters 2>/dev/null | grep -qx "${KIND_CLUSTER}" ||
+    build_images
+    kind get clusters 2>/dev/null | grep -x "${KIND_CLUSTER}" >/dev/null ||
       kind create cluster --name "${KIND_CLUSTER}" --image "${KIND_NODE_IMAGE}" --kubeconfig "${KIND_KUBECONFIG}" --wait 3m
     kind load docker-image --name "${KIND_CLUSTER}" "${IMG}" "${MQTTD_IMG}"
     export KUBECONFIG="${KIND_KUBECONFIG}"
@@ -86,6 +98,7 @@ cluster_up() {
     log "starting the local cluster (hack/local-cluster.sh up)"
     export KUBECONFIG
     KUBECONFIG="$(hack/local-cluster.sh up)"
+    build_images
     hack/local-cluster.sh load-image "${IMG}" "${MQTTD_IMG}"
     KUBECTL="$(hack/k8s-binaries.sh)/kubectl"
     ;;
@@ -110,9 +123,6 @@ install_operator() {
 
 case "${1:-}" in
 test)
-  for img in "${IMG}" "${MQTTD_IMG}"; do
-    docker image inspect "${img}" >/dev/null 2>&1 || die "image ${img} not found: run make docker-build"
-  done
   kind_of="$(pick_cluster)"
   cluster_up "${kind_of}"
   if [[ -z "${E2E_KEEP:-}" && "${kind_of}" != existing ]]; then
