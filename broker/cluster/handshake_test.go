@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+type result struct {
+	peer string
+	err  error
+}
+
+// pair runs a handshake between a dialer and a listener over real loopback TCP and
+// returns both results.
+func pair(t *testing.T, dialer, listener *Authenticator) (d, l result) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	done := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer func() { _ = c.Close() }()
+		peer, err := listener.Handshake(c, Listener)
+		done <- result{peer, err}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := dialer.Handshake(c, Dialer)
+	_ = c.Close()
+	return result{peer, err}, <-done
+}
+
+func auth(t *testing.T, name, cookie string) *Authenticator {
+	t.Helper()
+	a, err := NewAuthenticator(name, []byte(cookie), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestHandshakeSameCookie(t *testing.T) {
+	a, b := auth(t, "node-0", "the-shared-cookie-123"), auth(t, "node-1", "the-shared-cookie-123")
+	d, l := pair(t, a, b)
+	if d.err != nil || l.err != nil {
+		t.Fatalf("dialer %v, listener %v", d.err, l.err)
+	}
+	if d.peer != "node-1" || l.peer != "node-0" {
+		t.Fatalf("peers %q %q", d.peer, l.peer)
+	}
+	if a.Stats().OK != 1 || b.Stats().OK != 1 {
+		t.Fatalf("stats %+v %+v", a.Stats(), b.Stats())
+	}
+}
+
+// TestHandshakeWrongCookie: both ends refuse, say why, and count it.
+func TestHandshakeWrongCookie(t *testing.T) {
+	a, b := auth(t, "node-0", "the-shared-cookie-123"), auth(t, "intruder", "another-cookie-456789")
+	d, l := pair(t, a, b)
+	for name, r := range map[string]result{"dialer": d, "listener": l} {
+		if !errors.Is(r.err, ErrCookieMismatch) {
+			t.Fatalf("%s: %v, want cookie mismatch", name, r.err)
+		}
+	}
+	if !strings.Contains(d.err.Error(), "intruder") || !strings.Contains(l.err.Error(), "node-0") {
+		t.Fatalf("errors do not name the peer: %v / %v", d.err, l.err)
+	}
+	if a.Stats().CookieMismatch != 1 || b.Stats().CookieMismatch != 1 || a.Stats().OK != 0 {
+		t.Fatalf("stats %+v %+v", a.Stats(), b.Stats())
+	}
+}
+
+// TestHandshakeReflection: a proof sent back to its sender (as a relay that knows no
+// cookie would do) is refused, because it carries the other role.
+func TestHandshakeReflection(t *testing.T) {
+	a := auth(t, "node-0", "the-shared-cookie-123")
+	n1, n2 := []byte(strings.Repeat("a", nonceSize)), []byte(strings.Repeat("b", nonceSize))
+	dialerProof := a.proof(Dialer, n1, n2, "x", "x")
+	if string(dialerProof) == string(a.proof(Listener, n1, n2, "x", "x")) {
+		t.Fatal("the role is not part of the proof")
+	}
+	if string(dialerProof) == string(a.proof(Dialer, n2, n1, "x", "x")) {
+		t.Fatal("swapping the nonces gives the same proof")
+	}
+}
+
+// TestHandshakeNotAPeer: something that is not an mqttd node (an HTTP client, a
+// silent socket) is refused with a protocol error or a timeout, never accepted.
+func TestHandshakeNotAPeer(t *testing.T) {
+	a, err := NewAuthenticator("node-0", []byte("the-shared-cookie-123"), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		send  string
+		check func(error) bool
+	}{
+		{"http", "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + strings.Repeat("x", 64), func(err error) bool { return errors.Is(err, ErrProtocol) }},
+		{"closes at once", "", func(err error) bool { return errors.Is(err, ErrProtocol) }},
+		{"silent", "-", func(err error) bool {
+			var ne net.Error
+			return errors.As(err, &ne) && ne.Timeout()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			defer func() { _ = server.Close() }()
+			go func() {
+				buf := make([]byte, 1024)
+				switch tc.send {
+				case "":
+					_ = client.Close()
+				case "-":
+					for { // read everything, say nothing
+						if _, err := client.Read(buf); err != nil {
+							return
+						}
+					}
+				default:
+					go func() {
+						for {
+							if _, err := client.Read(buf); err != nil {
+								return
+							}
+						}
+					}()
+					_, _ = client.Write([]byte(tc.send))
+				}
+			}()
+			_, err := a.Handshake(server, Listener)
+			_ = client.Close()
+			if err == nil || !tc.check(err) {
+				t.Fatalf("handshake with %s: %v", tc.name, err)
+			}
+		})
+	}
+	if s := a.Stats(); s.OK != 0 || s.Failed != 3 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestNewAuthenticatorChecks(t *testing.T) {
+	if _, err := NewAuthenticator("n", []byte("short"), time.Second); err == nil {
+		t.Fatal("accepted a short cookie")
+	}
+	if _, err := NewAuthenticator("", []byte("the-shared-cookie-123"), time.Second); err == nil {
+		t.Fatal("accepted an empty name")
+	}
+}
