@@ -30,10 +30,10 @@ import (
 // cookies neither proof checks, so both refuse.
 
 const (
-	magic        = "MQCL"
-	version byte = 1
-	nonceSize    = 32
-	maxNameLen   = 253 // a DNS name
+	magic           = "MQCL"
+	version    byte = 1
+	nonceSize       = 32
+	maxNameLen      = 253 // a DNS name
 )
 
 // Role is which end of the connection a node is.
