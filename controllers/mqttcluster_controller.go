@@ -80,6 +80,12 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	for _, s := range pipeline {
 		stop, err := s.run(ctx, st)
+		if apierrors.IsInvalid(err) {
+			// The API server refused a child built from a spec it accepted (say, a
+			// bad affinity): retrying cannot help, the user must change the spec.
+			r.report(st, invalidInput, "InvalidChild", fmt.Sprintf("%s: %v", s.name, err))
+			break
+		}
 		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("%s: %w", s.name, err)
 		}

@@ -80,6 +80,12 @@ var _ = Describe("MQTTCluster defaults and validation", func() {
 			`Unsupported value: "ExternalName"`),
 		Entry("bad retention policy", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Storage.Retention.WhenScaled = "Keep" },
 			`Unsupported value: "Keep"`),
+		Entry("name too long for the children", func(mc *v1alpha1.MQTTCluster) {
+			mc.GenerateName, mc.Name = "", strings.Repeat("a", 53)
+		}, "metadata.name must be a DNS label"),
+		Entry("negative storage size", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Storage.Size = ptr.To(resource.MustParse("-1Gi"))
+		}, "storage.size must be positive"),
 		Entry("bad ACL action", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Auth = &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{{Username: "*", Topic: "#", Access: "all", Action: "maybe"}}}
 		}, `Unsupported value: "maybe"`),
@@ -265,6 +271,19 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Config["limits.max_queued_messages"] = "500" })
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 		sts(mc)
+	})
+
+	It("says when the spec asks for what mqttd cannot do yet, once", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "unsupported", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true })
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "FeatureNotSupported")
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring("the dashboard is not implemented by mqttd yet"))
+		// More reconciles (StatefulSet status changes) do not repeat the event.
+		setSTSStatus(mc, 1)
+		setSTSStatus(mc, 3)
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionTrue, "AllNodesReady")
+		Eventually(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
+		Consistently(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
 	})
 
 	It("keeps the volumes when the storage size changes and says why", func() {

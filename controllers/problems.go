@@ -1,7 +1,13 @@
 package controllers
 
 import (
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 )
 
 // problemKind is one of the error classes of STYLE.md that is not a transient failure
@@ -25,12 +31,18 @@ type problem struct {
 	message string
 }
 
-// report records a problem and emits its Warning event.
+// report records a problem and emits its Warning event, once: a problem already in
+// the Degraded condition is not announced again on every reconcile.
 func (r *MQTTClusterReconciler) report(st *state, kind problemKind, reason, message string) {
 	st.problems = append(st.problems, problem{kind: kind, reason: reason, message: message})
-	if r.Recorder != nil {
-		r.Recorder.Eventf(st.cluster, nil, corev1.EventTypeWarning, reason, "Reconcile", message)
+	if r.Recorder == nil {
+		return
 	}
+	if c := meta.FindStatusCondition(st.cluster.Status.Conditions, v1alpha1.ConditionDegraded); c != nil &&
+		c.Status == metav1.ConditionTrue && strings.Contains(c.Message, message) {
+		return
+	}
+	r.Recorder.Eventf(st.cluster, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", message)
 }
 
 // hasInvalidInput reports whether the spec could not be acted on.

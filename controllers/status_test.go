@@ -151,3 +151,20 @@ func TestReferencedSecrets(t *testing.T) {
 		t.Fatalf("referenced %v", names)
 	}
 }
+
+func TestUnsupportedFeatures(t *testing.T) {
+	mc := testCluster(3)
+	if f := unsupportedFeatures(mc); len(f) != 0 {
+		t.Fatalf("plain cluster: %v", f)
+	}
+	mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(true)}
+	if f := unsupportedFeatures(mc); len(f) != 0 {
+		t.Fatalf("anonymous allowed is what mqttd does: %v", f)
+	}
+	mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtt", Port: 1883}, {Name: "wss", Port: 8084, TLSSecretName: "t"}}
+	mc.Spec.Auth.ACL = []v1alpha1.ACLRule{{Username: "*", Topic: "#", Access: "all", Action: "deny"}}
+	mc.Spec.Dashboard.Enabled = true
+	if f := unsupportedFeatures(mc); len(f) != 3 {
+		t.Fatalf("features %v", f)
+	}
+}

@@ -99,6 +99,7 @@ type MQTTClusterSpec struct {
 type StorageSpec struct {
 	// Size of each node's volume.
 	// +kubebuilder:default="1Gi"
+	// +kubebuilder:validation:XValidation:rule="quantity(self).isGreaterThan(quantity('0'))",message="storage.size must be positive"
 	// +optional
 	Size *resource.Quantity `json:"size,omitempty"`
 
@@ -284,8 +285,10 @@ type UpdateStrategy struct {
 	Type UpdateStrategyType `json:"type,omitempty"`
 	// PodReadyTimeout bounds the wait for a replaced pod to be ready and rejoined.
 	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="podReadyTimeout must be a duration of at least 1s, such as 10m"
 	// +optional
-	PodReadyTimeout metav1.Duration `json:"podReadyTimeout,omitempty"`
+	PodReadyTimeout *metav1.Duration `json:"podReadyTimeout,omitempty"`
 }
 
 // MemberStatus is one broker node as the cluster reports it.
@@ -351,6 +354,10 @@ const (
 )
 
 // MQTTCluster is a clustered MQTT broker.
+// The name becomes the StatefulSet's and the pods' (<name>-<ordinal>, with a
+// controller-revision-hash label derived from it) and the Services' (<name>-headless):
+// it must be a DNS label of at most 52 characters.
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label (lowercase letters, digits, '-', starting with a letter) of at most 52 characters"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector

@@ -6,6 +6,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -31,6 +32,8 @@ func (b *PDBBuilder) Mutate(obj client.Object) error {
 	pdb.Labels = mergeLabels(pdb.Labels, Labels(b.Cluster))
 	pdb.Spec.MaxUnavailable = &intstr.IntOrString{Type: intstr.Int, IntVal: 1}
 	pdb.Spec.MinAvailable = nil
+	// A crash-looping broker must not block node drains.
+	pdb.Spec.UnhealthyPodEvictionPolicy = ptr.To(policyv1.AlwaysAllow)
 	pdb.Spec.Selector = &metav1.LabelSelector{MatchLabels: SelectorLabels(b.Cluster)}
 	return nil
 }

@@ -244,7 +244,8 @@ func TestPDBBuilder(t *testing.T) {
 	if err := b.Mutate(pdb); err != nil {
 		t.Fatal(err)
 	}
-	if pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil || pdb.Spec.Selector.MatchLabels[LabelInstance] != "demo" {
+	if pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil || pdb.Spec.Selector.MatchLabels[LabelInstance] != "demo" ||
+		*pdb.Spec.UnhealthyPodEvictionPolicy != policyv1.AlwaysAllow {
 		t.Fatalf("pdb %+v", pdb.Spec)
 	}
 }
@@ -311,7 +312,7 @@ func TestStatefulSetBuilderCreate(t *testing.T) {
 	if strings.Join(ports, ",") != "mqtt,ws,mqtts,cluster,api,dashboard" {
 		t.Fatalf("container ports %v", ports)
 	}
-	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" ||
+	if c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.StartupProbe.HTTPGet.Path != "/healthz" ||
 		c.ReadinessProbe.HTTPGet.Port.StrVal != "api" {
 		t.Fatalf("probes %+v %+v", c.ReadinessProbe, c.LivenessProbe)
 	}
@@ -386,5 +387,20 @@ func TestStatefulSetBuilderUpdate(t *testing.T) {
 	mutateSTS(t, b, sts)
 	if sts.Spec.Template.Spec.Containers[0].Image != "mqttd:next" {
 		t.Fatal("a hand-edited image was not reverted")
+	}
+}
+
+func TestPodSecurityContextOverlay(t *testing.T) {
+	def := podSecurityContext(nil)
+	if *def.RunAsUser != 65532 || *def.FSGroup != 65532 || !*def.RunAsNonRoot || def.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Fatalf("defaults %+v", def)
+	}
+	user := &corev1.PodSecurityContext{SupplementalGroups: []int64{5}, RunAsUser: ptr.To[int64](1000)}
+	got := podSecurityContext(user)
+	if *got.RunAsUser != 1000 || *got.FSGroup != 65532 || got.SupplementalGroups[0] != 5 || got.SeccompProfile == nil {
+		t.Fatalf("overlay %+v", got)
+	}
+	if user.FSGroup != nil {
+		t.Fatal("the user's spec was modified")
 	}
 }

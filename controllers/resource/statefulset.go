@@ -130,16 +130,7 @@ func (b *StatefulSetBuilder) podTemplate() corev1.PodTemplateSpec {
 	maps.Copy(annotations, mc.Spec.Pod.Annotations)
 	annotations[AnnotationConfigHash] = b.ConfigHash
 
-	podSecurity := mc.Spec.Pod.SecurityContext
-	if podSecurity == nil {
-		podSecurity = &corev1.PodSecurityContext{
-			RunAsNonRoot:   ptr.To(true),
-			RunAsUser:      ptr.To(nonRootUID),
-			RunAsGroup:     ptr.To(nonRootUID),
-			FSGroup:        ptr.To(nonRootUID),
-			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-		}
-	}
+	podSecurity := podSecurityContext(mc.Spec.Pod.SecurityContext)
 	grace := mc.Spec.Pod.TerminationGracePeriodSeconds
 	if grace == nil {
 		grace = ptr.To[int64](60)
@@ -213,13 +204,20 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 			SuccessThreshold: 1,
 			FailureThreshold: 3,
 		},
+		// Opening a large store can take a while: liveness starts once this passes.
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
+			PeriodSeconds:    5,
+			TimeoutSeconds:   2,
+			SuccessThreshold: 1,
+			FailureThreshold: 60,
+		},
 		LivenessProbe: &corev1.Probe{
-			ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
-			InitialDelaySeconds: 10,
-			PeriodSeconds:       10,
-			TimeoutSeconds:      2,
-			SuccessThreshold:    1,
-			FailureThreshold:    6,
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
+			PeriodSeconds:    10,
+			TimeoutSeconds:   2,
+			SuccessThreshold: 1,
+			FailureThreshold: 6,
 		},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
@@ -266,4 +264,31 @@ func (b *StatefulSetBuilder) volumes() []corev1.Volume {
 			Secret: &corev1.SecretVolumeSource{SecretName: mc.Spec.Auth.UsersSecretRef.Name, DefaultMode: ptr.To[int32](0o400)}}})
 	}
 	return vols
+}
+
+// podSecurityContext is the user's pod security context over the defaults: non-root
+// uid/gid 65532, fsGroup 65532 (so the volume and the 0400 Secret files are readable)
+// and the RuntimeDefault seccomp profile. Fields the user sets win; the rest keep
+// their defaults instead of disappearing.
+func podSecurityContext(user *corev1.PodSecurityContext) *corev1.PodSecurityContext {
+	out := &corev1.PodSecurityContext{}
+	if user != nil {
+		out = user.DeepCopy()
+	}
+	if out.RunAsNonRoot == nil {
+		out.RunAsNonRoot = ptr.To(true)
+	}
+	if out.RunAsUser == nil {
+		out.RunAsUser = ptr.To(nonRootUID)
+	}
+	if out.RunAsGroup == nil {
+		out.RunAsGroup = ptr.To(nonRootUID)
+	}
+	if out.FSGroup == nil {
+		out.FSGroup = ptr.To(nonRootUID)
+	}
+	if out.SeccompProfile == nil {
+		out.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	}
+	return out
 }
