@@ -5,6 +5,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -39,6 +40,9 @@ type MQTTClusterReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// errNameConflict: a child's name is taken by an object the cluster does not own.
+var errNameConflict = errors.New("name conflict")
 
 // state is what one reconcile learns as it goes down the pipeline.
 type state struct {
@@ -80,6 +84,10 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	for _, s := range pipeline {
 		stop, err := s.run(ctx, st)
+		if errors.Is(err, errNameConflict) {
+			r.report(st, invalidInput, "ChildNameConflict", fmt.Sprintf("%s: %v", s.name, err))
+			break
+		}
 		if apierrors.IsInvalid(err) {
 			// The API server refused a child built from a spec it accepted (say, a
 			// bad affinity): retrying cannot help, the user must change the spec.
@@ -102,6 +110,10 @@ func (r *MQTTClusterReconciler) apply(ctx context.Context, mc *v1alpha1.MQTTClus
 	obj := b.Object()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
+			// Never take over an object someone else made under a child's name.
+			if obj.GetResourceVersion() != "" && !metav1.IsControlledBy(obj, mc) {
+				return fmt.Errorf("%w: %T %q exists and is not owned by this MQTTCluster", errNameConflict, obj, obj.GetName())
+			}
 			if err := b.Mutate(obj); err != nil {
 				return err
 			}

@@ -286,6 +286,18 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		Consistently(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
 	})
 
+	It("refuses to take over an object it did not create", func() {
+		ns := newNamespace()
+		Expect(k8sClient.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken-config"},
+			Data: map[string]string{"mine": "yes"}})).To(Succeed())
+		mc := createCluster(ns, "taken", nil)
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "ChildNameConflict")
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`"taken-config" exists and is not owned`))
+		cm := child(&corev1.ConfigMap{}, ns, "taken-config")
+		Expect(cm.Data).To(Equal(map[string]string{"mine": "yes"}))
+		Expect(metav1.GetControllerOf(cm)).To(BeNil())
+	})
+
 	It("keeps the volumes when the storage size changes and says why", func() {
 		ns := newNamespace()
 		mc := createCluster(ns, "resize", nil)

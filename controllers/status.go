@@ -117,10 +117,21 @@ func progressingCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet) met
 	case !stsCaughtUp(sts) || sts.Status.Replicas != want || sts.Status.ReadyReplicas != want:
 		c.Status, c.Reason = metav1.ConditionTrue, "Reconciling"
 		c.Message = fmt.Sprintf("%d pods, %d ready, %d desired", sts.Status.Replicas, sts.Status.ReadyReplicas, want)
+	case updatePending(sts):
+		// OnDelete: the new template reaches a pod only when that pod is replaced.
+		c.Status, c.Reason = metav1.ConditionTrue, "UpdatePending"
+		c.Message = fmt.Sprintf("%d of %d pods run the current template (revision %s)",
+			sts.Status.UpdatedReplicas, sts.Status.Replicas, sts.Status.UpdateRevision)
 	default:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "Stable", "the cluster matches the spec"
 	}
 	return c
+}
+
+// updatePending reports whether some pods still run an older pod template.
+func updatePending(sts *appsv1.StatefulSet) bool {
+	s := sts.Status
+	return s.UpdateRevision != "" && (s.CurrentRevision != s.UpdateRevision || s.UpdatedReplicas < s.Replicas)
 }
 
 // degradedCondition: something in the spec needs the user's attention.

@@ -168,3 +168,16 @@ func TestUnsupportedFeatures(t *testing.T) {
 		t.Fatalf("features %v", f)
 	}
 }
+
+func TestProgressingUpdatePending(t *testing.T) {
+	mc := testCluster(3)
+	sts := testSTS(2, 2, 3, 3)
+	sts.Status.CurrentRevision, sts.Status.UpdateRevision, sts.Status.UpdatedReplicas = "r1", "r2", 1
+	if c := progressingCondition(mc, sts); c.Status != metav1.ConditionTrue || c.Reason != "UpdatePending" {
+		t.Fatalf("old pods: %+v", c)
+	}
+	sts.Status.CurrentRevision, sts.Status.UpdatedReplicas = "r2", 3
+	if c := progressingCondition(mc, sts); c.Status != metav1.ConditionFalse || c.Reason != "Stable" {
+		t.Fatalf("all updated: %+v", c)
+	}
+}
