@@ -33,7 +33,9 @@ func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) 
 	if equality.Semantic.DeepEqual(mc.Status, desired) {
 		return nil
 	}
-	patch := client.MergeFrom(mc.DeepCopy())
+	// The optimistic lock makes a patch computed from a stale copy fail with a
+	// conflict (retried with backoff) instead of overwriting newer conditions.
+	patch := client.MergeFromWithOptions(mc.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	mc.Status = desired
 	return r.Status().Patch(ctx, mc, patch)
 }

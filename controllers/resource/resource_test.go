@@ -404,3 +404,29 @@ func TestPodSecurityContextOverlay(t *testing.T) {
 		t.Fatal("the user's spec was modified")
 	}
 }
+
+func TestServiceAnnotationsFollowTheSpec(t *testing.T) {
+	mc := cluster()
+	mc.Spec.Service.Annotations = map[string]string{"lb/a": "1", "lb/b": "2"}
+	b := &ServiceBuilder{Cluster: mc, Kind: ClientService}
+	svc := b.Object().(*corev1.Service)
+	if err := b.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	svc.Annotations["cloud/assigned"] = "by-someone-else"
+	mc.Spec.Service.Annotations = map[string]string{"lb/b": "3"}
+	if err := b.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"lb/b": "3", "cloud/assigned": "by-someone-else", AnnotationManagedAnnotations: "lb/b"}
+	if !equality.Semantic.DeepEqual(svc.Annotations, want) {
+		t.Fatalf("annotations %v, want %v", svc.Annotations, want)
+	}
+	mc.Spec.Service.Annotations = nil
+	if err := b.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	if !equality.Semantic.DeepEqual(svc.Annotations, map[string]string{"cloud/assigned": "by-someone-else"}) {
+		t.Fatalf("annotations %v", svc.Annotations)
+	}
+}

@@ -3,6 +3,8 @@ package resource
 import (
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -80,12 +82,7 @@ func (b *ServiceBuilder) Mutate(obj client.Object) error {
 		if svc.Spec.Type == "" {
 			svc.Spec.Type = corev1.ServiceTypeClusterIP
 		}
-		if len(mc.Spec.Service.Annotations) > 0 {
-			if svc.Annotations == nil {
-				svc.Annotations = map[string]string{}
-			}
-			maps.Copy(svc.Annotations, mc.Spec.Service.Annotations)
-		}
+		svc.Annotations = userAnnotations(svc.Annotations, mc.Spec.Service.Annotations)
 		ports = ListenerPorts(mc)
 	case DashboardService:
 		svc.Spec.Type = corev1.ServiceTypeClusterIP
@@ -102,4 +99,28 @@ func (b *ServiceBuilder) Mutate(obj client.Object) error {
 	}
 	svc.Spec.Ports = ports
 	return nil
+}
+
+// AnnotationManagedAnnotations on the client Service lists the annotation keys that
+// came from spec.service.annotations, so that a key removed from the spec is removed
+// from the Service while annotations added by others (cloud controllers) stay.
+const AnnotationManagedAnnotations = "broker.mqtt-operator.io/managed-annotations"
+
+func userAnnotations(current, wanted map[string]string) map[string]string {
+	out := make(map[string]string, len(current)+len(wanted)+1)
+	maps.Copy(out, current)
+	for _, k := range strings.Split(current[AnnotationManagedAnnotations], ",") {
+		if _, still := wanted[k]; k != "" && !still {
+			delete(out, k)
+		}
+	}
+	delete(out, AnnotationManagedAnnotations)
+	maps.Copy(out, wanted)
+	if len(wanted) > 0 {
+		out[AnnotationManagedAnnotations] = strings.Join(slices.Sorted(maps.Keys(wanted)), ",")
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
