@@ -10,13 +10,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
 
-// Handler returns the HTTP API of srv.
-func Handler(srv *server.Server) http.Handler {
+// Handler returns the HTTP API of srv; node is the cluster port (nil on a single node).
+func Handler(srv *server.Server, node *cluster.Node) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(srv))
+	if node != nil {
+		reg.MustRegister(clusterCollector{node})
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))

@@ -3,6 +3,7 @@ package api
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
 
@@ -56,4 +57,29 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.descs {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(st))
 	}
+}
+
+var (
+	handshakesDesc = prometheus.NewDesc("mqttd_cluster_handshakes_total",
+		"Cluster connection handshakes by result: ok, cookie_mismatch (the peer has another cookie), failed.",
+		[]string{"result"}, nil)
+	peersDesc = prometheus.NewDesc("mqttd_cluster_peers", "Authenticated cluster connections.", nil, nil)
+)
+
+// clusterCollector reports the cluster port's counters.
+type clusterCollector struct{ node *cluster.Node }
+
+// Describe implements prometheus.Collector.
+func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- handshakesDesc
+	ch <- peersDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.node.Auth().Stats()
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.OK), "ok")
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.CookieMismatch), "cookie_mismatch")
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.Failed), "failed")
+	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(len(c.node.Peers())))
 }

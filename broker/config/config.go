@@ -23,6 +23,7 @@ type Config struct {
 	Listeners Listeners `yaml:"listeners"`
 	API       API       `yaml:"api"`
 	Store     Store     `yaml:"store"`
+	Cluster   Cluster   `yaml:"cluster"`
 	Log       Log       `yaml:"log"`
 	Limits    Limits    `yaml:"limits"`
 	// SysInterval is how often $SYS statistics are published (0 disables them).
@@ -45,6 +46,15 @@ type API struct {
 // Store says where the node keeps its durable state (sessions, retained messages).
 type Store struct {
 	Dir string `yaml:"dir"` // empty: in memory, lost when mqttd stops
+}
+
+// Cluster configures the cluster port. Nodes authenticate each other with the cookie;
+// membership and routing over these connections are being built.
+type Cluster struct {
+	Listen     string `yaml:"listen"`      // cluster port address; empty: no clustering
+	CookieFile string `yaml:"cookie_file"` // file holding the cluster cookie (>= 16 bytes)
+	NodeName   string `yaml:"node_name"`   // this node's name; empty: the host name
+	Seeds      string `yaml:"seeds"`       // comma-separated host:port of nodes to connect to
 }
 
 // Log configures logging.
@@ -162,6 +172,10 @@ var settings = []setting{
 	str("listeners.websocket", "MQTT over WebSocket listen address (empty: off)", func(c *Config) *string { return &c.Listeners.WebSocket }),
 	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
+	str("cluster.listen", "cluster port address (empty: no clustering)", func(c *Config) *string { return &c.Cluster.Listen }),
+	str("cluster.cookie_file", "file with the cluster cookie, at least 16 bytes", func(c *Config) *string { return &c.Cluster.CookieFile }),
+	str("cluster.node_name", "this node's name in the cluster (empty: the host name)", func(c *Config) *string { return &c.Cluster.NodeName }),
+	str("cluster.seeds", "comma-separated host:port of cluster nodes to connect to", func(c *Config) *string { return &c.Cluster.Seeds }),
 	str("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.Log.Level }),
 	str("log.format", "log format: text or json", func(c *Config) *string { return &c.Log.Format }),
 	integer("limits.max_packet_size", "largest packet accepted from clients, bytes", func(c *Config) *uint32 { return &c.Limits.MaxPacketSize }),
@@ -284,6 +298,9 @@ func (c Config) Validate() error {
 	case "drop-newest", "drop-oldest":
 	default:
 		errs = append(errs, fmt.Errorf("limits.queue_drop_policy: %q is not drop-newest or drop-oldest", c.Limits.DropPolicy))
+	}
+	if (c.Cluster.Listen != "" || c.Cluster.Seeds != "") && c.Cluster.CookieFile == "" {
+		errs = append(errs, errors.New("cluster.cookie_file: required with cluster.listen or cluster.seeds"))
 	}
 	if c.Limits.MaxPacketSize != 0 && c.Limits.MaxPacketSize < 64 {
 		errs = append(errs, errors.New("limits.max_packet_size: must be at least 64 bytes"))

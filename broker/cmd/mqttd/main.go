@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,10 +13,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/api"
+	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/config"
 	"github.com/mqtt-operator/mqtt-operator/broker/listener"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
@@ -140,6 +143,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		running++
 		go func() { errc <- listener.ServeWebSocket(wsCtx, l, srv, log) }()
 	}
+	node, err := startCluster(ctx, cfg.Cluster, log)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	var httpSrv *http.Server
 	if cfg.API.Listen != "" {
 		l, err := net.Listen("tcp", cfg.API.Listen)
@@ -147,7 +157,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return fmt.Errorf("api listener: %w", err)
 		}
 		log.Info("listening", "listener", "api", "address", l.Addr().String())
-		httpSrv = &http.Server{Handler: api.Handler(srv), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: api.Handler(srv, node), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		go func() {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -183,4 +193,50 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("mqttd stopped")
 	return serveErr
+}
+
+// startCluster opens the cluster port and connects to the seeds when the config asks
+// for clustering; it returns nil otherwise.
+func startCluster(ctx context.Context, cfg config.Cluster, log *slog.Logger) (*cluster.Node, error) {
+	if cfg.Listen == "" && cfg.Seeds == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(cfg.CookieFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster cookie: %w", err)
+	}
+	name := cfg.NodeName
+	if name == "" {
+		if name, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("cluster node name: %w", err)
+		}
+	}
+	auth, err := cluster.NewAuthenticator(name, bytes.TrimSpace(raw), 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	node := cluster.NewNode(auth, log.With("component", "cluster"))
+	if cfg.Listen != "" {
+		l, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("cluster listener: %w", err)
+		}
+		log.Info("listening", "listener", "cluster", "address", l.Addr().String(), "node", name)
+		go func() {
+			if err := node.Serve(l); err != nil {
+				log.Error("cluster listener stopped", "error", err)
+			}
+		}()
+	}
+	for _, seed := range strings.Split(cfg.Seeds, ",") {
+		if seed = strings.TrimSpace(seed); seed == "" {
+			continue
+		}
+		go func() {
+			if err := node.Join(ctx, seed, 2*time.Second); err != nil && ctx.Err() == nil {
+				log.Warn("could not join the cluster through a seed", "seed", seed, "error", err)
+			}
+		}()
+	}
+	return node, nil
 }

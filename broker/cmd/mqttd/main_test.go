@@ -53,9 +53,13 @@ func watch(r io.Reader) *logWatcher {
 	return w
 }
 
-// waitFor returns the first submatch of re in the output, or fails after timeout.
-func (w *logWatcher) waitFor(t *testing.T, re *regexp.Regexp, timeout time.Duration) string {
+// logTimeout bounds every wait for a log line.
+const logTimeout = 10 * time.Second
+
+// waitFor returns the first submatch of re in the output, or fails after logTimeout.
+func (w *logWatcher) waitFor(t *testing.T, re *regexp.Regexp) string {
 	t.Helper()
+	timeout := logTimeout
 	deadline := time.After(timeout)
 	for {
 		select {
@@ -87,8 +91,8 @@ func startMqttd(t *testing.T, args ...string) (cmd *exec.Cmd, w *logWatcher, add
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	w = watch(stderr)
-	addr = w.waitFor(t, regexp.MustCompile(`listener=tcp address=(\S+)`), 10*time.Second)
-	apiAddr = w.waitFor(t, regexp.MustCompile(`listener=api address=(\S+)`), 10*time.Second)
+	addr = w.waitFor(t, regexp.MustCompile(`listener=tcp address=(\S+)`))
+	apiAddr = w.waitFor(t, regexp.MustCompile(`listener=api address=(\S+)`))
 	return cmd, w, addr, apiAddr
 }
 
@@ -157,7 +161,7 @@ func TestSIGTERMGracefulShutdown(t *testing.T) {
 	if _, err := packet.Read(br, packet.V5, 0); !errors.Is(err, io.EOF) {
 		t.Fatalf("connection not closed after DISCONNECT: %v", err)
 	}
-	w.waitFor(t, regexp.MustCompile(`mqttd stopped`), 10*time.Second)
+	w.waitFor(t, regexp.MustCompile(`mqttd stopped`))
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("mqttd exit: %v", err)
 	}
@@ -303,4 +307,52 @@ func (c *v311Conn) expect(t *testing.T, typ packet.Type) *packet.Packet {
 		t.Fatalf("got %s, want %s", p.Type, typ)
 	}
 	return p
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+func writeCookie(t *testing.T, cookie string) string {
+	t.Helper()
+	p := t.TempDir() + "/cookie"
+	if err := os.WriteFile(p, []byte(cookie+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestClusterCookie: a node with the cluster's cookie is accepted on the cluster port;
+// one with another cookie is refused by both ends, logged with the peer's address and
+// counted in the metrics.
+func TestClusterCookie(t *testing.T) {
+	good, bad := writeCookie(t, "the-cluster-cookie-0123456789"), writeCookie(t, "some-other-cookie-9876543210")
+	seed := freePort(t)
+	_, a, _, aAPI := startMqttd(t, "--cluster.listen", seed, "--cluster.cookie-file", good, "--cluster.node-name", "node-a")
+
+	_, b, _, _ := startMqttd(t, "--cluster.seeds", seed, "--cluster.cookie-file", good, "--cluster.node-name", "node-b")
+	a.waitFor(t, regexp.MustCompile(`cluster peer connected.*peer=node-b`))
+	b.waitFor(t, regexp.MustCompile(`cluster peer connected.*peer=node-a`))
+
+	_, c, _, cAPI := startMqttd(t, "--cluster.seeds", seed, "--cluster.cookie-file", bad, "--cluster.node-name", "intruder")
+	a.waitFor(t, regexp.MustCompile(`cookie mismatch.*remote=127\.0\.0\.1:\d+.*peer=intruder`))
+	c.waitFor(t, regexp.MustCompile(`cookie mismatch.*peer=node-a`))
+
+	_, body := httpGet(t, aAPI, "/metrics")
+	for _, want := range []string{`mqttd_cluster_handshakes_total{result="ok"} 1`, `mqttd_cluster_handshakes_total{result="cookie_mismatch"} 1`, "mqttd_cluster_peers 1"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("node-a metrics lack %q:\n%s", want, body)
+		}
+	}
+	if _, body := httpGet(t, cAPI, "/metrics"); !strings.Contains(body, `mqttd_cluster_handshakes_total{result="cookie_mismatch"} 1`) {
+		t.Fatalf("the intruder does not count its refusal:\n%s", body)
+	}
 }
