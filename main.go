@@ -32,11 +32,13 @@ func main() {
 		leaderElect   bool
 		secureMetrics bool
 		enableHTTP2   bool
+		mqttdImage    string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health probe endpoint binds to")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "enable leader election, so that only one manager is active at a time")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "serve metrics over HTTPS with authentication and authorization (false: plain HTTP)")
+	flag.StringVar(&mqttdImage, "mqttd-image", "mqttd:dev", "broker image of MQTTClusters that do not set spec.image")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "enable HTTP/2 for the metrics server (off: HTTP/2 stream attacks, CVE-2023-44487)")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -72,9 +74,10 @@ func main() {
 		os.Exit(1)
 	}
 	if err := (&controllers.MQTTClusterReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("mqtt-operator"),
+		Client:       mgr.GetClient(),
+		Scheme:       mgr.GetScheme(),
+		Recorder:     mgr.GetEventRecorder("mqtt-operator"),
+		DefaultImage: mqttdImage,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to create controller", "controller", "MQTTCluster")
 		os.Exit(1)

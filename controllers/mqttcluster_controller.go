@@ -31,6 +31,8 @@ type MQTTClusterReconciler struct {
 	client.Client
 	Scheme   *runtime.Scheme
 	Recorder events.EventRecorder
+	// DefaultImage is the broker image of clusters that do not set spec.image.
+	DefaultImage string
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters,verbs=get;list;watch;update;patch

@@ -33,7 +33,7 @@ var _ = Describe("MQTTCluster defaults and validation", func() {
 		mc := createCluster(ns, "defaults", nil)
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
 		Expect(*mc.Spec.Replicas).To(Equal(int32(3)))
-		Expect(mc.Spec.Image).To(Equal("mqttd:latest"))
+		Expect(mc.Spec.Image).To(BeEmpty(), "no image default in the CRD: the operator's --mqttd-image applies")
 		Expect(mc.Spec.ImagePullPolicy).To(Equal(corev1.PullIfNotPresent))
 		Expect(mc.Spec.Storage.Size.String()).To(Equal("1Gi"))
 		Expect(mc.Spec.Storage.Retention).To(Equal(v1alpha1.RetentionPolicy{WhenScaled: v1alpha1.Delete, WhenDeleted: v1alpha1.Retain}))
@@ -139,7 +139,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		Expect(s.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String()).To(Equal("1Gi"))
 		Expect(s.Spec.Template.Annotations[res.AnnotationConfigHash]).To(Equal(res.ConfigHash([]byte(cm.Data[res.ConfigFile]))))
 		c := s.Spec.Template.Spec.Containers[0]
-		Expect(c.Image).To(Equal("mqttd:latest"))
+		Expect(c.Image).To(Equal("mqttd:suite-default"))
 		Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
 		Expect(*s.Spec.Template.Spec.SecurityContext.RunAsNonRoot).To(BeTrue())
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))

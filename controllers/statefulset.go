@@ -17,7 +17,7 @@ import (
 // their size.
 func (r *MQTTClusterReconciler) reconcileStatefulSet(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
-	b := &resource.StatefulSetBuilder{Cluster: mc, ConfigHash: resource.ConfigHash(st.config)}
+	b := &resource.StatefulSetBuilder{Cluster: mc, ConfigHash: resource.ConfigHash(st.config), DefaultImage: r.DefaultImage}
 	current := &appsv1.StatefulSet{}
 	err := r.Get(ctx, client.ObjectKeyFromObject(b.Object()), current)
 	if err == nil {

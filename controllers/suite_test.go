@@ -65,9 +65,10 @@ var _ = BeforeSuite(func() {
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&controllers.MQTTClusterReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("mqtt-operator"),
+		Client:       mgr.GetClient(),
+		Scheme:       mgr.GetScheme(),
+		Recorder:     mgr.GetEventRecorder("mqtt-operator"),
+		DefaultImage: "mqttd:suite-default",
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context

@@ -16,8 +16,8 @@ type MQTTClusterSpec struct {
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// Image is the mqttd container image.
-	// +kubebuilder:default="mqttd:latest"
+	// Image is the mqttd container image. Empty: the operator's default broker image
+	// (its --mqttd-image flag, which the Helm chart sets to the matching release).
 	// +kubebuilder:validation:MinLength=1
 	// +optional
 	Image string `json:"image,omitempty"`

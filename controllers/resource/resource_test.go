@@ -430,3 +430,14 @@ func TestServiceAnnotationsFollowTheSpec(t *testing.T) {
 		t.Fatalf("annotations %v", svc.Annotations)
 	}
 }
+
+func TestStatefulSetDefaultImage(t *testing.T) {
+	mc := cluster()
+	mc.Spec.Image = ""
+	b := &StatefulSetBuilder{Cluster: mc, ConfigHash: "h", DefaultImage: "mqttd:v9"}
+	sts := b.Object().(*appsv1.StatefulSet)
+	mutateSTS(t, b, sts)
+	if got := sts.Spec.Template.Spec.Containers[0].Image; got != "mqttd:v9" {
+		t.Fatalf("image %q, want the operator's default", got)
+	}
+}

@@ -34,8 +34,9 @@ const (
 
 // StatefulSetBuilder builds the broker StatefulSet.
 type StatefulSetBuilder struct {
-	Cluster    *v1alpha1.MQTTCluster
-	ConfigHash string // ConfigHash of the rendered configuration
+	Cluster      *v1alpha1.MQTTCluster
+	ConfigHash   string // ConfigHash of the rendered configuration
+	DefaultImage string // the broker image when spec.image is empty
 }
 
 // Object implements Builder.
@@ -185,9 +186,13 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 	if pullPolicy == "" {
 		pullPolicy = corev1.PullIfNotPresent
 	}
+	image := mc.Spec.Image
+	if image == "" {
+		image = b.DefaultImage
+	}
 	return corev1.Container{
 		Name:            ContainerName,
-		Image:           mc.Spec.Image,
+		Image:           image,
 		ImagePullPolicy: pullPolicy,
 		Args:            []string{"--config", ConfigDir + "/" + ConfigFile},
 		Env: []corev1.EnvVar{
