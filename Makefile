@@ -87,7 +87,7 @@ vet: ## Run go vet against code.
 
 .PHONY: lint
 lint: golangci-lint helm-lint ## Run golangci-lint linter and lint the Helm chart (helm-lint).
-	$(GOLANGCI_LINT) run
+	$(GOLANGCI_LINT) run --allow-parallel-runners
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart with its defaults and with every optional object enabled.
