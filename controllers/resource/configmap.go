@@ -27,6 +27,11 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	// The probes and, later, the operator's cluster verbs use the HTTP API.
 	cfg.API.Listen = net.JoinHostPort("0.0.0.0", strconv.Itoa(int(APIPort)))
 	cfg.Store.Dir = DataDir
+	// Every node opens the cluster port and authenticates peers with the cookie; the
+	// node name comes from the pod (MQTTD_CLUSTER_NODE_NAME). Joins are the operator's
+	// to order ([lifecycle]), so no seeds here.
+	cfg.Cluster.Listen = net.JoinHostPort("0.0.0.0", strconv.Itoa(int(ClusterPort)))
+	cfg.Cluster.CookieFile = SecretsDir + "/cookie"
 	cfg.Listeners.TCP, cfg.Listeners.WebSocket = "", ""
 	for _, l := range mc.Spec.Listeners {
 		addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(l.Port)))

@@ -109,7 +109,8 @@ func TestRenderConfig(t *testing.T) {
 	}{
 		{"defaults", func(*v1alpha1.MQTTCluster) {}, "", func(t *testing.T, c config.Config) {
 			if c.Listeners.TCP != "0.0.0.0:1883" || c.Listeners.WebSocket != "0.0.0.0:8083" || c.Log.Format != "json" ||
-				c.API.Listen != "0.0.0.0:8080" || c.Store.Dir != "/var/lib/mqttd" {
+				c.API.Listen != "0.0.0.0:8080" || c.Store.Dir != "/var/lib/mqttd" ||
+				c.Cluster.Listen != "0.0.0.0:4370" || c.Cluster.CookieFile != "/etc/mqttd/secrets/cookie" {
 				t.Fatalf("listeners/log %+v %+v", c.Listeners, c.Log)
 			}
 		}},

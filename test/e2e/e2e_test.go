@@ -66,6 +66,11 @@ var _ = Describe("MQTTCluster on a real cluster", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred(), out)
 		run(kubectlBin, "wait", "-n", ns, "mqc/demo", "--for=condition=Ready", "--timeout=5m")
 		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "demo")).To(MatchRegexp(`demo\s+True\s+3\s+3`))
+		// Each node read the generated cookie from its Secret and opened the cluster port.
+		for i := range 3 {
+			Expect(run(kubectlBin, "logs", "-n", ns, fmt.Sprintf("demo-%d", i))).To(
+				MatchRegexp(`"msg":"listening","listener":"cluster","address":"[^"]*:4370","node":"demo-%d"`, i))
+		}
 
 		for i := range 3 {
 			addr := portForward(ns, fmt.Sprintf("pod/demo-%d", i), 1883)
