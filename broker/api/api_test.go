@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
@@ -63,19 +64,19 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if _, err := conn.Write(connect.Encode(nil, packet.V311)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, body := get(t, h.URL+"/metrics")
-		if strings.Contains(body, "\nmqttd_clients_connected 1\n") && strings.Contains(body, "\nmqttd_connections_total 1\n") {
-			if !strings.Contains(body, "# TYPE mqttd_messages_received_total counter") {
-				t.Fatalf("metric types missing:\n%s", body)
-			}
-			break
+	// The server counts the client before its writer sends CONNACK, so once CONNACK
+	// is read the metrics must show it: no polling needed.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ack, err := packet.Read(bufio.NewReader(conn), packet.V311, 0)
+	if err != nil || ack.Type != packet.Connack || ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK: %+v %v", ack, err)
+	}
+	_, body := get(t, h.URL+"/metrics")
+	for _, want := range []string{"\nmqttd_clients_connected 1\n", "\nmqttd_connections_total 1\n",
+		"# TYPE mqttd_messages_received_total counter"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("/metrics lacks %q:\n%s", want, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics never showed the connected client:\n%s", body)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
