@@ -1,11 +1,17 @@
-// Package api is mqttd's HTTP API. Today it serves what needs no token: /healthz
-// (the process serves HTTP), /readyz (the broker accepts connections; false from the
-// start of a graceful shutdown, so Kubernetes stops sending clients) and /metrics
-// (Prometheus). The cluster verbs of ARCHITECTURE.md section 6 join it later.
+// Package api is mqttd's HTTP API. Without a token: /healthz (the process serves
+// HTTP), /readyz (the broker takes clients: false from the start of a graceful
+// shutdown or an evacuation, and on a stale node) and /metrics (Prometheus). Under
+// /api/v1, with the bearer token: the node and cluster verbs the operator drives
+// (ARCHITECTURE.md section 6). Errors are JSON with a stable code.
 package api
 
 import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -14,24 +20,207 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
 
-// Handler returns the HTTP API of srv; node is the cluster port (nil on a single node).
-func Handler(srv *server.Server, node *cluster.Node) http.Handler {
+// Options configures the API.
+type Options struct {
+	// Token is the bearer token of /api/v1; empty turns /api/v1 off.
+	Token string
+	// Version is the broker version reported by GET /api/v1/node.
+	Version string
+	// EvacuationRate is how many clients per second an evacuation disconnects.
+	EvacuationRate int
+}
+
+// Handler returns the HTTP API of srv; node is its cluster membership (nil when the
+// broker runs without a cluster port).
+func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler {
+	if opts.EvacuationRate <= 0 {
+		opts.EvacuationRate = 100
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(srv))
 	if node != nil {
 		reg.MustRegister(clusterCollector{node})
 	}
+	a := &api{srv: srv, node: node, opts: opts}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !srv.Ready() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		switch {
+		case !a.srv.Ready():
+			http.Error(w, "shutting down or evacuating", http.StatusServiceUnavailable)
+			return
+		case a.node != nil && !a.node.Ready():
+			http.Error(w, "stale store or evacuating", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	v1 := http.NewServeMux()
+	v1.HandleFunc("GET /api/v1/node", a.getNode)
+	v1.HandleFunc("GET /api/v1/cluster", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) { return n.View() }))
+	v1.HandleFunc("POST /api/v1/cluster/bootstrap", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
+		return a.nodeInfo(), n.Bootstrap()
+	}))
+	v1.HandleFunc("POST /api/v1/cluster/join", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
+		var body struct {
+			Seed string `json:"seed"`
+		}
+		if err := decode(r, &body); err != nil || body.Seed == "" {
+			return nil, &cluster.Error{Code: cluster.CodeBadRequest, Message: `body must be {"seed": "host:port"}`}
+		}
+		if err := n.Join(r.Context(), body.Seed); err != nil {
+			return nil, err
+		}
+		return a.nodeInfo(), nil
+	}))
+	v1.HandleFunc("POST /api/v1/cluster/leave", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
+		if err := n.Leave(); err != nil {
+			return nil, err
+		}
+		return a.nodeInfo(), nil
+	}))
+	v1.HandleFunc("POST /api/v1/cluster/force-leave", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
+		var body struct {
+			Node string `json:"node"`
+		}
+		if err := decode(r, &body); err != nil || body.Node == "" {
+			return nil, &cluster.Error{Code: cluster.CodeBadRequest, Message: `body must be {"node": "name"}`}
+		}
+		if err := n.ForceLeave(body.Node); err != nil {
+			return nil, err
+		}
+		return n.View()
+	}))
+	v1.HandleFunc("POST /api/v1/node/reset", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
+		if err := n.Reset(); err != nil {
+			return nil, err
+		}
+		return a.nodeInfo(), nil
+	}))
+	v1.HandleFunc("POST /api/v1/node/evacuate", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
+		if err := n.Evacuate(a.opts.EvacuationRate); err != nil {
+			return nil, err
+		}
+		return n.Evacuation(), nil
+	}))
+	v1.HandleFunc("GET /api/v1/node/evacuation", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
+		return n.Evacuation(), nil
+	}))
+	v1.HandleFunc("/api/v1/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	mux.Handle("/api/v1/", a.authenticate(v1))
 	return mux
+}
+
+type api struct {
+	srv  *server.Server
+	node *cluster.Node
+	opts Options
+}
+
+func (a *api) ready() bool {
+	return a.srv.Ready() && (a.node == nil || a.node.Ready())
+}
+
+// authenticate requires the bearer token on /api/v1.
+func (a *api) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.opts.Token == "" {
+			writeError(w, http.StatusForbidden, "api_disabled", "no API token is configured (api.token_file)")
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.opts.Token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mqttd"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// NodeInfo is GET /api/v1/node.
+type NodeInfo struct {
+	cluster.Info
+	Version     string `json:"version"`
+	Ready       bool   `json:"ready"`
+	Connections int64  `json:"connections"`
+}
+
+func (a *api) nodeInfo() NodeInfo {
+	in := NodeInfo{Version: a.opts.Version, Ready: a.ready(), Connections: a.srv.Stats().ClientsConnected}
+	if a.node != nil {
+		in.Info = a.node.Info()
+	}
+	return in
+}
+
+func (a *api) getNode(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.nodeInfo())
+}
+
+// clusterVerb wraps a verb that needs the cluster port.
+func (a *api) clusterVerb(fn func(*cluster.Node, *http.Request) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.node == nil {
+			writeError(w, http.StatusConflict, cluster.CodeNotMember, "this node runs without a cluster port (cluster.listen)")
+			return
+		}
+		v, err := fn(a.node, r)
+		if err != nil {
+			code := cluster.CodeOf(err)
+			msg := err.Error()
+			var ce *cluster.Error
+			if errors.As(err, &ce) {
+				msg = ce.Message
+			}
+			writeError(w, statusOf(code), code, msg)
+			return
+		}
+		status := http.StatusOK
+		if strings.HasSuffix(r.URL.Path, "/evacuate") {
+			status = http.StatusAccepted
+		}
+		writeJSON(w, status, v)
+	}
+}
+
+func statusOf(code string) int {
+	switch code {
+	case cluster.CodeStaleStore, cluster.CodeAlreadyMember, cluster.CodeNotMember, cluster.CodeEvacuating:
+		return http.StatusConflict
+	case cluster.CodeCookieMismatch, cluster.CodeUnreachable:
+		return http.StatusBadGateway
+	case cluster.CodeNoLeader:
+		return http.StatusServiceUnavailable
+	case cluster.CodeUnknownNode:
+		return http.StatusNotFound
+	case cluster.CodeBadRequest:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func decode(r *http.Request, v any) error {
+	return json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(v)
+}
+
+// Error is the body of every /api/v1 error.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, Error{Code: code, Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }

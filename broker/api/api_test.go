@@ -45,7 +45,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	h := httptest.NewServer(api.Handler(srv, nil))
+	h := httptest.NewServer(api.Handler(srv, nil, api.Options{}))
 	defer h.Close()
 
 	if code, body := get(t, h.URL+"/healthz"); code != http.StatusOK || body != "ok\n" {

@@ -3,55 +3,201 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
 
-// Node owns the cluster port: it accepts connections from other nodes and dials the
-// seeds, authenticating every connection with the cookie. For now an authenticated
-// connection is only held open and reported; membership and routing over it come with
-// the rest of the cluster work.
-type Node struct {
-	auth *Authenticator
-	log  *slog.Logger
+// Store states a node reports (GET /api/v1/node).
+const (
+	StoreEmpty  = "empty"  // the node never joined a cluster (or was reset)
+	StoreMember = "member" // the store holds this cluster's state
+	StoreStale  = "stale"  // another cluster's store, or the cluster removed this node
+)
 
-	mu     sync.Mutex
-	peers  map[string]net.Conn // authenticated peers by node name
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
-	done   chan struct{}
+// Config configures a Node.
+type Config struct {
+	// Name is the node's name in the cluster (its raft server ID).
+	Name string
+	// Advertise is the cluster address other nodes dial (its raft server address).
+	Advertise string
+	// Store is the node's pebble store: raft log, stable state, cluster ID.
+	Store *store.Pebble
+	// SnapshotDir holds raft snapshots.
+	SnapshotDir string
+	// Auth authenticates cluster connections with the cookie.
+	Auth *Authenticator
+	// Server is the broker this node belongs to.
+	Server *server.Server
+	// Logger receives the node's logs.
+	Logger *slog.Logger
+	// Raft timing; zero values take LAN defaults.
+	HeartbeatTimeout time.Duration
 }
 
-// NewNode returns a node that authenticates with auth.
-func NewNode(auth *Authenticator, log *slog.Logger) *Node {
-	return &Node{auth: auth, log: log, peers: map[string]net.Conn{}, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+// Node is one broker's membership in a cluster: the cluster port, the raft group
+// for membership and replicated metadata, and the links to the other members over
+// which routes and messages travel. It implements server.Cluster.
+type Node struct {
+	cfg  Config
+	srv  *server.Server
+	log  *slog.Logger
+	auth *Authenticator
+
+	mu          sync.Mutex
+	state       string
+	staleReason string
+	clusterID   string
+	wasMember   bool          // this node saw itself in the raft configuration
+	raft        *raft.Raft    // nil while stale or closed
+	stream      *streamLayer  // the raft instance's stream layer
+	members     []raft.Server // latest configuration
+	configIndex uint64
+	links       map[string]*link    // outbound links to the other members by name
+	inbound     map[string]*inbound // the current inbound link of each peer
+	conns       map[net.Conn]struct{}
+	closed      bool
+
+	lockIDs [64]sync.Mutex // the owner's per-client-ID order of connects
+	epochMu sync.Mutex
+	epoch   uint64
+
+	evac evacuation
+
+	wg   sync.WaitGroup
+	done chan struct{}
+}
+
+// NewNode opens the node's cluster state from its store and starts raft. It does not
+// bootstrap or join: see Bootstrap and Join.
+func NewNode(cfg Config) (*Node, error) {
+	if cfg.Store == nil || cfg.Server == nil || cfg.Auth == nil {
+		return nil, errors.New("cluster node: store, server and authenticator are required")
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = 500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, srv: cfg.Server, log: cfg.Logger, auth: cfg.Auth,
+		links: map[string]*link{}, inbound: map[string]*inbound{}, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	id, err := n.storedClusterID()
+	if err != nil {
+		return nil, fmt.Errorf("reading the cluster ID from the store: %w", err)
+	}
+	n.clusterID = id
+	n.state = StoreEmpty
+	if id != "" {
+		n.state = StoreMember
+	}
+	if err := n.startRaft(); err != nil {
+		return nil, err
+	}
+	n.wg.Add(1)
+	go n.watch()
+	return n, nil
 }
 
 // Auth returns the node's authenticator (for its counters).
 func (n *Node) Auth() *Authenticator { return n.auth }
 
-// Peers returns the names of the authenticated peers.
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Peers returns the names of the members this node has a working link to.
 func (n *Node) Peers() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make([]string, 0, len(n.peers))
-	for name := range n.peers {
-		out = append(out, name)
+	var out []string
+	for name, l := range n.links {
+		if l.up.Load() {
+			out = append(out, name)
+		}
 	}
 	return out
 }
 
+// Info is what GET /api/v1/node reports about the cluster side of a node.
+type Info struct {
+	Name        string `json:"name"`
+	ClusterID   string `json:"clusterID"`
+	RaftState   string `json:"raftState"`
+	StoreState  string `json:"storeState"`
+	StaleReason string `json:"staleReason,omitempty"`
+	Evacuating  bool   `json:"evacuating"`
+}
+
+// Info returns the node's cluster state.
+func (n *Node) Info() Info {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	in := Info{Name: n.cfg.Name, ClusterID: n.clusterID, StoreState: n.state, StaleReason: n.staleReason, Evacuating: n.evac.started}
+	if n.raft != nil && n.state == StoreMember {
+		in.RaftState = n.raft.State().String()
+	}
+	return in
+}
+
+// Member is one node of the cluster as GET /api/v1/cluster reports it.
+type Member struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Reachable bool   `json:"reachable"`
+}
+
+// View is the cluster as this node sees it.
+type View struct {
+	ClusterID string   `json:"clusterID"`
+	Leader    string   `json:"leader"`
+	Members   []Member `json:"members"`
+}
+
+// View returns the cluster as this node sees it, or not_member.
+func (n *Node) View() (View, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.state != StoreMember || n.raft == nil || !n.wasMember {
+		return View{}, n.notMemberLocked()
+	}
+	v := View{ClusterID: n.clusterID}
+	_, leader := n.raft.LeaderWithID()
+	v.Leader = string(leader)
+	for _, s := range n.members {
+		m := Member{Name: string(s.ID), Address: string(s.Address)}
+		if m.Name == n.cfg.Name {
+			m.Reachable = true
+		} else if l := n.links[m.Name]; l != nil {
+			m.Reachable = l.up.Load()
+		}
+		v.Members = append(v.Members, m)
+	}
+	return v, nil
+}
+
+func (n *Node) notMemberLocked() error {
+	if n.state == StoreStale {
+		return errorf(CodeStaleStore, "%s", n.staleReason)
+	}
+	return errorf(CodeNotMember, "%s is not a member of a cluster", n.cfg.Name)
+}
+
+// Ready reports whether the node may take clients: not stale, not evacuating.
+func (n *Node) Ready() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.state != StoreStale && !n.evac.started
+}
+
 // Serve accepts cluster connections on l until Close.
 func (n *Node) Serve(l net.Listener) error {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return net.ErrClosed
-	}
-	n.mu.Unlock()
 	go func() {
 		<-n.done
 		_ = l.Close()
@@ -66,66 +212,99 @@ func (n *Node) Serve(l net.Listener) error {
 				return err
 			}
 		}
+		if !n.track(c) {
+			return nil
+		}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			_ = n.handle(c, Listener) // handle logs and counts the outcome
+			n.accept(c)
 		}()
 	}
 }
 
-// Join dials seed until a handshake succeeds, a cookie mismatch shows the seed belongs
-// to another cluster, or ctx ends. It retries connection failures every interval.
-func (n *Node) Join(ctx context.Context, seed string, interval time.Duration) error {
-	var d net.Dialer
-	for {
-		c, err := d.DialContext(ctx, "tcp", seed)
-		if err == nil {
-			err = n.handle(c, Dialer)
-			if err == nil || errors.Is(err, ErrCookieMismatch) {
-				return err
-			}
-		}
-		n.log.Debug("cluster seed not reachable yet", "seed", seed, "error", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-n.done:
-			return net.ErrClosed
-		case <-time.After(interval):
-		}
+// track registers c so Close can close it; false when the node is closed.
+func (n *Node) track(c net.Conn) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		_ = c.Close()
+		return false
 	}
+	n.conns[c] = struct{}{}
+	return true
 }
 
-// handle authenticates c and, on success, holds it as the connection to that peer.
-func (n *Node) handle(c net.Conn, role Role) error {
-	peer, err := n.auth.Handshake(c, role)
+func (n *Node) untrack(c net.Conn) {
+	n.mu.Lock()
+	delete(n.conns, c)
+	n.mu.Unlock()
+	_ = c.Close()
+}
+
+// accept authenticates an incoming connection and dispatches it by channel.
+func (n *Node) accept(c net.Conn) {
+	peer, err := n.auth.Handshake(c, Listener)
 	if err != nil {
-		_ = c.Close()
+		n.untrack(c)
 		if errors.Is(err, ErrCookieMismatch) {
 			n.log.Warn("cluster connection refused: cookie mismatch", "remote", c.RemoteAddr().String(), "peer", peer)
 		} else {
 			n.log.Warn("cluster connection refused", "remote", c.RemoteAddr().String(), "error", err)
 		}
-		return err
+		return
 	}
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		_ = c.Close()
-		return net.ErrClosed
+	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
+	ch, theirID, err := readChannel(c)
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil {
+		n.untrack(c)
+		return
 	}
-	if old, ok := n.peers[peer]; ok {
-		_ = old.Close() // the newer connection wins
+	switch ch {
+	case chanRaft:
+		n.acceptRaft(c, peer, theirID)
+	case chanLink:
+		n.serveInbound(c, peer)
+	case chanQuery:
+		n.serveQuery(c, peer)
+	default:
+		n.log.Warn("cluster connection with an unknown channel", "peer", peer, "channel", ch)
+		n.untrack(c)
 	}
-	n.peers[peer] = c
-	n.conns[c] = struct{}{}
-	n.mu.Unlock()
-	n.log.Info("cluster peer connected", "peer", peer, "remote", c.RemoteAddr().String(), "role", string(role))
-	return nil
 }
 
-// Close stops accepting and closes every cluster connection.
+// dial connects and authenticates to a cluster address and names the channel.
+func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, string, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, "", errorf(CodeUnreachable, "%s: %v", addr, err)
+	}
+	if !n.track(c) {
+		return nil, "", net.ErrClosed
+	}
+	peer, err := n.auth.Handshake(c, Dialer)
+	if err != nil {
+		n.untrack(c)
+		if errors.Is(err, ErrCookieMismatch) {
+			n.log.Warn("cluster peer refused: cookie mismatch", "remote", addr, "peer", peer)
+			return nil, "", errorf(CodeCookieMismatch, "%s does not know this node's cookie", addr)
+		}
+		return nil, "", errorf(CodeUnreachable, "%s: %v", addr, err)
+	}
+	n.mu.Lock()
+	id := n.clusterID
+	n.mu.Unlock()
+	if err := writeChannel(c, ch, id); err != nil {
+		n.untrack(c)
+		return nil, "", errorf(CodeUnreachable, "%s: %v", addr, err)
+	}
+	return c, peer, nil
+}
+
+// Close leaves the node's links and raft running no more (the node stays a member:
+// this is a shutdown, not a leave).
 func (n *Node) Close() {
 	n.mu.Lock()
 	if n.closed {
@@ -134,9 +313,21 @@ func (n *Node) Close() {
 	}
 	n.closed = true
 	close(n.done)
+	r := n.raft
+	n.raft = nil
+	links := n.links
+	n.links = map[string]*link{}
 	for c := range n.conns {
 		_ = c.Close()
 	}
 	n.mu.Unlock()
+	for _, l := range links {
+		l.close()
+	}
+	if r != nil {
+		if err := r.Shutdown().Error(); err != nil {
+			n.log.Warn("raft shutdown", "error", err)
+		}
+	}
 	n.wg.Wait()
 }

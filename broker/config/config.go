@@ -40,7 +40,8 @@ type Listeners struct {
 
 // API configures the HTTP API: /healthz, /readyz and /metrics (Prometheus).
 type API struct {
-	Listen string `yaml:"listen"` // empty: off
+	Listen    string `yaml:"listen"`     // empty: off
+	TokenFile string `yaml:"token_file"` // bearer token of /api/v1; empty: /api/v1 is off
 }
 
 // Store says where the node keeps its durable state (sessions, retained messages).
@@ -54,7 +55,9 @@ type Cluster struct {
 	Listen     string `yaml:"listen"`      // cluster port address; empty: no clustering
 	CookieFile string `yaml:"cookie_file"` // file holding the cluster cookie (>= 16 bytes)
 	NodeName   string `yaml:"node_name"`   // this node's name; empty: the host name
-	Seeds      string `yaml:"seeds"`       // comma-separated host:port of nodes to connect to
+	Seeds      string `yaml:"seeds"`       // comma-separated host:port of nodes to join through
+	Advertise  string `yaml:"advertise"`   // address other nodes dial; empty: the listen address
+	Bootstrap  bool   `yaml:"bootstrap"`   // bootstrap a new cluster when the store holds none
 }
 
 // Log configures logging.
@@ -154,6 +157,19 @@ func integer[T int | uint16 | uint32](key, help string, p func(*Config) *T) sett
 		func(c *Config) string { return strconv.FormatInt(int64(*p(c)), 10) }}
 }
 
+func boolean(key, help string, p func(*Config) *bool) setting {
+	return setting{key, help,
+		func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not true or false", key, v)
+			}
+			*p(c) = b
+			return nil
+		},
+		func(c *Config) string { return strconv.FormatBool(*p(c)) }}
+}
+
 func duration(key, help string, p func(*Config) *Duration) setting {
 	return setting{key, help,
 		func(c *Config, v string) error {
@@ -171,11 +187,14 @@ var settings = []setting{
 	str("listeners.tcp", "MQTT over TCP listen address (empty: off)", func(c *Config) *string { return &c.Listeners.TCP }),
 	str("listeners.websocket", "MQTT over WebSocket listen address (empty: off)", func(c *Config) *string { return &c.Listeners.WebSocket }),
 	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
+	str("api.token_file", "file with the bearer token of /api/v1 (empty: /api/v1 off)", func(c *Config) *string { return &c.API.TokenFile }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
 	str("cluster.listen", "cluster port address (empty: no clustering)", func(c *Config) *string { return &c.Cluster.Listen }),
 	str("cluster.cookie_file", "file with the cluster cookie, at least 16 bytes", func(c *Config) *string { return &c.Cluster.CookieFile }),
 	str("cluster.node_name", "this node's name in the cluster (empty: the host name)", func(c *Config) *string { return &c.Cluster.NodeName }),
 	str("cluster.seeds", "comma-separated host:port of cluster nodes to connect to", func(c *Config) *string { return &c.Cluster.Seeds }),
+	str("cluster.advertise", "cluster address other nodes dial (empty: cluster.listen, or node name and its port)", func(c *Config) *string { return &c.Cluster.Advertise }),
+	boolean("cluster.bootstrap", "bootstrap a new cluster on start when the store holds none", func(c *Config) *bool { return &c.Cluster.Bootstrap }),
 	str("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.Log.Level }),
 	str("log.format", "log format: text or json", func(c *Config) *string { return &c.Log.Format }),
 	integer("limits.max_packet_size", "largest packet accepted from clients, bytes", func(c *Config) *uint32 { return &c.Limits.MaxPacketSize }),
@@ -301,6 +320,12 @@ func (c Config) Validate() error {
 	}
 	if (c.Cluster.Listen != "" || c.Cluster.Seeds != "") && c.Cluster.CookieFile == "" {
 		errs = append(errs, errors.New("cluster.cookie_file: required with cluster.listen or cluster.seeds"))
+	}
+	if (c.Cluster.Listen != "" || c.Cluster.Seeds != "") && c.Store.Dir == "" {
+		errs = append(errs, errors.New("store.dir: required with cluster.listen (the raft log and cluster identity live in the store)"))
+	}
+	if c.Cluster.Seeds != "" && c.Cluster.Listen == "" {
+		errs = append(errs, errors.New("cluster.listen: required with cluster.seeds"))
 	}
 	if c.Limits.MaxPacketSize != 0 && c.Limits.MaxPacketSize < 64 {
 		errs = append(errs, errors.New("limits.max_packet_size: must be at least 64 bytes"))

@@ -141,15 +141,38 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			s.publish(w)
 		}
 	}()
+	// In a cluster, sessions of this client ID on other nodes end first; a persistent
+	// one comes here with its subscriptions and queue.
+	var moved *session.Snapshot
+	var epoch uint64
+	if s.cluster != nil && !s.isClosing() {
+		var err error
+		if moved, epoch, err = s.cluster.Takeover(c.id, clean); err != nil {
+			s.stats.clusterErrors.Add(1)
+			s.log.Warn("cluster takeover failed; connecting on this node only", "client", c.id, "error", err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false, packet.ServerUnavailable, "the server is shutting down"
 	}
+	if s.draining {
+		return false, packet.UseAnotherServer, "this node is being evacuated: connect to another node"
+	}
 	if s.opts.MaxConnections > 0 && int(s.stats.connected.Load()) >= s.opts.MaxConnections {
 		return false, packet.ServerBusy, "connection limit reached"
 	}
+	if k, ok := s.kicked[c.id]; ok {
+		if epoch != 0 && epoch < k {
+			return false, packet.ServerBusy, "a newer connection with this client ID won on another node"
+		}
+		delete(s.kicked, c.id)
+	}
 	e := s.sessions[c.id]
+	if e == nil && moved != nil && !clean {
+		e = s.installSession(*moved)
+	}
 	if e != nil {
 		if old := e.client; old != nil {
 			e.client = nil
@@ -284,7 +307,7 @@ func (s *Server) expire(id string, e *entry) {
 func (s *Server) dropSession(id string, e *entry) {
 	delete(s.sessions, id)
 	for _, sub := range e.sess.Subscriptions() {
-		s.trie.Unsubscribe(id, sub.ShareGroup, sub.Filter)
+		s.removeSub(id, sub.ShareGroup, sub.Filter)
 	}
 	if err := s.opts.Store.DeleteSession(id); err != nil {
 		s.stats.storeErrors.Add(1)

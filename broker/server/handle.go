@@ -195,7 +195,7 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			NoLocal: req.NoLocal, RetainAsPublished: req.RetainAsPublished, RetainHandling: req.RetainHandling,
 			Identifier: subID}
 		existed := c.sess.Subscribe(req.Filter, sub)
-		s.trie.Subscribe(sub)
+		s.addSub(sub)
 		ack.ReasonCodes[i] = packet.Code(req.QoS)
 		if !shared && (req.RetainHandling == 0 || (req.RetainHandling == 1 && !existed)) {
 			wantRetained = append(wantRetained, retainedReq{filter, sub})
@@ -222,7 +222,7 @@ func (c *client) handleUnsubscribe(p *packet.Packet) {
 			ack.ReasonCodes[i] = packet.NoSubscriptionExisted
 			continue
 		}
-		c.s.trie.Unsubscribe(c.id, sub.ShareGroup, sub.Filter)
+		c.s.removeSub(c.id, sub.ShareGroup, sub.Filter)
 	}
 	c.send(ack)
 }

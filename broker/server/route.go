@@ -13,18 +13,47 @@ import (
 
 var matchesPool = sync.Pool{New: func() any { return new(topic.Matches) }}
 
-// publish routes msg to every matching session and updates the retained store. It
-// returns the number of sessions the message was queued for.
+// publish routes msg to every matching session, on this node and through the
+// cluster on the others, and updates the retained messages. It returns the number of
+// sessions the message was queued for.
 func (s *Server) publish(msg *session.Message) int {
 	if msg.Retain {
+		s.retain(msg)
+	}
+	n, targets := s.route(msg, false, nil)
+	if len(targets) > 0 {
+		n += s.cluster.Forward(msg, targets)
+	}
+	return n
+}
+
+// retain records a retained message: through the cluster when there is one, so every
+// node serves the same set; $SYS topics are each node's own.
+func (s *Server) retain(msg *session.Message) {
+	if s.cluster == nil || strings.HasPrefix(msg.Topic, "$SYS/") {
+		s.setRetained(msg)
+		return
+	}
+	if err := s.cluster.Retain(msg); err != nil {
+		s.stats.clusterErrors.Add(1)
+		s.log.Warn("retained message not replicated; kept on this node only", "topic", msg.Topic, "error", err)
 		s.setRetained(msg)
 	}
+}
+
+// route queues msg for the local sessions it matches. For a message published here,
+// it also collects the peer nodes with matching routes (and the shared subscriptions
+// picked on them); for one a peer forwarded (fromPeer), only the shared groups in
+// shared are served: the peer picked this node for them.
+func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int, map[string][]Route) {
 	m, ok := matchesPool.Get().(*topic.Matches)
 	if !ok {
 		m = new(topic.Matches)
 	}
 	defer matchesPool.Put(m)
 	s.trie.Match(msg.Topic, m)
+	forward := !fromPeer && s.cluster != nil && !strings.HasPrefix(msg.Topic, "$SYS/")
+	var targets map[string][]Route
 	subs := m.Subs
 	if len(subs) > 1 {
 		slices.SortFunc(subs, func(a, b topic.Subscription) int { return cmp.Compare(a.ClientID, b.ClientID) })
@@ -39,21 +68,48 @@ func (s *Server) publish(msg *session.Message) int {
 		for j < len(subs) && subs[j].ClientID == subs[i].ClientID {
 			j++
 		}
-		d := mergeDelivery(msg, subs[i:j])
+		id := subs[i].ClientID
+		group := subs[i:j]
 		i = j
+		if node, ok := peerOf(id); ok {
+			if forward {
+				targets = addTarget(targets, node, nil)
+			}
+			continue
+		}
+		d := mergeDelivery(msg, group)
 		if d == nil {
 			continue
 		}
-		if s.enqueue(subs[i-1].ClientID, d) {
+		if s.enqueue(id, d) {
 			n++
 		}
 	}
 	for _, g := range m.Shared {
-		if s.deliverShared(msg, g) {
+		if fromPeer && !slices.Contains(shared, Route{Group: g.Group, Filter: g.Filter}) {
+			continue
+		}
+		node, ok := s.deliverShared(msg, g, forward)
+		switch {
+		case node != "":
+			targets = addTarget(targets, node, &Route{Group: g.Group, Filter: g.Filter})
+		case ok:
 			n++
 		}
 	}
-	return n
+	return n, targets
+}
+
+func addTarget(t map[string][]Route, node string, r *Route) map[string][]Route {
+	if t == nil {
+		t = make(map[string][]Route)
+	}
+	rs := t[node]
+	if r != nil {
+		rs = append(rs, *r)
+	}
+	t[node] = rs
+	return t
 }
 
 // mergeDelivery builds the delivery for one client from its matching subscriptions, or
@@ -92,11 +148,16 @@ func (s *Server) enqueue(clientID string, d *session.Delivery) bool {
 }
 
 // deliverShared gives msg to one member of a shared subscription, preferring connected
-// members in round-robin order. Lock (read) held on entry.
-func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup) bool {
+// members in round-robin order. A member may be a peer node (with peers): then the
+// message is not queued here and the node is returned, to be forwarded to. Lock
+// (read) held on entry.
+func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers bool) (node string, queued bool) {
 	members := g.Members
+	if !peers {
+		members = localMembers(members)
+	}
 	if len(members) == 0 {
-		return false
+		return "", false
 	}
 	key := g.Group + "\x00" + g.Filter
 	s.shareMu.Lock()
@@ -106,7 +167,15 @@ func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup) bool 
 	pick := -1
 	for k := range members {
 		i := (int(start) + k) % len(members)
-		if e := s.sessions[members[i].ClientID]; e != nil && e.client != nil {
+		id := members[i].ClientID
+		if peer, ok := peerOf(id); ok {
+			if s.cluster.PeerUp(peer) {
+				pick = i
+				break
+			}
+			continue
+		}
+		if e := s.sessions[id]; e != nil && e.client != nil {
 			pick = i
 			break
 		}
@@ -115,11 +184,30 @@ func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup) bool 
 		pick = int(start) % len(members) // nobody online: queue for a persistent member
 	}
 	sub := members[pick]
+	if peer, ok := peerOf(sub.ClientID); ok {
+		return peer, false
+	}
 	d := &session.Delivery{Msg: msg, QoS: min(msg.QoS, sub.QoS), Retain: msg.Retain && sub.RetainAsPublished}
 	if sub.Identifier != 0 {
 		d.SubIDs = []uint32{sub.Identifier}
 	}
-	return s.enqueue(sub.ClientID, d)
+	return "", s.enqueue(sub.ClientID, d)
+}
+
+// localMembers returns the members of a shared group that are clients of this node.
+func localMembers(ms []topic.Subscription) []topic.Subscription {
+	for i, m := range ms {
+		if _, ok := peerOf(m.ClientID); ok {
+			out := slices.Clone(ms[:i])
+			for _, m := range ms[i+1:] {
+				if _, ok := peerOf(m.ClientID); !ok {
+					out = append(out, m)
+				}
+			}
+			return out
+		}
+	}
+	return ms
 }
 
 // setRetained stores or clears (empty payload) the retained message of msg's topic.

@@ -112,9 +112,20 @@ type Server struct {
 	clients   map[*client]struct{}
 	listeners map[net.Listener]struct{}
 	closing   bool
+	draining  bool // evacuating: new connections go elsewhere
 
 	retainedMu sync.RWMutex
 	retained   map[string]*session.Message
+
+	cluster Cluster // nil: a single node; set before serving
+
+	routesMu  sync.Mutex
+	routeRefs map[Route]int // local subscriptions per route
+
+	remoteMu sync.Mutex
+	remote   map[string]map[Route]struct{} // peer node -> its routes (in the trie)
+
+	kicked map[string]uint64 // client ID -> epoch of the last takeover by another node; guarded by mu
 
 	shareMu sync.Mutex
 	shareRR map[string]uint32 // round-robin position per "group\x00filter"
@@ -149,6 +160,9 @@ func New(opts Options) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		retained:  make(map[string]*session.Message),
 		shareRR:   make(map[string]uint32),
+		routeRefs: make(map[Route]int),
+		remote:    make(map[string]map[Route]struct{}),
+		kicked:    make(map[string]uint64),
 		done:      make(chan struct{}),
 	}
 	if err := s.restore(); err != nil {
@@ -182,7 +196,7 @@ func (s *Server) restore() error {
 		}
 		e := &entry{sess: session.Restore(snap, s.sessionLimits()), expiry: snap.Expiry, disconnected: snap.Disconnected}
 		for _, sub := range snap.Subscriptions {
-			s.trie.Subscribe(sub)
+			s.addSub(sub)
 		}
 		s.sessions[snap.ID] = e
 		s.armExpiry(snap.ID, e, now)
@@ -307,11 +321,18 @@ func stopTimer(t *time.Timer) {
 	}
 }
 
-// Ready reports whether the server accepts new connections: false once Shutdown began.
+func (s *Server) isClosing() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closing
+}
+
+// Ready reports whether the server accepts new connections: false once Shutdown or
+// an evacuation began.
 func (s *Server) Ready() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return !s.closing
+	return !s.closing && !s.draining
 }
 
 // Stats returns a snapshot of the server's counters.
@@ -354,6 +375,7 @@ type Stats struct {
 	malformed      atomic.Uint64
 	protocolErrors atomic.Uint64
 	storeErrors    atomic.Uint64
+	clusterErrors  atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of the counters.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -121,6 +122,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errStore, err) // New fails only when it cannot restore from the store
 	}
+	// The cluster comes before the listeners: a client's first connect may need it.
+	node, err := startCluster(ctx, cfg, srv, opts.Store, log)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	errc := make(chan error, 2)
 	wsCtx, cancelWS := context.WithCancel(context.Background())
 	defer cancelWS()
@@ -143,13 +152,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		running++
 		go func() { errc <- listener.ServeWebSocket(wsCtx, l, srv, log) }()
 	}
-	node, err := startCluster(ctx, cfg.Cluster, log)
-	if err != nil {
-		return err
-	}
-	if node != nil {
-		defer node.Close()
-	}
 	var httpSrv *http.Server
 	if cfg.API.Listen != "" {
 		l, err := net.Listen("tcp", cfg.API.Listen)
@@ -157,7 +159,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return fmt.Errorf("api listener: %w", err)
 		}
 		log.Info("listening", "listener", "api", "address", l.Addr().String())
-		httpSrv = &http.Server{Handler: api.Handler(srv, node), ReadHeaderTimeout: 10 * time.Second}
+		token, err := readToken(cfg.API.TokenFile)
+		if err != nil {
+			return err
+		}
+		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version}), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		go func() {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -195,11 +201,32 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return serveErr
 }
 
-// startCluster opens the cluster port and connects to the seeds when the config asks
-// for clustering; it returns nil otherwise.
-func startCluster(ctx context.Context, cfg config.Cluster, log *slog.Logger) (*cluster.Node, error) {
-	if cfg.Listen == "" && cfg.Seeds == "" {
+// readToken reads the API bearer token (empty file name: no token, /api/v1 off).
+func readToken(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	t := strings.TrimSpace(string(raw))
+	if len(t) < 16 {
+		return "", fmt.Errorf("api token in %s: must be at least 16 characters", file)
+	}
+	return t, nil
+}
+
+// startCluster opens the cluster port, starts the node's raft and bootstraps or joins
+// through the seeds when the config asks; it returns nil without clustering.
+func startCluster(ctx context.Context, c config.Config, srv *server.Server, st store.Store, log *slog.Logger) (*cluster.Node, error) {
+	cfg := c.Cluster
+	if cfg.Listen == "" {
 		return nil, nil
+	}
+	pebbleStore, ok := st.(*store.Pebble)
+	if !ok {
+		return nil, errors.New("clustering needs store.dir")
 	}
 	raw, err := os.ReadFile(cfg.CookieFile)
 	if err != nil {
@@ -215,28 +242,65 @@ func startCluster(ctx context.Context, cfg config.Cluster, log *slog.Logger) (*c
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	node := cluster.NewNode(auth, log.With("component", "cluster"))
-	if cfg.Listen != "" {
-		l, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("cluster listener: %w", err)
-		}
-		log.Info("listening", "listener", "cluster", "address", l.Addr().String(), "node", name)
-		go func() {
-			if err := node.Serve(l); err != nil {
-				log.Error("cluster listener stopped", "error", err)
-			}
-		}()
+	l, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("cluster listener: %w", err)
 	}
-	for _, seed := range strings.Split(cfg.Seeds, ",") {
-		if seed = strings.TrimSpace(seed); seed == "" {
-			continue
+	advertise := advertiseAddr(cfg.Advertise, name, l.Addr().String())
+	snapDir := filepath.Join(c.Store.Dir, "raft-snapshots")
+	if err := os.MkdirAll(snapDir, 0o750); err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("%w: %w", errStore, err)
+	}
+	node, err := cluster.NewNode(cluster.Config{Name: name, Advertise: advertise, Store: pebbleStore,
+		SnapshotDir: snapDir, Auth: auth, Server: srv, Logger: log.With("component", "cluster")})
+	if err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("%w: %w", errStore, err)
+	}
+	srv.SetCluster(node)
+	log.Info("listening", "listener", "cluster", "address", l.Addr().String(), "node", name, "advertise", advertise)
+	go func() {
+		if err := node.Serve(l); err != nil {
+			log.Error("cluster listener stopped", "error", err)
 		}
+	}()
+	info := node.Info()
+	log.Info("cluster state", "storeState", info.StoreState, "clusterID", info.ClusterID)
+	if cfg.Bootstrap && info.StoreState == cluster.StoreEmpty {
+		if err := node.Bootstrap(); err != nil {
+			node.Close()
+			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
+		}
+	}
+	var seeds []string
+	for _, seed := range strings.Split(cfg.Seeds, ",") {
+		if seed = strings.TrimSpace(seed); seed != "" {
+			seeds = append(seeds, seed)
+		}
+	}
+	if len(seeds) > 0 && info.StoreState == cluster.StoreEmpty && !cfg.Bootstrap {
 		go func() {
-			if err := node.Join(ctx, seed, 2*time.Second); err != nil && ctx.Err() == nil {
-				log.Warn("could not join the cluster through a seed", "seed", seed, "error", err)
+			if err := node.JoinSeeds(ctx, seeds, 2*time.Second); err != nil && ctx.Err() == nil {
+				log.Warn("could not join the cluster through the seeds", "seeds", cfg.Seeds, "error", err)
 			}
 		}()
 	}
 	return node, nil
+}
+
+// advertiseAddr is the address other nodes dial: the configured one, else the bound
+// listen address, with the node name as host when it listens on every interface.
+func advertiseAddr(configured, name, bound string) string {
+	if configured != "" {
+		return configured
+	}
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return bound
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return net.JoinHostPort(name, port)
+	}
+	return bound
 }

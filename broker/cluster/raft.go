@@ -1,0 +1,300 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
+)
+
+// keyClusterID is where the stable store keeps the cluster ID this node belongs to.
+var keyClusterID = []byte("mqttd/cluster_id")
+
+func (n *Node) storedClusterID() (string, error) {
+	v, err := n.cfg.Store.RaftStore().Get(keyClusterID)
+	if err != nil && err.Error() == store.ErrKeyNotFound.Error() {
+		return "", nil
+	}
+	return string(v), err
+}
+
+func (n *Node) storeClusterID(id string) error {
+	return n.cfg.Store.RaftStore().Set(keyClusterID, []byte(id))
+}
+
+// startRaft starts this node's raft instance on its store. A node with no state waits
+// to be added by a leader (join) or bootstrapped.
+func (n *Node) startRaft() error {
+	rs := n.cfg.Store.RaftStore()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.SnapshotDir, 2, n.hclog())
+	if err != nil {
+		return fmt.Errorf("raft snapshots in %s: %w", n.cfg.SnapshotDir, err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
+	if err != nil {
+		return fmt.Errorf("cluster advertise address %q: %w", n.cfg.Advertise, err)
+	}
+	sl := &streamLayer{n: n, addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: sl, MaxPool: 3,
+		Timeout: 10 * time.Second, Logger: n.hclog()})
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.Name)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.HeartbeatTimeout
+	rc.LeaderLeaseTimeout = n.cfg.HeartbeatTimeout / 2
+	rc.CommitTimeout = 10 * time.Millisecond
+	rc.Logger = n.hclog()
+	r, err := raft.NewRaft(rc, &fsm{n: n}, rs, rs, snaps, trans)
+	if err != nil {
+		_ = trans.Close()
+		return fmt.Errorf("starting raft: %w", err)
+	}
+	n.mu.Lock()
+	n.raft, n.stream = r, sl
+	n.mu.Unlock()
+	return nil
+}
+
+// stopRaft shuts raft down (stale, reset).
+func (n *Node) stopRaft() {
+	n.mu.Lock()
+	r := n.raft
+	n.raft = nil
+	n.mu.Unlock()
+	if r != nil {
+		if err := r.Shutdown().Error(); err != nil {
+			n.log.Warn("raft shutdown", "error", err)
+		}
+	}
+}
+
+func (n *Node) hclog() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}, DisableTime: true})
+}
+
+// slogWriter passes hclog's lines to slog.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if strings.Contains(line, "[ERROR]") {
+		w.log.Error(line, "component", "raft")
+	} else {
+		w.log.Warn(line, "component", "raft")
+	}
+	return len(p), nil
+}
+
+// streamLayer carries raft's transport over the cluster port: raft connections are
+// authenticated with the cookie like every other, and refused between clusters.
+type streamLayer struct {
+	n      *Node
+	addr   net.Addr
+	ch     chan net.Conn
+	closed chan struct{}
+	once   bool
+}
+
+func (s *streamLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.ch:
+		return c, nil
+	case <-s.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (s *streamLayer) Close() error {
+	s.n.mu.Lock()
+	defer s.n.mu.Unlock()
+	if !s.once {
+		s.once = true
+		close(s.closed)
+	}
+	return nil
+}
+
+func (s *streamLayer) Addr() net.Addr { return s.addr }
+
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, _, err := s.n.dial(ctx, string(address), chanRaft)
+	if err != nil {
+		return nil, err
+	}
+	var ok [1]byte
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	if _, err := io.ReadFull(c, ok[:]); err != nil || ok[0] != 1 {
+		s.n.untrack(c)
+		return nil, fmt.Errorf("raft connection to %s refused (another cluster, or a stale node)", address)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return c, nil
+}
+
+// acceptRaft hands a raft connection to the running raft instance, unless the dialer
+// belongs to another cluster or this node is stale.
+func (n *Node) acceptRaft(c net.Conn, peer, theirID string) {
+	n.mu.Lock()
+	sl, mine, state := n.stream, n.clusterID, n.state
+	n.mu.Unlock()
+	if sl == nil || state == StoreStale || (mine != "" && theirID != "" && mine != theirID) {
+		n.log.Warn("raft connection refused", "peer", peer, "theirCluster", theirID, "ourCluster", mine, "storeState", state)
+		_, _ = c.Write([]byte{0})
+		n.untrack(c)
+		return
+	}
+	if _, err := c.Write([]byte{1}); err != nil {
+		n.untrack(c)
+		return
+	}
+	select {
+	case sl.ch <- c:
+	case <-sl.closed:
+		n.untrack(c)
+	case <-n.done:
+		n.untrack(c)
+	}
+}
+
+// command is one entry of the replicated log.
+type command struct {
+	Op        string // "cluster_id", "retain"
+	ClusterID string `json:",omitempty"`
+	Msg       []byte `json:",omitempty"`
+}
+
+// fsm applies the replicated log: the cluster ID and the retained messages.
+type fsm struct{ n *Node }
+
+func (f *fsm) Apply(l *raft.Log) any {
+	var c command
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		f.n.log.Error("undecodable raft log entry", "index", l.Index, "error", err)
+		return err
+	}
+	switch c.Op {
+	case "cluster_id":
+		f.n.adoptClusterID(c.ClusterID)
+	case "retain":
+		m, err := store.DecodeMessage(c.Msg)
+		if err != nil {
+			f.n.log.Error("undecodable retained message in the raft log", "index", l.Index, "error", err)
+			return err
+		}
+		f.n.srv.ApplyRetained(m)
+	}
+	return nil
+}
+
+// adoptClusterID records the cluster ID the log carries; a different one in this
+// node's store makes the node stale.
+func (n *Node) adoptClusterID(id string) {
+	n.mu.Lock()
+	mine := n.clusterID
+	if mine == "" {
+		n.clusterID = id
+	}
+	n.mu.Unlock()
+	switch {
+	case mine == "":
+		if err := n.storeClusterID(id); err != nil {
+			n.log.Error("storing the cluster ID", "error", err)
+		}
+	case mine != id:
+		n.markStale(fmt.Sprintf("this node's store belongs to cluster %s, the cluster's log says %s", mine, id))
+	}
+}
+
+type fsmState struct {
+	ClusterID string
+	Retained  [][]byte
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.n.mu.Lock()
+	st := fsmState{ClusterID: f.n.clusterID}
+	f.n.mu.Unlock()
+	for _, m := range f.n.srv.RetainedMessages() {
+		st.Retained = append(st.Retained, store.EncodeMessage(m))
+	}
+	return &st, nil
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var st fsmState
+	if err := json.NewDecoder(rc).Decode(&st); err != nil {
+		return fmt.Errorf("decoding a raft snapshot: %w", err)
+	}
+	if st.ClusterID != "" {
+		f.n.adoptClusterID(st.ClusterID)
+	}
+	msgs := make([]*session.Message, 0, len(st.Retained))
+	for _, b := range st.Retained {
+		m, err := store.DecodeMessage(b)
+		if err != nil {
+			return fmt.Errorf("retained message in a raft snapshot: %w", err)
+		}
+		msgs = append(msgs, m)
+	}
+	f.n.srv.ReplaceRetained(msgs)
+	return nil
+}
+
+func (s *fsmState) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(s); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmState) Release() {}
+
+// apply replicates a command: on the leader directly, elsewhere through the leader.
+func (n *Node) apply(c command) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	r := n.raft
+	n.mu.Unlock()
+	if r == nil {
+		return errorf(CodeNotMember, "raft is not running")
+	}
+	if r.State() == raft.Leader {
+		return applyErr(r.Apply(data, requestTimeout).Error())
+	}
+	resp, err := n.requestLeader(&request{Op: opApply, Data: data})
+	if err != nil {
+		return err
+	}
+	return resp.err()
+}
+
+func applyErr(err error) error {
+	switch err {
+	case nil:
+		return nil
+	case raft.ErrNotLeader, raft.ErrLeadershipLost, raft.ErrLeadershipTransferInProgress:
+		return errorf(CodeNoLeader, "%v", err)
+	}
+	return err
+}
+
+// Ensure the snapshot directory exists before raft opens it.
+func ensureDir(dir string) error { return os.MkdirAll(dir, 0o750) }

@@ -1,0 +1,279 @@
+package cluster
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
+)
+
+// owner picks the node that orders connects for a client ID: rendezvous hashing over
+// the members this node can reach (itself included), so every node picks the same
+// one while they agree on membership.
+func (n *Node) owner(clientID string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	best, bestScore := n.cfg.Name, uint64(0)
+	for _, s := range n.members {
+		name := string(s.ID)
+		if name != n.cfg.Name {
+			if l := n.links[name]; l == nil || !l.up.Load() {
+				continue
+			}
+		}
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(name))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(clientID))
+		if sc := h.Sum64(); sc > bestScore || (sc == bestScore && name < best) {
+			best, bestScore = name, sc
+		}
+	}
+	return best
+}
+
+// Takeover implements server.Cluster: the client ID's owner orders the connect and
+// ends the ID's sessions elsewhere; a persistent one comes back to continue here.
+func (n *Node) Takeover(id string, clean bool) (*session.Snapshot, uint64, error) {
+	if !n.isMember() {
+		return nil, 0, nil
+	}
+	o := n.owner(id)
+	if o == n.cfg.Name {
+		return n.ownerTakeover(id, clean, n.cfg.Name)
+	}
+	resp, err := n.request(o, &request{Op: opTakeover, ClientID: id, Clean: clean})
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := resp.err(); err != nil {
+		return nil, 0, err
+	}
+	return decodeSnap(resp.Data, resp.Epoch)
+}
+
+func decodeSnap(b []byte, epoch uint64) (*session.Snapshot, uint64, error) {
+	if len(b) == 0 {
+		return nil, epoch, nil
+	}
+	s, err := store.DecodeSession(b)
+	if err != nil {
+		return nil, epoch, err
+	}
+	return &s, epoch, nil
+}
+
+// nextEpoch returns a new, larger epoch: the owner's clock in nanoseconds, kept
+// increasing.
+func (n *Node) nextEpoch() uint64 {
+	n.epochMu.Lock()
+	defer n.epochMu.Unlock()
+	n.epoch = max(n.epoch+1, uint64(time.Now().UnixNano()))
+	return n.epoch
+}
+
+// ownerTakeover runs on the owner of id: connects for one ID go through it one at a
+// time; each gets a larger epoch and kicks the ID on every node but the requester.
+func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.Snapshot, uint64, error) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
+	mu := &n.lockIDs[h.Sum32()%uint32(len(n.lockIDs))]
+	mu.Lock()
+	defer mu.Unlock()
+	epoch := n.nextEpoch()
+	n.mu.Lock()
+	var peers []string
+	for _, s := range n.members {
+		if name := string(s.ID); name != requester && name != n.cfg.Name {
+			peers = append(peers, name)
+		}
+	}
+	n.mu.Unlock()
+	var (
+		wg   sync.WaitGroup
+		smu  sync.Mutex
+		best *session.Snapshot
+	)
+	keep := func(s *session.Snapshot) {
+		smu.Lock()
+		defer smu.Unlock()
+		if s != nil && (best == nil || s.Disconnected.After(best.Disconnected)) {
+			best = s
+		}
+	}
+	if requester != n.cfg.Name {
+		keep(n.srv.Kick(id, epoch, !clean))
+	}
+	for _, p := range peers {
+		if !n.PeerUp(p) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := n.request(p, &request{Op: opKick, ClientID: id, Epoch: epoch, Clean: clean})
+			if err == nil {
+				err = resp.err()
+			}
+			if err != nil {
+				n.log.Warn("takeover could not reach a node", "client", id, "peer", p, "error", err)
+				return
+			}
+			s, _, err := decodeSnap(resp.Data, 0)
+			if err != nil {
+				n.log.Error("undecodable session in a takeover", "client", id, "peer", p, "error", err)
+				return
+			}
+			keep(s)
+		}()
+	}
+	wg.Wait()
+	return best, epoch, nil
+}
+
+// evacuation is the progress of moving this node's clients away.
+type evacuation struct {
+	started bool
+	done    bool
+	moved   int
+}
+
+// EvacuationStatus is what GET /api/v1/node/evacuation reports.
+type EvacuationStatus struct {
+	State    string `json:"state"` // idle, running, done
+	Clients  int    `json:"clients"`
+	Sessions int    `json:"sessions"`
+	Moved    int    `json:"moved"`
+}
+
+// Evacuation returns the progress of an evacuation.
+func (n *Node) Evacuation() EvacuationStatus {
+	n.mu.Lock()
+	ev := n.evac
+	n.mu.Unlock()
+	st := EvacuationStatus{State: "idle", Moved: ev.moved}
+	if ev.started {
+		st.State = "running"
+		if ev.done {
+			st.State = "done"
+		}
+	}
+	st.Clients, st.Sessions = n.srv.LocalLoad()
+	return st
+}
+
+// Evacuate starts moving this node's clients and sessions to the other members:
+// readiness goes false, clients are disconnected at rate per second (v5: 0x9C, use
+// another server) and persistent sessions are handed to the members that own their
+// client IDs. It returns at once; calling it again while it runs or after it is done
+// changes nothing, and after a restart it starts over (idempotent and resumable).
+func (n *Node) Evacuate(rate int) error {
+	if !n.isMember() {
+		return n.notMember()
+	}
+	n.mu.Lock()
+	if n.evac.started {
+		n.mu.Unlock()
+		return nil
+	}
+	n.evac = evacuation{started: true}
+	n.mu.Unlock()
+	n.log.Info("evacuation started", "rate", rate)
+	n.wg.Add(1)
+	go n.evacuate(rate)
+	return nil
+}
+
+func (n *Node) evacuate(rate int) {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		n.srv.DisconnectAll(ctx, rate)
+		moved := n.moveSessions(ctx)
+		n.mu.Lock()
+		n.evac.moved += moved
+		n.mu.Unlock()
+		clients, sessions := n.srv.LocalLoad()
+		if clients == 0 && sessions == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n.mu.Lock()
+	n.evac.done = true
+	moved := n.evac.moved
+	n.mu.Unlock()
+	n.log.Info("evacuation done", "sessionsMoved", moved)
+}
+
+// moveSessions hands every detached persistent session to another member.
+func (n *Node) moveSessions(ctx context.Context) int {
+	moved := 0
+	for _, id := range n.srv.DetachedSessions() {
+		if ctx.Err() != nil {
+			return moved
+		}
+		target := n.evacuationTarget(id)
+		if target == "" {
+			return moved
+		}
+		snap := n.srv.Kick(id, 0, true)
+		if snap == nil {
+			continue // it reconnected elsewhere meanwhile, or expired
+		}
+		b, err := store.EncodeSession(*snap)
+		if err == nil {
+			var resp *response
+			if resp, err = n.request(target, &request{Op: opAdopt, Data: b}); err == nil {
+				err = resp.err()
+			}
+		}
+		if err != nil {
+			// Keep the session here and try again on the next round.
+			n.log.Warn("moving a session failed; keeping it", "client", id, "target", target, "error", err)
+			n.srv.AdoptSession(*snap)
+			continue
+		}
+		moved++
+	}
+	return moved
+}
+
+// evacuationTarget picks the reachable member (not this node) that owns id.
+func (n *Node) evacuationTarget(id string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	best, bestScore := "", uint64(0)
+	for _, s := range n.members {
+		name := string(s.ID)
+		if name == n.cfg.Name {
+			continue
+		}
+		if l := n.links[name]; l == nil || !l.up.Load() {
+			continue
+		}
+		h := fnv.New64a()
+		_, _ = h.Write([]byte(name))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(id))
+		if sc := h.Sum64(); best == "" || sc > bestScore {
+			best, bestScore = name, sc
+		}
+	}
+	return best
+}

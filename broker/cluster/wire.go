@@ -1,0 +1,178 @@
+package cluster
+
+import (
+	"bufio"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+)
+
+// After the handshake, the dialing node names what the connection is for with one
+// byte; the listening node dispatches on it.
+const (
+	chanRaft  byte = 'R' // hashicorp/raft's transport
+	chanLink  byte = 'L' // a member's link: routes, forwarded messages, requests
+	chanQuery byte = 'Q' // one request from a node that may not be a member (join)
+)
+
+// Frame kinds on links and query connections. Frames are gob-encoded; a link carries
+// them in order, which keeps each publisher's messages in order.
+const (
+	fHello    byte = iota + 1 // dialer -> listener: who I am, what I think the cluster is
+	fHelloAck                 // listener -> dialer: accepted, or why not
+	fRoutes                   // route snapshot or delta of the dialing node
+	fForward                  // forwarded publish; Seq != 0 asks for an ack
+	fAck                      // ack of a forward: Count sessions queued
+	fReq                      // request (Seq) ...
+	fResp                     // ... and its response
+)
+
+type frame struct {
+	Kind   byte
+	Seq    uint64
+	Hello  *hello
+	Routes *routes
+	Msg    []byte         // fForward: the message in the store's record format
+	Shared []server.Route // fForward: shared subscriptions picked on the receiver
+	Count  int            // fAck
+	Req    *request
+	Resp   *response
+}
+
+type hello struct {
+	ClusterID   string
+	ConfigIndex uint64
+	Code        string // fHelloAck: "" accepted, else why not
+	Message     string
+}
+
+type routes struct {
+	Full     bool
+	Add, Del []server.Route
+}
+
+// Request operations.
+const (
+	opJoin     = "join"     // add Name at Addr as a voter (forwarded to the leader)
+	opRemove   = "remove"   // remove Node (leave and force-leave; forwarded to the leader)
+	opApply    = "apply"    // apply Data to the raft log (forwarded to the leader)
+	opTakeover = "takeover" // to the owner of ClientID: order this connect, kick elsewhere
+	opKick     = "kick"     // end ClientID's session here, return it when Clean is false
+	opAdopt    = "adopt"    // take the detached session in Data (evacuation)
+)
+
+type request struct {
+	Op        string
+	Name      string
+	Addr      string
+	ClusterID string
+	Node      string
+	ClientID  string
+	Clean     bool
+	Epoch     uint64
+	Data      []byte
+}
+
+type response struct {
+	Code      string // "" on success
+	Message   string
+	ClusterID string
+	Epoch     uint64
+	Data      []byte
+	OK        bool
+}
+
+func (r *response) err() error {
+	if r.Code == "" {
+		return nil
+	}
+	return &Error{Code: r.Code, Message: r.Message}
+}
+
+func errResponse(err error) *response {
+	var e *Error
+	if errors.As(err, &e) {
+		return &response{Code: e.Code, Message: e.Message}
+	}
+	return &response{Code: CodeInternal, Message: err.Error()}
+}
+
+// codec reads and writes frames on one connection. Writes are serialized by a mutex
+// and flushed when no other writer is waiting, so frames queued together leave in
+// one write.
+type codec struct {
+	conn net.Conn
+	dec  *gob.Decoder
+
+	mu      sync.Mutex
+	bw      *bufio.Writer
+	enc     *gob.Encoder
+	waiting int // writers queued on mu
+	wmu     sync.Mutex
+}
+
+func newCodec(c net.Conn) *codec {
+	bw := bufio.NewWriterSize(c, 64<<10)
+	return &codec{conn: c, dec: gob.NewDecoder(bufio.NewReaderSize(c, 64<<10)), bw: bw, enc: gob.NewEncoder(bw)}
+}
+
+func (c *codec) read(f *frame) error {
+	*f = frame{}
+	return c.dec.Decode(f)
+}
+
+// write sends f; the buffer is flushed unless another writer is about to add to it.
+func (c *codec) write(f *frame) error {
+	c.wmu.Lock()
+	c.waiting++
+	c.wmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wmu.Lock()
+	c.waiting--
+	more := c.waiting > 0
+	c.wmu.Unlock()
+	if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	if err := c.enc.Encode(f); err != nil {
+		return err
+	}
+	if more {
+		return nil
+	}
+	return c.bw.Flush()
+}
+
+const (
+	writeTimeout   = 10 * time.Second
+	requestTimeout = 10 * time.Second
+)
+
+// writeChannel names the connection's purpose right after the handshake.
+func writeChannel(c net.Conn, ch byte, clusterID string) error {
+	if len(clusterID) > 255 {
+		return fmt.Errorf("cluster ID too long")
+	}
+	b := append([]byte{ch, byte(len(clusterID))}, clusterID...)
+	_, err := c.Write(b)
+	return err
+}
+
+func readChannel(c net.Conn) (ch byte, clusterID string, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil {
+		return 0, "", err
+	}
+	id := make([]byte, h[1])
+	if _, err := io.ReadFull(c, id); err != nil {
+		return 0, "", err
+	}
+	return h[0], string(id), nil
+}

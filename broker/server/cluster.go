@@ -1,0 +1,266 @@
+package server
+
+import (
+	"strings"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
+)
+
+// Cluster is what a server needs from the cluster it belongs to. A server without one
+// is a single node. The cluster package implements it; the server calls it on the
+// paths that cross nodes: subscriptions (routes), publishing, retained messages and
+// connects (takeover).
+type Cluster interface {
+	// RouteAdded reports the first local subscription to a filter (per share group),
+	// RouteRemoved the last one going away. Both are called in the order the changes
+	// happen and must not block.
+	RouteAdded(r Route)
+	RouteRemoved(r Route)
+	// Forward sends msg to the nodes in targets (node name -> the shared
+	// subscriptions picked on that node) and returns how many sessions they queued it
+	// for. For QoS 1 and 2 it returns once every node acknowledged or failed.
+	Forward(msg *session.Message, targets map[string][]Route) int
+	// PeerUp reports whether node can be forwarded to now.
+	PeerUp(node string) bool
+	// Retain replicates a retained message (an empty payload clears the topic) to
+	// every node; the cluster calls ApplyRetained on each. An error means it was not
+	// replicated.
+	Retain(msg *session.Message) error
+	// Takeover runs before a client attaches to its session: it ends the sessions of
+	// client id on other nodes and returns the state to continue (nil: none) and the
+	// epoch of this connect; a connect with a lower epoch than a later takeover loses.
+	Takeover(id string, clean bool) (*session.Snapshot, uint64, error)
+}
+
+// Route is a subscription filter as nodes exchange it: which filters (per share
+// group) have subscribers on a node.
+type Route struct {
+	Group  string
+	Filter string
+}
+
+// peerPrefix marks the pseudo-client a peer node's routes are subscribed under in the
+// trie. MQTT strings cannot hold U+0000 (MQTT-1.5.4-2), so no client ID collides.
+const peerPrefix = "\x00node:"
+
+func peerClientID(node string) string { return peerPrefix + node }
+
+func peerOf(clientID string) (string, bool) {
+	if !strings.HasPrefix(clientID, peerPrefix) {
+		return "", false
+	}
+	return clientID[len(peerPrefix):], true
+}
+
+// SetCluster connects the server to its cluster. Call it before serving clients.
+func (s *Server) SetCluster(c Cluster) { s.cluster = c }
+
+// addSub adds a local subscription to the trie and counts its route.
+func (s *Server) addSub(sub topic.Subscription) {
+	s.routesMu.Lock()
+	defer s.routesMu.Unlock()
+	if s.trie.Subscribe(sub) {
+		return // the same client re-subscribed: options changed, the route did not
+	}
+	r := Route{Group: sub.ShareGroup, Filter: sub.Filter}
+	s.routeRefs[r]++
+	if s.routeRefs[r] == 1 && s.cluster != nil {
+		s.cluster.RouteAdded(r)
+	}
+}
+
+// removeSub removes a local subscription from the trie and uncounts its route.
+func (s *Server) removeSub(id, group, filter string) {
+	s.routesMu.Lock()
+	defer s.routesMu.Unlock()
+	if !s.trie.Unsubscribe(id, group, filter) {
+		return
+	}
+	r := Route{Group: group, Filter: filter}
+	s.routeRefs[r]--
+	if s.routeRefs[r] <= 0 {
+		delete(s.routeRefs, r)
+		if s.cluster != nil {
+			s.cluster.RouteRemoved(r)
+		}
+	}
+}
+
+// LocalRoutes returns the routes of this node's subscriptions: what a peer needs on
+// (re)connect.
+func (s *Server) LocalRoutes() []Route {
+	s.routesMu.Lock()
+	defer s.routesMu.Unlock()
+	out := make([]Route, 0, len(s.routeRefs))
+	for r := range s.routeRefs {
+		out = append(out, r)
+	}
+	return out
+}
+
+// SetRemoteRoutes applies a peer's routes: with full, they replace what the peer had.
+func (s *Server) SetRemoteRoutes(node string, full bool, add, del []Route) {
+	s.remoteMu.Lock()
+	defer s.remoteMu.Unlock()
+	id := peerClientID(node)
+	have := s.remote[node]
+	if have == nil {
+		have = make(map[Route]struct{})
+		s.remote[node] = have
+	}
+	if full {
+		for r := range have {
+			if !contains(add, r) {
+				s.trie.Unsubscribe(id, r.Group, r.Filter)
+				delete(have, r)
+			}
+		}
+	}
+	for _, r := range del {
+		if _, ok := have[r]; ok {
+			s.trie.Unsubscribe(id, r.Group, r.Filter)
+			delete(have, r)
+		}
+	}
+	for _, r := range add {
+		if _, ok := have[r]; !ok {
+			s.trie.Subscribe(topic.Subscription{ClientID: id, Filter: r.Filter, ShareGroup: r.Group, QoS: 2})
+			have[r] = struct{}{}
+		}
+	}
+}
+
+func contains(rs []Route, r Route) bool {
+	for _, x := range rs {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// DropRemoteRoutes forgets every route of a peer (it left or its link is down).
+func (s *Server) DropRemoteRoutes(node string) {
+	s.remoteMu.Lock()
+	defer s.remoteMu.Unlock()
+	id := peerClientID(node)
+	for r := range s.remote[node] {
+		s.trie.Unsubscribe(id, r.Group, r.Filter)
+	}
+	delete(s.remote, node)
+}
+
+// DeliverForwarded queues a message another node forwarded to this one for the local
+// sessions: every matching subscription, and for shared subscriptions only the groups
+// the sending node picked this node for. It returns the number of sessions.
+func (s *Server) DeliverForwarded(msg *session.Message, shared []Route) int {
+	n, _ := s.route(msg, true, shared)
+	return n
+}
+
+// ApplyRetained stores or clears a retained message on this node (called by the
+// cluster for every node once the change is replicated).
+func (s *Server) ApplyRetained(msg *session.Message) { s.setRetained(msg) }
+
+// RetainedMessages returns this node's retained messages (for cluster snapshots).
+func (s *Server) RetainedMessages() []*session.Message {
+	s.retainedMu.RLock()
+	defer s.retainedMu.RUnlock()
+	out := make([]*session.Message, 0, len(s.retained))
+	for t, m := range s.retained {
+		if !strings.HasPrefix(t, "$SYS/") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// ReplaceRetained makes msgs the retained set (a cluster snapshot was restored).
+func (s *Server) ReplaceRetained(msgs []*session.Message) {
+	keep := make(map[string]bool, len(msgs))
+	for _, m := range msgs {
+		keep[m.Topic] = true
+		s.setRetained(m)
+	}
+	for _, m := range s.RetainedMessages() {
+		if !keep[m.Topic] {
+			s.setRetained(&session.Message{Topic: m.Topic})
+		}
+	}
+}
+
+// Kick ends client id's session on this node because a connect on another node takes
+// it over with the given epoch. The connection, if any, is closed with 0x8E (session
+// taken over). With want, a persistent session's state is returned for the new node
+// and removed here.
+func (s *Server) Kick(id string, epoch uint64, want bool) *session.Snapshot {
+	var wills []*session.Message
+	defer func() {
+		for _, w := range wills {
+			s.publish(w)
+		}
+	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if epoch > s.kicked[id] {
+		s.kicked[id] = epoch
+	}
+	e := s.sessions[id]
+	if e == nil {
+		return nil
+	}
+	expiry := e.expiry
+	if old := e.client; old != nil {
+		expiry = old.sessionExpiry
+		e.client = nil
+		old.takenOver.Store(true)
+		e.sess.Detach(old.gen)
+		if old.sendWill && old.will != nil && (old.willDelay == 0 || !want) {
+			wills = append(wills, old.willMessage())
+		}
+		old.shutdown(packet.SessionTakenOver, "a connection on another node took over the session")
+		s.log.Info("session taken over by another node", "client", id, "old", old.addr)
+	}
+	stopTimer(e.expiryTimer)
+	stopTimer(e.willTimer)
+	if e.will != nil && !want {
+		wills = append(wills, e.will)
+	}
+	e.will = nil
+	var snap *session.Snapshot
+	if want && expiry != 0 {
+		sn := e.sess.Snapshot()
+		sn.Expiry = expiry
+		sn.Disconnected = time.Now()
+		snap = &sn
+	}
+	s.dropSession(id, e)
+	return snap
+}
+
+// installSession makes a session handed over by another node this node's. Lock held.
+func (s *Server) installSession(snap session.Snapshot) *entry {
+	e := &entry{sess: session.Restore(snap, s.sessionLimits()), expiry: snap.Expiry, disconnected: snap.Disconnected}
+	s.sessions[snap.ID] = e
+	for _, sub := range snap.Subscriptions {
+		s.addSub(sub)
+	}
+	return e
+}
+
+// AdoptSession takes a detached persistent session moved here from an evacuating
+// node; a session already here (the client reconnected first) wins.
+func (s *Server) AdoptSession(snap session.Snapshot) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[snap.ID] != nil || s.closing {
+		return false
+	}
+	e := s.installSession(snap)
+	s.armExpiry(snap.ID, e, snap.Disconnected)
+	s.saveSession(e)
+	return true
+}
