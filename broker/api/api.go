@@ -62,7 +62,10 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	v1.HandleFunc("GET /api/v1/node", a.getNode)
 	v1.HandleFunc("GET /api/v1/cluster", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) { return n.View() }))
 	v1.HandleFunc("POST /api/v1/cluster/bootstrap", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
-		return a.nodeInfo(), n.Bootstrap()
+		if err := n.Bootstrap(); err != nil {
+			return nil, err
+		}
+		return a.nodeInfo(), nil
 	}))
 	v1.HandleFunc("POST /api/v1/cluster/join", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
 		var body struct {

@@ -48,6 +48,9 @@ func main() {
 }
 
 func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "ctl" {
+		return runCtl(args[1:], environ, stdout, stderr)
+	}
 	cfg, err := config.Load(args, environ, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK

@@ -358,3 +358,58 @@ func TestClusterCookie(t *testing.T) {
 		t.Fatalf("the intruder does not count its refusal:\n%s", body)
 	}
 }
+
+// ctl runs `mqttd ctl` against apiAddr and returns its exit code, stdout and stderr.
+func ctl(t *testing.T, apiAddr, tokenFile string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, mqttdBin, append([]string{"ctl", "--api", "http://" + apiAddr, "--token-file", tokenFile}, args...)...)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// TestCtlCluster drives two real nodes with `mqttd ctl`: bootstrap, join, status, the
+// stable error codes of refusals and a wrong token.
+func TestCtlCluster(t *testing.T) {
+	cookie, token, wrong := writeCookie(t, "the-cluster-cookie-0123456789"), writeCookie(t, "api-token-0123456789"), writeCookie(t, "not-the-token-0123456789")
+	aCluster := freePort(t)
+	_, _, _, aAPI := startMqttd(t, "--cluster.listen", aCluster, "--cluster.cookie-file", cookie, "--cluster.node-name", "node-a",
+		"--store.dir", t.TempDir(), "--api.token-file", token)
+	_, _, _, bAPI := startMqttd(t, "--cluster.listen", "127.0.0.1:0", "--cluster.cookie-file", cookie, "--cluster.node-name", "node-b",
+		"--store.dir", t.TempDir(), "--api.token-file", token)
+
+	if code, _, errOut := ctl(t, aAPI, token, "cluster", "status"); code != exitFailed || !strings.Contains(errOut, "not_member") {
+		t.Fatalf("cluster status before bootstrap: exit %d, %q", code, errOut)
+	}
+	if code, out, errOut := ctl(t, aAPI, token, "cluster", "bootstrap"); code != exitOK || !strings.Contains(out, `"storeState": "member"`) {
+		t.Fatalf("bootstrap: exit %d, %s %s", code, out, errOut)
+	}
+	if code, _, errOut := ctl(t, aAPI, token, "cluster", "bootstrap"); code != exitFailed || !strings.Contains(errOut, "already_member") {
+		t.Fatalf("second bootstrap: exit %d, %q", code, errOut)
+	}
+	if code, out, errOut := ctl(t, bAPI, token, "cluster", "join", aCluster); code != exitOK || !strings.Contains(out, `"raftState": "Follower"`) {
+		t.Fatalf("join: exit %d, %s %s", code, out, errOut)
+	}
+	code, out, _ := ctl(t, bAPI, token, "cluster", "status")
+	if code != exitOK || !strings.Contains(out, `"name": "node-a"`) || !strings.Contains(out, `"name": "node-b"`) || !strings.Contains(out, `"leader": "node-a"`) {
+		t.Fatalf("cluster status after join: exit %d, %s", code, out)
+	}
+	if code, _, errOut := ctl(t, aAPI, token, "cluster", "force-leave", "ghost"); code != exitFailed || !strings.Contains(errOut, "unknown_node") {
+		t.Fatalf("force-leave of an unknown node: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := ctl(t, aAPI, wrong, "node", "status"); code != exitFailed || !strings.Contains(errOut, "unauthorized") {
+		t.Fatalf("wrong token: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := ctl(t, aAPI, token, "cluster", "join"); code != exitConfig || !strings.Contains(errOut, "needs one argument") {
+		t.Fatalf("join without a seed: exit %d, %q", code, errOut)
+	}
+}
