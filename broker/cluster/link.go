@@ -340,38 +340,39 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opJoin, opRemove, opApply:
 		return n.handleLeaderOp(req)
 	case opTakeover:
-		snap, epoch, err := n.ownerTakeover(req.ClientID, req.Clean, peer)
-		if err != nil {
-			return errResponse(err)
-		}
-		resp := &response{Epoch: epoch}
-		if snap != nil {
-			b, err := store.EncodeSession(*snap)
-			if err != nil {
-				return errResponse(err)
-			}
-			resp.Data = b
-		}
-		return resp
+		snap, source, epoch := n.ownerTakeover(req.ClientID, req.Clean, peer)
+		return sessionResponse(&response{Epoch: epoch, Node: source}, snap)
 	case opKick:
-		snap := n.srv.Kick(req.ClientID, req.Epoch, !req.Clean)
-		resp := &response{}
-		if snap != nil {
-			b, err := store.EncodeSession(*snap)
-			if err != nil {
-				return errResponse(err)
-			}
-			resp.Data = b
-		}
-		return resp
+		return sessionResponse(&response{}, n.srv.Kick(req.ClientID, req.Epoch, !req.Clean))
+	case opRelease:
+		extra := n.srv.Release(req.ClientID)
+		return sessionResponse(&response{}, &session.Snapshot{ID: req.ClientID, Queue: extra})
+	case opSync:
+		return &response{}
 	case opAdopt:
 		snap, err := store.DecodeSession(req.Data)
 		if err != nil {
 			return errResponse(errorf(CodeBadRequest, "undecodable session: %v", err))
 		}
-		return &response{OK: n.srv.AdoptSession(snap)}
+		if !n.srv.AdoptSession(snap) {
+			return &response{}
+		}
+		n.srv.AppendDeliveries(snap.ID, n.settle(snap.ID, peer))
+		return &response{OK: true}
 	}
 	return errResponse(errorf(CodeBadRequest, "unknown request %q", req.Op))
+}
+
+func sessionResponse(resp *response, snap *session.Snapshot) *response {
+	if snap == nil {
+		return resp
+	}
+	b, err := store.EncodeSession(*snap)
+	if err != nil {
+		return errResponse(err)
+	}
+	resp.Data = b
+	return resp
 }
 
 // RouteAdded implements server.Cluster.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
@@ -37,33 +38,96 @@ func (n *Node) owner(clientID string) string {
 
 // Takeover implements server.Cluster: the client ID's owner orders the connect and
 // ends the ID's sessions elsewhere; a persistent one comes back to continue here.
-func (n *Node) Takeover(id string, clean bool) (*session.Snapshot, uint64, error) {
+func (n *Node) Takeover(id string, clean bool) (server.Handover, error) {
 	if !n.isMember() {
-		return nil, 0, nil
+		return server.Handover{}, nil
 	}
-	o := n.owner(id)
-	if o == n.cfg.Name {
-		return n.ownerTakeover(id, clean, n.cfg.Name)
+	var (
+		snap   *session.Snapshot
+		source string
+		epoch  uint64
+		err    error
+	)
+	if o := n.owner(id); o == n.cfg.Name {
+		snap, source, epoch = n.ownerTakeover(id, clean, n.cfg.Name)
+	} else {
+		var resp *response
+		if resp, err = n.request(o, &request{Op: opTakeover, ClientID: id, Clean: clean}); err == nil {
+			err = resp.err()
+		}
+		if err != nil {
+			return server.Handover{}, err
+		}
+		if snap, err = decodeSnap(resp.Data); err != nil {
+			return server.Handover{}, err
+		}
+		source, epoch = resp.Node, resp.Epoch
 	}
-	resp, err := n.request(o, &request{Op: opTakeover, ClientID: id, Clean: clean})
-	if err != nil {
-		return nil, 0, err
+	ho := server.Handover{Session: snap, Epoch: epoch}
+	if snap != nil {
+		ho.Finish = func() []*session.Delivery { return n.settle(id, source) }
 	}
-	if err := resp.err(); err != nil {
-		return nil, 0, err
-	}
-	return decodeSnap(resp.Data, resp.Epoch)
+	return ho, nil
 }
 
-func decodeSnap(b []byte, epoch uint64) (*session.Snapshot, uint64, error) {
+// settle finishes a session's move to this node: once every peer has this node's
+// routes for it, the old node releases its copy and sends what arrived meanwhile.
+func (n *Node) settle(id, source string) []*session.Delivery {
+	n.routeBarrier()
+	if source == n.cfg.Name {
+		return n.srv.Release(id)
+	}
+	resp, err := n.request(source, &request{Op: opRelease, ClientID: id})
+	if err == nil {
+		err = resp.err()
+	}
+	var extra *session.Snapshot
+	if err == nil {
+		extra, err = decodeSnap(resp.Data)
+	}
+	if err != nil {
+		n.log.Warn("releasing a moved session failed; its old node drops it after a timeout", "client", id, "node", source, "error", err)
+		return nil
+	}
+	if extra == nil {
+		return nil
+	}
+	return extra.Queue
+}
+
+// routeBarrier returns once every reachable peer has applied the routes this node
+// sent so far (links are ordered: an answered request follows them).
+func (n *Node) routeBarrier() {
+	n.mu.Lock()
+	var peers []string
+	for name, l := range n.links {
+		if l.up.Load() {
+			peers = append(peers, name)
+		}
+	}
+	n.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := n.request(p, &request{Op: opSync}); err != nil {
+				n.log.Debug("route barrier: peer did not answer", "peer", p, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func decodeSnap(b []byte) (*session.Snapshot, error) {
 	if len(b) == 0 {
-		return nil, epoch, nil
+		return nil, nil
 	}
 	s, err := store.DecodeSession(b)
 	if err != nil {
-		return nil, epoch, err
+		return nil, err
 	}
-	return &s, epoch, nil
+	return &s, nil
 }
 
 // nextEpoch returns a new, larger epoch: the owner's clock in nanoseconds, kept
@@ -77,7 +141,8 @@ func (n *Node) nextEpoch() uint64 {
 
 // ownerTakeover runs on the owner of id: connects for one ID go through it one at a
 // time; each gets a larger epoch and kicks the ID on every node but the requester.
-func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.Snapshot, uint64, error) {
+// It returns the newest persistent session found and the node holding it.
+func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.Snapshot, string, uint64) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
 	mu := &n.lockIDs[h.Sum32()%uint32(len(n.lockIDs))]
@@ -93,19 +158,20 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.
 	}
 	n.mu.Unlock()
 	var (
-		wg   sync.WaitGroup
-		smu  sync.Mutex
-		best *session.Snapshot
+		wg     sync.WaitGroup
+		smu    sync.Mutex
+		best   *session.Snapshot
+		source string
 	)
-	keep := func(s *session.Snapshot) {
+	keep := func(s *session.Snapshot, from string) {
 		smu.Lock()
 		defer smu.Unlock()
 		if s != nil && (best == nil || s.Disconnected.After(best.Disconnected)) {
-			best = s
+			best, source = s, from
 		}
 	}
 	if requester != n.cfg.Name {
-		keep(n.srv.Kick(id, epoch, !clean))
+		keep(n.srv.Kick(id, epoch, !clean), n.cfg.Name)
 	}
 	for _, p := range peers {
 		if !n.PeerUp(p) {
@@ -122,16 +188,16 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.
 				n.log.Warn("takeover could not reach a node", "client", id, "peer", p, "error", err)
 				return
 			}
-			s, _, err := decodeSnap(resp.Data, 0)
+			s, err := decodeSnap(resp.Data)
 			if err != nil {
 				n.log.Error("undecodable session in a takeover", "client", id, "peer", p, "error", err)
 				return
 			}
-			keep(s)
+			keep(s, p)
 		}()
 	}
 	wg.Wait()
-	return best, epoch, nil
+	return best, source, epoch
 }
 
 // evacuation is the progress of moving this node's clients away.
@@ -237,8 +303,8 @@ func (n *Node) moveSessions(ctx context.Context) int {
 			continue // it reconnected elsewhere meanwhile, or expired
 		}
 		b, err := store.EncodeSession(*snap)
+		var resp *response
 		if err == nil {
-			var resp *response
 			if resp, err = n.request(target, &request{Op: opAdopt, Data: b}); err == nil {
 				err = resp.err()
 			}
@@ -246,8 +312,11 @@ func (n *Node) moveSessions(ctx context.Context) int {
 		if err != nil {
 			// Keep the session here and try again on the next round.
 			n.log.Warn("moving a session failed; keeping it", "client", id, "target", target, "error", err)
-			n.srv.AdoptSession(*snap)
+			n.srv.Unmove(*snap)
 			continue
+		}
+		if !resp.OK { // the client reconnected there first: its takeover has the state
+			n.srv.Release(id)
 		}
 		moved++
 	}

@@ -65,6 +65,8 @@ const (
 	opTakeover = "takeover" // to the owner of ClientID: order this connect, kick elsewhere
 	opKick     = "kick"     // end ClientID's session here, return it when Clean is false
 	opAdopt    = "adopt"    // take the detached session in Data (evacuation)
+	opRelease  = "release"  // drop the moved session ClientID, answer what arrived since
+	opSync     = "sync"     // no-op: answered once the routes sent before it are applied
 )
 
 type request struct {
@@ -86,6 +88,7 @@ type response struct {
 	Epoch     uint64
 	Data      []byte
 	OK        bool
+	Node      string // takeover: the node the session came from
 }
 
 func (r *response) err() error {

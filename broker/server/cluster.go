@@ -30,9 +30,21 @@ type Cluster interface {
 	// replicated.
 	Retain(msg *session.Message) error
 	// Takeover runs before a client attaches to its session: it ends the sessions of
-	// client id on other nodes and returns the state to continue (nil: none) and the
-	// epoch of this connect; a connect with a lower epoch than a later takeover loses.
-	Takeover(id string, clean bool) (*session.Snapshot, uint64, error)
+	// client id on other nodes and returns the state to continue, if any.
+	Takeover(id string, clean bool) (Handover, error)
+}
+
+// Handover is the outcome of a takeover.
+type Handover struct {
+	// Session is the state to continue (nil: none).
+	Session *session.Snapshot
+	// Epoch orders connects of one client ID cluster-wide: a connect with a lower
+	// epoch than a later takeover loses.
+	Epoch uint64
+	// Finish, when set, runs once Session is installed here and its routes have
+	// reached the other nodes: it releases the old node's copy and returns what was
+	// queued there meanwhile.
+	Finish func() []*session.Delivery
 }
 
 // Route is a subscription filter as nodes exchange it: which filters (per share
@@ -194,8 +206,9 @@ func (s *Server) ReplaceRetained(msgs []*session.Message) {
 
 // Kick ends client id's session on this node because a connect on another node takes
 // it over with the given epoch. The connection, if any, is closed with 0x8E (session
-// taken over). With want, a persistent session's state is returned for the new node
-// and removed here.
+// taken over). With want, a persistent session's state is returned for the new node:
+// the session stays here, moving, with its routes, and keeps what arrives until the
+// new node releases it (Release), so nothing published meanwhile is lost.
 func (s *Server) Kick(id string, epoch uint64, want bool) *session.Snapshot {
 	var wills []*session.Message
 	defer func() {
@@ -230,15 +243,83 @@ func (s *Server) Kick(id string, epoch uint64, want bool) *session.Snapshot {
 		wills = append(wills, e.will)
 	}
 	e.will = nil
-	var snap *session.Snapshot
-	if want && expiry != 0 {
-		sn := e.sess.Snapshot()
-		sn.Expiry = expiry
-		sn.Disconnected = time.Now()
-		snap = &sn
+	if !want || expiry == 0 {
+		s.dropSession(id, e)
+		return nil
 	}
-	s.dropSession(id, e)
-	return snap
+	snap := e.sess.Handover()
+	snap.Expiry = expiry
+	snap.Disconnected = time.Now()
+	if !e.moving {
+		e.moving = true
+		if err := s.opts.Store.DeleteSession(id); err != nil { // the state is the new node's now
+			s.stats.storeErrors.Add(1)
+			s.log.Error("deleting session failed", "client", id, "error", err)
+		}
+		e.moveTimer = time.AfterFunc(moveTimeout, func() {
+			if extra := s.Release(id); len(extra) > 0 {
+				s.log.Warn("a moved session was never released; dropping what arrived for it meanwhile", "client", id, "messages", len(extra))
+			}
+		})
+	}
+	return &snap
+}
+
+// moveTimeout bounds how long a moving session waits for its new node's release.
+const moveTimeout = 30 * time.Second
+
+// Release ends a moving session (its new node has it and its routes) and returns what
+// was queued for it since it moved.
+func (s *Server) Release(id string) []*session.Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.sessions[id]
+	if e == nil || !e.moving {
+		return nil
+	}
+	stopTimer(e.moveTimer)
+	extra := e.sess.Drain()
+	delete(s.sessions, id)
+	for _, sub := range e.sess.Subscriptions() {
+		s.removeSub(id, sub.ShareGroup, sub.Filter)
+	}
+	return extra
+}
+
+// Unmove takes back a session whose move failed: its state plus what arrived since.
+func (s *Server) Unmove(snap session.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.sessions[snap.ID]
+	if e == nil || !e.moving {
+		return
+	}
+	stopTimer(e.moveTimer)
+	extra := e.sess.Drain()
+	e.sess = session.Restore(snap, s.sessionLimits())
+	e.moving = false
+	for _, d := range extra {
+		e.sess.Enqueue(d)
+	}
+	e.expiry, e.disconnected = snap.Expiry, snap.Disconnected
+	s.armExpiry(snap.ID, e, e.disconnected)
+	s.saveSession(e)
+}
+
+// AppendDeliveries queues deliveries for a session (what its old node received while
+// it moved).
+func (s *Server) AppendDeliveries(id string, ds []*session.Delivery) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e := s.sessions[id]
+	if e == nil {
+		return
+	}
+	for _, d := range ds {
+		if _, dropped := e.sess.Enqueue(d); dropped {
+			s.stats.dropped.Add(1)
+		}
+	}
 }
 
 // installSession makes a session handed over by another node this node's. Lock held.

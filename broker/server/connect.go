@@ -143,15 +143,23 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	}()
 	// In a cluster, sessions of this client ID on other nodes end first; a persistent
 	// one comes here with its subscriptions and queue.
-	var moved *session.Snapshot
-	var epoch uint64
+	var ho Handover
 	if s.cluster != nil && !s.isClosing() {
 		var err error
-		if moved, epoch, err = s.cluster.Takeover(c.id, clean); err != nil {
+		if ho, err = s.cluster.Takeover(c.id, clean); err != nil {
 			s.stats.clusterErrors.Add(1)
 			s.log.Warn("cluster takeover failed; connecting on this node only", "client", c.id, "error", err)
 		}
 	}
+	moved, epoch := ho.Session, ho.Epoch
+	installed := false
+	defer func() { // after the unlock below
+		if ho.Finish != nil {
+			if extra := ho.Finish(); installed {
+				s.AppendDeliveries(c.id, extra)
+			}
+		}
+	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -170,8 +178,17 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		delete(s.kicked, c.id)
 	}
 	e := s.sessions[c.id]
+	if e != nil && e.moving { // handed away meanwhile: the cluster's copy wins
+		stopTimer(e.moveTimer)
+		delete(s.sessions, c.id)
+		for _, sub := range e.sess.Subscriptions() {
+			s.removeSub(c.id, sub.ShareGroup, sub.Filter)
+		}
+		e = nil
+	}
 	if e == nil && moved != nil && !clean {
 		e = s.installSession(*moved)
+		installed = true
 	}
 	if e != nil {
 		if old := e.client; old != nil {

@@ -63,7 +63,7 @@ func (s *Server) DetachedSessions() []string {
 	defer s.mu.RUnlock()
 	var out []string
 	for id, e := range s.sessions {
-		if e.client == nil {
+		if e.client == nil && !e.moving {
 			out = append(out, id)
 		}
 	}

@@ -145,6 +145,8 @@ type entry struct {
 	will         *session.Message // pending delayed will
 	willTimer    *time.Timer
 	disconnected time.Time
+	moving       bool        // handed to another node, kept until it releases it
+	moveTimer    *time.Timer // drops a moving session nobody released
 }
 
 // New creates a server and restores the retained messages and sessions in its store.
@@ -307,7 +309,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, e := range s.sessions {
 		stopTimer(e.expiryTimer)
 		stopTimer(e.willTimer)
-		if e.client == nil && e.expiry != 0 {
+		if e.client == nil && e.expiry != 0 && !e.moving {
 			s.saveSession(e)
 		}
 	}

@@ -320,6 +320,10 @@ type Snapshot struct {
 func (s *Session) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.snapshotLocked()
+}
+
+func (s *Session) snapshotLocked() Snapshot {
 	snap := Snapshot{ID: s.ID, Subscriptions: make(map[string]topic.Subscription, len(s.subs))}
 	for k, v := range s.subs {
 		snap.Subscriptions[k] = v
@@ -361,4 +365,32 @@ func Restore(snap Snapshot, limits Limits) *Session {
 		s.inbound[id] = struct{}{}
 	}
 	return s
+}
+
+// Handover returns the session's state, like Snapshot, and empties its queue and
+// inflight window in the same step: the state moves to another node, and what is
+// enqueued afterwards is what arrived meanwhile (see Drain).
+func (s *Session) Handover() Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := s.snapshotLocked()
+	clear(s.queue)
+	s.queue = s.queue[:0]
+	clear(s.inflight)
+	s.order = s.order[:0]
+	return snap
+}
+
+// Drain removes and returns the queued deliveries.
+func (s *Session) Drain() []*Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Delivery, len(s.queue))
+	for i, d := range s.queue {
+		c := *d
+		out[i] = &c
+	}
+	clear(s.queue)
+	s.queue = s.queue[:0]
+	return out
 }

@@ -92,17 +92,22 @@ func (s *RaftStore) StoreLog(log *raft.Log) error {
 }
 
 // StoreLogs implements raft.LogStore. All entries go into one batch committed with
-// Sync: pebble commits concurrent synced batches as a group, one fsync for all.
+// Sync: pebble commits concurrent synced batches as a group, one fsync for all. Each
+// entry is encoded straight into the batch's memory, so a call allocates nothing per
+// entry.
 func (s *RaftStore) StoreLogs(logs []*raft.Log) (err error) {
 	b := s.db.NewBatch()
 	defer func() { err = errors.Join(err, b.Close()) }()
-	key := logKey(0)
-	var buf []byte
+	var key [len(prefixRaftLog) + 8]byte
+	copy(key[:], prefixRaftLog)
 	for _, l := range logs {
 		binary.BigEndian.PutUint64(key[len(prefixRaftLog):], l.Index)
-		buf = appendRaftLog(buf[:0], l)
-		// Set copies key and value into the batch, so both buffers are reused.
-		if err := b.Set(key, buf, nil); err != nil {
+		op := b.SetDeferred(len(key), raftLogSize(l))
+		copy(op.Key, key[:])
+		if enc := appendRaftLog(op.Value[:0], l); len(enc) != len(op.Value) {
+			return fmt.Errorf("raft log entry %d: encoded %d bytes, sized %d", l.Index, len(enc), len(op.Value))
+		}
+		if err := op.Finish(); err != nil {
 			return fmt.Errorf("storing raft log entry %d: %w", l.Index, err)
 		}
 	}
@@ -188,19 +193,34 @@ func stableKey(key []byte) []byte {
 // type, AppendedAt (unix nanoseconds, 0 for the zero time), data and extensions, the
 // numbers as varints and the byte strings behind their uvarint length.
 func appendRaftLog(b []byte, l *raft.Log) []byte {
-	var appended int64
-	if !l.AppendedAt.IsZero() {
-		appended = l.AppendedAt.UnixNano()
-	}
 	b = append(b, raftLogFormat)
 	b = binary.AppendUvarint(b, l.Index)
 	b = binary.AppendUvarint(b, l.Term)
 	b = binary.AppendUvarint(b, uint64(l.Type))
-	b = binary.AppendVarint(b, appended)
+	b = binary.AppendVarint(b, appendedNanos(l))
 	b = binary.AppendUvarint(b, uint64(len(l.Data)))
 	b = append(b, l.Data...)
 	b = binary.AppendUvarint(b, uint64(len(l.Extensions)))
 	return append(b, l.Extensions...)
+}
+
+// raftLogSize is the length of appendRaftLog's output for l.
+func raftLogSize(l *raft.Log) int {
+	var scratch [binary.MaxVarintLen64]byte
+	uvarintLen := func(v uint64) int { return len(binary.AppendUvarint(scratch[:0], v)) }
+	return 1 + uvarintLen(l.Index) + uvarintLen(l.Term) + uvarintLen(uint64(l.Type)) +
+		len(binary.AppendVarint(scratch[:0], appendedNanos(l))) +
+		uvarintLen(uint64(len(l.Data))) + len(l.Data) +
+		uvarintLen(uint64(len(l.Extensions))) + len(l.Extensions)
+}
+
+// appendedNanos is l.AppendedAt in unix nanoseconds, 0 for the zero time (whose
+// UnixNano is undefined).
+func appendedNanos(l *raft.Log) int64 {
+	if l.AppendedAt.IsZero() {
+		return 0
+	}
+	return l.AppendedAt.UnixNano()
 }
 
 // decodeRaftLog fills l from a record written by appendRaftLog. Data and Extensions

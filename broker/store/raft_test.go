@@ -113,9 +113,13 @@ func TestRaftLogRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			enc := appendRaftLog(nil, &tt.log)
+			if len(enc) != raftLogSize(&tt.log) {
+				t.Fatalf("encoded %d bytes, raftLogSize says %d", len(enc), raftLogSize(&tt.log))
+			}
 			var got raft.Log
 			got.Data = []byte("stale") // decoding replaces every field
-			if err := decodeRaftLog(appendRaftLog(nil, &tt.log), &got); err != nil {
+			if err := decodeRaftLog(enc, &got); err != nil {
 				t.Fatal(err)
 			}
 			if !logsEqual(&got, &tt.log) {
@@ -335,7 +339,7 @@ func TestRaftStoreCorruptRecord(t *testing.T) {
 			if err == nil || errors.Is(err, raft.ErrLogNotFound) || !strings.Contains(err.Error(), "entry 5") {
 				t.Fatalf("GetLog of a corrupt record = %v, want an error naming entry 5", err)
 			}
-			// Its neighbours still read.
+			// The entries around it still read.
 			if err := s.GetLog(6, &l); err != nil {
 				t.Fatal(err)
 			}
