@@ -104,7 +104,7 @@ func (l *link) run() {
 // session runs one connection of the link.
 func (l *link) session() error {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	c, _, err := l.n.dial(ctx, l.addr, chanLink)
+	c, err := l.n.dial(ctx, l.addr, chanLink)
 	cancel()
 	if err != nil {
 		return err
@@ -158,7 +158,9 @@ func (l *link) session() error {
 func (l *link) refused(h *hello, myIndex uint64) {
 	switch h.Code {
 	case CodeNotMember:
-		if h.ConfigIndex > myIndex && h.ClusterID != "" {
+		// A member with a later configuration than ours that does not list us: the
+		// cluster removed this node. (Unknown index 0: not enough to tell.)
+		if myIndex > 0 && h.ConfigIndex > myIndex && h.ClusterID != "" {
 			l.n.markStale("the cluster removed this node while it was away: " + l.peer + " does not list it")
 		}
 	case CodeStaleStore:

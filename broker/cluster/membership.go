@@ -44,7 +44,6 @@ func (n *Node) syncMembers() {
 	self := slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.cfg.Name })
 	n.mu.Lock()
 	n.members = servers
-	n.configIndex = f.Index()
 	removed := false
 	switch {
 	case self && n.state == StoreMember:
@@ -282,7 +281,7 @@ func (n *Node) Reset() error {
 		return err
 	}
 	n.mu.Lock()
-	n.state, n.staleReason, n.clusterID, n.wasMember, n.members = StoreEmpty, "", "", false, nil
+	n.state, n.staleReason, n.clusterID, n.wasMember, n.members, n.configIndex = StoreEmpty, "", "", false, nil, 0
 	n.evac = evacuation{}
 	n.mu.Unlock()
 	n.log.Warn("store reset: this node is empty and may join a cluster")
@@ -293,7 +292,7 @@ func (n *Node) Reset() error {
 func (n *Node) query(ctx context.Context, addr string, req *request) (*response, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout+5*time.Second)
 	defer cancel()
-	c, _, err := n.dial(ctx, addr, chanQuery)
+	c, err := n.dial(ctx, addr, chanQuery)
 	if err != nil {
 		return nil, err
 	}

@@ -275,32 +275,32 @@ func (n *Node) accept(c net.Conn) {
 }
 
 // dial connects and authenticates to a cluster address and names the channel.
-func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, string, error) {
+func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, "", errorf(CodeUnreachable, "%s: %v", addr, err)
+		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
 	}
 	if !n.track(c) {
-		return nil, "", net.ErrClosed
+		return nil, net.ErrClosed
 	}
 	peer, err := n.auth.Handshake(c, Dialer)
 	if err != nil {
 		n.untrack(c)
 		if errors.Is(err, ErrCookieMismatch) {
 			n.log.Warn("cluster peer refused: cookie mismatch", "remote", addr, "peer", peer)
-			return nil, "", errorf(CodeCookieMismatch, "%s does not know this node's cookie", addr)
+			return nil, errorf(CodeCookieMismatch, "%s does not know this node's cookie", addr)
 		}
-		return nil, "", errorf(CodeUnreachable, "%s: %v", addr, err)
+		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
 	}
 	n.mu.Lock()
 	id := n.clusterID
 	n.mu.Unlock()
 	if err := writeChannel(c, ch, id); err != nil {
 		n.untrack(c)
-		return nil, "", errorf(CodeUnreachable, "%s: %v", addr, err)
+		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
 	}
-	return c, peer, nil
+	return c, nil
 }
 
 // Close leaves the node's links and raft running no more (the node stays a member:

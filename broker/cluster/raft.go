@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,6 +56,14 @@ func (n *Node) startRaft() error {
 	rc.LeaderLeaseTimeout = n.cfg.HeartbeatTimeout / 2
 	rc.CommitTimeout = 10 * time.Millisecond
 	rc.Logger = n.hclog()
+	idx, err := latestConfigIndex(rs, snaps)
+	if err != nil {
+		_ = trans.Close()
+		return fmt.Errorf("reading the raft log: %w", err)
+	}
+	n.mu.Lock()
+	n.configIndex = idx
+	n.mu.Unlock()
 	r, err := raft.NewRaft(rc, &fsm{n: n}, rs, rs, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
@@ -64,6 +73,37 @@ func (n *Node) startRaft() error {
 	n.raft, n.stream = r, sl
 	n.mu.Unlock()
 	return nil
+}
+
+// latestConfigIndex finds the index of the newest configuration this node's log or
+// snapshots hold (committed or not): what a restarted node knows of the membership.
+func latestConfigIndex(logs raft.LogStore, snaps raft.SnapshotStore) (uint64, error) {
+	var idx uint64
+	metas, err := snaps.List()
+	if err != nil {
+		return 0, err
+	}
+	if len(metas) > 0 {
+		idx = metas[0].ConfigurationIndex
+	}
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return 0, err
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return 0, err
+	}
+	for i := last; i >= first && i > idx && i > 0; i-- {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return 0, err
+		}
+		if l.Type == raft.LogConfiguration {
+			return i, nil
+		}
+	}
+	return idx, nil
 }
 
 // stopRaft shuts raft down (stale, reset).
@@ -130,7 +170,7 @@ func (s *streamLayer) Addr() net.Addr { return s.addr }
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, _, err := s.n.dial(ctx, string(address), chanRaft)
+	c, err := s.n.dial(ctx, string(address), chanRaft)
 	if err != nil {
 		return nil, err
 	}
@@ -218,14 +258,24 @@ func (n *Node) adoptClusterID(id string) {
 	}
 }
 
+// StoreConfiguration implements raft.ConfigurationStore: it records the log index
+// of the latest committed configuration, which peers compare to tell a node removed
+// while it was away from one that is merely behind.
+func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.n.mu.Lock()
+	f.n.configIndex = max(f.n.configIndex, index)
+	f.n.mu.Unlock()
+}
+
 type fsmState struct {
-	ClusterID string
-	Retained  [][]byte
+	ConfigIndex uint64
+	ClusterID   string
+	Retained    [][]byte
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.n.mu.Lock()
-	st := fsmState{ClusterID: f.n.clusterID}
+	st := fsmState{ClusterID: f.n.clusterID, ConfigIndex: f.n.configIndex}
 	f.n.mu.Unlock()
 	for _, m := range f.n.srv.RetainedMessages() {
 		st.Retained = append(st.Retained, store.EncodeMessage(m))
@@ -234,7 +284,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 func (f *fsm) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	var st fsmState
 	if err := json.NewDecoder(rc).Decode(&st); err != nil {
 		return fmt.Errorf("decoding a raft snapshot: %w", err)
@@ -242,6 +292,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if st.ClusterID != "" {
 		f.n.adoptClusterID(st.ClusterID)
 	}
+	f.StoreConfiguration(st.ConfigIndex, raft.Configuration{})
 	msgs := make([]*session.Message, 0, len(st.Retained))
 	for _, b := range st.Retained {
 		m, err := store.DecodeMessage(b)
@@ -287,10 +338,10 @@ func (n *Node) apply(c command) error {
 }
 
 func applyErr(err error) error {
-	switch err {
-	case nil:
+	switch {
+	case err == nil:
 		return nil
-	case raft.ErrNotLeader, raft.ErrLeadershipLost, raft.ErrLeadershipTransferInProgress:
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return errorf(CodeNoLeader, "%v", err)
 	}
 	return err

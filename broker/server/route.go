@@ -46,6 +46,8 @@ func (s *Server) retain(msg *session.Message) {
 // picked on them); for one a peer forwarded (fromPeer), only the shared groups in
 // shared are served: the peer picked this node for them.
 func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int, map[string][]Route) {
+	var dirty []*entry
+	defer func() { s.saveOffline(dirty) }() // after the read lock below is released
 	m, ok := matchesPool.Get().(*topic.Matches)
 	if !ok {
 		m = new(topic.Matches)
@@ -81,7 +83,7 @@ func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int
 		if d == nil {
 			continue
 		}
-		if s.enqueue(id, d) {
+		if s.enqueue(id, d, &dirty) {
 			n++
 		}
 	}
@@ -89,7 +91,7 @@ func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int
 		if fromPeer && !slices.Contains(shared, Route{Group: g.Group, Filter: g.Filter}) {
 			continue
 		}
-		node, ok := s.deliverShared(msg, g, forward)
+		node, ok := s.deliverShared(msg, g, forward, &dirty)
 		switch {
 		case node != "":
 			targets = addTarget(targets, node, &Route{Group: g.Group, Filter: g.Filter})
@@ -134,8 +136,10 @@ func mergeDelivery(msg *session.Message, subs []topic.Subscription) *session.Del
 	return d
 }
 
-// enqueue hands d to a session. Lock (read) held on entry.
-func (s *Server) enqueue(clientID string, d *session.Delivery) bool {
+// enqueue hands d to a session. Lock (read) held on entry. A message queued for a
+// persistent session without a connection is written to the store before the
+// publisher's ack (see saveOffline): a crash must not lose what was acknowledged.
+func (s *Server) enqueue(clientID string, d *session.Delivery, dirty *[]*entry) bool {
 	e := s.sessions[clientID]
 	if e == nil {
 		return false
@@ -144,14 +148,33 @@ func (s *Server) enqueue(clientID string, d *session.Delivery) bool {
 	if dropped { // DropOldest drops too, while queueing d
 		s.stats.dropped.Add(1)
 	}
+	if queued && d.QoS > 0 && e.client == nil && e.expiry != 0 && !e.moving {
+		*dirty = append(*dirty, e)
+	}
 	return queued
+}
+
+// saveOffline stores the persistent sessions that got messages while offline, before
+// the publisher is acknowledged. Many publishers saving at once share the store's
+// group commit.
+func (s *Server) saveOffline(dirty []*entry) {
+	if len(dirty) == 0 {
+		return
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, e := range dirty {
+		if s.sessions[e.sess.ID] == e && e.client == nil && !e.moving {
+			s.saveSession(e)
+		}
+	}
 }
 
 // deliverShared gives msg to one member of a shared subscription, preferring connected
 // members in round-robin order. A member may be a peer node (with peers): then the
 // message is not queued here and the node is returned, to be forwarded to. Lock
 // (read) held on entry.
-func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers bool) (node string, queued bool) {
+func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers bool, dirty *[]*entry) (node string, queued bool) {
 	members := g.Members
 	if !peers {
 		members = localMembers(members)
@@ -191,7 +214,7 @@ func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers
 	if sub.Identifier != 0 {
 		d.SubIDs = []uint32{sub.Identifier}
 	}
-	return "", s.enqueue(sub.ClientID, d)
+	return "", s.enqueue(sub.ClientID, d, dirty)
 }
 
 // localMembers returns the members of a shared group that are clients of this node.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,7 +47,7 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 	tokenFile := fs.String("token-file", env["MQTTD_API_TOKEN_FILE"], "file with the API bearer token")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitConfig
@@ -81,7 +82,7 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mqttd ctl: %v\n", err)
 		return exitFailed
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttd ctl: reading the answer: %v\n", err)

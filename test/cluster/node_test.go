@@ -1,0 +1,373 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Bounds of the waits on processes.
+const (
+	startTimeout = 20 * time.Second // from exec to all listeners open
+	stopTimeout  = 15 * time.Second // SIGTERM to exit (mqttd's shutdown_timeout is 10s)
+	logTail      = 60               // log lines printed per node when a test fails
+)
+
+// nodeOptions are the flags a node is started with; a restart reuses them.
+type nodeOptions struct {
+	name        string
+	clusterAddr string   // fixed for the node's life; empty: a free port is picked
+	dataDir     string   // empty: a new t.TempDir()
+	cookieFile  string   // empty: the package's cookie
+	seeds       []string // --cluster.seeds
+	bootstrap   bool     // --cluster.bootstrap=true
+}
+
+// node is one mqttd process (and its restarts) with the same name, cluster address
+// and data directory.
+type node struct {
+	t    *testing.T
+	opts nodeOptions
+	logs *logBuffer
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}    // closed when the current process has exited
+	exitErr  error            // valid once exited is closed
+	mqttAddr string           // MQTT over TCP, new at every start
+	apiAddr  string           // HTTP API, new at every start
+	pending  chan listenEvent // "listening" lines of the current process
+}
+
+func (n *node) name() string        { return n.opts.name }
+func (n *node) clusterAddr() string { return n.opts.clusterAddr }
+
+// mqttAddress returns the node's current MQTT address (it changes when the node restarts).
+func (n *node) mqttAddress() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mqttAddr
+}
+
+func (n *node) apiAddress() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.apiAddr
+}
+
+// startNode starts a node and waits until its listeners are open. The process is
+// killed when the test ends; when the test fails, the tail of its log is printed.
+func startNode(t *testing.T, opts nodeOptions) *node {
+	t.Helper()
+	n := newNode(t, opts)
+	// The cluster port was free a moment ago; another process may have taken it since.
+	// Only a node without a store may move to another port, so retry only here.
+	for attempt := 1; ; attempt++ {
+		n.launch()
+		err := n.awaitListening()
+		if err == nil {
+			return n
+		}
+		if attempt < 3 && opts.clusterAddr == "" && strings.Contains(n.logs.String(), "address already in use") {
+			n.kill()
+			n.opts.clusterAddr = freePort(t)
+			continue
+		}
+		t.Fatalf("%s: %v", n.name(), err)
+	}
+}
+
+// newNode prepares a node without starting it.
+func newNode(t *testing.T, opts nodeOptions) *node {
+	t.Helper()
+	if opts.clusterAddr == "" {
+		opts.clusterAddr = freePort(t)
+	}
+	if opts.dataDir == "" {
+		opts.dataDir = t.TempDir()
+	}
+	if opts.cookieFile == "" {
+		opts.cookieFile = cookieFile
+	}
+	n := &node{t: t, opts: opts, logs: &logBuffer{}}
+	t.Cleanup(func() {
+		n.kill()
+		if t.Failed() {
+			t.Logf("--- last %d log lines of %s ---\n%s", logTail, n.name(), n.logs.tail(logTail))
+		}
+	})
+	return n
+}
+
+func (n *node) args() []string {
+	o := n.opts
+	args := []string{
+		"--listeners.tcp", "127.0.0.1:0",
+		"--listeners.websocket", "",
+		"--api.listen", "127.0.0.1:0",
+		"--api.token-file", tokenFile,
+		"--store.dir", o.dataDir,
+		"--log.format", "json",
+		"--log.level", "debug",
+		"--cluster.listen", o.clusterAddr,
+		"--cluster.cookie-file", o.cookieFile,
+		"--cluster.node-name", o.name,
+	}
+	if len(o.seeds) > 0 {
+		args = append(args, "--cluster.seeds", strings.Join(o.seeds, ","))
+	}
+	if o.bootstrap {
+		args = append(args, "--cluster.bootstrap=true")
+	}
+	return args
+}
+
+// launch starts the process without waiting for it to listen.
+func (n *node) launch() {
+	n.t.Helper()
+	cmd := exec.Command(mqttdBin, n.args()...)
+	n.logs.add(fmt.Sprintf("=== %s: start %s", time.Now().Format(time.TimeOnly), strings.Join(cmd.Args, " ")))
+	listening := make(chan listenEvent, 8)
+	w := &lineWriter{onLine: func(line string) {
+		n.logs.add(line)
+		if ev, ok := parseListening(line); ok {
+			select {
+			case listening <- ev:
+			default:
+			}
+		}
+	}}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		n.t.Fatalf("%s: start mqttd: %v", n.name(), err)
+	}
+	exited := make(chan struct{})
+	n.mu.Lock()
+	n.cmd, n.exited, n.mqttAddr, n.apiAddr = cmd, exited, "", ""
+	n.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		w.flush()
+		n.mu.Lock()
+		n.exitErr = err
+		n.mu.Unlock()
+		n.logs.add(fmt.Sprintf("=== %s: exited: %v", time.Now().Format(time.TimeOnly), err))
+		close(exited)
+	}()
+	n.pending = listening
+}
+
+// awaitListening waits for the "listening" log lines of the MQTT, API and cluster
+// listeners of the process started last.
+func (n *node) awaitListening() error {
+	deadline := time.After(startTimeout)
+	want := map[string]bool{"tcp": true, "api": true, "cluster": true}
+	for len(want) > 0 {
+		select {
+		case ev := <-n.pending:
+			if !want[ev.listener] {
+				continue
+			}
+			delete(want, ev.listener)
+			n.mu.Lock()
+			switch ev.listener {
+			case "tcp":
+				n.mqttAddr = ev.address
+			case "api":
+				n.apiAddr = ev.address
+			case "cluster":
+				if ev.address != n.opts.clusterAddr {
+					n.mu.Unlock()
+					return fmt.Errorf("cluster listener on %s, want %s", ev.address, n.opts.clusterAddr)
+				}
+			}
+			n.mu.Unlock()
+		case <-n.exitedChan():
+			return fmt.Errorf("mqttd exited before listening: %w", n.exitError())
+		case <-deadline:
+			return fmt.Errorf("listeners %v not open within %v", keys(want), startTimeout)
+		}
+	}
+	return nil
+}
+
+// restart starts a stopped node again with the same flags and data directory.
+func (n *node) restart() {
+	n.t.Helper()
+	if n.running() {
+		n.t.Fatalf("%s: restart of a running node", n.name())
+	}
+	n.launch()
+	if err := n.awaitListening(); err != nil {
+		n.t.Fatalf("%s: %v", n.name(), err)
+	}
+}
+
+func (n *node) exitedChan() chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.exited
+}
+
+func (n *node) exitError() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.exitErr
+}
+
+func (n *node) running() bool {
+	ch := n.exitedChan()
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit (status 0); it kills the process and
+// fails the test if it does not stop in time.
+func (n *node) stop() {
+	n.t.Helper()
+	if !n.running() {
+		return
+	}
+	n.signal(syscall.SIGTERM)
+	select {
+	case <-n.exitedChan():
+		if err := n.exitError(); err != nil {
+			n.t.Errorf("%s: exit after SIGTERM: %v", n.name(), err)
+		}
+	case <-time.After(stopTimeout):
+		n.t.Errorf("%s: still running %v after SIGTERM; killing it", n.name(), stopTimeout)
+		n.kill()
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (n *node) kill() {
+	if !n.running() {
+		return
+	}
+	n.signal(syscall.SIGKILL)
+	<-n.exitedChan()
+}
+
+func (n *node) signal(sig os.Signal) {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	_ = cmd.Process.Signal(sig)
+}
+
+// listenEvent is a {"msg":"listening"} log line.
+type listenEvent struct{ listener, address string }
+
+func parseListening(line string) (listenEvent, bool) {
+	var rec struct{ Msg, Listener, Address string }
+	if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "listening" {
+		return listenEvent{}, false
+	}
+	return listenEvent{rec.Listener, rec.Address}, true
+}
+
+// logBuffer keeps every log line of a node, across restarts.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (b *logBuffer) add(line string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, line)
+}
+
+func (b *logBuffer) String() string { return b.tail(0) }
+
+// tail returns the last n lines (all with n <= 0).
+func (b *logBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lines := b.lines
+	if n > 0 && len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// contains reports whether a log line contains s (case-insensitive).
+func (b *logBuffer) contains(s string) bool {
+	return strings.Contains(strings.ToLower(b.String()), strings.ToLower(s))
+}
+
+// lineWriter splits what a process writes into lines.
+type lineWriter struct {
+	mu     sync.Mutex
+	buf    []byte
+	onLine func(string)
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.onLine(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+}
+
+func (w *lineWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf) > 0 {
+		w.onLine(string(w.buf))
+		w.buf = nil
+	}
+}
+
+// freePort returns a loopback address that was free a moment ago.
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+// writeCookie writes a cookie file of the test's own.
+func writeCookie(t testing.TB, cookie string) string {
+	t.Helper()
+	p := t.TempDir() + "/cookie"
+	if err := os.WriteFile(p, []byte(cookie+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func keys(m map[string]bool) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	return ks
+}
