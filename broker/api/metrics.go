@@ -63,7 +63,13 @@ var (
 	handshakesDesc = prometheus.NewDesc("mqttd_cluster_handshakes_total",
 		"Cluster connection handshakes by result: ok, cookie_mismatch (the peer has another cookie), failed.",
 		[]string{"result"}, nil)
-	peersDesc = prometheus.NewDesc("mqttd_cluster_peers", "Authenticated cluster connections.", nil, nil)
+	peersDesc     = prometheus.NewDesc("mqttd_cluster_peers", "Members this node has a working link to.", nil, nil)
+	membersDesc   = prometheus.NewDesc("mqttd_cluster_members", "Members of the cluster as this node sees it (0: not a member).", nil, nil)
+	staleDesc     = prometheus.NewDesc("mqttd_cluster_store_stale", "1 when this node's store is stale (another cluster's, or removed): it serves no cluster traffic until reset.", nil, nil)
+	leaderDesc    = prometheus.NewDesc("mqttd_cluster_raft_leader", "1 when this node is the raft leader.", nil, nil)
+	forwardedDesc = prometheus.NewDesc("mqttd_cluster_forwarded_messages_total", "Messages forwarded between nodes, by direction (out, in).", []string{"direction"}, nil)
+	fwdFailDesc   = prometheus.NewDesc("mqttd_cluster_forward_failures_total", "Forwards that failed: link down, no ack in time, undecodable.", nil, nil)
+	tlsFailDesc   = prometheus.NewDesc("mqttd_cluster_tls_failures_total", "Cluster connections refused in the TLS handshake.", nil, nil)
 )
 
 // clusterCollector reports the cluster port's counters.
@@ -71,8 +77,9 @@ type clusterCollector struct{ node *cluster.Node }
 
 // Describe implements prometheus.Collector.
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- handshakesDesc
-	ch <- peersDesc
+	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, tlsFailDesc} {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -81,5 +88,20 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.OK), "ok")
 	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.CookieMismatch), "cookie_mismatch")
 	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.Failed), "failed")
-	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(len(c.node.Peers())))
+	st := c.node.Stats()
+	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(st.Peers))
+	ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(st.Members))
+	ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, b2f(st.Stale))
+	ch <- prometheus.MustNewConstMetric(leaderDesc, prometheus.GaugeValue, b2f(st.Leader))
+	ch <- prometheus.MustNewConstMetric(forwardedDesc, prometheus.CounterValue, float64(st.ForwardedOut), "out")
+	ch <- prometheus.MustNewConstMetric(forwardedDesc, prometheus.CounterValue, float64(st.ForwardedIn), "in")
+	ch <- prometheus.MustNewConstMetric(fwdFailDesc, prometheus.CounterValue, float64(st.ForwardFailures))
+	ch <- prometheus.MustNewConstMetric(tlsFailDesc, prometheus.CounterValue, float64(st.TLSFailures))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -289,7 +289,9 @@ func (n *Node) serveInbound(c net.Conn, peer string) {
 			}
 		case fForward:
 			count := 0
+			n.forwardedIn.Add(1)
 			if m, err := store.DecodeMessage(f.Msg); err != nil {
+				n.forwardFailure.Add(1)
 				n.log.Error("undecodable forwarded message", "peer", peer, "error", err)
 			} else {
 				count = n.srv.DeliverForwarded(m, f.Shared)
@@ -424,9 +426,11 @@ func (n *Node) Forward(msg *session.Message, targets map[string][]server.Route) 
 		f := &frame{Kind: fForward, Msg: data, Shared: shared}
 		ch, err := l.send(f, msg.QoS > 0)
 		if err != nil {
+			n.forwardFailure.Add(1)
 			n.log.Warn("message not forwarded", "peer", node, "topic", msg.Topic, "error", err)
 			continue
 		}
+		n.forwardedOut.Add(1)
 		if ch != nil {
 			waits = append(waits, wait{l, f.Seq, ch})
 		}
@@ -447,6 +451,7 @@ func (n *Node) Forward(msg *session.Message, targets map[string][]server.Route) 
 			}
 		}
 		w.l.forget(w.seq)
+		n.forwardFailure.Add(1)
 		n.log.Warn("forwarded message not acknowledged in time", "peer", w.l.peer, "topic", msg.Topic)
 	}
 	return count

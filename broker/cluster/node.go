@@ -2,11 +2,13 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -38,6 +40,10 @@ type Config struct {
 	Server *server.Server
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+	// TLS, when set, wraps every cluster connection: the listener requires and
+	// verifies the peer's certificate, the dialer verifies the peer's name. The
+	// cookie handshake runs inside it.
+	TLS *tls.Config
 	// Raft timing; zero values take LAN defaults.
 	HeartbeatTimeout time.Duration
 }
@@ -70,6 +76,11 @@ type Node struct {
 	epoch   uint64
 
 	evac evacuation
+
+	forwardedOut   atomic.Uint64
+	forwardedIn    atomic.Uint64
+	forwardFailure atomic.Uint64
+	tlsFailures    atomic.Uint64
 
 	wg   sync.WaitGroup
 	done chan struct{}
@@ -123,6 +134,27 @@ func (n *Node) Peers() []string {
 		}
 	}
 	return out
+}
+
+// Stats are the node's counters and gauges for the metrics.
+type Stats struct {
+	ForwardedOut, ForwardedIn, ForwardFailures, TLSFailures uint64
+	Members, Peers                                          int
+	Stale, Leader                                           bool
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	st := Stats{ForwardedOut: n.forwardedOut.Load(), ForwardedIn: n.forwardedIn.Load(),
+		ForwardFailures: n.forwardFailure.Load(), TLSFailures: n.tlsFailures.Load(), Peers: len(n.Peers())}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.state == StoreMember && n.wasMember {
+		st.Members = len(n.members)
+	}
+	st.Stale = n.state == StoreStale
+	st.Leader = n.raft != nil && n.raft.State() == raft.Leader
+	return st
 }
 
 // Info is what GET /api/v1/node reports about the cluster side of a node.
@@ -198,6 +230,11 @@ func (n *Node) Ready() bool {
 
 // Serve accepts cluster connections on l until Close.
 func (n *Node) Serve(l net.Listener) error {
+	if n.cfg.TLS != nil {
+		cfg := n.cfg.TLS.Clone()
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		l = tls.NewListener(l, cfg)
+	}
 	go func() {
 		<-n.done
 		_ = l.Close()
@@ -244,6 +281,17 @@ func (n *Node) untrack(c net.Conn) {
 
 // accept authenticates an incoming connection and dispatches it by channel.
 func (n *Node) accept(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			n.tlsFailures.Add(1)
+			n.log.Warn("cluster TLS handshake failed", "remote", c.RemoteAddr().String(), "error", err)
+			n.untrack(c)
+			return
+		}
+	}
 	peer, err := n.auth.Handshake(c, Listener)
 	if err != nil {
 		n.untrack(c)
@@ -280,6 +328,20 @@ func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, error)
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
+	}
+	if n.cfg.TLS != nil {
+		cfg := n.cfg.TLS.Clone()
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			n.tlsFailures.Add(1)
+			n.log.Warn("cluster TLS handshake failed", "remote", addr, "error", err)
+			return nil, errorf(CodeUnreachable, "%s: TLS: %v", addr, err)
+		}
+		c = tc
 	}
 	if !n.track(c) {
 		return nil, net.ErrClosed

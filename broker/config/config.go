@@ -58,6 +58,11 @@ type Cluster struct {
 	Seeds      string `yaml:"seeds"`       // comma-separated host:port of nodes to join through
 	Advertise  string `yaml:"advertise"`   // address other nodes dial; empty: the listen address
 	Bootstrap  bool   `yaml:"bootstrap"`   // bootstrap a new cluster when the store holds none
+	// TLS on the cluster port (all three or none): this node's certificate and key, and
+	// the CA that signed every node's certificate. Both ends verify each other.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	TLSCAFile   string `yaml:"tls_ca_file"`
 }
 
 // Log configures logging.
@@ -194,6 +199,9 @@ var settings = []setting{
 	str("cluster.node_name", "this node's name in the cluster (empty: the host name)", func(c *Config) *string { return &c.Cluster.NodeName }),
 	str("cluster.seeds", "comma-separated host:port of cluster nodes to connect to", func(c *Config) *string { return &c.Cluster.Seeds }),
 	str("cluster.advertise", "cluster address other nodes dial (empty: cluster.listen, or node name and its port)", func(c *Config) *string { return &c.Cluster.Advertise }),
+	str("cluster.tls_cert_file", "TLS certificate of this node on the cluster port (with tls_key_file and tls_ca_file)", func(c *Config) *string { return &c.Cluster.TLSCertFile }),
+	str("cluster.tls_key_file", "TLS private key of this node on the cluster port", func(c *Config) *string { return &c.Cluster.TLSKeyFile }),
+	str("cluster.tls_ca_file", "CA certificate that signed every node's cluster certificate", func(c *Config) *string { return &c.Cluster.TLSCAFile }),
 	boolean("cluster.bootstrap", "bootstrap a new cluster on start when the store holds none", func(c *Config) *bool { return &c.Cluster.Bootstrap }),
 	str("log.level", "log level: debug, info, warn, error", func(c *Config) *string { return &c.Log.Level }),
 	str("log.format", "log format: text or json", func(c *Config) *string { return &c.Log.Format }),
@@ -323,6 +331,9 @@ func (c Config) Validate() error {
 	}
 	if (c.Cluster.Listen != "" || c.Cluster.Seeds != "") && c.Store.Dir == "" {
 		errs = append(errs, errors.New("store.dir: required with cluster.listen (the raft log and cluster identity live in the store)"))
+	}
+	if t := c.Cluster; (t.TLSCertFile != "" || t.TLSKeyFile != "" || t.TLSCAFile != "") && (t.TLSCertFile == "" || t.TLSKeyFile == "" || t.TLSCAFile == "") {
+		errs = append(errs, errors.New("cluster.tls_cert_file, tls_key_file and tls_ca_file: set all three or none"))
 	}
 	if c.Cluster.Seeds != "" && c.Cluster.Listen == "" {
 		errs = append(errs, errors.New("cluster.listen: required with cluster.seeds"))

@@ -4,6 +4,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -245,6 +247,10 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
+	tlsCfg, err := clusterTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("cluster listener: %w", err)
@@ -256,7 +262,7 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 		return nil, fmt.Errorf("%w: %w", errStore, err)
 	}
 	node, err := cluster.NewNode(cluster.Config{Name: name, Advertise: advertise, Store: pebbleStore,
-		SnapshotDir: snapDir, Auth: auth, Server: srv, Logger: log.With("component", "cluster")})
+		SnapshotDir: snapDir, Auth: auth, Server: srv, TLS: tlsCfg, Logger: log.With("component", "cluster")})
 	if err != nil {
 		_ = l.Close()
 		return nil, fmt.Errorf("%w: %w", errStore, err)
@@ -290,6 +296,26 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 		}()
 	}
 	return node, nil
+}
+
+// clusterTLS loads the cluster port's TLS settings (nil without TLS).
+func clusterTLS(cfg config.Cluster) (*tls.Config, error) {
+	if cfg.TLSCertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster TLS certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(cfg.TLSCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("cluster TLS CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("cluster TLS CA: no certificate in %s", cfg.TLSCAFile)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
 }
 
 // advertiseAddr is the address other nodes dial: the configured one, else the bound

@@ -4,8 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -412,5 +419,90 @@ func TestCtlCluster(t *testing.T) {
 	}
 	if code, _, errOut := ctl(t, aAPI, token, "cluster", "join"); code != exitConfig || !strings.Contains(errOut, "needs one argument") {
 		t.Fatalf("join without a seed: exit %d, %q", code, errOut)
+	}
+}
+
+// writeCerts writes a CA and, for each name, a certificate for 127.0.0.1 signed by it
+// (or by another CA when foreign); it returns the CA file and name -> cert, key files.
+func writeCerts(t *testing.T, names ...string) (ca string, certs map[string][2]string) {
+	t.Helper()
+	dir := t.TempDir()
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	writePEM := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	newCA := func(cn string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
+		k := newKey()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+			NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k, der
+	}
+	caCert, caKey, caDER := newCA("cluster CA")
+	otherCert, otherKey, _ := newCA("another CA")
+	ca = writePEM("ca.pem", "CERTIFICATE", caDER)
+	certs = map[string][2]string{}
+	for i, name := range names {
+		parent, parentKey := caCert, caKey
+		if strings.HasPrefix(name, "foreign") {
+			parent, parentKey = otherCert, otherKey
+		}
+		k := newKey()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &k.PublicKey, parentKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyDER, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs[name] = [2]string{writePEM(name+".pem", "CERTIFICATE", der), writePEM(name+"-key.pem", "EC PRIVATE KEY", keyDER)}
+	}
+	return ca, certs
+}
+
+// TestClusterTLS: with TLS on the cluster port, nodes with certificates from the
+// cluster's CA form a cluster (the cookie handshake runs inside TLS); a node whose
+// certificate another CA signed is refused in the TLS handshake and counted.
+func TestClusterTLS(t *testing.T) {
+	cookie, token := writeCookie(t, "the-cluster-cookie-0123456789"), writeCookie(t, "api-token-0123456789")
+	ca, certs := writeCerts(t, "node-a", "node-b", "foreign")
+	tlsArgs := func(name string) []string {
+		return []string{"--cluster.tls-cert-file", certs[name][0], "--cluster.tls-key-file", certs[name][1], "--cluster.tls-ca-file", ca,
+			"--cluster.cookie-file", cookie, "--cluster.node-name", name, "--store.dir", t.TempDir(), "--api.token-file", token}
+	}
+	seed := freePort(t)
+	_, _, _, aAPI := startMqttd(t, append([]string{"--cluster.listen", seed, "--cluster.bootstrap=true"}, tlsArgs("node-a")...)...)
+	_, _, _, bAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"}, tlsArgs("node-b")...)...)
+	_, _, _, fAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"}, tlsArgs("foreign")...)...)
+
+	if code, out, errOut := ctl(t, bAPI, token, "cluster", "join", seed); code != exitOK || !strings.Contains(out, `"storeState": "member"`) {
+		t.Fatalf("join over TLS: exit %d, %s %s", code, out, errOut)
+	}
+	if code, _, errOut := ctl(t, fAPI, token, "cluster", "join", seed); code != exitFailed || !strings.Contains(errOut, "unreachable") || !strings.Contains(strings.ToLower(errOut), "tls") {
+		t.Fatalf("join with a foreign certificate: exit %d, %q", code, errOut)
+	}
+	if _, body := httpGet(t, aAPI, "/metrics"); !strings.Contains(body, "mqttd_cluster_tls_failures_total 1") || !strings.Contains(body, "mqttd_cluster_members 2") {
+		t.Fatalf("node-a metrics after the foreign join:\n%s", body)
 	}
 }
