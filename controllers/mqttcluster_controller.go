@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +34,8 @@ type MQTTClusterReconciler struct {
 	Recorder events.EventRecorder
 	// DefaultImage is the broker image of clusters that do not set spec.image.
 	DefaultImage string
+	// Pods turns a pod into its broker's addresses (default: InClusterAddresses).
+	Pods PodAddresses
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters,verbs=get;list;watch;update;patch
@@ -40,6 +43,8 @@ type MQTTClusterReconciler struct {
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps;services,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -55,6 +60,10 @@ type state struct {
 	sts *appsv1.StatefulSet
 	// problems found in the spec; they decide the Degraded condition.
 	problems []problem
+	// lifecycle is what the brokers reported (nil when not asked).
+	lifecycle *lifecycle
+	// requeue asks for another reconcile after this long (0: only on changes).
+	requeue time.Duration
 }
 
 // step is one stage of the pipeline. A step that finds invalid input records a
@@ -83,6 +92,7 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		{"services", r.reconcileServices},
 		{"statefulset", r.reconcileStatefulSet},
 		{"pdb", r.reconcilePDB},
+		{"lifecycle", r.reconcileLifecycle},
 	}
 	for _, s := range pipeline {
 		stop, err := s.run(ctx, st)
@@ -103,7 +113,7 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			break
 		}
 	}
-	return ctrl.Result{}, r.reconcileStatus(ctx, st)
+	return ctrl.Result{RequeueAfter: st.requeue}, r.reconcileStatus(ctx, st)
 }
 
 // apply creates or updates the child described by b, owned by the cluster, retrying
@@ -154,6 +164,7 @@ func (r *MQTTClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(clusterOfPod)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersReferringTo)).
 		Named("mqttcluster").
 		Complete(r)

@@ -281,7 +281,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		// More reconciles (StatefulSet status changes) do not repeat the event.
 		setSTSStatus(mc, 1)
 		setSTSStatus(mc, 3)
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionTrue, "AllNodesReady")
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined") // pods ready, no broker answers: Ready needs joined members (test/lifecycle)
 		Eventually(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
 		Consistently(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
 	})
@@ -322,7 +322,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "NodesNotReady")
 
 		setSTSStatus(mc, 3)
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionTrue, "AllNodesReady")
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined") // pods ready, no broker answers: Ready needs joined members (test/lifecycle)
 		expectCondition(mc, v1alpha1.ConditionProgressing, metav1.ConditionFalse, "Stable")
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 		Eventually(func(g Gomega) {
@@ -347,7 +347,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		mc := createCluster(ns, "quiet", nil)
 		sts(mc)
 		setSTSStatus(mc, 3)
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionTrue, "AllNodesReady")
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined") // pods ready, no broker answers: Ready needs joined members (test/lifecycle)
 
 		counters := map[string]*watchCounter{
 			"statefulsets": countWatchEvents(ns, &appsv1.StatefulSetList{}),
@@ -368,7 +368,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		setSTSStatus(mc, 2)
 		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "NodesNotReady")
 		setSTSStatus(mc, 3)
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionTrue, "AllNodesReady")
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined") // pods ready, no broker answers: Ready needs joined members (test/lifecycle)
 
 		Consistently(func() int64 { return counters["statefulsets"].events.Load() }).Should(Equal(int64(2)),
 			"only the two status updates made by the test")

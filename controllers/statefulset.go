@@ -24,6 +24,7 @@ func (r *MQTTClusterReconciler) reconcileStatefulSet(ctx context.Context, st *st
 		if reason, msg, ok := storageUnchanged(mc, current); !ok {
 			r.report(st, unsupportedChange, reason, msg)
 		}
+		b.Replicas = stsReplicas(mc, current) // a scale-down shrinks it one node at a time
 	} else if client.IgnoreNotFound(err) != nil {
 		return false, err
 	}

@@ -29,7 +29,7 @@ func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) 
 			return err
 		}
 	}
-	desired := computeStatus(mc, st.sts, st.problems)
+	desired := computeStatus(mc, st.sts, st.problems, st.lifecycle)
 	if equality.Semantic.DeepEqual(mc.Status, desired) {
 		return nil
 	}
@@ -43,8 +43,13 @@ func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) 
 // computeStatus is the whole status as a pure function of the cluster, its StatefulSet
 // (nil when there is none) and the problems found. Condition timestamps carry over
 // from the current status when a condition's status did not change.
-func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem) v1alpha1.MQTTClusterStatus {
+func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem, lc *lifecycle) v1alpha1.MQTTClusterStatus {
 	out := *mc.Status.DeepCopy()
+	if lc != nil && lc.gathered {
+		out.ClusterID = lc.clusterID
+		out.StaleStoreResets = lc.staleResets
+		out.Members = memberStatuses(lc)
+	}
 	out.ObservedGeneration = mc.Generation
 	out.Selector = labels.SelectorFromSet(resource.SelectorLabels(mc)).String()
 	out.Replicas, out.ReadyReplicas = 0, 0
@@ -53,7 +58,7 @@ func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems [
 		out.ReadyReplicas = sts.Status.ReadyReplicas
 	}
 	for _, c := range []metav1.Condition{
-		readyCondition(mc, sts, problems),
+		readyCondition(mc, sts, problems, out.Members, lc != nil),
 		availableCondition(sts),
 		progressingCondition(mc, sts),
 		degradedCondition(problems),
@@ -78,7 +83,7 @@ func stsCaughtUp(sts *appsv1.StatefulSet) bool {
 }
 
 // readyCondition: every desired node is ready and the spec could be acted on.
-func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem) metav1.Condition {
+func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem, members []v1alpha1.MemberStatus, gathered bool) metav1.Condition {
 	want := desiredReplicas(mc)
 	c := metav1.Condition{Type: v1alpha1.ConditionReady}
 	switch {
@@ -89,11 +94,25 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 	case !stsCaughtUp(sts) || sts.Status.ReadyReplicas < want || sts.Status.Replicas != want:
 		c.Status, c.Reason = metav1.ConditionFalse, "NodesNotReady"
 		c.Message = fmt.Sprintf("%d of %d broker nodes ready", sts.Status.ReadyReplicas, want)
+	case gathered && joinedReady(members) < want:
+		c.Status, c.Reason = metav1.ConditionFalse, "MembersNotJoined"
+		c.Message = fmt.Sprintf("%d of %d broker nodes are ready cluster members", joinedReady(members), want)
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, "AllNodesReady"
-		c.Message = fmt.Sprintf("%d of %d broker nodes ready", sts.Status.ReadyReplicas, want)
+		c.Message = fmt.Sprintf("%d of %d broker nodes ready and joined", sts.Status.ReadyReplicas, want)
 	}
 	return c
+}
+
+// joinedReady counts the members that are joined and ready.
+func joinedReady(members []v1alpha1.MemberStatus) int32 {
+	var n int32
+	for _, m := range members {
+		if m.Joined && m.Ready {
+			n++
+		}
+	}
+	return n
 }
 
 // availableCondition: at least one node serves clients.

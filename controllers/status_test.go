@@ -39,27 +39,30 @@ func TestConditions(t *testing.T) {
 	for _, tc := range []struct {
 		name                                    string
 		replicas                                int32
+		members                                 int32 // joined and ready, as the brokers report
 		sts                                     *appsv1.StatefulSet
 		problems                                []problem
 		ready, available, progressing, degraded want
 	}{
-		{"no statefulset yet", 3, nil, nil,
+		{"no statefulset yet", 3, 0, nil, nil,
 			want{"False", "StatefulSetMissing"}, want{"False", "NoNodeReady"}, want{"False", "NotStarted"}, want{"False", "AsExpected"}},
-		{"starting", 3, testSTS(1, 1, 3, 0), nil,
+		{"starting", 3, 0, testSTS(1, 1, 3, 0), nil,
 			want{"False", "NodesNotReady"}, want{"False", "NoNodeReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
-		{"partly ready", 3, testSTS(1, 1, 3, 2), nil,
+		{"partly ready", 3, 2, testSTS(1, 1, 3, 2), nil,
 			want{"False", "NodesNotReady"}, want{"True", "NodesReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
-		{"all ready", 3, testSTS(1, 1, 3, 3), nil,
+		{"all ready", 3, 3, testSTS(1, 1, 3, 3), nil,
 			want{"True", "AllNodesReady"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"False", "AsExpected"}},
-		{"statefulset controller behind", 3, testSTS(2, 1, 3, 3), nil,
+		{"statefulset controller behind", 3, 3, testSTS(2, 1, 3, 3), nil,
 			want{"False", "NodesNotReady"}, want{"True", "NodesReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
-		{"scaling down", 2, testSTS(2, 2, 3, 3), nil,
+		{"scaling down", 2, 3, testSTS(2, 2, 3, 3), nil,
 			want{"False", "NodesNotReady"}, want{"True", "NodesReady"}, want{"True", "Reconciling"}, want{"False", "AsExpected"}},
-		{"invalid input", 3, testSTS(1, 1, 3, 3), invalid,
+		{"invalid input", 3, 3, testSTS(1, 1, 3, 3), invalid,
 			want{"False", "InvalidSpec"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "SecretNotFound"}},
-		{"unsupported change keeps running", 3, testSTS(1, 1, 3, 3), unsupported,
+		{"unsupported change keeps running", 3, 3, testSTS(1, 1, 3, 3), unsupported,
 			want{"True", "AllNodesReady"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "StorageResizeUnsupported"}},
-		{"zero replicas", 0, testSTS(1, 1, 0, 0), nil,
+		{"pods ready, not all joined", 3, 1, testSTS(1, 1, 3, 3), nil,
+			want{"False", "MembersNotJoined"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"False", "AsExpected"}},
+		{"zero replicas", 0, 0, testSTS(1, 1, 0, 0), nil,
 			want{"True", "AllNodesReady"}, want{"False", "NoNodeReady"}, want{"False", "Stable"}, want{"False", "AsExpected"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,7 +71,7 @@ func TestConditions(t *testing.T) {
 				got  metav1.Condition
 				want want
 			}{
-				{readyCondition(mc, tc.sts, tc.problems), tc.ready},
+				{readyCondition(mc, tc.sts, tc.problems, joinedMembers(tc.members), true), tc.ready},
 				{availableCondition(tc.sts), tc.available},
 				{progressingCondition(mc, tc.sts), tc.progressing},
 				{degradedCondition(tc.problems), tc.degraded},
@@ -81,9 +84,18 @@ func TestConditions(t *testing.T) {
 	}
 }
 
+// joinedMembers returns n joined, ready members.
+func joinedMembers(n int32) []v1alpha1.MemberStatus {
+	out := make([]v1alpha1.MemberStatus, n)
+	for i := range out {
+		out[i] = v1alpha1.MemberStatus{Ordinal: int32(i), Joined: true, Ready: true, StoreState: "member"}
+	}
+	return out
+}
+
 func TestComputeStatus(t *testing.T) {
 	mc := testCluster(3)
-	st := computeStatus(mc, testSTS(1, 1, 3, 1), nil)
+	st := computeStatus(mc, testSTS(1, 1, 3, 1), nil, nil)
 	if st.ObservedGeneration != 4 || st.Replicas != 3 || st.ReadyReplicas != 1 ||
 		st.Selector != "app.kubernetes.io/instance=c,app.kubernetes.io/name=mqttd" || len(st.Conditions) != 4 {
 		t.Fatalf("status %+v", st)
@@ -100,14 +112,14 @@ func TestComputeStatus(t *testing.T) {
 		st.Conditions[i].LastTransitionTime = old
 	}
 	mc.Status = st
-	next := computeStatus(mc, testSTS(1, 1, 3, 3), nil)
+	next := computeStatus(mc, testSTS(1, 1, 3, 3), nil, nil)
 	if c := meta.FindStatusCondition(next.Conditions, v1alpha1.ConditionAvailable); !c.LastTransitionTime.Equal(&old) {
 		t.Fatalf("Available did not change but its transition time did: %v", c.LastTransitionTime)
 	}
 	if c := meta.FindStatusCondition(next.Conditions, v1alpha1.ConditionReady); c.Status != metav1.ConditionTrue || c.LastTransitionTime.Equal(&old) {
 		t.Fatalf("Ready flipped but kept its transition time: %+v", c)
 	}
-	if computeStatus(mc, nil, nil).Replicas != 0 {
+	if computeStatus(mc, nil, nil, nil).Replicas != 0 {
 		t.Fatal("replicas without a StatefulSet")
 	}
 }

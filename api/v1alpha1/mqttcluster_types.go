@@ -301,7 +301,8 @@ type MemberStatus struct {
 	Joined bool `json:"joined"`
 	// Ready is the node's own readiness.
 	Ready bool `json:"ready"`
-	// StoreState is ok, stale or error.
+	// StoreState is the broker's report: empty (not joined yet), member, stale, or
+	// unknown when the broker does not answer.
 	// +optional
 	StoreState string `json:"storeState,omitempty"`
 	// Version of mqttd on the node.
@@ -334,6 +335,9 @@ type MQTTClusterStatus struct {
 	// ClusterID is recorded when the first node bootstraps the cluster.
 	// +optional
 	ClusterID string `json:"clusterID,omitempty"`
+	// StaleStoreResets counts the nodes whose stale store the operator reset.
+	// +optional
+	StaleStoreResets int32 `json:"staleStoreResets,omitempty"`
 	// Members as the brokers report them.
 	// +listType=map
 	// +listMapKey=ordinal

@@ -28,10 +28,12 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	cfg.API.Listen = net.JoinHostPort("0.0.0.0", strconv.Itoa(int(APIPort)))
 	cfg.Store.Dir = DataDir
 	// Every node opens the cluster port and authenticates peers with the cookie; the
-	// node name comes from the pod (MQTTD_CLUSTER_NODE_NAME). Joins are the operator's
-	// to order ([lifecycle]), so no seeds here.
+	// node name and the address it advertises come from the pod
+	// (MQTTD_CLUSTER_NODE_NAME, MQTTD_CLUSTER_ADVERTISE). Joins are the operator's to
+	// order, through the API and its token: no seeds, no bootstrap flag here.
 	cfg.Cluster.Listen = net.JoinHostPort("0.0.0.0", strconv.Itoa(int(ClusterPort)))
 	cfg.Cluster.CookieFile = SecretsDir + "/cookie"
+	cfg.API.TokenFile = SecretsDir + "/api-token"
 	cfg.Listeners.TCP, cfg.Listeners.WebSocket = "", ""
 	for _, l := range mc.Spec.Listeners {
 		addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(l.Port)))

@@ -7,6 +7,7 @@ package resource
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"maps"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -116,4 +117,20 @@ func APITokenSecret(mc *v1alpha1.MQTTCluster) (name, key string) {
 func hash(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+// PodName is the name of the pod with the given ordinal.
+func PodName(mc *v1alpha1.MQTTCluster, ordinal int) string {
+	return fmt.Sprintf("%s-%d", StatefulSetName(mc), ordinal)
+}
+
+// ClusterAddress is the cluster address a pod advertises: its stable DNS name under
+// the headless Service and the cluster port.
+func ClusterAddress(mc *v1alpha1.MQTTCluster, pod string) string {
+	return fmt.Sprintf("%s.%s.%s.svc:%d", pod, HeadlessServiceName(mc), mc.Namespace, ClusterPort)
+}
+
+// DataClaimName is the name of the PersistentVolumeClaim of a pod.
+func DataClaimName(mc *v1alpha1.MQTTCluster, pod string) string {
+	return DataVolume + "-" + pod
 }

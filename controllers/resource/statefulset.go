@@ -37,6 +37,8 @@ type StatefulSetBuilder struct {
 	Cluster      *v1alpha1.MQTTCluster
 	ConfigHash   string // ConfigHash of the rendered configuration
 	DefaultImage string // the broker image when spec.image is empty
+	// Replicas overrides spec.replicas while a scale-down is in progress (0: spec).
+	Replicas int32
 }
 
 // Object implements Builder.
@@ -62,6 +64,9 @@ func (b *StatefulSetBuilder) Mutate(obj client.Object) error {
 		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{b.volumeClaim()}
 	}
 	sts.Spec.Replicas = ptr.To(replicas(mc))
+	if b.Replicas > 0 {
+		sts.Spec.Replicas = ptr.To(b.Replicas)
+	}
 	// The operator replaces pods itself, one at a time, after evacuating them.
 	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}
 	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
@@ -199,6 +204,8 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
 			{Name: "MQTTD_CLUSTER_NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+			// The stable DNS name under the headless Service (ClusterAddress).
+			{Name: "MQTTD_CLUSTER_ADVERTISE", Value: fmt.Sprintf("$(POD_NAME).%s.%s.svc:%d", HeadlessServiceName(mc), mc.Namespace, ClusterPort)},
 		},
 		Ports:        ports,
 		Resources:    mc.Spec.Resources,

@@ -1,0 +1,214 @@
+// Package brokerclient is the operator's side of mqttd's HTTP API (/api/v1, bearer
+// token): the node and cluster verbs the lifecycle steps drive. It mirrors the JSON
+// contract of docs/clustering.md rather than importing the broker's packages.
+package brokerclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Store states a node reports.
+const (
+	StoreEmpty  = "empty"
+	StoreMember = "member"
+	StoreStale  = "stale"
+)
+
+// Stable error codes.
+const (
+	CodeStaleStore     = "stale_store"
+	CodeCookieMismatch = "cookie_mismatch"
+	CodeNotMember      = "not_member"
+	CodeNoLeader       = "no_leader"
+	CodeAlreadyMember  = "already_member"
+	CodeUnknownNode    = "unknown_node"
+	CodeUnreachable    = "unreachable"
+)
+
+// Node is GET /api/v1/node.
+type Node struct {
+	Name        string `json:"name"`
+	Version     string `json:"version"`
+	ClusterID   string `json:"clusterID"`
+	RaftState   string `json:"raftState"`
+	StoreState  string `json:"storeState"`
+	StaleReason string `json:"staleReason"`
+	Ready       bool   `json:"ready"`
+	Connections int64  `json:"connections"`
+	Evacuating  bool   `json:"evacuating"`
+}
+
+// Member is one node in GET /api/v1/cluster.
+type Member struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Reachable bool   `json:"reachable"`
+}
+
+// Cluster is GET /api/v1/cluster.
+type Cluster struct {
+	ClusterID string   `json:"clusterID"`
+	Leader    string   `json:"leader"`
+	Members   []Member `json:"members"`
+}
+
+// Has reports whether the cluster lists node.
+func (c *Cluster) Has(node string) bool {
+	for _, m := range c.Members {
+		if m.Name == node {
+			return true
+		}
+	}
+	return false
+}
+
+// Evacuation is GET /api/v1/node/evacuation.
+type Evacuation struct {
+	State    string `json:"state"` // idle, running, done
+	Clients  int    `json:"clients"`
+	Sessions int    `json:"sessions"`
+	Moved    int    `json:"moved"`
+}
+
+// Error is an API error with its stable code (or a transport error: Code
+// "unreachable").
+type Error struct {
+	Status  int
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// CodeOf returns the stable code of err, or "".
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// Client talks to one node.
+type Client struct {
+	// BaseURL is the node's API, e.g. http://10.0.0.5:8080.
+	BaseURL string
+	// Token is the bearer token.
+	Token string
+	// HTTP is the client to use (default: one with Timeout).
+	HTTP *http.Client
+	// Timeout bounds each request (default 10 s).
+	Timeout time.Duration
+}
+
+// Node returns the node's state.
+func (c *Client) Node(ctx context.Context) (*Node, error) {
+	var n Node
+	return &n, c.do(ctx, http.MethodGet, "/api/v1/node", nil, &n)
+}
+
+// Cluster returns the members as this node sees them.
+func (c *Client) Cluster(ctx context.Context) (*Cluster, error) {
+	var v Cluster
+	return &v, c.do(ctx, http.MethodGet, "/api/v1/cluster", nil, &v)
+}
+
+// Bootstrap creates a new cluster with this node.
+func (c *Client) Bootstrap(ctx context.Context) (*Node, error) {
+	var n Node
+	return &n, c.do(ctx, http.MethodPost, "/api/v1/cluster/bootstrap", nil, &n)
+}
+
+// Join makes this node join the cluster of the member at seed (its cluster address).
+func (c *Client) Join(ctx context.Context, seed string) (*Node, error) {
+	var n Node
+	return &n, c.do(ctx, http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": seed}, &n)
+}
+
+// Leave makes this node leave the cluster.
+func (c *Client) Leave(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/api/v1/cluster/leave", nil, nil)
+}
+
+// ForceLeave removes node from the cluster through this member.
+func (c *Client) ForceLeave(ctx context.Context, node string) error {
+	return c.do(ctx, http.MethodPost, "/api/v1/cluster/force-leave", map[string]string{"node": node}, nil)
+}
+
+// Evacuate starts (or continues) moving this node's clients away.
+func (c *Client) Evacuate(ctx context.Context) (*Evacuation, error) {
+	var e Evacuation
+	return &e, c.do(ctx, http.MethodPost, "/api/v1/node/evacuate", nil, &e)
+}
+
+// Evacuation returns the progress of an evacuation.
+func (c *Client) Evacuation(ctx context.Context) (*Evacuation, error) {
+	var e Evacuation
+	return &e, c.do(ctx, http.MethodGet, "/api/v1/node/evacuation", nil, &e)
+}
+
+// Reset wipes the node's store.
+func (c *Client) Reset(ctx context.Context) (*Node, error) {
+	var n Node
+	return &n, c.do(ctx, http.MethodPost, "/api/v1/node/reset", nil, &n)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return &Error{Code: CodeUnreachable, Message: err.Error()}
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return &Error{Code: CodeUnreachable, Message: err.Error()}
+	}
+	if resp.StatusCode >= 300 {
+		e := &Error{Status: resp.StatusCode}
+		if json.Unmarshal(raw, e) != nil || e.Code == "" {
+			e.Code, e.Message = "http_"+fmt.Sprint(resp.StatusCode), strings.TrimSpace(string(raw))
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decoding %s %s: %w", method, path, err)
+	}
+	return nil
+}
