@@ -52,10 +52,12 @@ func (b *brokerPod) joined(clusterID string) bool {
 
 // lifecycle is the step's view, kept in state for the status.
 type lifecycle struct {
-	gathered    bool
-	pods        []*brokerPod
-	clusterID   string
-	staleResets int32
+	gathered  bool
+	pods      []*brokerPod
+	clusterID string
+	// resets counts the stale stores reset by this reconcile; status adds it to the
+	// count it holds (recomputed if the status write conflicts).
+	resets int32
 }
 
 // reconcileLifecycle runs the membership pipeline once.
@@ -127,7 +129,7 @@ func (r *MQTTClusterReconciler) gather(ctx context.Context, mc *v1alpha1.MQTTClu
 			n = max(n, o+1)
 		}
 	}
-	lc := &lifecycle{gathered: true, clusterID: mc.Status.ClusterID, staleResets: mc.Status.StaleStoreResets}
+	lc := &lifecycle{gathered: true, clusterID: mc.Status.ClusterID}
 	var wg sync.WaitGroup
 	for o := range n {
 		b := &brokerPod{ordinal: o, name: resource.PodName(mc, o), pod: byOrdinal[o]}
@@ -177,7 +179,7 @@ func (r *MQTTClusterReconciler) resetStale(ctx context.Context, st *state, lc *l
 			if _, err := b.api.Reset(ctx); err != nil {
 				return false, fmt.Errorf("resetting the stale store of %s: %w", b.name, err)
 			}
-			lc.staleResets++
+			lc.resets++
 			r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "reset the stale store of %s (%s); it joins again", b.name, b.node.StaleReason)
 			return true, nil
 		case b.pod != nil && crashLoopsOnStore(b.pod):
@@ -191,7 +193,7 @@ func (r *MQTTClusterReconciler) resetStale(ctx context.Context, st *state, lc *l
 			if err := r.Delete(ctx, b.pod); client.IgnoreNotFound(err) != nil {
 				return false, err
 			}
-			lc.staleResets++
+			lc.resets++
 			r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "%s cannot open its store (exit code %d): deleted its volume and pod", b.name, storeExitCode)
 			return true, nil
 		}
@@ -251,24 +253,27 @@ func (r *MQTTClusterReconciler) bootstrap(ctx context.Context, st *state, lc *li
 	return true, nil
 }
 
-// joinNext joins the first wanted pod that is not a member yet, through the lowest
-// member, once the previous join shows in the cluster view of more than one node.
+// joinNext joins the first wanted pod that is not a member yet (in ordinal order)
+// through the lowest member, once every member shows in the cluster view of more than
+// one member: the previous join is confirmed before the next.
 func (r *MQTTClusterReconciler) joinNext(ctx context.Context, st *state, lc *lifecycle) (bool, error) {
 	mc := st.cluster
 	if lc.clusterID == "" {
 		return false, nil
 	}
+	wanted := lc.pods[:min(len(lc.pods), desired(mc))]
 	var members []*brokerPod
-	for _, b := range lc.pods[:min(len(lc.pods), desired(mc))] {
+	for _, b := range lc.pods {
 		if b.joined(lc.clusterID) {
 			members = append(members, b)
+		}
+	}
+	for _, b := range wanted {
+		if b.joined(lc.clusterID) {
 			continue
 		}
-		if !b.reachable() {
+		if !b.reachable() || len(members) == 0 {
 			return false, nil // joins go in ordinal order: wait for this pod
-		}
-		if len(members) == 0 {
-			return false, nil
 		}
 		if !confirmed(ctx, members) {
 			return false, nil

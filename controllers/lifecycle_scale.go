@@ -138,13 +138,18 @@ func (r *MQTTClusterReconciler) rollPods(ctx context.Context, st *state, lc *lif
 	if int(ptr.Deref(sts.Spec.Replicas, 0)) != desired(mc) || len(lc.pods) != desired(mc) {
 		return false, nil // scaling first
 	}
+	var evacuating *brokerPod
 	for _, b := range lc.pods {
 		if !b.joined(lc.clusterID) || !b.node.Ready {
-			if b.reachable() && b.node.Evacuating && outdated(sts, b.pod) {
+			if b.reachable() && b.node.Evacuating && outdated(sts, b.pod) && evacuating == nil {
+				evacuating = b
 				continue // the one being replaced
 			}
 			return false, nil // the cluster must be whole before the next pod goes
 		}
+	}
+	if evacuating == nil && !linked(ctx, lc.pods) {
+		return false, nil // a replaced node is back but not linked to everyone yet
 	}
 	for i := len(lc.pods) - 1; i >= 0; i-- {
 		b := lc.pods[i]
@@ -170,6 +175,26 @@ func (r *MQTTClusterReconciler) rollPods(ctx context.Context, st *state, lc *lif
 		return true, r.replace(ctx, mc, b, "it runs an older template")
 	}
 	return false, nil
+}
+
+// linked reports whether every member sees every other one as a reachable member.
+func linked(ctx context.Context, pods []*brokerPod) bool {
+	for _, b := range pods {
+		v, err := b.api.Cluster(ctx)
+		if err != nil {
+			return false
+		}
+		for _, o := range pods {
+			ok := false
+			for _, m := range v.Members {
+				ok = ok || (m.Name == o.name && m.Reachable)
+			}
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // replace deletes a pod so the StatefulSet recreates it from the current template.

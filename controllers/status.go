@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -29,15 +30,26 @@ func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) 
 			return err
 		}
 	}
-	desired := computeStatus(mc, st.sts, st.problems, st.lifecycle)
-	if equality.Semantic.DeepEqual(mc.Status, desired) {
-		return nil
-	}
 	// The optimistic lock makes a patch computed from a stale copy fail with a
-	// conflict (retried with backoff) instead of overwriting newer conditions.
-	patch := client.MergeFromWithOptions(mc.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	mc.Status = desired
-	return r.Status().Patch(ctx, mc, patch)
+	// conflict instead of overwriting newer fields; on a conflict the status is
+	// computed again on the current object, so what this reconcile learned (a reset
+	// counted, the cluster ID) is not lost.
+	first := true
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := r.Get(ctx, client.ObjectKeyFromObject(mc), mc); err != nil {
+				return err
+			}
+		}
+		first = false
+		desired := computeStatus(mc, st.sts, st.problems, st.lifecycle)
+		if equality.Semantic.DeepEqual(mc.Status, desired) {
+			return nil
+		}
+		patch := client.MergeFromWithOptions(mc.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		mc.Status = desired
+		return r.Status().Patch(ctx, mc, patch)
+	})
 }
 
 // computeStatus is the whole status as a pure function of the cluster, its StatefulSet
@@ -46,8 +58,10 @@ func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) 
 func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem, lc *lifecycle) v1alpha1.MQTTClusterStatus {
 	out := *mc.Status.DeepCopy()
 	if lc != nil && lc.gathered {
-		out.ClusterID = lc.clusterID
-		out.StaleStoreResets = lc.staleResets
+		if lc.clusterID != "" {
+			out.ClusterID = lc.clusterID
+		}
+		out.StaleStoreResets += lc.resets
 		out.Members = memberStatuses(lc)
 	}
 	out.ObservedGeneration = mc.Generation

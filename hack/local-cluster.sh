@@ -762,6 +762,7 @@ do_up() {
   fi
   if [[ "${o}" == "${WORK}" ]] && healthy; then
     log "the cluster is already up"
+    ensure_docker # images are built with it (load-image)
     echo "${ADMIN_KUBECONFIG}"
     return
   fi
@@ -856,6 +857,9 @@ EOF
   for c in "${COMPONENTS[@]}"; do
     alive "${c}" || die "${c} exited during start-up; see ${LOG_DIR}/${c}.log"
   done
+  # Images for the cluster are built with Docker (load-image): make sure it answers
+  # even when the cached base images meant it was not needed above.
+  ensure_docker
   log "cluster up; kubeconfig ${ADMIN_KUBECONFIG}, logs in ${LOG_DIR}"
   echo "${ADMIN_KUBECONFIG}"
 }

@@ -75,7 +75,9 @@ type Node struct {
 	epochMu sync.Mutex
 	epoch   uint64
 
-	evac evacuation
+	evac    evacuation
+	started time.Time
+	settled bool // linked to every member once (or linkGrace passed): see Ready
 
 	forwardedOut   atomic.Uint64
 	forwardedIn    atomic.Uint64
@@ -98,7 +100,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, srv: cfg.Server, log: cfg.Logger, auth: cfg.Auth,
+	n := &Node{cfg: cfg, srv: cfg.Server, log: cfg.Logger, auth: cfg.Auth, started: time.Now(),
 		links: map[string]*link{}, inbound: map[string]*inbound{}, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
 	id, err := n.storedClusterID()
 	if err != nil {
@@ -221,12 +223,38 @@ func (n *Node) notMemberLocked() error {
 	return errorf(CodeNotMember, "%s is not a member of a cluster", n.cfg.Name)
 }
 
-// Ready reports whether the node may take clients: not stale, not evacuating.
+// Ready reports whether the node may take clients: not stale, not evacuating, and,
+// for a member that just started, linked both ways to every other member (so it has
+// their routes and they have its) or linkGrace past its start (a dead member must not
+// keep it unready). Once settled, a peer going away later does not make it unready.
 func (n *Node) Ready() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.state != StoreStale && !n.evac.started
+	if n.state == StoreStale || n.evac.started {
+		return false
+	}
+	if n.settled || n.state != StoreMember || !n.wasMember {
+		return true
+	}
+	if time.Since(n.started) > linkGrace {
+		n.settled = true
+		return true
+	}
+	for _, s := range n.members {
+		name := string(s.ID)
+		if name == n.cfg.Name {
+			continue
+		}
+		if l := n.links[name]; l == nil || !l.up.Load() || n.inbound[name] == nil {
+			return false
+		}
+	}
+	n.settled = true
+	return true
 }
+
+// linkGrace bounds how long a member stays unready waiting for its links.
+const linkGrace = 20 * time.Second
 
 // Serve accepts cluster connections on l until Close.
 func (n *Node) Serve(l net.Listener) error {

@@ -42,11 +42,12 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("raft snapshots in %s: %w", n.cfg.SnapshotDir, err)
 	}
-	addr, err := net.ResolveTCPAddr("tcp", n.cfg.Advertise)
-	if err != nil {
+	// The advertised address is a name other nodes resolve when they dial; this node
+	// need not resolve it itself (its DNS record may appear after it starts).
+	if _, _, err := net.SplitHostPort(n.cfg.Advertise); err != nil {
 		return fmt.Errorf("cluster advertise address %q: %w", n.cfg.Advertise, err)
 	}
-	sl := &streamLayer{n: n, addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+	sl := &streamLayer{n: n, addr: advertised(n.cfg.Advertise), ch: make(chan net.Conn), closed: make(chan struct{})}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: sl, MaxPool: 3,
 		Timeout: 10 * time.Second, Logger: n.hclog()})
 	rc := raft.DefaultConfig()
@@ -135,6 +136,12 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// advertised is the node's cluster address as a net.Addr, unresolved.
+type advertised string
+
+func (a advertised) Network() string { return "tcp" }
+func (a advertised) String() string  { return string(a) }
 
 // streamLayer carries raft's transport over the cluster port: raft connections are
 // authenticated with the cookie like every other, and refused between clusters.

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -334,6 +335,11 @@ func (c Config) Validate() error {
 	}
 	if t := c.Cluster; (t.TLSCertFile != "" || t.TLSKeyFile != "" || t.TLSCAFile != "") && (t.TLSCertFile == "" || t.TLSKeyFile == "" || t.TLSCAFile == "") {
 		errs = append(errs, errors.New("cluster.tls_cert_file, tls_key_file and tls_ca_file: set all three or none"))
+	}
+	if a := c.Cluster.Advertise; a != "" {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.advertise: %q is not host:port", a))
+		}
 	}
 	if c.Cluster.Seeds != "" && c.Cluster.Listen == "" {
 		errs = append(errs, errors.New("cluster.listen: required with cluster.seeds"))
