@@ -34,10 +34,19 @@ type env struct {
 	sim *simulator
 }
 
+// envOption prepares a spec's world before its MQTTCluster exists, so before any pod.
+type envOption func(*env)
+
+// withPodCookie starts the containers of pod with cookie instead of the cluster's.
+func withPodCookie(pod string, cookie []byte) envOption {
+	return func(e *env) { e.sim.setCookie(pod, cookie) }
+}
+
 // newEnv creates an MQTTCluster of replicas nodes (changed by mutate) in a namespace
-// of its own, with an operator and a simulator. When the spec ends everything stops;
-// when it failed, the pods' logs, the operator's calls and the events are printed.
-func newEnv(ctx context.Context, replicas int32, mutate func(*v1alpha1.MQTTCluster)) *env {
+// of its own, with an operator and a simulator (prepared by opts). When the spec ends
+// everything stops; when it failed, the pods' logs, the operator's calls and the
+// events are printed.
+func newEnv(ctx context.Context, replicas int32, mutate func(*v1alpha1.MQTTCluster), opts ...envOption) *env {
 	GinkgoHelper()
 	e := &env{ns: newNamespace(ctx)}
 	e.op = startOperator(e.ns)
@@ -57,6 +66,9 @@ func newEnv(ctx context.Context, replicas int32, mutate func(*v1alpha1.MQTTClust
 		mc := &v1alpha1.MQTTCluster{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: clusterName}}
 		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed())
 	})
+	for _, opt := range opts {
+		opt(e)
+	}
 	mc := &v1alpha1.MQTTCluster{
 		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: clusterName},
 		Spec:       v1alpha1.MQTTClusterSpec{Replicas: ptr.To(replicas)},
@@ -248,6 +260,26 @@ func (e *env) statefulSet(ctx context.Context) *appsv1.StatefulSet {
 	sts := &appsv1.StatefulSet{}
 	Expect(k8sClient.Get(ctx, e.key(), sts)).To(Succeed())
 	return sts
+}
+
+// condition returns the MQTTCluster's condition of type typ, failing g when it has none.
+func (e *env) condition(ctx context.Context, g Gomega, typ string) (*metav1.Condition, int64) {
+	mc := &v1alpha1.MQTTCluster{}
+	g.Expect(k8sClient.Get(ctx, e.key(), mc)).To(Succeed())
+	c := meta.FindStatusCondition(mc.Status.Conditions, typ)
+	g.Expect(c).NotTo(BeNil(), "the %s condition", typ)
+	return c, mc.Generation
+}
+
+// warnings returns the notes of the operator's Warning events with reason.
+func (e *env) warnings(ctx context.Context, reason string) []string {
+	var out []string
+	for _, ev := range e.events(ctx) {
+		if ev.Type == corev1.EventTypeWarning && ev.Reason == reason {
+			out = append(out, ev.Note)
+		}
+	}
+	return out
 }
 
 // events returns the operator's events in the namespace.

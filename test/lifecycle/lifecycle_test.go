@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -145,6 +146,53 @@ var _ = Describe("the operator's cluster lifecycle with real brokers", func() {
 			return mc.Status.StaleStoreResets
 		}).WithTimeout(20*time.Second).Should(BeNumerically(">=", 1), "status.staleStoreResets counts the reset")
 	}, SpecTimeout(8*time.Minute))
+
+	It("surfaces a cookie mismatch as Degraded, and recovers once the pod has the cluster's cookie", func(ctx SpecContext) {
+		// c-2 starts with another cookie from the start: its brokers' handshake with the
+		// members fails, whatever the operator does.
+		e := newEnv(ctx, 3, nil, withPodCookie("c-2", []byte("the-cookie-of-another-cluster-0123456789")))
+		id := e.expectMembers(ctx, 2)
+		mismatch := func(g Gomega) {
+			degraded, generation := e.condition(ctx, g, v1alpha1.ConditionDegraded)
+			g.Expect(degraded.Status).To(Equal(metav1.ConditionTrue), "Degraded: %s", degraded.Message)
+			g.Expect(degraded.Reason).To(Equal("CookieMismatch"))
+			g.Expect(degraded.Message).To(ContainSubstring("c-2 was refused by"))
+			g.Expect(degraded.Message).To(ContainSubstring("cookies differ"))
+			g.Expect(degraded.ObservedGeneration).To(Equal(generation))
+			ready, _ := e.condition(ctx, g, v1alpha1.ConditionReady)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse), "Ready: %s", ready.Message)
+			g.Expect(e.view(ctx, g, 0).names()).To(Equal(podNames(2)), "the members as c-0 lists them")
+			n := e.node(ctx, g, 2)
+			g.Expect(n.StoreState).To(Equal("empty"), "c-2 joined nothing")
+			g.Expect(n.ClusterID).To(BeEmpty())
+		}
+		Eventually(ctx, mismatch).Should(Succeed(), "Degraded=True (CookieMismatch) naming c-2, Ready=False")
+		Eventually(ctx, func() []string { return e.warnings(ctx, "CookieMismatch") }).
+			Should(ContainElement(ContainSubstring("c-2")), "a Warning event CookieMismatch about c-2")
+		Consistently(ctx, mismatch).WithTimeout(3*time.Second).Should(Succeed(), "the mismatch stays reported while c-2 keeps its cookie")
+		refused := 0
+		for _, c := range e.sim.calls.all() {
+			if c.method == "POST" && c.path == "/api/v1/cluster/join" && c.pod == "c-2" {
+				Expect(c.status).To(BeNumerically(">=", 400), "every join of c-2 is refused: %s", c)
+				refused++
+			}
+		}
+		Expect(refused).To(BeNumerically(">=", 1), "the operator asked c-2 to join")
+
+		By("restarting c-2 with the cluster's cookie")
+		e.sim.setCookie("c-2", nil)
+		pod := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: "c-2"}, pod)).To(Succeed())
+		Expect(k8sClient.Delete(ctx, pod, client.Preconditions{UID: &pod.UID})).To(Succeed())
+		Expect(e.expectMembers(ctx, 3)).To(Equal(id), "the cluster ID once c-2 joined")
+		e.expectJoinOrder(1, 3)
+		e.expectReadyStatus(ctx, 3)
+		Eventually(ctx, func(g Gomega) {
+			degraded, _ := e.condition(ctx, g, v1alpha1.ConditionDegraded)
+			g.Expect(degraded.Status).To(Equal(metav1.ConditionFalse), "Degraded: %s", degraded.Message)
+			g.Expect(degraded.Reason).To(Equal("AsExpected"))
+		}).Should(Succeed(), "Degraded=False once c-2 joined")
+	}, SpecTimeout(6*time.Minute))
 
 	It("replaces pods one at a time from the highest ordinal on an image change", func(ctx SpecContext) {
 		e := newEnv(ctx, 3, nil)

@@ -55,6 +55,7 @@ type simulator struct {
 	mu         sync.Mutex
 	slots      map[int]*slot
 	cookieFile string
+	cookies    map[string][]byte // pod -> a cookie of its own, instead of the Secret's
 	tokenFile  string
 	token      string
 	events     []podEvent // what the simulator saw and did, in order
@@ -411,9 +412,17 @@ func (sl *slot) backingOff() bool {
 // startProcess starts the slot's mqttd and its API proxy (lock held). On failure it
 // returns the exited process, if it started.
 func (s *simulator) startProcess(sl *slot) (*broker, error) {
+	cookieFile := s.cookieFile
+	if cookie, ok := s.cookies[sl.pod]; ok {
+		cookieFile = filepath.Join(s.dir, "cookie-"+sl.pod)
+		if err := os.WriteFile(cookieFile, cookie, 0o600); err != nil {
+			return nil, err
+		}
+		sl.logs.add("=== the spec gave this container a cookie of its own: " + cookieFile)
+	}
 	b, err := startBroker(brokerOptions{
 		name: sl.pod, clusterAddr: sl.clusterAddr, dataDir: sl.dataDir,
-		cookieFile: s.cookieFile, tokenFile: s.tokenFile,
+		cookieFile: cookieFile, tokenFile: s.tokenFile,
 	}, sl.logs)
 	if err != nil {
 		return b, err
@@ -649,6 +658,22 @@ func (s *simulator) replaceStore(ctx context.Context, ord int, src string) {
 	must(copyDir(src, dir), "copy the store")
 	sl.logs.add("=== the spec replaced the volume's content with a copy of " + src)
 	must(k8sClient.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}), "delete the pod")
+}
+
+// setCookie makes the next container of pod start with cookie instead of the
+// cluster's (a pod started with another cookie); nil gives it the cluster's again.
+// A running container keeps the cookie it started with.
+func (s *simulator) setCookie(pod string, cookie []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cookie == nil {
+		delete(s.cookies, pod)
+		return
+	}
+	if s.cookies == nil {
+		s.cookies = map[string][]byte{}
+	}
+	s.cookies[pod] = cookie
 }
 
 // broker returns the address of the API and of MQTT of pod ordinal ord's process
