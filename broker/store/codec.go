@@ -1,8 +1,6 @@
 package store
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -52,13 +50,23 @@ func decodeMessage(b []byte) (*session.Message, error) {
 	rest := b[9+w:]
 	publisher := string(rest[:n])
 	raw := rest[n:]
-	br := bufio.NewReader(bytes.NewReader(raw))
-	p, err := packet.Read(br, packet.V5, 0)
+	// The record is one whole packet: decode it in place, no reader around it.
+	if len(raw) < 2 {
+		return nil, errors.New("truncated packet")
+	}
+	remaining, w2, err := packet.DecodeVarint(raw[1:])
 	if err != nil {
 		return nil, err
 	}
-	if br.Buffered() != 0 {
+	// A copy: the decoded message keeps slices of it, and b may be a store iterator's
+	// buffer that is reused.
+	body := append([]byte(nil), raw[1+w2:]...)
+	if uint64(len(body)) != uint64(remaining) {
 		return nil, errors.New("bytes after the stored packet")
+	}
+	p, err := packet.Decode(packet.FixedHeader{Type: packet.Type(raw[0] >> 4), Flags: raw[0] & 0x0F, Remaining: int(remaining)}, body, packet.V5)
+	if err != nil {
+		return nil, err
 	}
 	if p.Type != packet.Publish {
 		return nil, fmt.Errorf("stored packet is a %s", p.Type)

@@ -1,0 +1,201 @@
+package cluster_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
+)
+
+// benchNode is one in-process node: a broker with its pebble store and cluster node,
+// listening on loopback.
+type benchNode struct {
+	srv        *server.Server
+	node       *cluster.Node
+	mqttAddr   string
+	clusterAdr string
+}
+
+func startBenchNode(b *testing.B, name string) *benchNode {
+	b.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := b.TempDir()
+	st, err := store.OpenPebble(filepath.Join(dir, "store"), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := server.New(server.Options{Store: st, Logger: log, SysInterval: -1, MaxQueued: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth, err := cluster.NewAuthenticator(name, []byte("bench-cookie-0123456789"), 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	node, err := cluster.NewNode(cluster.Config{Name: name, Advertise: cl.Addr().String(), Store: st,
+		SnapshotDir: filepath.Join(dir, "snapshots"), Auth: auth, Server: srv, Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.SetCluster(node)
+	go func() { _ = node.Serve(cl) }()
+	ml, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ml) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		node.Close()
+		_ = st.Close()
+	})
+	return &benchNode{srv: srv, node: node, mqttAddr: ml.Addr().String(), clusterAdr: cl.Addr().String()}
+}
+
+// rawConn is a v3.1.1 connection that writes packets and reads them back.
+type rawConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialBench(b *testing.B, addr, id string) *rawConn {
+	b.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	r := &rawConn{c: c, br: bufio.NewReaderSize(c, 64<<10)}
+	r.write(b, &packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{ProtocolVersion: packet.V311, CleanStart: true, ClientID: id}})
+	if p := r.read(b); p.Type != packet.Connack {
+		b.Fatalf("got %v, want CONNACK", p.Type)
+	}
+	return r
+}
+
+func (r *rawConn) write(b *testing.B, p *packet.Packet) {
+	b.Helper()
+	if _, err := r.c.Write(p.Encode(nil, packet.V311)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (r *rawConn) read(b *testing.B) *packet.Packet {
+	b.Helper()
+	_ = r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	p, err := packet.Read(r.br, packet.V311, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = r.c.SetReadDeadline(time.Time{})
+	return p
+}
+
+// BenchmarkClusterForward measures messages crossing nodes: a publisher on node A, one
+// subscriber on node B, 64-byte payloads. For QoS 1 the publisher keeps a window of 64
+// messages in flight; every PUBACK means node B queued the message.
+func BenchmarkClusterForward(b *testing.B) {
+	for _, qos := range []byte{0, 1} {
+		b.Run(fmt.Sprintf("qos=%d", qos), func(b *testing.B) {
+			a, bb := startBenchNode(b, "a"), startBenchNode(b, "b")
+			if err := a.node.Bootstrap(); err != nil {
+				b.Fatal(err)
+			}
+			if err := bb.node.Join(context.Background(), a.clusterAdr); err != nil {
+				b.Fatal(err)
+			}
+			sub := dialBench(b, bb.mqttAddr, "sub")
+			sub.write(b, &packet.Packet{Type: packet.Subscribe, PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "bench/#", QoS: qos}}})
+			if p := sub.read(b); p.Type != packet.Suback {
+				b.Fatalf("got %v, want SUBACK", p.Type)
+			}
+			var got atomic.Int64
+			go func() {
+				var p packet.Packet
+				for {
+					if err := packet.ReadInto(sub.br, &p, packet.V311, 0); err != nil {
+						return
+					}
+					if p.Type == packet.Publish {
+						got.Add(1)
+						if p.QoS == 1 {
+							_, _ = sub.c.Write((&packet.Packet{Type: packet.Puback, PacketID: p.PacketID}).Encode(nil, packet.V311))
+						}
+					}
+				}
+			}()
+			pub := dialBench(b, a.mqttAddr, "pub")
+			// The subscription reaches node A asynchronously: probe until one arrives.
+			deadline := time.Now().Add(10 * time.Second)
+			for got.Load() == 0 {
+				if time.Now().After(deadline) {
+					b.Fatal("the route never reached node a")
+				}
+				pub.write(b, &packet.Packet{Type: packet.Publish, Topic: "bench/probe", Payload: []byte("probe")})
+				time.Sleep(10 * time.Millisecond) // polling interval
+			}
+			base := got.Load()
+			acks := make(chan struct{}, 1<<16)
+			go func() {
+				var p packet.Packet
+				for {
+					if err := packet.ReadInto(pub.br, &p, packet.V311, 0); err != nil {
+						return
+					}
+					if p.Type == packet.Puback {
+						acks <- struct{}{}
+					}
+				}
+			}()
+			payload := make([]byte, 64)
+			const window = 64
+			inflight := 0
+			var out []byte
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				p := packet.Packet{Type: packet.Publish, QoS: qos, Topic: "bench/x", Payload: payload}
+				if qos > 0 {
+					p.PacketID = uint16(i%65535 + 1)
+					for inflight >= window {
+						<-acks
+						inflight--
+					}
+					inflight++
+				}
+				out = p.Encode(out[:0], packet.V311)
+				if _, err := pub.c.Write(out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			want := base + int64(b.N)
+			deadline = time.Now().Add(60 * time.Second)
+			for got.Load() < want {
+				if time.Now().After(deadline) {
+					b.Fatalf("delivered %d of %d", got.Load()-base, b.N)
+				}
+				time.Sleep(time.Millisecond) // polling interval
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}
