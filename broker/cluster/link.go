@@ -111,6 +111,7 @@ func (l *link) session() error {
 	}
 	defer l.n.untrack(c)
 	cd := newCodec(c)
+	defer cd.close()
 	l.n.mu.Lock()
 	id, idx := l.n.clusterID, l.n.configIndex
 	l.n.mu.Unlock()
@@ -250,6 +251,7 @@ type inbound struct{ cd *codec }
 func (n *Node) serveInbound(c net.Conn, peer string) {
 	defer n.untrack(c)
 	cd := newCodec(c)
+	defer cd.close()
 	var f frame
 	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	if err := cd.read(&f); err != nil || f.Kind != fHello || f.Hello == nil {

@@ -301,6 +301,7 @@ func (n *Node) query(ctx context.Context, addr string, req *request) (*response,
 		_ = c.SetDeadline(dl)
 	}
 	cd := newCodec(c)
+	defer cd.close()
 	if err := cd.write(&frame{Kind: fReq, Seq: 1, Req: req}); err != nil {
 		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
 	}
@@ -316,6 +317,7 @@ func (n *Node) serveQuery(c net.Conn, peer string) {
 	defer n.untrack(c)
 	_ = c.SetDeadline(time.Now().Add(requestTimeout + 5*time.Second))
 	cd := newCodec(c)
+	defer cd.close()
 	var f frame
 	if err := cd.read(&f); err != nil || f.Req == nil {
 		return

@@ -106,23 +106,46 @@ func errResponse(err error) *response {
 	return &response{Code: CodeInternal, Message: err.Error()}
 }
 
-// codec reads and writes frames on one connection. Writes are serialized by a mutex
-// and flushed when no other writer is waiting, so frames queued together leave in
-// one write.
+// codec reads and writes frames on one connection. Writers encode into a buffer under
+// a mutex and wake a flusher goroutine, which writes the buffer out: frames queued
+// while a write is in progress leave together in the next one, so a busy link makes
+// few, large writes. A write error is sticky and closes the connection.
 type codec struct {
 	conn net.Conn
 	dec  *gob.Decoder
 
-	mu      sync.Mutex
-	bw      *bufio.Writer
-	enc     *gob.Encoder
-	waiting int // writers queued on mu
-	wmu     sync.Mutex
+	mu    sync.Mutex
+	bw    *bufio.Writer
+	enc   *gob.Encoder
+	dirty bool
+	err   error
+
+	kick chan struct{}
+	done chan struct{}
+	once sync.Once
 }
 
 func newCodec(c net.Conn) *codec {
 	bw := bufio.NewWriterSize(c, 64<<10)
-	return &codec{conn: c, dec: gob.NewDecoder(bufio.NewReaderSize(c, 64<<10)), bw: bw, enc: gob.NewEncoder(bw)}
+	cd := &codec{conn: c, dec: gob.NewDecoder(bufio.NewReaderSize(c, 64<<10)), bw: bw, enc: gob.NewEncoder(bw),
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	go cd.flusher()
+	return cd
+}
+
+// close writes out what is buffered and stops the flusher (the connection's owner
+// closes the connection itself, after this).
+func (c *codec) close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.mu.Lock()
+		if c.dirty && c.err == nil {
+			if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err == nil {
+				_ = c.bw.Flush()
+			}
+		}
+		c.mu.Unlock()
+	})
 }
 
 func (c *codec) read(f *frame) error {
@@ -130,27 +153,50 @@ func (c *codec) read(f *frame) error {
 	return c.dec.Decode(f)
 }
 
-// write sends f; the buffer is flushed unless another writer is about to add to it.
+// write queues f for the flusher.
 func (c *codec) write(f *frame) error {
-	c.wmu.Lock()
-	c.waiting++
-	c.wmu.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.wmu.Lock()
-	c.waiting--
-	more := c.waiting > 0
-	c.wmu.Unlock()
-	if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
 		return err
 	}
 	if err := c.enc.Encode(f); err != nil {
+		c.err = err
+		c.mu.Unlock()
+		_ = c.conn.Close()
 		return err
 	}
-	if more {
-		return nil
+	c.dirty = true
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default: // a flush is pending: it takes this frame too
 	}
-	return c.bw.Flush()
+	return nil
+}
+
+func (c *codec) flusher() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.kick:
+		}
+		c.mu.Lock()
+		if c.dirty && c.err == nil {
+			c.dirty = false
+			err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if err == nil {
+				err = c.bw.Flush()
+			}
+			if err != nil {
+				c.err = err
+				_ = c.conn.Close()
+			}
+		}
+		c.mu.Unlock()
+	}
 }
 
 const (
