@@ -180,7 +180,7 @@ func writeHello(w io.Writer, nonce []byte, name string) error {
 func readHello(r io.Reader) (nonce []byte, name string, err error) {
 	head := make([]byte, len(magic)+1+nonceSize+1)
 	if _, err := io.ReadFull(r, head); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.ErrClosedPipe) {
 			return nil, "", fmt.Errorf("%w: connection closed during hello", ErrProtocol)
 		}
 		return nil, "", fmt.Errorf("reading hello: %w", err)

@@ -407,9 +407,10 @@ func (n *Node) PeerUp(node string) bool {
 	return l != nil && l.up.Load()
 }
 
-// Forward implements server.Cluster: one frame per interested node; QoS 1 and 2 wait
-// for every node's ack, so the publisher's ack means they all queued it.
-func (n *Node) Forward(msg *session.Message, targets map[string][]server.Route) int {
+// Forward implements server.Cluster: one frame per interested node, sent at once; the
+// returned wait collects every node's ack for QoS 1 and 2, so the publisher's ack
+// (sent after it) means they all queued the message.
+func (n *Node) Forward(msg *session.Message, targets map[string][]server.Route) func() int {
 	data := store.EncodeMessage(msg)
 	type wait struct {
 		l   *link
@@ -437,26 +438,32 @@ func (n *Node) Forward(msg *session.Message, targets map[string][]server.Route) 
 			waits = append(waits, wait{l, f.Seq, ch})
 		}
 	}
-	deadline := time.NewTimer(requestTimeout)
-	defer deadline.Stop()
-	expired := false
-	for _, w := range waits {
-		if !expired {
-			select {
-			case r, ok := <-w.ch:
-				if ok {
-					count += r.Count
-				}
-				continue
-			case <-deadline.C:
-				expired = true
-			}
-		}
-		w.l.forget(w.seq)
-		n.forwardFailure.Add(1)
-		n.log.Warn("forwarded message not acknowledged in time", "peer", w.l.peer, "topic", msg.Topic)
+	if len(waits) == 0 {
+		return func() int { return 0 }
 	}
-	return count
+	sent := time.Now()
+	return func() int {
+		deadline := time.NewTimer(max(requestTimeout-time.Since(sent), 0))
+		defer deadline.Stop()
+		expired := false
+		for _, w := range waits {
+			if !expired {
+				select {
+				case r, ok := <-w.ch:
+					if ok {
+						count += r.Count
+					}
+					continue
+				case <-deadline.C:
+					expired = true
+				}
+			}
+			w.l.forget(w.seq)
+			n.forwardFailure.Add(1)
+			n.log.Warn("forwarded message not acknowledged in time", "peer", w.l.peer, "topic", msg.Topic)
+		}
+		return count
+	}
 }
 
 // Retain implements server.Cluster: retained messages go through the raft log.

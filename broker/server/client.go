@@ -65,6 +65,7 @@ type client struct {
 
 	wake       chan struct{}
 	writerDone chan struct{}
+	acks       chan pendingAck // QoS 1 PUBACKs waiting for other nodes (nil: none yet)
 	takenOver  atomic.Bool
 }
 
@@ -182,6 +183,9 @@ func (c *client) serve() {
 	go c.writeLoop()
 
 	code, why := c.readLoop()
+	if c.acks != nil {
+		close(c.acks) // the acker sends what is left while the writer still runs
+	}
 	c.shutdown(code, why)
 	<-c.writerDone
 	_ = c.conn.Close()

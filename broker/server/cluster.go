@@ -20,9 +20,10 @@ type Cluster interface {
 	RouteAdded(r Route)
 	RouteRemoved(r Route)
 	// Forward sends msg to the nodes in targets (node name -> the shared
-	// subscriptions picked on that node) and returns how many sessions they queued it
-	// for. For QoS 1 and 2 it returns once every node acknowledged or failed.
-	Forward(msg *session.Message, targets map[string][]Route) int
+	// subscriptions picked on that node) without waiting, and returns a wait that
+	// reports how many sessions they queued it for: for QoS 1 and 2 once every node
+	// acknowledged or failed.
+	Forward(msg *session.Message, targets map[string][]Route) (wait func() int)
 	// PeerUp reports whether node can be forwarded to now.
 	PeerUp(node string) bool
 	// Retain replicates a retained message (an empty payload clears the topic) to

@@ -121,8 +121,12 @@ func (c *client) handlePublish(p *packet.Packet) error {
 	case 0:
 		s.publish(msg)
 	case 1:
-		n := s.publish(msg)
-		c.ackPublish(p, matchedCode(n), true, "")
+		n, wait := s.publishAsync(msg)
+		if wait == nil && c.acks == nil {
+			c.ackPublish(p, matchedCode(n), true, "")
+			break
+		}
+		c.queueAck(p.PacketID, n, wait)
 	case 2:
 		first := c.sess.AddInbound(p.PacketID)
 		n := 1
@@ -132,6 +136,35 @@ func (c *client) handlePublish(p *packet.Packet) error {
 		c.ackPublish(p, matchedCode(n), first, "")
 	}
 	return nil
+}
+
+// pendingAck is a QoS 1 PUBACK waiting for other nodes' acks.
+type pendingAck struct {
+	id    uint16
+	local int
+	wait  func() int
+}
+
+// queueAck sends a QoS 1 PUBACK once the message's forwards are acknowledged, after
+// every earlier one (MQTT-4.6.0-2: PUBACKs in the order of the PUBLISHes). Once a
+// connection has queued one, all its PUBACKs go through the queue. Called from the
+// read loop only.
+func (c *client) queueAck(id uint16, local int, wait func() int) {
+	if c.acks == nil {
+		c.acks = make(chan pendingAck, c.s.opts.ReceiveMaximum)
+		go c.acker(c.acks)
+	}
+	c.acks <- pendingAck{id: id, local: local, wait: wait}
+}
+
+func (c *client) acker(acks <-chan pendingAck) {
+	for a := range acks {
+		n := a.local
+		if a.wait != nil {
+			n += a.wait()
+		}
+		c.ackPublish(&packet.Packet{QoS: 1, PacketID: a.id}, matchedCode(n), true, "")
+	}
 }
 
 func matchedCode(n int) packet.Code {

@@ -17,14 +17,26 @@ var matchesPool = sync.Pool{New: func() any { return new(topic.Matches) }}
 // cluster on the others, and updates the retained messages. It returns the number of
 // sessions the message was queued for.
 func (s *Server) publish(msg *session.Message) int {
+	n, wait := s.publishAsync(msg)
+	if wait != nil {
+		n += wait()
+	}
+	return n
+}
+
+// publishAsync is publish without waiting for other nodes: it returns the sessions
+// queued on this node and, when the message went to other nodes, a wait that returns
+// theirs once they acknowledged. A QoS 1 publisher's acks are sent from it in order
+// (client.queueAck), so one publisher keeps several messages in flight across nodes.
+func (s *Server) publishAsync(msg *session.Message) (int, func() int) {
 	if msg.Retain {
 		s.retain(msg)
 	}
 	n, targets := s.route(msg, false, nil)
-	if len(targets) > 0 {
-		n += s.cluster.Forward(msg, targets)
+	if len(targets) == 0 {
+		return n, nil
 	}
-	return n
+	return n, s.cluster.Forward(msg, targets)
 }
 
 // retain records a retained message: through the cluster when there is one, so every
