@@ -348,6 +348,12 @@ func (n *Node) requestLeader(req *request) (*response, error) {
 	return n.request(string(leader), req)
 }
 
+// inConfiguration reports whether raft's latest configuration lists node.
+func inConfiguration(r *raft.Raft, node string) bool {
+	f := r.GetConfiguration()
+	return f.Error() == nil && containsServer(f.Configuration().Servers, node)
+}
+
 // handleLeaderOp runs a membership or apply request on the leader (or forwards it).
 func (n *Node) handleLeaderOp(req *request) *response {
 	n.mu.Lock()
@@ -371,6 +377,16 @@ func (n *Node) handleLeaderOp(req *request) *response {
 	case opJoin:
 		if req.Name == "" || req.Addr == "" {
 			return errResponse(errorf(CodeBadRequest, "join needs a node name and address"))
+		}
+		// A node that joins with an empty store but is still in the configuration
+		// (it was reset, or lost its volume) is removed first: added again, it gets the
+		// whole log replicated anew. Re-adding it as it is would leave raft believing
+		// its old log is still there.
+		if req.ClusterID == "" && inConfiguration(r, req.Name) {
+			if err = r.RemoveServer(raft.ServerID(req.Name), 0, requestTimeout).Error(); err != nil {
+				return errResponse(applyErr(err))
+			}
+			n.log.Info("node rejoins with an empty store: removed it before adding it again", "node", req.Name)
 		}
 		err = r.AddVoter(raft.ServerID(req.Name), raft.ServerAddress(req.Addr), 0, requestTimeout).Error()
 		if err == nil {
