@@ -182,7 +182,7 @@ func (r *MQTTClusterReconciler) resetStale(ctx context.Context, st *state, lc *l
 			lc.resets++
 			r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "reset the stale store of %s (%s); it joins again", b.name, b.node.StaleReason)
 			return true, nil
-		case b.pod != nil && crashLoopsOnStore(b.pod):
+		case b.pod != nil && !b.reachable() && crashLoopsOnStore(b.pod):
 			// mqttd exits with 3 when it cannot open its store: the volume goes, the
 			// StatefulSet recreates pod and volume, the node joins again empty.
 			claim := &corev1.PersistentVolumeClaim{}
@@ -201,15 +201,17 @@ func (r *MQTTClusterReconciler) resetStale(ctx context.Context, st *state, lc *l
 	return false, nil
 }
 
-// crashLoopsOnStore reports whether the broker container keeps exiting with the
-// store's exit code.
+// crashLoopsOnStore reports whether the broker container is down right now, in a
+// crash loop whose last exit had the store's exit code. A container that recovered
+// keeps its last termination and restart count: it must be waiting now to count.
 func crashLoopsOnStore(pod *corev1.Pod) bool {
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name != resource.ContainerName {
 			continue
 		}
 		t := cs.LastTerminationState.Terminated
-		if t != nil && t.ExitCode == storeExitCode && cs.RestartCount >= 2 {
+		waiting := cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff"
+		if waiting && t != nil && t.ExitCode == storeExitCode && cs.RestartCount >= 2 {
 			return true
 		}
 	}
@@ -232,16 +234,15 @@ func (r *MQTTClusterReconciler) bootstrap(ctx context.Context, st *state, lc *li
 		}
 	}
 	first := lc.pods[0]
-	if !first.reachable() || first.node.StoreState != brokerclient.StoreEmpty {
-		return false, nil // wait for pod-0 (a member of another cluster is reset first)
+	// Only when every wanted node answers and none holds a cluster: a node that does
+	// not answer may hold one, and a second cluster must never start beside it.
+	for _, b := range lc.pods[:min(len(lc.pods), desired(mc))] {
+		if !b.reachable() || b.node.StoreState != brokerclient.StoreEmpty {
+			return false, nil
+		}
 	}
 	if lc.clusterID != "" {
 		// Every node lost its store: say so loudly, then start over.
-		for _, b := range lc.pods[:min(len(lc.pods), desired(mc))] {
-			if !b.reachable() || b.node.StoreState != brokerclient.StoreEmpty {
-				return false, nil
-			}
-		}
 		r.event(mc, corev1.EventTypeWarning, "ClusterRecreated", "no node holds cluster %s any more: bootstrapping a new cluster on %s", lc.clusterID, first.name)
 	}
 	n, err := first.api.Bootstrap(ctx)

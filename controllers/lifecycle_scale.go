@@ -33,6 +33,21 @@ func (r *MQTTClusterReconciler) scaleDown(ctx context.Context, st *state, lc *li
 	}
 	if target.joined(lc.clusterID) {
 		if !target.node.Evacuating {
+			// One node at a time, and only from a whole cluster: with another member
+			// down, removing this one could leave raft without a quorum.
+			others := make([]*brokerPod, 0, len(lc.pods))
+			for _, b := range lc.pods[:size] {
+				if b.ordinal == target.ordinal {
+					continue
+				}
+				if !b.joined(lc.clusterID) || !b.node.Ready {
+					return false, nil
+				}
+				others = append(others, b)
+			}
+			if !linked(ctx, others) {
+				return false, nil
+			}
 			if _, err := target.api.Evacuate(ctx); err != nil {
 				return false, fmt.Errorf("evacuating %s: %w", target.name, err)
 			}

@@ -128,17 +128,23 @@ func (l *link) session() error {
 		l.refused(f.Hello, idx)
 		return errorf(f.Hello.Code, "%s", f.Hello.Message)
 	}
-	l.mu.Lock()
-	if l.stopped {
-		l.mu.Unlock()
+	stopped := false
+	// The snapshot goes out before any delta: route changes wait meanwhile.
+	l.n.srv.WithLocalRoutes(func(local []server.Route) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.stopped {
+			stopped = true
+			return
+		}
+		err = cd.write(&frame{Kind: fRoutes, Routes: &routes{Full: true, Add: local}})
+		l.cd = cd
+		l.up.Store(true)
+	})
+	if stopped {
 		return nil
 	}
-	l.cd = cd
-	l.up.Store(true)
-	l.mu.Unlock()
 	l.n.log.Info("cluster link up", "peer", l.peer, "address", l.addr)
-	// Deltas from here on follow the snapshot; replaying them on it is harmless.
-	err = cd.write(&frame{Kind: fRoutes, Routes: &routes{Full: true, Add: l.n.srv.LocalRoutes()}})
 	if err == nil {
 		err = l.readLoop(cd)
 	}

@@ -261,7 +261,8 @@ func (n *Node) adoptClusterID(id string) {
 			n.log.Error("storing the cluster ID", "error", err)
 		}
 	case mine != id:
-		n.markStale(fmt.Sprintf("this node's store belongs to cluster %s, the cluster's log says %s", mine, id))
+		// Not from the FSM goroutine itself: stopping raft waits for it.
+		go n.markStale(fmt.Sprintf("this node's store belongs to cluster %s, the cluster's log says %s", mine, id))
 	}
 }
 

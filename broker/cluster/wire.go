@@ -161,6 +161,12 @@ func (c *codec) write(f *frame) error {
 		c.mu.Unlock()
 		return err
 	}
+	// A frame larger than the buffer is written through at once: bound that write too.
+	if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		c.err = err
+		c.mu.Unlock()
+		return err
+	}
 	if err := c.enc.Encode(f); err != nil {
 		c.err = err
 		c.mu.Unlock()

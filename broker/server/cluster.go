@@ -102,16 +102,17 @@ func (s *Server) removeSub(id, group, filter string) {
 	}
 }
 
-// LocalRoutes returns the routes of this node's subscriptions: what a peer needs on
-// (re)connect.
-func (s *Server) LocalRoutes() []Route {
+// WithLocalRoutes calls fn with this node's routes while no route change can happen:
+// a link that starts sending deltas inside fn sends its snapshot first, so no delta
+// is older than the snapshot that follows it.
+func (s *Server) WithLocalRoutes(fn func([]Route)) {
 	s.routesMu.Lock()
 	defer s.routesMu.Unlock()
 	out := make([]Route, 0, len(s.routeRefs))
 	for r := range s.routeRefs {
 		out = append(out, r)
 	}
-	return out
+	fn(out)
 }
 
 // SetRemoteRoutes applies a peer's routes: with full, they replace what the peer had.

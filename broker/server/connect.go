@@ -141,10 +141,14 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			s.publish(w)
 		}
 	}()
+	// Refuse before touching the cluster: a takeover moves the session here.
+	if code, why := s.refusal(); code != packet.Success {
+		return false, code, why
+	}
 	// In a cluster, sessions of this client ID on other nodes end first; a persistent
 	// one comes here with its subscriptions and queue.
 	var ho Handover
-	if s.cluster != nil && !s.isClosing() {
+	if s.cluster != nil {
 		var err error
 		if ho, err = s.cluster.Takeover(c.id, clean); err != nil {
 			s.stats.clusterErrors.Add(1)
@@ -162,20 +166,24 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	}()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return false, packet.ServerUnavailable, "the server is shutting down"
-	}
-	if s.draining {
-		return false, packet.UseAnotherServer, "this node is being evacuated: connect to another node"
-	}
-	if s.opts.MaxConnections > 0 && int(s.stats.connected.Load()) >= s.opts.MaxConnections {
-		return false, packet.ServerBusy, "connection limit reached"
-	}
-	if k, ok := s.kicked[c.id]; ok {
+	code, why = s.refusalLocked()
+	if k, ok := s.kicked[c.id]; ok && code == packet.Success {
 		if epoch != 0 && epoch < k {
-			return false, packet.ServerBusy, "a newer connection with this client ID won on another node"
+			code, why = packet.ServerBusy, "a newer connection with this client ID won on another node"
+		} else {
+			delete(s.kicked, c.id)
 		}
-		delete(s.kicked, c.id)
+	}
+	if code != packet.Success {
+		// Refused after the takeover: a session that came here stays, detached, so
+		// nothing it held is lost.
+		if moved != nil && !clean && s.sessions[c.id] == nil && !s.closing {
+			e := s.installSession(*moved)
+			s.armExpiry(c.id, e, moved.Disconnected)
+			s.saveSession(e)
+			installed = true
+		}
+		return false, code, why
 	}
 	e := s.sessions[c.id]
 	if e != nil && e.moving { // handed away meanwhile: the cluster's copy wins
@@ -224,6 +232,25 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	c.sess = e.sess
 	c.gen = e.sess.Attach(c.notify, c.window)
 	return present, packet.Success, ""
+}
+
+// refusal says why a new connection is refused now (packet.Success: it is not).
+func (s *Server) refusal() (packet.Code, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.refusalLocked()
+}
+
+func (s *Server) refusalLocked() (packet.Code, string) {
+	switch {
+	case s.closing:
+		return packet.ServerUnavailable, "the server is shutting down"
+	case s.draining:
+		return packet.UseAnotherServer, "this node is being evacuated: connect to another node"
+	case s.opts.MaxConnections > 0 && int(s.stats.connected.Load()) >= s.opts.MaxConnections:
+		return packet.ServerBusy, "connection limit reached"
+	}
+	return packet.Success, ""
 }
 
 // disconnected runs after a connection ended: it publishes or schedules the will and

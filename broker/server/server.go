@@ -323,12 +323,6 @@ func stopTimer(t *time.Timer) {
 	}
 }
 
-func (s *Server) isClosing() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.closing
-}
-
 // Ready reports whether the server accepts new connections: false once Shutdown or
 // an evacuation began.
 func (s *Server) Ready() bool {
