@@ -69,6 +69,21 @@ func startBenchNode(b *testing.B, name string) *benchNode {
 	return &benchNode{srv: srv, node: node, mqttAddr: ml.Addr().String(), clusterAdr: cl.Addr().String()}
 }
 
+// waitUntil checks cond every interval until it holds, failing after timeout.
+func waitUntil(b *testing.B, timeout, interval time.Duration, what string, cond func() bool) {
+	b.Helper()
+	deadline := time.After(timeout)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			b.Fatalf("waited %s for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
 // rawConn is a v3.1.1 connection that writes packets and reads them back.
 type rawConn struct {
 	c  net.Conn
@@ -143,14 +158,13 @@ func BenchmarkClusterForward(b *testing.B) {
 			}()
 			pub := dialBench(b, a.mqttAddr, "pub")
 			// The subscription reaches node A asynchronously: probe until one arrives.
-			deadline := time.Now().Add(10 * time.Second)
-			for got.Load() == 0 {
-				if time.Now().After(deadline) {
-					b.Fatal("the route never reached node a")
+			waitUntil(b, 10*time.Second, 10*time.Millisecond, "the route to reach node a", func() bool {
+				if got.Load() > 0 {
+					return true
 				}
 				pub.write(b, &packet.Packet{Type: packet.Publish, Topic: "bench/probe", Payload: []byte("probe")})
-				time.Sleep(10 * time.Millisecond) // polling interval
-			}
+				return false
+			})
 			base := got.Load()
 			acks := make(chan struct{}, 1<<16)
 			go func() {
@@ -187,13 +201,7 @@ func BenchmarkClusterForward(b *testing.B) {
 				}
 			}
 			want := base + int64(b.N)
-			deadline = time.Now().Add(60 * time.Second)
-			for got.Load() < want {
-				if time.Now().After(deadline) {
-					b.Fatalf("delivered %d of %d", got.Load()-base, b.N)
-				}
-				time.Sleep(time.Millisecond) // polling interval
-			}
+			waitUntil(b, 60*time.Second, time.Millisecond, "every message to arrive", func() bool { return got.Load() >= want })
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 		})

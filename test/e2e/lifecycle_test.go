@@ -106,6 +106,8 @@ func startStream(topic string, pubAddrs, subAddrs []string) *stream {
 	}).WithTimeout(time.Minute).WithPolling(300 * time.Millisecond).Should(BeNumerically(">", 0))
 	go func() {
 		defer close(s.done)
+		pace := time.NewTicker(20 * time.Millisecond) // about 50 messages per second
+		defer pace.Stop()
 		for n := 1; ; n++ {
 			select {
 			case <-s.stop:
@@ -127,7 +129,11 @@ func startStream(topic string, pubAddrs, subAddrs []string) *stream {
 				continue
 			}
 			s.acked.Store(int64(n))
-			time.Sleep(20 * time.Millisecond) // pace: about 50 messages per second, not a wait for an event
+			select {
+			case <-s.stop:
+				return
+			case <-pace.C:
+			}
 		}
 	}()
 	return s

@@ -504,15 +504,18 @@ func TestClusterTLS(t *testing.T) {
 	}
 	// node-a counts the refusal when its side of the handshake ends, which may be just
 	// after the foreign node saw it fail; its member gauge follows raft within 200 ms.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		_, body := httpGet(t, aAPI, "/metrics")
 		if strings.Contains(body, "mqttd_cluster_tls_failures_total 1") && strings.Contains(body, "mqttd_cluster_members 2") {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("node-a metrics after the foreign join:\n%s", body)
+		case <-tick.C:
 		}
-		time.Sleep(50 * time.Millisecond) // polling interval
 	}
 }
