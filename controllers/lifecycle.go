@@ -285,6 +285,11 @@ func (r *MQTTClusterReconciler) joinNext(ctx context.Context, st *state, lc *lif
 		case "":
 			r.event(mc, corev1.EventTypeNormal, "Joined", "%s joined the cluster through %s", b.name, seed.name)
 			return true, nil
+		case brokerclient.CodeAlreadyMember:
+			// The cluster's log reached it first (a reset node the configuration still
+			// lists): it is in, as if this join had done it.
+			r.event(mc, corev1.EventTypeNormal, "Joined", "%s is in the cluster (it was already a member when asked to join through %s)", b.name, seed.name)
+			return true, nil
 		case brokerclient.CodeCookieMismatch:
 			r.report(st, invalidInput, "CookieMismatch", fmt.Sprintf("%s was refused by %s: their cluster cookies differ", b.name, seed.name))
 			return false, nil

@@ -112,8 +112,9 @@ func (l *link) session() error {
 	defer l.n.untrack(c)
 	cd := newCodec(c)
 	defer cd.close()
+	_, idx := l.n.configView()
 	l.n.mu.Lock()
-	id, idx := l.n.clusterID, l.n.configIndex
+	id := l.n.clusterID
 	l.n.mu.Unlock()
 	if err := cd.write(&frame{Kind: fHello, Hello: &hello{ClusterID: id, ConfigIndex: idx}}); err != nil {
 		return err
@@ -323,15 +324,18 @@ func (n *Node) serveInbound(c net.Conn, peer string) {
 
 // checkPeer decides whether a member's link is accepted.
 func (n *Node) checkPeer(peer string, h *hello) *hello {
+	servers, idx := n.configView()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	ack := &hello{ClusterID: n.clusterID, ConfigIndex: n.configIndex}
+	ack := &hello{ClusterID: n.clusterID, ConfigIndex: idx}
 	switch {
 	case n.state != StoreMember || !n.wasMember:
 		ack.Code, ack.Message, ack.ClusterID, ack.ConfigIndex = CodeNotMember, n.cfg.Name+" is not a member", "", 0
+	case servers == nil: // raft is stopping: no view to judge by
+		ack.Code, ack.Message, ack.ConfigIndex = CodeNotMember, n.cfg.Name+" has no configuration to check against now", 0
 	case h.ClusterID != "" && h.ClusterID != n.clusterID:
 		ack.Code, ack.Message = CodeStaleStore, "the store of "+peer+" belongs to cluster "+h.ClusterID+"; this cluster is "+n.clusterID
-	case !containsServer(n.members, peer):
+	case !containsServer(servers, peer):
 		ack.Code, ack.Message = CodeNotMember, peer+" is not a member of this cluster"
 	}
 	return ack

@@ -44,6 +44,13 @@ func (n *Node) syncMembers() {
 	self := slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.cfg.Name })
 	n.mu.Lock()
 	n.members = servers
+	if self && n.state == StoreEmpty && n.clusterID != "" {
+		// The cluster's log reached this empty node (its ID is applied) and its
+		// configuration lists the node: a leader replicates to it, it is a member,
+		// whether or not its own join call has returned yet.
+		n.state = StoreMember
+		n.log.Info("this node is in the cluster's configuration", "clusterID", n.clusterID)
+	}
 	removed := false
 	switch {
 	case self && n.state == StoreMember:
@@ -177,14 +184,24 @@ func (n *Node) Join(ctx context.Context, seed string) error {
 	if already {
 		return errorf(CodeAlreadyMember, "this node is already a member of cluster %s", id)
 	}
-	if id == "" {
+	// The cluster's log may have reached this node before the answer did (its ID is
+	// then applied already): either way the node is now a member of that cluster.
+	n.mu.Lock()
+	adopted := n.clusterID != ""
+	n.mu.Unlock()
+	if !adopted {
 		if err := n.storeClusterID(resp.ClusterID); err != nil {
 			return fmt.Errorf("storing the cluster ID: %w", err)
 		}
-		n.mu.Lock()
-		n.clusterID, n.state = resp.ClusterID, StoreMember
-		n.mu.Unlock()
 	}
+	n.mu.Lock()
+	if n.clusterID == "" {
+		n.clusterID = resp.ClusterID
+	}
+	if n.state == StoreEmpty {
+		n.state = StoreMember
+	}
+	n.mu.Unlock()
 	if err := n.waitFor(requestTimeout, n.isMember); err != nil {
 		return errorf(CodeInternal, "joined, but this node does not see itself in the configuration: %v", err)
 	}
@@ -348,10 +365,22 @@ func (n *Node) requestLeader(req *request) (*response, error) {
 	return n.request(string(leader), req)
 }
 
-// inConfiguration reports whether raft's latest configuration lists node.
-func inConfiguration(r *raft.Raft, node string) bool {
+// configView returns the newest configuration this node's raft holds (committed or
+// not) and its log index: the one links are checked against, so a node that sees
+// itself added is not told otherwise by a peer whose view lags. Without raft (stale,
+// resetting) it returns no servers and the last index recorded. Call it without n.mu.
+func (n *Node) configView() ([]raft.Server, uint64) {
+	n.mu.Lock()
+	r, idx := n.raft, n.configIndex
+	n.mu.Unlock()
+	if r == nil {
+		return nil, idx
+	}
 	f := r.GetConfiguration()
-	return f.Error() == nil && containsServer(f.Configuration().Servers, node)
+	if f.Error() != nil {
+		return nil, idx
+	}
+	return f.Configuration().Servers, max(idx, f.Index())
 }
 
 // handleLeaderOp runs a membership or apply request on the leader (or forwards it).
@@ -378,16 +407,9 @@ func (n *Node) handleLeaderOp(req *request) *response {
 		if req.Name == "" || req.Addr == "" {
 			return errResponse(errorf(CodeBadRequest, "join needs a node name and address"))
 		}
-		// A node that joins with an empty store but is still in the configuration
-		// (it was reset, or lost its volume) is removed first: added again, it gets the
-		// whole log replicated anew. Re-adding it as it is would leave raft believing
-		// its old log is still there.
-		if req.ClusterID == "" && inConfiguration(r, req.Name) {
-			if err = r.RemoveServer(raft.ServerID(req.Name), 0, requestTimeout).Error(); err != nil {
-				return errResponse(applyErr(err))
-			}
-			n.log.Info("node rejoins with an empty store: removed it before adding it again", "node", req.Name)
-		}
+		// AddVoter appends a configuration entry even for a node already listed (one
+		// that was reset, or lost its volume): replicating that entry, the leader finds
+		// the node's log empty and sends it the whole log again.
 		err = r.AddVoter(raft.ServerID(req.Name), raft.ServerAddress(req.Addr), 0, requestTimeout).Error()
 		if err == nil {
 			n.log.Info("node joined", "node", req.Name, "address", req.Addr)

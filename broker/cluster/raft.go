@@ -120,20 +120,29 @@ func (n *Node) stopRaft() {
 	}
 }
 
+// hclog gives raft a logger that writes through the node's: raft's debug lines when
+// the node logs at debug level, otherwise its warnings and errors only.
 func (n *Node) hclog() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{n.log}, DisableTime: true})
+	lvl := hclog.Warn
+	if n.log.Enabled(context.Background(), slog.LevelDebug) {
+		lvl = hclog.Debug
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: lvl, Output: slogWriter{n.log}, DisableTime: true})
 }
 
-// slogWriter passes hclog's lines to slog.
+// slogWriter passes hclog's lines to slog at their own level.
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	line := strings.TrimSpace(string(p))
-	if strings.Contains(line, "[ERROR]") {
-		w.log.Error(line, "component", "raft")
-	} else {
-		w.log.Warn(line, "component", "raft")
+	lvl := slog.LevelWarn
+	for prefix, l := range map[string]slog.Level{"[ERROR]": slog.LevelError, "[INFO]": slog.LevelInfo,
+		"[DEBUG]": slog.LevelDebug, "[TRACE]": slog.LevelDebug} {
+		if strings.HasPrefix(line, prefix) {
+			lvl = l
+		}
 	}
+	w.log.Log(context.Background(), lvl, line, "component", "raft")
 	return len(p), nil
 }
 

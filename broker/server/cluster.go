@@ -69,7 +69,15 @@ func peerOf(clientID string) (string, bool) {
 }
 
 // SetCluster connects the server to its cluster. Call it before serving clients.
-func (s *Server) SetCluster(c Cluster) { s.cluster = c }
+func (s *Server) SetCluster(c Cluster) { s.cluster.Store(&c) }
+
+// clusterOf returns the server's cluster, nil for a single node.
+func (s *Server) clusterOf() Cluster {
+	if c := s.cluster.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
 
 // addSub adds a local subscription to the trie and counts its route.
 func (s *Server) addSub(sub topic.Subscription) {
@@ -80,8 +88,8 @@ func (s *Server) addSub(sub topic.Subscription) {
 	}
 	r := Route{Group: sub.ShareGroup, Filter: sub.Filter}
 	s.routeRefs[r]++
-	if s.routeRefs[r] == 1 && s.cluster != nil {
-		s.cluster.RouteAdded(r)
+	if c := s.clusterOf(); s.routeRefs[r] == 1 && c != nil {
+		c.RouteAdded(r)
 	}
 }
 
@@ -96,8 +104,8 @@ func (s *Server) removeSub(id, group, filter string) {
 	s.routeRefs[r]--
 	if s.routeRefs[r] <= 0 {
 		delete(s.routeRefs, r)
-		if s.cluster != nil {
-			s.cluster.RouteRemoved(r)
+		if c := s.clusterOf(); c != nil {
+			c.RouteRemoved(r)
 		}
 	}
 }

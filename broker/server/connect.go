@@ -148,9 +148,9 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	// In a cluster, sessions of this client ID on other nodes end first; a persistent
 	// one comes here with its subscriptions and queue.
 	var ho Handover
-	if s.cluster != nil {
+	if cl := s.clusterOf(); cl != nil {
 		var err error
-		if ho, err = s.cluster.Takeover(c.id, clean); err != nil {
+		if ho, err = cl.Takeover(c.id, clean); err != nil {
 			s.stats.clusterErrors.Add(1)
 			s.log.Warn("cluster takeover failed; connecting on this node only", "client", c.id, "error", err)
 		}

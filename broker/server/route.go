@@ -36,17 +36,18 @@ func (s *Server) publishAsync(msg *session.Message) (int, func() int) {
 	if len(targets) == 0 {
 		return n, nil
 	}
-	return n, s.cluster.Forward(msg, targets)
+	return n, s.clusterOf().Forward(msg, targets)
 }
 
 // retain records a retained message: through the cluster when there is one, so every
 // node serves the same set; $SYS topics are each node's own.
 func (s *Server) retain(msg *session.Message) {
-	if s.cluster == nil || strings.HasPrefix(msg.Topic, "$SYS/") {
+	cl := s.clusterOf()
+	if cl == nil || strings.HasPrefix(msg.Topic, "$SYS/") {
 		s.setRetained(msg)
 		return
 	}
-	if err := s.cluster.Retain(msg); err != nil {
+	if err := cl.Retain(msg); err != nil {
 		s.stats.clusterErrors.Add(1)
 		s.log.Warn("retained message not replicated; kept on this node only", "topic", msg.Topic, "error", err)
 		s.setRetained(msg)
@@ -66,7 +67,7 @@ func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int
 	}
 	defer matchesPool.Put(m)
 	s.trie.Match(msg.Topic, m)
-	forward := !fromPeer && s.cluster != nil && !strings.HasPrefix(msg.Topic, "$SYS/")
+	forward := !fromPeer && s.clusterOf() != nil && !strings.HasPrefix(msg.Topic, "$SYS/")
 	var targets map[string][]Route
 	subs := m.Subs
 	if len(subs) > 1 {
@@ -204,7 +205,7 @@ func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers
 		i := (int(start) + k) % len(members)
 		id := members[i].ClientID
 		if peer, ok := peerOf(id); ok {
-			if s.cluster.PeerUp(peer) {
+			if s.clusterOf().PeerUp(peer) {
 				pick = i
 				break
 			}

@@ -117,7 +117,7 @@ type Server struct {
 	retainedMu sync.RWMutex
 	retained   map[string]*session.Message
 
-	cluster Cluster // nil: a single node; set before serving
+	cluster atomic.Pointer[Cluster] // nil: a single node; set before serving (the $SYS loop may already run)
 
 	routesMu  sync.Mutex
 	routeRefs map[Route]int // local subscriptions per route

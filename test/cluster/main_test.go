@@ -16,9 +16,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
 var (
@@ -42,16 +43,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	// MQTTD_TEST_BIN runs the tests against a binary built elsewhere (another
-	// version, a race-enabled build); by default the module's mqttd is built.
-	mqttdBin = os.Getenv("MQTTD_TEST_BIN")
-	if mqttdBin == "" {
-		mqttdBin = filepath.Join(dir, "mqttd")
-		build := exec.Command("go", "build", "-o", mqttdBin, "github.com/mqtt-operator/mqtt-operator/broker/cmd/mqttd")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building mqttd: %v\n%s", err, out)
-			return 1
-		}
+	if mqttdBin, err = mqttdproc.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	apiToken = randomHex(16)
 	tokenFile = filepath.Join(dir, "api-token")

@@ -72,7 +72,7 @@ func TestClusterWrongCookie(t *testing.T) {
 	intruder.expectAPIError(http.MethodGet, "/api/v1/cluster", nil, http.StatusConflict, "not_member")
 	for _, n := range []*node{seed, intruder} {
 		eventually(t, clusterTimeout, n.name()+" logs the cookie mismatch", func() error {
-			if !n.logs.contains("cookie mismatch") {
+			if !n.logs.Contains("cookie mismatch") {
 				return fmt.Errorf("no log line says cookie mismatch")
 			}
 			return nil
@@ -155,6 +155,41 @@ func TestClusterStaleStore(t *testing.T) {
 		unchanged := waitClusterSize(t, members, len(members))
 		if unchanged.ClusterID != now.ClusterID || !slices.Equal(unchanged.memberNames(), now.memberNames()) {
 			t.Fatalf("cluster changed to %+v, was %+v", unchanged, now)
+		}
+	})
+
+	// A node reset while the configuration still lists it (as the operator resets a
+	// stale pod) gets the whole log from the leader at the next entry, before anyone
+	// asks it to join: it is a member again on its own, and a join then answers
+	// already_member instead of leaving it half-joined.
+	t.Run("reset while the configuration lists it", func(t *testing.T) {
+		members := currentMembers(t, a, nodes)
+		if !slices.Contains(members, c) {
+			t.Fatalf("%s is not a member before the reset", c.name())
+		}
+		now := waitClusterSize(t, members, len(members))
+		c.mustPost("/api/v1/node/reset", nil, http.StatusOK)
+		if ni := c.mustInfo(); ni.StoreState != "empty" || ni.ClusterID != "" {
+			t.Fatalf("after reset %s reports %+v", c.name(), ni)
+		}
+		// A retained message is a raft entry: the leader replicates it to c.
+		pub := connectV5(t, a, "reset-listed-pub", v5Options{cleanStart: true})
+		pub.publish(t, "reset-listed/kept", true, "kept")
+		pub.publish(t, retainedMarker, true, "reset-listed")
+		eventually(t, clusterTimeout, c.name()+" is a member again from the cluster's log", func() error {
+			ni, err := c.info()
+			if err == nil && (ni.StoreState != "member" || ni.ClusterID != now.ClusterID) {
+				err = fmt.Errorf("storeState %q clusterID %q", ni.StoreState, ni.ClusterID)
+			}
+			return err
+		})
+		c.expectAPIError(http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": a.clusterAddr()}, http.StatusConflict, "already_member")
+		after := waitClusterSize(t, members, len(members))
+		if after.ClusterID != now.ClusterID || !slices.Equal(after.memberNames(), now.memberNames()) {
+			t.Fatalf("cluster is %+v after the reset, was %+v", after, now)
+		}
+		if got := retainedAfterMarker(t, c, "reset-listed", "reset-listed/kept"); len(got) != 1 || got[0].payload != "kept" {
+			t.Fatalf("a new subscriber on %s got %+v, want the retained %q", c.name(), got, "kept")
 		}
 	})
 }

@@ -1,8 +1,6 @@
 package cluster
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
 // Bounds of the waits on processes.
@@ -36,15 +36,15 @@ type nodeOptions struct {
 type node struct {
 	t    *testing.T
 	opts nodeOptions
-	logs *logBuffer
+	logs *mqttdproc.Log
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
-	exited   chan struct{}    // closed when the current process has exited
-	exitErr  error            // valid once exited is closed
-	mqttAddr string           // MQTT over TCP, new at every start
-	apiAddr  string           // HTTP API, new at every start
-	pending  chan listenEvent // "listening" lines of the current process
+	exited   chan struct{}            // closed when the current process has exited
+	exitErr  error                    // valid once exited is closed
+	mqttAddr string                   // MQTT over TCP, new at every start
+	apiAddr  string                   // HTTP API, new at every start
+	pending  chan mqttdproc.Listening // "listening" lines of the current process
 }
 
 func (n *node) name() string        { return n.opts.name }
@@ -97,11 +97,14 @@ func newNode(t *testing.T, opts nodeOptions) *node {
 	if opts.cookieFile == "" {
 		opts.cookieFile = cookieFile
 	}
-	n := &node{t: t, opts: opts, logs: &logBuffer{}}
+	n := &node{t: t, opts: opts, logs: &mqttdproc.Log{}}
 	t.Cleanup(func() {
 		n.kill()
+		if r := n.logs.Race(); r != "" {
+			t.Errorf("%s: the mqttd process reported a data race:\n%s", n.name(), r)
+		}
 		if t.Failed() {
-			t.Logf("--- last %d log lines of %s ---\n%s", logTail, n.name(), n.logs.tail(logTail))
+			t.Logf("--- last %d log lines of %s ---\n%s", logTail, n.name(), n.logs.Tail(logTail))
 		}
 	})
 	return n
@@ -134,11 +137,11 @@ func (n *node) args() []string {
 func (n *node) launch() {
 	n.t.Helper()
 	cmd := exec.Command(mqttdBin, n.args()...)
-	n.logs.add(fmt.Sprintf("=== %s: start %s", time.Now().Format(time.TimeOnly), strings.Join(cmd.Args, " ")))
-	listening := make(chan listenEvent, 8)
-	w := &lineWriter{onLine: func(line string) {
-		n.logs.add(line)
-		if ev, ok := parseListening(line); ok {
+	n.logs.Add(fmt.Sprintf("=== %s: start %s", time.Now().Format(time.TimeOnly), strings.Join(cmd.Args, " ")))
+	listening := make(chan mqttdproc.Listening, 8)
+	w := &mqttdproc.LineWriter{OnLine: func(line string) {
+		n.logs.Add(line)
+		if ev, ok := mqttdproc.ParseListening(line); ok {
 			select {
 			case listening <- ev:
 			default:
@@ -155,11 +158,11 @@ func (n *node) launch() {
 	n.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
-		w.flush()
+		w.Flush()
 		n.mu.Lock()
 		n.exitErr = err
 		n.mu.Unlock()
-		n.logs.add(fmt.Sprintf("=== %s: exited: %v", time.Now().Format(time.TimeOnly), err))
+		n.logs.Add(fmt.Sprintf("=== %s: exited: %v", time.Now().Format(time.TimeOnly), err))
 		close(exited)
 	}()
 	n.pending = listening
@@ -173,20 +176,20 @@ func (n *node) awaitListening() error {
 	for len(want) > 0 {
 		select {
 		case ev := <-n.pending:
-			if !want[ev.listener] {
+			if !want[ev.Listener] {
 				continue
 			}
-			delete(want, ev.listener)
+			delete(want, ev.Listener)
 			n.mu.Lock()
-			switch ev.listener {
+			switch ev.Listener {
 			case "tcp":
-				n.mqttAddr = ev.address
+				n.mqttAddr = ev.Address
 			case "api":
-				n.apiAddr = ev.address
+				n.apiAddr = ev.Address
 			case "cluster":
-				if ev.address != n.opts.clusterAddr {
+				if ev.Address != n.opts.clusterAddr {
 					n.mu.Unlock()
-					return fmt.Errorf("cluster listener on %s, want %s", ev.address, n.opts.clusterAddr)
+					return fmt.Errorf("cluster listener on %s, want %s", ev.Address, n.opts.clusterAddr)
 				}
 			}
 			n.mu.Unlock()
@@ -269,77 +272,6 @@ func (n *node) signal(sig os.Signal) {
 	cmd := n.cmd
 	n.mu.Unlock()
 	_ = cmd.Process.Signal(sig)
-}
-
-// listenEvent is a {"msg":"listening"} log line.
-type listenEvent struct{ listener, address string }
-
-func parseListening(line string) (listenEvent, bool) {
-	var rec struct{ Msg, Listener, Address string }
-	if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "listening" {
-		return listenEvent{}, false
-	}
-	return listenEvent{rec.Listener, rec.Address}, true
-}
-
-// logBuffer keeps every log line of a node, across restarts.
-type logBuffer struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (b *logBuffer) add(line string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.lines = append(b.lines, line)
-}
-
-func (b *logBuffer) String() string { return b.tail(0) }
-
-// tail returns the last n lines (all with n <= 0).
-func (b *logBuffer) tail(n int) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	lines := b.lines
-	if n > 0 && len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// contains reports whether a log line contains s (case-insensitive).
-func (b *logBuffer) contains(s string) bool {
-	return strings.Contains(strings.ToLower(b.String()), strings.ToLower(s))
-}
-
-// lineWriter splits what a process writes into lines.
-type lineWriter struct {
-	mu     sync.Mutex
-	buf    []byte
-	onLine func(string)
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.onLine(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
-}
-
-func (w *lineWriter) flush() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.buf) > 0 {
-		w.onLine(string(w.buf))
-		w.buf = nil
-	}
 }
 
 // freePort returns a loopback address that was free a moment ago.

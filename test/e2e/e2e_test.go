@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -64,6 +65,15 @@ var _ = Describe("MQTTCluster on a real cluster", Ordered, func() {
 		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "demo", "-o", "jsonpath={.status.clusterID}")).NotTo(BeEmpty())
 		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "demo", "-o", `jsonpath={range .status.members[*]}{.node}={.joined}/{.storeState} {end}`)).
 			To(Equal("demo-0=true/member demo-1=true/member demo-2=true/member "))
+		// One join at a time, in ordinal order (eventTime has microseconds).
+		var joins []string
+		for _, line := range strings.Split(run(kubectlBin, "get", "events.events.k8s.io", "-n", ns, "--sort-by=.eventTime",
+			"-o", `jsonpath={range .items[*]}{.reason} {.note}{"\n"}{end}`), "\n") {
+			if note, ok := strings.CutPrefix(line, "Joined "); ok {
+				joins = append(joins, note)
+			}
+		}
+		Expect(joins).To(HaveExactElements(HavePrefix("demo-1 "), HavePrefix("demo-2 ")), "the Joined events in time order")
 
 		// A client publishing through the client Service reaches a subscriber on every
 		// pod: the pods route to each other.

@@ -179,6 +179,20 @@ func joinedMembers(name string, n int) string {
 	return strings.Join(w, " ")
 }
 
+// installCluster creates an MQTTCluster of n nodes, waits until it is Ready and
+// returns its cluster ID.
+func installCluster(ns, name string, n int, extraSpec string) string {
+	GinkgoHelper()
+	out, err := kubectlApply(clusterManifest(ns, name, n, extraSpec))
+	Expect(err).NotTo(HaveOccurred(), out)
+	waitReady(ns, name, n)
+	return clusterID(ns, name)
+}
+
+func clusterID(ns, name string) string {
+	return run(kubectlBin, "get", "-n", ns, "mqc", name, "-o", "jsonpath={.status.clusterID}")
+}
+
 func waitReady(ns, name string, n int) {
 	GinkgoHelper()
 	Eventually(func() string { return members(ns, name) }).WithTimeout(5 * time.Minute).WithPolling(time.Second).
@@ -214,16 +228,39 @@ var _ = Describe("MQTTCluster lifecycle on a real cluster", Ordered, func() {
 
 	It("heals a node whose pod and volume were deleted", func() {
 		ns := newNamespace("heal")
-		out, err := kubectlApply(clusterManifest(ns, "heal", 3, ""))
-		Expect(err).NotTo(HaveOccurred(), out)
-		waitReady(ns, "heal", 3)
-		id := run(kubectlBin, "get", "-n", ns, "mqc", "heal", "-o", "jsonpath={.status.clusterID}")
+		id := installCluster(ns, "heal", 3, "")
 		run(kubectlBin, "delete", "pvc", "-n", ns, "data-heal-2", "--wait=false")
 		run(kubectlBin, "delete", "pod", "-n", ns, "heal-2", "--wait=true")
 		Eventually(func() string { return members(ns, "heal") }).WithTimeout(5 * time.Minute).WithPolling(time.Second).
 			Should(Equal(joinedMembers("heal", 3)))
-		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "heal", "-o", "jsonpath={.status.clusterID}")).To(Equal(id))
+		Expect(clusterID(ns, "heal")).To(Equal(id))
 		run(kubectlBin, "wait", "-n", ns, "mqc/heal", "--for=condition=Ready", "--timeout=5m")
+	})
+
+	It("resets a node whose volume holds another cluster's store and rejoins it, never touching the healthy pods", func() {
+		ns := newNamespace("stale")
+		id := installCluster(ns, "st", 2, "    retention:\n      whenScaled: Retain\n")
+		healthy := run(kubectlBin, "get", "pods", "-n", ns, "st-0", "st-1", "-o", `jsonpath={range .items[*]}{.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}`)
+
+		// The volume st-2 will get holds the store of another cluster: a broker started
+		// on it with --cluster.bootstrap, then stopped (as a volume restored from
+		// another installation would be).
+		foreignStore(ns, "data-st-2", "st-2")
+		run(kubectlBin, "scale", "-n", ns, "mqc/st", "--replicas=3")
+
+		Eventually(func() string {
+			out, _ := tryRun(kubectlBin, "get", "events", "-n", ns, "--field-selector", "reason=StaleStoreReset", "-o", "jsonpath={.items[*].message}")
+			return out
+		}).WithTimeout(5*time.Minute).WithPolling(time.Second).Should(ContainSubstring("st-2"), "a StaleStoreReset event about st-2")
+		waitReady(ns, "st", 3)
+		Expect(clusterID(ns, "st")).To(Equal(id), "the cluster ID after the rejoin")
+		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "st", "-o", "jsonpath={.status.staleStoreResets}")).NotTo(BeElementOf("", "0"))
+		Expect(run(kubectlBin, "get", "pods", "-n", ns, "st-0", "st-1", "-o", `jsonpath={range .items[*]}{.metadata.uid}/{.status.containerStatuses[0].restartCount} {end}`)).
+			To(Equal(healthy), "st-0 and st-1: same pods, no restart")
+		resets := run(kubectlBin, "get", "events", "-n", ns, "--field-selector", "reason=StaleStoreReset", "-o", "jsonpath={range .items[*]}{.message}{\"\\n\"}{end}")
+		for _, line := range strings.Split(strings.TrimSpace(resets), "\n") {
+			Expect(line).To(ContainSubstring("st-2"), "only st-2 is reset")
+		}
 	})
 
 	It("rolls every pod to a new image reference under QoS 1 traffic through the Service without losing a message", func() {
@@ -256,3 +293,65 @@ var _ = Describe("MQTTCluster lifecycle on a real cluster", Ordered, func() {
 		s.finish()
 	})
 })
+
+// foreignStore fills the volume claim (created here, labeled as the StatefulSet's
+// claims are) with the store of a one-node cluster of its own, whose node is called
+// node: a pod of the broker image bootstraps it and is stopped gracefully.
+func foreignStore(ns, claim, node string) {
+	GinkgoHelper()
+	out, err := kubectlApply(fmt.Sprintf(`apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: %[2]s
+  namespace: %[1]s
+  labels:
+    app.kubernetes.io/name: mqttd
+    app.kubernetes.io/instance: st
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 64Mi
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: foreign-cookie
+  namespace: %[1]s
+stringData:
+  cookie: another-cluster-cookie-0123456789
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: foreign-store
+  namespace: %[1]s
+spec:
+  restartPolicy: Never
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    fsGroup: 65532
+  containers:
+  - name: mqttd
+    image: %[4]s
+    imagePullPolicy: IfNotPresent
+    args: ["--store.dir=/var/lib/mqttd", "--cluster.listen=127.0.0.1:4370", "--cluster.node-name=%[3]s",
+      "--cluster.cookie-file=/etc/cookie/cookie", "--cluster.bootstrap=true"]
+    volumeMounts:
+    - {name: data, mountPath: /var/lib/mqttd}
+    - {name: cookie, mountPath: /etc/cookie, readOnly: true}
+  volumes:
+  - name: data
+    persistentVolumeClaim: {claimName: %[2]s}
+  - name: cookie
+    secret: {secretName: foreign-cookie}
+`, ns, claim, node, mqttdImage))
+	Expect(err).NotTo(HaveOccurred(), out)
+	Eventually(func() string {
+		out, _ := tryRun(kubectlBin, "logs", "-n", ns, "foreign-store")
+		return out
+	}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(ContainSubstring("bootstrapped a new cluster"))
+	run(kubectlBin, "delete", "pod", "-n", ns, "foreign-store", "--wait=true")
+}

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
 // Bounds of the waits on processes.
@@ -63,7 +64,7 @@ func (o brokerOptions) args() []string {
 // broker is one mqttd process: the container of one pod incarnation.
 type broker struct {
 	opts     brokerOptions
-	logs     *logBuffer
+	logs     *mqttdproc.Log
 	cmd      *exec.Cmd
 	exited   chan struct{} // closed when the process has exited
 	exitErr  error         // valid once exited is closed
@@ -74,13 +75,13 @@ type broker struct {
 // startBroker starts mqttd and waits until its MQTT, API and cluster listeners are
 // open; the process's output goes to logs. On an error after the start it returns
 // the exited process too (for its exit code).
-func startBroker(opts brokerOptions, logs *logBuffer) (*broker, error) {
+func startBroker(opts brokerOptions, logs *mqttdproc.Log) (*broker, error) {
 	cmd := exec.Command(mqttdBin, opts.args()...)
-	logs.add(fmt.Sprintf("=== %s: start %s", time.Now().Format(time.TimeOnly), strings.Join(cmd.Args, " ")))
-	listening := make(chan listenEvent, 8)
-	w := &lineWriter{onLine: func(line string) {
-		logs.add(line)
-		if ev, ok := parseListening(line); ok {
+	logs.Add(fmt.Sprintf("=== %s: start %s", time.Now().Format(time.TimeOnly), strings.Join(cmd.Args, " ")))
+	listening := make(chan mqttdproc.Listening, 8)
+	w := &mqttdproc.LineWriter{OnLine: func(line string) {
+		logs.Add(line)
+		if ev, ok := mqttdproc.ParseListening(line); ok {
 			select {
 			case listening <- ev:
 			default:
@@ -94,9 +95,9 @@ func startBroker(opts brokerOptions, logs *logBuffer) (*broker, error) {
 	b := &broker{opts: opts, logs: logs, cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
-		w.flush()
+		w.Flush()
 		b.exitErr = err
-		logs.add(fmt.Sprintf("=== %s: exited: %v", time.Now().Format(time.TimeOnly), err))
+		logs.Add(fmt.Sprintf("=== %s: exited: %v", time.Now().Format(time.TimeOnly), err))
 		close(b.exited)
 	}()
 	deadline := time.After(startTimeout)
@@ -104,12 +105,12 @@ func startBroker(opts brokerOptions, logs *logBuffer) (*broker, error) {
 	for len(want) > 0 {
 		select {
 		case ev := <-listening:
-			delete(want, ev.listener)
-			switch ev.listener {
+			delete(want, ev.Listener)
+			switch ev.Listener {
 			case "tcp":
-				b.mqttAddr = ev.address
+				b.mqttAddr = ev.Address
 			case "api":
-				b.apiAddr = ev.address
+				b.apiAddr = ev.Address
 			}
 		case <-b.exited:
 			return b, fmt.Errorf("mqttd exited before listening: %w", b.exitErr)
@@ -154,70 +155,6 @@ func (b *broker) exitCode() int32 {
 func (b *broker) kill() {
 	_ = b.cmd.Process.Signal(syscall.SIGKILL)
 	<-b.exited
-}
-
-// listenEvent is a {"msg":"listening"} log line.
-type listenEvent struct{ listener, address string }
-
-func parseListening(line string) (listenEvent, bool) {
-	var rec struct{ Msg, Listener, Address string }
-	if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "listening" {
-		return listenEvent{}, false
-	}
-	return listenEvent{rec.Listener, rec.Address}, true
-}
-
-// logBuffer keeps every log line of a pod, across its processes.
-type logBuffer struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logBuffer) add(line string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, line)
-}
-
-// tail returns the last n lines.
-func (l *logBuffer) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	lines := l.lines
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// lineWriter splits what a process writes into lines.
-type lineWriter struct {
-	mu     sync.Mutex
-	buf    []byte
-	onLine func(string)
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.onLine(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
-}
-
-func (w *lineWriter) flush() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.buf) > 0 {
-		w.onLine(string(w.buf))
-		w.buf = nil
-	}
 }
 
 // freePort returns a loopback address that was free a moment ago.

@@ -48,6 +48,7 @@ var _ = Describe("the simulated StatefulSet controller and kubelet", func() {
 				GinkgoWriter.Println(sim.report())
 			}
 			sim.stop()
+			Expect(sim.races()).To(BeEmpty(), "data races in the brokers")
 		})
 		key := func(name string) client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: name} }
 		getPod := func(g Gomega, name string) *corev1.Pod {

@@ -63,6 +63,7 @@ func newEnv(ctx context.Context, replicas int32, mutate func(*v1alpha1.MQTTClust
 		}
 		e.op.stop()
 		e.sim.stop()
+		Expect(e.sim.races()).To(BeEmpty(), "data races in the brokers")
 		mc := &v1alpha1.MQTTCluster{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: clusterName}}
 		Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, mc))).To(Succeed())
 	})

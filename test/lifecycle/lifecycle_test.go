@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
 var _ = Describe("the operator's cluster lifecycle with real brokers", func() {
@@ -246,20 +247,20 @@ func foreignStore(ctx context.Context, e *env, name string) string {
 	must(err, "a port")
 	dir := filepath.Join(e.sim.dir, "foreign-"+name)
 	must(os.MkdirAll(dir, 0o700), "the foreign store")
-	logs := &logBuffer{}
+	logs := &mqttdproc.Log{}
 	_, _, token := e.sim.broker(0)
 	b, err := startBroker(brokerOptions{
 		name: name, clusterAddr: addr, dataDir: dir, bootstrap: true,
 		cookieFile: filepath.Join(e.sim.dir, "cookie"), tokenFile: filepath.Join(e.sim.dir, "token"),
 	}, logs)
-	must(err, "the standalone broker: %s", logs.tail(logTail))
+	must(err, "the standalone broker: %s", logs.Tail(logTail))
 	Eventually(ctx, func(g Gomega) {
 		n := &nodeInfo{}
 		g.Expect(getJSON(ctx, b.apiAddr, token, "/api/v1/node", n)).To(Succeed())
 		g.Expect(n.StoreState).To(Equal("member"))
 		g.Expect(n.ClusterID).NotTo(BeEmpty())
 	}).Should(Succeed(), "the standalone broker bootstraps its own cluster")
-	must(b.stop(), "stop the standalone broker: %s", logs.tail(logTail))
+	must(b.stop(), "stop the standalone broker: %s", logs.Tail(logTail))
 	return dir
 }
 

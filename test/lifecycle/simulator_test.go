@@ -28,6 +28,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
+	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
 // Names Kubernetes' StatefulSet controller and kubelet use.
@@ -70,7 +71,7 @@ type slot struct {
 	ordinal     int
 	pod         string
 	clusterAddr string // fixed for the slot's life
-	logs        *logBuffer
+	logs        *mqttdproc.Log
 	dataDir     string    // "" until its PVC exists
 	uid         types.UID // of the Pod the process belongs to
 	proc        *broker
@@ -153,6 +154,20 @@ func (s *simulator) stop() {
 		}
 	}
 	addresses.forget(s.ns)
+}
+
+// races returns the race detector's reports of the pods' processes (race-enabled
+// builds), "" when there were none.
+func (s *simulator) races() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, sl := range s.slots {
+		if r := sl.logs.Race(); r != "" {
+			fmt.Fprintf(&b, "--- %s ---\n%s\n", sl.pod, r)
+		}
+	}
+	return b.String()
 }
 
 func (s *simulator) tick(ctx context.Context) error {
@@ -259,7 +274,7 @@ func (s *simulator) slot(ord int) *slot {
 	if err != nil {
 		panic(err)
 	}
-	sl := &slot{ordinal: ord, pod: fmt.Sprintf("%s-%d", s.name, ord), clusterAddr: addr, logs: &logBuffer{}}
+	sl := &slot{ordinal: ord, pod: fmt.Sprintf("%s-%d", s.name, ord), clusterAddr: addr, logs: &mqttdproc.Log{}}
 	s.slots[ord] = sl
 	addresses.setCluster(s.ns, sl.pod, addr)
 	return sl
@@ -373,7 +388,7 @@ func (s *simulator) kubelet(ctx context.Context, sl *slot, pod *corev1.Pod) erro
 		sl.uid, sl.restarts, sl.crashed, sl.lastExit, sl.written = pod.UID, 0, false, 0, ""
 	}
 	if sl.proc != nil && !sl.proc.running() {
-		sl.logs.add("=== the container exited on its own; restarting it")
+		sl.logs.Add("=== the container exited on its own; restarting it")
 		sl.proxy.close()
 		s.crashed(sl, sl.proc.exitCode())
 		sl.proc, sl.proxy = nil, nil
@@ -381,7 +396,7 @@ func (s *simulator) kubelet(ctx context.Context, sl *slot, pod *corev1.Pod) erro
 	}
 	if sl.proc == nil && sl.heldUID != pod.UID && sl.dataDir != "" && !sl.backingOff() {
 		if b, err := s.startProcess(sl); err != nil {
-			sl.logs.add("=== start failed: " + err.Error())
+			sl.logs.Add("=== start failed: " + err.Error())
 			code := int32(-1)
 			if b != nil {
 				code = b.exitCode()
@@ -418,7 +433,7 @@ func (s *simulator) startProcess(sl *slot) (*broker, error) {
 		if err := os.WriteFile(cookieFile, cookie, 0o600); err != nil {
 			return nil, err
 		}
-		sl.logs.add("=== the spec gave this container a cookie of its own: " + cookieFile)
+		sl.logs.Add("=== the spec gave this container a cookie of its own: " + cookieFile)
 	}
 	b, err := startBroker(brokerOptions{
 		name: sl.pod, clusterAddr: sl.clusterAddr, dataDir: sl.dataDir,
@@ -448,7 +463,7 @@ func (s *simulator) stopProcess(sl *slot) {
 	go func() {
 		defer close(stopped)
 		if err := proc.stop(); err != nil {
-			sl.logs.add("=== stop: " + err.Error())
+			sl.logs.Add("=== stop: " + err.Error())
 		}
 		proxy.close()
 	}()
@@ -511,7 +526,7 @@ func (s *simulator) protectClaim(ctx context.Context, sl *slot, hasPod bool) err
 		if inUse {
 			return nil
 		}
-		sl.logs.add("=== the PVC is gone: removing " + sl.dataDir)
+		sl.logs.Add("=== the PVC is gone: removing " + sl.dataDir)
 		dir := sl.dataDir
 		sl.dataDir = ""
 		return os.RemoveAll(dir)
@@ -656,7 +671,7 @@ func (s *simulator) replaceStore(ctx context.Context, ord int, src string) {
 	s.mu.Unlock()
 	must(os.RemoveAll(dir), "empty the volume")
 	must(copyDir(src, dir), "copy the store")
-	sl.logs.add("=== the spec replaced the volume's content with a copy of " + src)
+	sl.logs.Add("=== the spec replaced the volume's content with a copy of " + src)
 	must(k8sClient.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}), "delete the pod")
 }
 
@@ -734,7 +749,7 @@ func (s *simulator) report() string {
 	ords := slices.Sorted(maps.Keys(s.slots))
 	for _, ord := range ords {
 		sl := s.slots[ord]
-		fmt.Fprintf(&b, "--- last %d log lines of %s ---\n%s\n", logTail, sl.pod, sl.logs.tail(logTail))
+		fmt.Fprintf(&b, "--- last %d log lines of %s ---\n%s\n", logTail, sl.pod, sl.logs.Tail(logTail))
 	}
 	b.WriteString("--- the operator's API calls ---\n")
 	for _, c := range s.calls.all() {

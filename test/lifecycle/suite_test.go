@@ -21,7 +21,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -46,6 +45,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers"
+	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
 // Bounds of the waits. The machines that run the suite have few cores, shared with
@@ -85,14 +85,8 @@ var _ = BeforeSuite(func() {
 	workDir, err = os.MkdirTemp("", "mqtt-lifecycle-test")
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(os.RemoveAll, workDir)
-	// MQTTD_TEST_BIN runs the suite against a binary built elsewhere (as test/cluster).
-	mqttdBin = os.Getenv("MQTTD_TEST_BIN")
-	if mqttdBin == "" {
-		mqttdBin = filepath.Join(workDir, "mqttd")
-		build := exec.Command("go", "build", "-o", mqttdBin, "github.com/mqtt-operator/mqtt-operator/broker/cmd/mqttd")
-		out, err := build.CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), "building mqttd:\n%s", out)
-	}
+	mqttdBin, err = mqttdproc.Build(workDir)
+	Expect(err).NotTo(HaveOccurred())
 
 	testEnv = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},

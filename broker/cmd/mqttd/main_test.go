@@ -20,11 +20,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
 var mqttdBin string
@@ -34,9 +36,8 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	mqttdBin = filepath.Join(dir, "mqttd")
-	if out, err := exec.Command("go", "build", "-o", mqttdBin, ".").CombinedOutput(); err != nil {
-		panic("building mqttd: " + err.Error() + "\n" + string(out))
+	if mqttdBin, err = mqttdproc.Build(dir); err != nil {
+		panic(err)
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
@@ -46,6 +47,15 @@ func TestMain(m *testing.M) {
 // logWatcher streams a process's log lines to the test.
 type logWatcher struct {
 	lines chan string
+	mu    sync.Mutex
+	race  []string // the race detector's report, when a -race build found a data race
+}
+
+// raceReport returns the start of the race detector's report, "" when there is none.
+func (w *logWatcher) raceReport() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.race, "\n")
 }
 
 func watch(r io.Reader) *logWatcher {
@@ -53,6 +63,11 @@ func watch(r io.Reader) *logWatcher {
 	go func() {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
+			w.mu.Lock()
+			if (len(w.race) > 0 || strings.Contains(sc.Text(), "WARNING: DATA RACE")) && len(w.race) < 120 {
+				w.race = append(w.race, sc.Text())
+			}
+			w.mu.Unlock()
 			w.lines <- sc.Text()
 		}
 		close(w.lines)
@@ -96,8 +111,14 @@ func startMqttd(t *testing.T, args ...string) (cmd *exec.Cmd, w *logWatcher, add
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	w = watch(stderr)
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if r := w.raceReport(); r != "" {
+			t.Errorf("the mqttd process reported a data race:\n%s", r)
+		}
+	})
 	addr = w.waitFor(t, regexp.MustCompile(`listener=tcp address=(\S+)`))
 	apiAddr = w.waitFor(t, regexp.MustCompile(`listener=api address=(\S+)`))
 	return cmd, w, addr, apiAddr

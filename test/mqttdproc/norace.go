@@ -1,0 +1,5 @@
+//go:build !race
+
+package mqttdproc
+
+const raceEnabled = false
