@@ -283,6 +283,17 @@ func (e *env) warnings(ctx context.Context, reason string) []string {
 	return out
 }
 
+// notes returns the notes of the operator's events with reason, of any type.
+func (e *env) notes(ctx context.Context, reason string) []string {
+	var out []string
+	for _, ev := range e.events(ctx) {
+		if ev.Reason == reason {
+			out = append(out, ev.Note)
+		}
+	}
+	return out
+}
+
 // events returns the operator's events in the namespace.
 func (e *env) events(ctx context.Context) []eventsv1.Event {
 	list := &eventsv1.EventList{}

@@ -101,51 +101,38 @@ var _ = Describe("the operator's cluster lifecycle with real brokers", func() {
 		e := newEnv(ctx, 3, nil)
 		id := e.expectMembers(ctx, 3)
 		e.expectReadyStatus(ctx, 3)
-		_, mqtt0, _ := e.sim.broker(0)
-		Expect(publishRetained(mqtt0, "lifecycle/kept", "before")).To(Succeed())
-		for _, ord := range []int{0, 1} {
-			Eventually(ctx, func() (string, error) {
-				_, addr, _ := e.sim.broker(ord)
-				return retained(addr, "lifecycle/kept")
-			}).Should(Equal("before"), "the retained message on c-%d", ord)
-		}
+		publishKept(ctx, e)
 
 		foreign := foreignStore(ctx, e, "c-2")
 		podsBefore := len(e.sim.podEvents())
 		e.sim.replaceStore(ctx, 2, foreign)
 
-		Eventually(ctx, func(g Gomega) {
-			var resets []string
-			for _, ev := range e.events(ctx) {
-				if ev.Reason == "StaleStoreReset" && ev.Type == corev1.EventTypeWarning {
-					resets = append(resets, ev.Note)
-				}
-			}
-			g.Expect(resets).To(ContainElement(ContainSubstring("c-2")))
-		}).Should(Succeed(), "a Warning event StaleStoreReset about c-2")
-		Expect(e.expectMembers(ctx, 3)).To(Equal(id), "the cluster ID after the rejoin")
-		e.expectReadyStatus(ctx, 3)
-
+		e.expectStaleReset(ctx, id, "c-2", podsBefore, "")
 		for _, c := range e.sim.calls.all() {
 			if c.path == "/api/v1/node/reset" {
 				Expect(c.pod).To(Equal("c-2"), "only c-2 is reset: %s", c)
 			}
 		}
-		for _, ev := range e.sim.podEvents()[podsBefore:] {
-			Expect(ev.pod).To(Equal("c-2"), "only c-2's pod is replaced: %+v", ev)
+	}, SpecTimeout(8*time.Minute))
+
+	It("replaces a node that crash-loops on a store it cannot open, never touching the healthy members", func(ctx SpecContext) {
+		e := newEnv(ctx, 3, nil)
+		id := e.expectMembers(ctx, 3)
+		e.expectReadyStatus(ctx, 3)
+		publishKept(ctx, e)
+
+		// A store pebble refuses to open: mqttd exits with code 3 at every start.
+		broken := filepath.Join(e.sim.dir, "broken-store")
+		must(os.MkdirAll(broken, 0o700), "the broken store")
+		must(os.WriteFile(filepath.Join(broken, "CURRENT"), []byte("MANIFEST-000999\n"), 0o600), "the broken store")
+		podsBefore := len(e.sim.podEvents())
+		e.sim.replaceStore(ctx, 2, broken)
+
+		e.expectStaleReset(ctx, id, "c-2", podsBefore, "cannot open its store")
+		Expect(e.sim.logs(2).Contains("exited: exit status 3")).To(BeTrue(), "c-2 crash-looped on exit code 3 before the reset")
+		for _, c := range e.sim.calls.all() {
+			Expect(c.path).NotTo(Equal("/api/v1/node/reset"), "nothing is reset through the API: %s", c)
 		}
-		for _, ord := range []int{0, 1} {
-			Eventually(ctx, func(g Gomega) {
-				g.Expect(e.node(ctx, g, ord).ClusterID).To(Equal(id))
-				_, addr, _ := e.sim.broker(ord)
-				g.Expect(retained(addr, "lifecycle/kept")).To(Equal("before"))
-			}).Should(Succeed(), "c-%d keeps its cluster and its data", ord)
-		}
-		Eventually(ctx, func(g Gomega) int32 {
-			mc := &v1alpha1.MQTTCluster{}
-			g.Expect(k8sClient.Get(ctx, e.key(), mc)).To(Succeed())
-			return mc.Status.StaleStoreResets
-		}).WithTimeout(20*time.Second).Should(BeNumerically(">=", 1), "status.staleStoreResets counts the reset")
 	}, SpecTimeout(8*time.Minute))
 
 	It("surfaces a cookie mismatch as Degraded, and recovers once the pod has the cluster's cookie", func(ctx SpecContext) {
@@ -237,7 +224,103 @@ var _ = Describe("the operator's cluster lifecycle with real brokers", func() {
 		Expect(most.max).To(BeNumerically("<=", 1), "pods unavailable at once: %v", most.when)
 		Expect(smallest).To(BeNumerically(">=", 2), "the fewest members reachable together during the upgrade, at %s", when)
 	}, SpecTimeout(10*time.Minute))
+
+	It("replaces a pod stuck in ImagePullBackOff at once when the image is fixed, then rolls the rest", func(ctx SpecContext) {
+		e := newEnv(ctx, 3, nil)
+		id := e.expectMembers(ctx, 3)
+		e.expectReadyStatus(ctx, 3)
+
+		// A typo in the image: the first pod replaced cannot start, and the rollout
+		// stops there (the cluster is not whole), with the two others still serving.
+		e.patch(ctx, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Image = "mqttd" + unpullableTag })
+		stuckPod := func(g Gomega) *corev1.Pod {
+			pod := &corev1.Pod{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: "c-2"}, pod)).To(Succeed())
+			g.Expect(pod.Spec.Containers[0].Image).To(Equal("mqttd" + unpullableTag))
+			g.Expect(pod.Status.ContainerStatuses).NotTo(BeEmpty())
+			g.Expect(pod.Status.ContainerStatuses[0].State.Waiting).NotTo(BeNil())
+			g.Expect(pod.Status.ContainerStatuses[0].State.Waiting.Reason).To(Equal("ImagePullBackOff"))
+			return pod
+		}
+		Eventually(ctx, func(g Gomega) { stuckPod(g) }).WithTimeout(changeTimeout).Should(Succeed(), "c-2 waits in ImagePullBackOff")
+		var stuck *corev1.Pod
+		Consistently(ctx, func(g Gomega) {
+			stuck = stuckPod(g)
+			for _, ord := range []int{0, 1} {
+				g.Expect(e.node(ctx, g, ord).Ready).To(BeTrue(), "c-%d keeps serving", ord)
+			}
+		}).WithTimeout(5*time.Second).Should(Succeed(), "the rollout waits on the stuck pod; c-0 and c-1 are left alone")
+
+		// The fix: the stuck pod (its revision outdated again, its evacuation
+		// impossible) is replaced at once, then c-1 and c-0 roll as usual.
+		podsBefore := len(e.sim.podEvents())
+		e.patch(ctx, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Image = "mqttd:v3" })
+		Eventually(ctx, func(g Gomega) {
+			for _, name := range podNames(3) {
+				pod := &corev1.Pod{}
+				g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: name}, pod)).To(Succeed())
+				g.Expect(pod.DeletionTimestamp).To(BeNil())
+				g.Expect(pod.Spec.Containers[0].Image).To(Equal("mqttd:v3"), "the image of %s", name)
+			}
+		}).WithTimeout(changeTimeout).Should(Succeed(), "every pod runs the fixed image")
+		Expect(e.expectMembers(ctx, 3)).To(Equal(id), "the cluster ID after the rollout")
+		e.expectReadyStatus(ctx, 3)
+		Expect(e.notes(ctx, "PodReplaced")).To(ContainElement(And(ContainSubstring("c-2"), ContainSubstring("ImagePullBackOff"))))
+		var deleted []string
+		for _, ev := range e.sim.podEvents()[podsBefore:] {
+			if ev.kind == "deleted" {
+				deleted = append(deleted, ev.pod)
+			}
+		}
+		Expect(deleted).To(Equal([]string{"c-2", "c-1", "c-0"}), "the stuck pod first, then the others from the highest ordinal")
+		for _, c := range e.sim.calls.all() {
+			if c.path == "/api/v1/node/evacuate" && c.start.After(stuck.CreationTimestamp.Time) {
+				Expect(c.pod).NotTo(Equal("c-2"), "the stuck pod is not evacuated (it has no broker): %s", c)
+			}
+		}
+	}, SpecTimeout(10*time.Minute))
 })
+
+// publishKept sets the retained message lifecycle/kept through c-0 and waits until
+// c-0 and c-1 serve it: data the healthy members must keep through a reset of c-2.
+func publishKept(ctx context.Context, e *env) {
+	GinkgoHelper()
+	_, mqtt0, _ := e.sim.broker(0)
+	Expect(publishRetained(mqtt0, "lifecycle/kept", "before")).To(Succeed())
+	for _, ord := range []int{0, 1} {
+		Eventually(ctx, func() (string, error) {
+			_, addr, _ := e.sim.broker(ord)
+			return retained(addr, "lifecycle/kept")
+		}).Should(Equal("before"), "the retained message on c-%d", ord)
+	}
+}
+
+// expectStaleReset waits for the Warning StaleStoreReset about pod (its note
+// containing why), then checks the cluster rejoined it with cluster ID id and is
+// Ready, only pod was replaced since podsBefore, c-0 and c-1 kept their cluster and
+// the retained message of publishKept, and the status counts the reset.
+func (e *env) expectStaleReset(ctx context.Context, id, pod string, podsBefore int, why string) {
+	GinkgoHelper()
+	Eventually(ctx, func() []string { return e.warnings(ctx, "StaleStoreReset") }).
+		Should(ContainElement(And(ContainSubstring(pod), ContainSubstring(why))), "a Warning event StaleStoreReset about %s", pod)
+	Expect(e.expectMembers(ctx, 3)).To(Equal(id), "the cluster ID after the rejoin")
+	e.expectReadyStatus(ctx, 3)
+	for _, ev := range e.sim.podEvents()[podsBefore:] {
+		Expect(ev.pod).To(Equal(pod), "only %s's pod is replaced: %+v", pod, ev)
+	}
+	for _, ord := range []int{0, 1} {
+		Eventually(ctx, func(g Gomega) {
+			g.Expect(e.node(ctx, g, ord).ClusterID).To(Equal(id))
+			_, addr, _ := e.sim.broker(ord)
+			g.Expect(retained(addr, "lifecycle/kept")).To(Equal("before"))
+		}).Should(Succeed(), "c-%d keeps its cluster and its data", ord)
+	}
+	Eventually(ctx, func(g Gomega) int32 {
+		mc := &v1alpha1.MQTTCluster{}
+		g.Expect(k8sClient.Get(ctx, e.key(), mc)).To(Succeed())
+		return mc.Status.StaleStoreResets
+	}).WithTimeout(20*time.Second).Should(BeNumerically(">=", 1), "status.staleStoreResets counts the reset")
+}
 
 // foreignStore bootstraps a standalone 1-node cluster whose node has the given name,
 // stops it, and returns its store directory: the store of another cluster.

@@ -79,6 +79,7 @@ type slot struct {
 	stopping    chan struct{} // closed when the process being stopped has exited
 	heldUID     types.UID     // the spec keeps this pod's container down
 	restarts    int32
+	pullFailed  bool      // the pod's image cannot be pulled (unpullableTag)
 	crashed     bool      // the last process exited on its own
 	crashedAt   time.Time // when
 	lastExit    int32     // its exit code
@@ -93,6 +94,9 @@ type podEvent struct {
 	pod      string
 	revision string
 }
+
+// unpullableTag ends an image reference the simulated kubelet cannot pull.
+const unpullableTag = ":unpullable"
 
 // removal is a broker's state when its pod went away (deleted or scaled down).
 type removal struct {
@@ -394,7 +398,9 @@ func (s *simulator) kubelet(ctx context.Context, sl *slot, pod *corev1.Pod) erro
 		sl.proc, sl.proxy = nil, nil
 		addresses.setAPI(s.ns, sl.pod, "", "")
 	}
-	if sl.proc == nil && sl.heldUID != pod.UID && sl.dataDir != "" && !sl.backingOff() {
+	// An image the kubelet cannot pull never starts: the pod waits in ImagePullBackOff.
+	sl.pullFailed = strings.HasSuffix(pod.Spec.Containers[0].Image, unpullableTag)
+	if sl.proc == nil && !sl.pullFailed && sl.heldUID != pod.UID && sl.dataDir != "" && !sl.backingOff() {
 		if b, err := s.startProcess(sl); err != nil {
 			sl.logs.Add("=== start failed: " + err.Error())
 			code := int32(-1)
@@ -472,7 +478,7 @@ func (s *simulator) stopProcess(sl *slot) {
 // writePodStatus reports the container as the kubelet does, writing only changes.
 func (s *simulator) writePodStatus(ctx context.Context, sl *slot, pod *corev1.Pod, ready bool) error {
 	running := sl.proc != nil
-	digest := fmt.Sprint(running, ready, sl.restarts, sl.crashed, sl.lastExit)
+	digest := fmt.Sprint(running, ready, sl.restarts, sl.crashed, sl.lastExit, sl.pullFailed)
 	if digest == sl.written && pod.Status.PodIP != "" {
 		return nil
 	}
@@ -487,6 +493,8 @@ func (s *simulator) writePodStatus(ctx context.Context, sl *slot, pod *corev1.Po
 	switch {
 	case running:
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: metav1.Now()}
+	case sl.pullFailed:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff"}
 	case sl.crashed:
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}
 	default:
@@ -700,6 +708,16 @@ func (s *simulator) broker(ord int) (api, mqtt, token string) {
 		return sl.proc.apiAddr, sl.proc.mqttAddr, s.token
 	}
 	return "", "", s.token
+}
+
+// logs returns the log of ordinal ord's pod, across its containers.
+func (s *simulator) logs(ord int) *mqttdproc.Log {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[ord]; sl != nil {
+		return sl.logs
+	}
+	return &mqttdproc.Log{}
 }
 
 // dataDir returns the volume directory of ordinal ord ("" when it has none).
