@@ -44,13 +44,6 @@ func (n *Node) syncMembers() {
 	self := slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.cfg.Name })
 	n.mu.Lock()
 	n.members = servers
-	if self && n.state == StoreEmpty && n.clusterID != "" {
-		// The cluster's log reached this empty node (its ID is applied) and its
-		// configuration lists the node: a leader replicates to it, it is a member,
-		// whether or not its own join call has returned yet.
-		n.state = StoreMember
-		n.log.Info("this node is in the cluster's configuration", "clusterID", n.clusterID)
-	}
 	removed := false
 	switch {
 	case self && n.state == StoreMember:
@@ -298,7 +291,8 @@ func (n *Node) Reset() error {
 		return err
 	}
 	n.mu.Lock()
-	n.state, n.staleReason, n.clusterID, n.wasMember, n.members, n.configIndex = StoreEmpty, "", "", false, nil, 0
+	n.state, n.staleReason, n.clusterID, n.wasMember, n.members = StoreEmpty, "", "", false, nil
+	n.configIndex, n.configServers, n.committedIndex, n.committedServers = 0, nil, 0, nil
 	n.evac = evacuation{}
 	n.mu.Unlock()
 	n.log.Warn("store reset: this node is empty and may join a cluster")
@@ -365,22 +359,25 @@ func (n *Node) requestLeader(req *request) (*response, error) {
 	return n.request(string(leader), req)
 }
 
-// configView returns the newest configuration this node's raft holds (committed or
-// not) and its log index: the one links are checked against, so a node that sees
-// itself added is not told otherwise by a peer whose view lags. Without raft (stale,
-// resetting) it returns no servers and the last index recorded. Call it without n.mu.
+// configView returns the newest configuration this node's log holds (committed or
+// not) and its index, as one pair: link handshakes judge by it, so a node that has
+// just been added (its log lists it) is never told it was removed by a peer whose
+// log does not have that entry yet (the peer's index is lower).
 func (n *Node) configView() ([]raft.Server, uint64) {
 	n.mu.Lock()
-	r, idx := n.raft, n.configIndex
-	n.mu.Unlock()
-	if r == nil {
-		return nil, idx
+	defer n.mu.Unlock()
+	return n.configServers, n.configIndex
+}
+
+// noteConfig records a configuration entry of the log (or of a snapshot) when it is
+// the newest seen. Entries a new leader truncates are not taken back: the index then
+// overstates, which only makes this node slower to conclude it was removed.
+func (n *Node) noteConfig(index uint64, servers []raft.Server) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if index >= n.configIndex {
+		n.configIndex, n.configServers = index, servers
 	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return nil, idx
-	}
-	return f.Configuration().Servers, max(idx, f.Index())
 }
 
 // handleLeaderOp runs a membership or apply request on the leader (or forwards it).
@@ -407,9 +404,10 @@ func (n *Node) handleLeaderOp(req *request) *response {
 		if req.Name == "" || req.Addr == "" {
 			return errResponse(errorf(CodeBadRequest, "join needs a node name and address"))
 		}
-		// AddVoter appends a configuration entry even for a node already listed (one
-		// that was reset, or lost its volume): replicating that entry, the leader finds
-		// the node's log empty and sends it the whole log again.
+		// A node already listed (reset, or its volume lost) is added again all the
+		// same: raft's leader already found its log empty (a follower rejects entries
+		// it lacks the predecessors of) and sent it the whole log; the new entry
+		// changes nothing but confirms the join once committed.
 		err = r.AddVoter(raft.ServerID(req.Name), raft.ServerAddress(req.Addr), 0, requestTimeout).Error()
 		if err == nil {
 			n.log.Info("node joined", "node", req.Name, "address", req.Addr)

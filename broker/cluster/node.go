@@ -64,12 +64,18 @@ type Node struct {
 	wasMember   bool          // this node saw itself in the raft configuration
 	raft        *raft.Raft    // nil while stale or closed
 	stream      *streamLayer  // the raft instance's stream layer
-	members     []raft.Server // latest configuration
-	configIndex uint64
-	links       map[string]*link    // outbound links to the other members by name
-	inbound     map[string]*inbound // the current inbound link of each peer
-	conns       map[net.Conn]struct{}
-	closed      bool
+	members     []raft.Server // latest configuration (polled by watch)
+	// The newest configuration this node's log holds (committed or not) and its
+	// index: what link handshakes compare (see configView). The committed one is
+	// what snapshots carry.
+	configIndex      uint64
+	configServers    []raft.Server
+	committedIndex   uint64
+	committedServers []raft.Server
+	links            map[string]*link    // outbound links to the other members by name
+	inbound          map[string]*inbound // the current inbound link of each peer
+	conns            map[net.Conn]struct{}
+	closed           bool
 
 	lockIDs [64]sync.Mutex // the owner's per-client-ID order of connects
 	epochMu sync.Mutex

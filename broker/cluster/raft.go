@@ -57,15 +57,13 @@ func (n *Node) startRaft() error {
 	rc.LeaderLeaseTimeout = n.cfg.HeartbeatTimeout / 2
 	rc.CommitTimeout = 10 * time.Millisecond
 	rc.Logger = n.hclog()
-	idx, err := latestConfigIndex(rs, snaps)
+	idx, servers, err := latestConfig(rs, snaps)
 	if err != nil {
 		_ = trans.Close()
 		return fmt.Errorf("reading the raft log: %w", err)
 	}
-	n.mu.Lock()
-	n.configIndex = idx
-	n.mu.Unlock()
-	r, err := raft.NewRaft(rc, &fsm{n: n}, rs, rs, snaps, trans)
+	n.noteConfig(idx, servers)
+	r, err := raft.NewRaft(rc, &fsm{n: n}, configLog{rs, n}, rs, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
 		return fmt.Errorf("starting raft: %w", err)
@@ -76,35 +74,57 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
-// latestConfigIndex finds the index of the newest configuration this node's log or
-// snapshots hold (committed or not): what a restarted node knows of the membership.
-func latestConfigIndex(logs raft.LogStore, snaps raft.SnapshotStore) (uint64, error) {
+// latestConfig finds the newest configuration this node's log or snapshots hold
+// (committed or not) and its index: what a restarted node knows of the membership.
+func latestConfig(logs raft.LogStore, snaps raft.SnapshotStore) (uint64, []raft.Server, error) {
 	var idx uint64
+	var servers []raft.Server
 	metas, err := snaps.List()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if len(metas) > 0 {
-		idx = metas[0].ConfigurationIndex
+		idx, servers = metas[0].ConfigurationIndex, metas[0].Configuration.Servers
 	}
 	first, err := logs.FirstIndex()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	last, err := logs.LastIndex()
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	for i := last; i >= first && i > idx && i > 0; i-- {
 		var l raft.Log
 		if err := logs.GetLog(i, &l); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if l.Type == raft.LogConfiguration {
-			return i, nil
+			return i, raft.DecodeConfiguration(l.Data).Servers, nil
 		}
 	}
-	return idx, nil
+	return idx, servers, nil
+}
+
+// configLog is the raft log store, noting each configuration entry written to it
+// (by this node as leader, or replicated to it) as it is written.
+type configLog struct {
+	raft.LogStore
+	n *Node
+}
+
+func (l configLog) StoreLog(e *raft.Log) error { return l.StoreLogs([]*raft.Log{e}) }
+
+func (l configLog) StoreLogs(logs []*raft.Log) error {
+	if err := l.LogStore.StoreLogs(logs); err != nil {
+		return err
+	}
+	for _, e := range logs {
+		if e.Type == raft.LogConfiguration {
+			l.n.noteConfig(e.Index, raft.DecodeConfiguration(e.Data).Servers)
+		}
+	}
+	return nil
 }
 
 // stopRaft shuts raft down (stale, reset).
@@ -275,24 +295,28 @@ func (n *Node) adoptClusterID(id string) {
 	}
 }
 
-// StoreConfiguration implements raft.ConfigurationStore: it records the log index
-// of the latest committed configuration, which peers compare to tell a node removed
-// while it was away from one that is merely behind.
-func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
+// StoreConfiguration implements raft.ConfigurationStore: it records the latest
+// committed configuration (snapshots carry it, for a node that catches up from one)
+// and notes it for configView.
+func (f *fsm) StoreConfiguration(index uint64, c raft.Configuration) {
 	f.n.mu.Lock()
-	f.n.configIndex = max(f.n.configIndex, index)
+	if index >= f.n.committedIndex {
+		f.n.committedIndex, f.n.committedServers = index, c.Servers
+	}
 	f.n.mu.Unlock()
+	f.n.noteConfig(index, c.Servers)
 }
 
 type fsmState struct {
 	ConfigIndex uint64
+	Servers     []raft.Server // the committed configuration at ConfigIndex
 	ClusterID   string
 	Retained    [][]byte
 }
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.n.mu.Lock()
-	st := fsmState{ClusterID: f.n.clusterID, ConfigIndex: f.n.configIndex}
+	st := fsmState{ClusterID: f.n.clusterID, ConfigIndex: f.n.committedIndex, Servers: f.n.committedServers}
 	f.n.mu.Unlock()
 	for _, m := range f.n.srv.RetainedMessages() {
 		st.Retained = append(st.Retained, store.EncodeMessage(m))
@@ -309,7 +333,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if st.ClusterID != "" {
 		f.n.adoptClusterID(st.ClusterID)
 	}
-	f.StoreConfiguration(st.ConfigIndex, raft.Configuration{})
+	if st.ConfigIndex > 0 && len(st.Servers) > 0 {
+		f.StoreConfiguration(st.ConfigIndex, raft.Configuration{Servers: st.Servers})
+	}
 	msgs := make([]*session.Message, 0, len(st.Retained))
 	for _, b := range st.Retained {
 		m, err := store.DecodeMessage(b)

@@ -338,7 +338,7 @@ func formCluster(t *testing.T, n int) []*node {
 // node 0 with --cluster.bootstrap, the others with node 0 as their static seed.
 func formClusterFromFlags(t *testing.T, n int) []*node {
 	t.Helper()
-	seedAddr := freePort(t)
+	seedAddr := clusterAddr(t)
 	nodes := make([]*node, n)
 	for i := range nodes {
 		opts := nodeOptions{name: nodeName(i), seeds: []string{seedAddr}}

@@ -45,7 +45,7 @@ func TestClusterNodeAPI(t *testing.T) {
 
 	// A second node cannot join through an address where no node listens.
 	lonely := startNode(t, nodeOptions{name: nodeName(1)})
-	lonely.expectAPIError(http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": freePort(t)}, http.StatusBadGateway, "unreachable")
+	lonely.expectAPIError(http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": clusterAddr(t)}, http.StatusBadGateway, "unreachable")
 	if ni := lonely.mustInfo(); ni.StoreState != "empty" {
 		t.Fatalf("after a failed join: %+v", ni)
 	}
@@ -159,31 +159,26 @@ func TestClusterStaleStore(t *testing.T) {
 	})
 
 	// A node reset while the configuration still lists it (as the operator resets a
-	// stale pod) gets the whole log from the leader at the next entry, before anyone
-	// asks it to join: it is a member again on its own, and a join then answers
-	// already_member instead of leaving it half-joined.
+	// stale pod) gets the whole log from the leader at once, cluster ID included,
+	// before anyone asks it to join; the join must still make it a member.
 	t.Run("reset while the configuration lists it", func(t *testing.T) {
 		members := currentMembers(t, a, nodes)
 		if !slices.Contains(members, c) {
 			t.Fatalf("%s is not a member before the reset", c.name())
 		}
 		now := waitClusterSize(t, members, len(members))
-		c.mustPost("/api/v1/node/reset", nil, http.StatusOK)
-		if ni := c.mustInfo(); ni.StoreState != "empty" || ni.ClusterID != "" {
-			t.Fatalf("after reset %s reports %+v", c.name(), ni)
-		}
-		// A retained message is a raft entry: the leader replicates it to c.
 		pub := connectV5(t, a, "reset-listed-pub", v5Options{cleanStart: true})
 		pub.publish(t, "reset-listed/kept", true, "kept")
 		pub.publish(t, retainedMarker, true, "reset-listed")
-		eventually(t, clusterTimeout, c.name()+" is a member again from the cluster's log", func() error {
+		c.mustPost("/api/v1/node/reset", nil, http.StatusOK)
+		eventually(t, clusterTimeout, c.name()+" holds the cluster's log again, not yet a member", func() error {
 			ni, err := c.info()
-			if err == nil && (ni.StoreState != "member" || ni.ClusterID != now.ClusterID) {
+			if err == nil && (ni.StoreState != "empty" || ni.ClusterID != now.ClusterID) {
 				err = fmt.Errorf("storeState %q clusterID %q", ni.StoreState, ni.ClusterID)
 			}
 			return err
 		})
-		c.expectAPIError(http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": a.clusterAddr()}, http.StatusConflict, "already_member")
+		c.join(a)
 		after := waitClusterSize(t, members, len(members))
 		if after.ClusterID != now.ClusterID || !slices.Equal(after.memberNames(), now.memberNames()) {
 			t.Fatalf("cluster is %+v after the reset, was %+v", after, now)

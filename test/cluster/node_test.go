@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -78,7 +77,7 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 		}
 		if attempt < 3 && opts.clusterAddr == "" && strings.Contains(n.logs.String(), "address already in use") {
 			n.kill()
-			n.opts.clusterAddr = freePort(t)
+			n.opts.clusterAddr = clusterAddr(t)
 			continue
 		}
 		t.Fatalf("%s: %v", n.name(), err)
@@ -89,7 +88,7 @@ func startNode(t *testing.T, opts nodeOptions) *node {
 func newNode(t *testing.T, opts nodeOptions) *node {
 	t.Helper()
 	if opts.clusterAddr == "" {
-		opts.clusterAddr = freePort(t)
+		opts.clusterAddr = clusterAddr(t)
 	}
 	if opts.dataDir == "" {
 		opts.dataDir = t.TempDir()
@@ -274,15 +273,14 @@ func (n *node) signal(sig os.Signal) {
 	_ = cmd.Process.Signal(sig)
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t testing.TB) string {
+// clusterAddr returns a free loopback address for a node's cluster port, one that
+// stays free while the node is down (see mqttdproc.ClusterAddr).
+func clusterAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := mqttdproc.ClusterAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	return addr
 }
 

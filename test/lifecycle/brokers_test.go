@@ -157,16 +157,6 @@ func (b *broker) kill() {
 	<-b.exited
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String(), nil
-}
-
 // apiCall is one request the operator sent to a broker's /api/v1 (other than a GET).
 type apiCall struct {
 	pod    string

@@ -274,7 +274,7 @@ func (s *simulator) slot(ord int) *slot {
 	if sl, ok := s.slots[ord]; ok {
 		return sl
 	}
-	addr, err := freePort()
+	addr, err := mqttdproc.ClusterAddr()
 	if err != nil {
 		panic(err)
 	}

@@ -14,7 +14,7 @@ const raceHeader = "WARNING: DATA RACE"
 type Log struct {
 	mu    sync.Mutex
 	lines []string
-	race  int // index of the first line of the first race report; -1 when none
+	race  int // index of the first line of the first race report (when seen)
 	seen  bool
 }
 
