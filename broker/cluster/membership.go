@@ -363,10 +363,21 @@ func (n *Node) requestLeader(req *request) (*response, error) {
 // not) and its index, as one pair: link handshakes judge by it, so a node that has
 // just been added (its log lists it) is never told it was removed by a peer whose
 // log does not have that entry yet (the peer's index is lower).
+//
+// A node that has noted no configuration (it caught up from a snapshot that does not
+// carry one) answers with raft's own list and index 0, from which nobody concludes
+// anything. Call it without n.mu.
 func (n *Node) configView() ([]raft.Server, uint64) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.configServers, n.configIndex
+	servers, idx, r := n.configServers, n.configIndex, n.raft
+	n.mu.Unlock()
+	if servers != nil || r == nil {
+		return servers, idx
+	}
+	if f := r.GetConfiguration(); f.Error() == nil {
+		return f.Configuration().Servers, 0
+	}
+	return nil, 0
 }
 
 // noteConfig records a configuration entry of the log (or of a snapshot) when it is

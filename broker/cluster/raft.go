@@ -77,37 +77,52 @@ func (n *Node) startRaft() error {
 // latestConfig finds the newest configuration this node's log or snapshots hold
 // (committed or not) and its index: what a restarted node knows of the membership.
 func latestConfig(logs raft.LogStore, snaps raft.SnapshotStore) (uint64, []raft.Server, error) {
-	var idx uint64
+	var floor, idx uint64
 	var servers []raft.Server
 	metas, err := snaps.List()
 	if err != nil {
 		return 0, nil, err
 	}
 	if len(metas) > 0 {
-		idx, servers = metas[0].ConfigurationIndex, metas[0].Configuration.Servers
+		floor, idx, servers = metas[0].Index, metas[0].ConfigurationIndex, metas[0].Configuration.Servers
 	}
-	first, err := logs.FirstIndex()
-	if err != nil {
-		return 0, nil, err
-	}
-	last, err := logs.LastIndex()
-	if err != nil {
-		return 0, nil, err
-	}
-	for i := last; i >= first && i > idx && i > 0; i-- {
-		var l raft.Log
-		if err := logs.GetLog(i, &l); err != nil {
-			return 0, nil, err
-		}
-		if l.Type == raft.LogConfiguration {
-			return i, raft.DecodeConfiguration(l.Data).Servers, nil
-		}
+	if i, s, found, err := newestConfigEntry(logs, floor); err != nil || found {
+		return i, s, err
 	}
 	return idx, servers, nil
 }
 
+// newestConfigEntry scans the log back from its last entry, down to (not including)
+// floor, for the newest configuration entry. The scan ends at a gap: after a
+// snapshot was installed, older entries may remain below it.
+func newestConfigEntry(logs raft.LogStore, floor uint64) (uint64, []raft.Server, bool, error) {
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return 0, nil, false, err
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return 0, nil, false, err
+	}
+	for i := last; i >= first && i > floor && i > 0; i-- {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); errors.Is(err, raft.ErrLogNotFound) {
+			break
+		} else if err != nil {
+			return 0, nil, false, err
+		}
+		if l.Type == raft.LogConfiguration {
+			return i, raft.DecodeConfiguration(l.Data).Servers, true, nil
+		}
+	}
+	return 0, nil, false, nil
+}
+
 // configLog is the raft log store, noting each configuration entry written to it
-// (by this node as leader, or replicated to it) as it is written.
+// (by this node as leader, or replicated to it) as it is written, and taking the
+// note back when a new leader truncates that entry. (raft also looks for optional
+// interfaces on its log store, MonotonicLogStore and CommitTrackingLogStore;
+// store.RaftStore implements neither, so embedding hides nothing.)
 type configLog struct {
 	raft.LogStore
 	n *Node
@@ -124,6 +139,37 @@ func (l configLog) StoreLogs(logs []*raft.Log) error {
 			l.n.noteConfig(e.Index, raft.DecodeConfiguration(e.Data).Servers)
 		}
 	}
+	return nil
+}
+
+// DeleteRange removes entries: old ones after a snapshot, or a follower's
+// uncommitted suffix that a new leader overwrites. When the noted configuration was
+// in that suffix, the newest one left in the log (or the committed one) replaces it.
+func (l configLog) DeleteRange(lo, hi uint64) error {
+	if err := l.LogStore.DeleteRange(lo, hi); err != nil {
+		return err
+	}
+	last, err := l.LastIndex()
+	if err != nil {
+		return err
+	}
+	n := l.n
+	n.mu.Lock()
+	noted, committed, servers := n.configIndex, n.committedIndex, n.committedServers
+	n.mu.Unlock()
+	if noted <= last {
+		return nil
+	}
+	idx, found := committed, false
+	if i, s, ok, err := newestConfigEntry(l.LogStore, committed); err != nil {
+		return err
+	} else if ok {
+		idx, servers, found = i, s, true
+	}
+	n.mu.Lock()
+	n.configIndex, n.configServers = idx, servers
+	n.mu.Unlock()
+	n.log.Info("a new leader truncated this node's newest configuration entry", "index", noted, "now", idx, "fromLog", found)
 	return nil
 }
 

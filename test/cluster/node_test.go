@@ -273,11 +273,14 @@ func (n *node) signal(sig os.Signal) {
 	_ = cmd.Process.Signal(sig)
 }
 
+// clusterPorts are this package's cluster ports (test/lifecycle uses the range above).
+var clusterPorts = mqttdproc.NewPorts(10000, 21000)
+
 // clusterAddr returns a free loopback address for a node's cluster port, one that
-// stays free while the node is down (see mqttdproc.ClusterAddr).
+// stays free while the node is down (see mqttdproc.Ports).
 func clusterAddr(t testing.TB) string {
 	t.Helper()
-	addr, err := mqttdproc.ClusterAddr()
+	addr, err := clusterPorts.Next()
 	if err != nil {
 		t.Fatal(err)
 	}

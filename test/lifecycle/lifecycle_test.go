@@ -326,7 +326,7 @@ func (e *env) expectStaleReset(ctx context.Context, id, pod string, podsBefore i
 // stops it, and returns its store directory: the store of another cluster.
 func foreignStore(ctx context.Context, e *env, name string) string {
 	GinkgoHelper()
-	addr, err := mqttdproc.ClusterAddr()
+	addr, err := clusterPorts.Next()
 	must(err, "a port")
 	dir := filepath.Join(e.sim.dir, "foreign-"+name)
 	must(os.MkdirAll(dir, 0o700), "the foreign store")

@@ -274,7 +274,7 @@ func (s *simulator) slot(ord int) *slot {
 	if sl, ok := s.slots[ord]; ok {
 		return sl
 	}
-	addr, err := mqttdproc.ClusterAddr()
+	addr, err := clusterPorts.Next()
 	if err != nil {
 		panic(err)
 	}

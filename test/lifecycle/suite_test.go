@@ -61,6 +61,9 @@ var (
 	k8sClient client.Client
 	testEnv   *envtest.Environment
 	scheme    = runtime.NewScheme()
+	// clusterPorts are the pods' cluster ports (test/cluster uses the range below).
+	clusterPorts = mqttdproc.NewPorts(21000, 32000)
+
 	// mqttdBin is the broker binary under test, built once.
 	mqttdBin string
 	// workDir holds the binary and every spec's data directories.
