@@ -396,6 +396,11 @@ func TestV311SysTopics(t *testing.T) {
 	for i := range 3 {
 		c.pub("sys/t", 1, false, strconv.Itoa(i))
 	}
+	// The $SYS values are retained once the broker has published them a first time:
+	// another client waits for that, so the subscription below must get them retained.
+	first := v3Dial(t, "tcp://"+b.TCPAddr, "sys-first", true, nil)
+	first.sub("$SYS/broker/version", 0)
+	first.next()
 	c.sub("$SYS/broker/#", 0)
 
 	number := func(v string) int64 {
