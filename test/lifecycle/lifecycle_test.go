@@ -25,7 +25,7 @@ var _ = Describe("the operator's cluster lifecycle with real brokers", func() {
 		e := newEnv(ctx, 3, nil)
 		id := e.expectMembers(ctx, 3)
 		Expect(id).NotTo(BeEmpty())
-		e.expectJoinOrder(1, 3)
+		e.expectJoinOrder(ctx, 1, 3)
 		e.expectReadyStatus(ctx, 3)
 	}, SpecTimeout(5*time.Minute))
 
@@ -36,7 +36,7 @@ var _ = Describe("the operator's cluster lifecycle with real brokers", func() {
 
 		e.scale(ctx, 5)
 		Expect(e.expectMembers(ctx, 5)).To(Equal(id), "the cluster ID after the scale-up")
-		e.expectJoinOrder(1, 5)
+		e.expectJoinOrder(ctx, 1, 5)
 		e.expectReadyStatus(ctx, 5)
 	}, SpecTimeout(6*time.Minute))
 
@@ -173,7 +173,7 @@ var _ = Describe("the operator's cluster lifecycle with real brokers", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: "c-2"}, pod)).To(Succeed())
 		Expect(k8sClient.Delete(ctx, pod, client.Preconditions{UID: &pod.UID})).To(Succeed())
 		Expect(e.expectMembers(ctx, 3)).To(Equal(id), "the cluster ID once c-2 joined")
-		e.expectJoinOrder(1, 3)
+		e.expectJoinOrder(ctx, 1, 3)
 		e.expectReadyStatus(ctx, 3)
 		Eventually(ctx, func(g Gomega) {
 			degraded, _ := e.condition(ctx, g, v1alpha1.ConditionDegraded)
