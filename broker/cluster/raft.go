@@ -167,8 +167,11 @@ func (l configLog) DeleteRange(lo, hi uint64) error {
 		idx, servers, found = i, s, true
 	}
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.configIndex != noted {
+		return nil // noted anew meanwhile (the state machine applied a committed one)
+	}
 	n.configIndex, n.configServers = idx, servers
-	n.mu.Unlock()
 	n.log.Info("a new leader truncated this node's newest configuration entry", "index", noted, "now", idx, "fromLog", found)
 	return nil
 }
