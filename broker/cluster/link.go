@@ -126,7 +126,7 @@ func (l *link) session() error {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	if f.Hello.Code != "" {
-		l.refused(f.Hello, idx)
+		l.refused(f.Hello, idx, id)
 		return errorf(f.Hello.Code, "%s", f.Hello.Message)
 	}
 	stopped := false
@@ -161,18 +161,21 @@ func (l *link) session() error {
 	return err
 }
 
-// refused handles a peer's refusal of the link: a member that lists a later
-// configuration without this node, or another cluster ID, makes this node stale.
-func (l *link) refused(h *hello, myIndex uint64) {
+// refused handles a peer's refusal of the link: a member of this node's cluster that
+// lists a later configuration without this node makes it stale (the cluster removed
+// it). A peer with another cluster ID proves nothing about this node: one of the two
+// holds a foreign store, and a single peer cannot tell which (a healthy member that
+// links to a node restarted on another cluster's store must not wipe itself); the
+// join and the raft log decide that.
+func (l *link) refused(h *hello, myIndex uint64, myCluster string) {
 	switch h.Code {
 	case CodeNotMember:
-		// A member with a later configuration than ours that does not list us: the
-		// cluster removed this node. (Unknown index 0: not enough to tell.)
-		if myIndex > 0 && h.ConfigIndex > myIndex && h.ClusterID != "" {
+		// Unknown index 0: not enough to tell.
+		if myIndex > 0 && h.ConfigIndex > myIndex && h.ClusterID != "" && h.ClusterID == myCluster {
 			l.n.markStale("the cluster removed this node while it was away: " + l.peer + " does not list it")
 		}
 	case CodeStaleStore:
-		l.n.markStale(h.Message)
+		// Not linked; the refusing side logs it ("cluster link refused").
 	}
 }
 

@@ -158,6 +158,46 @@ func TestClusterStaleStore(t *testing.T) {
 		}
 	})
 
+	// A member restarted on another cluster's store (a volume from elsewhere) while
+	// every member still lists it: links between it and the others are refused both
+	// ways, and no healthy member may take that for its own staleness. The join
+	// finds out which side is foreign.
+	t.Run("a member restarted on another cluster's store", func(t *testing.T) {
+		members := currentMembers(t, a, nodes)
+		if !slices.Contains(members, c) {
+			t.Fatalf("%s is not a member", c.name())
+		}
+		now := waitClusterSize(t, members, len(members))
+		other := startNode(t, nodeOptions{name: c.name()})
+		other.bootstrap()
+		otherID := other.mustInfo().ClusterID
+		other.stop()
+		c.stop()
+		c.opts.dataDir = other.opts.dataDir
+		c.restart()
+		if ni := c.mustInfo(); ni.ClusterID != otherID {
+			t.Fatalf("%s restarted with %+v, want the store of cluster %s", c.name(), ni, otherID)
+		}
+		healthy := slices.DeleteFunc(slices.Clone(members), func(n *node) bool { return n == c })
+		// Links are retried every 250 ms: a few seconds cover many refusals.
+		tick := time.NewTicker(pollInterval)
+		defer tick.Stop()
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); <-tick.C {
+			for _, n := range healthy {
+				if ni := n.mustInfo(); ni.StoreState != "member" || ni.ClusterID != now.ClusterID {
+					t.Fatalf("%s reports %+v while %s holds cluster %s's store", n.name(), ni, c.name(), otherID)
+				}
+			}
+		}
+		c.expectAPIError(http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": a.clusterAddr()}, http.StatusConflict, "stale_store")
+		c.mustPost("/api/v1/node/reset", nil, http.StatusOK)
+		c.join(a)
+		after := waitClusterSize(t, members, len(members))
+		if after.ClusterID != now.ClusterID {
+			t.Fatalf("cluster ID is %s after the rejoin, was %s", after.ClusterID, now.ClusterID)
+		}
+	})
+
 	// A node reset while the configuration still lists it (as the operator resets a
 	// stale pod) gets the whole log from the leader at once, cluster ID included,
 	// before anyone asks it to join; the join must still make it a member.
