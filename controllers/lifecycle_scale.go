@@ -82,6 +82,16 @@ func (r *MQTTClusterReconciler) scaleDown(ctx context.Context, st *state, lc *li
 		r.event(mc, corev1.EventTypeWarning, "ForceLeft", "scale-down: %s did not answer; removed it from the cluster through %s", target.name, ref.name)
 		return true, nil
 	}
+	// Every other member that answers must see it gone too (each follows the raft
+	// configuration on its own) before its pod goes.
+	for _, b := range lc.pods {
+		if b == ref || b == target || !b.joined(lc.clusterID) {
+			continue
+		}
+		if v, err := b.api.Cluster(ctx); err == nil && v.Has(target.name) {
+			return true, nil
+		}
+	}
 	patch := client.MergeFrom(sts.DeepCopy())
 	sts.Spec.Replicas = ptr.To(int32(size - 1))
 	if err := r.Patch(ctx, sts, patch); err != nil {
