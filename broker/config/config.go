@@ -27,6 +27,7 @@ type Config struct {
 	Cluster   Cluster   `yaml:"cluster"`
 	Log       Log       `yaml:"log"`
 	Limits    Limits    `yaml:"limits"`
+	Auth      Auth      `yaml:"auth"`
 	// SysInterval is how often $SYS statistics are published (0 disables them).
 	SysInterval Duration `yaml:"sys_interval"`
 	// ShutdownTimeout bounds the graceful shutdown on SIGTERM.
@@ -64,6 +65,25 @@ type Cluster struct {
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
 	TLSCAFile   string `yaml:"tls_ca_file"`
+}
+
+// Auth configures client authentication and authorization. The users file and the
+// ACL file are read again when they change (polled every ReloadInterval, which also
+// sees Kubernetes' symlink swap of a mounted Secret or ConfigMap) and on SIGHUP; a
+// file that does not parse keeps the rules in force.
+type Auth struct {
+	// AllowAnonymous lets clients in without a username.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// UsersFile holds one "username:bcrypt-hash" per line (empty: no users).
+	UsersFile string `yaml:"users_file"`
+	// ACLFile holds the ordered ACL rules (YAML; empty: everyone may do everything).
+	ACLFile string `yaml:"acl_file"`
+	// ClientIDOwnership: "on" lets a client take over only a client ID whose session
+	// belongs to the same user; "off" lets anyone; "auto" is on when anonymous
+	// clients are refused.
+	ClientIDOwnership string `yaml:"client_id_ownership"`
+	// ReloadInterval is how often the users and ACL files are checked for changes.
+	ReloadInterval Duration `yaml:"reload_interval"`
 }
 
 // Log configures logging.
@@ -117,6 +137,7 @@ func Default() Config {
 			ConnectTimeout:    Duration(10 * time.Second),
 			TopicAliasMaximum: 1024,
 		},
+		Auth:            Auth{AllowAnonymous: true, ClientIDOwnership: "auto", ReloadInterval: Duration(2 * time.Second)},
 		SysInterval:     Duration(10 * time.Second),
 		ShutdownTimeout: Duration(10 * time.Second),
 	}
@@ -216,6 +237,11 @@ var settings = []setting{
 	integer("limits.topic_alias_maximum", "topic aliases a client may use towards the broker", func(c *Config) *uint16 { return &c.Limits.TopicAliasMaximum }),
 	integer("limits.max_session_expiry", "cap on the session expiry interval, seconds (0: none)", func(c *Config) *uint32 { return &c.Limits.MaxSessionExpiry }),
 	integer("limits.max_connections", "concurrent connections allowed (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxConnections }),
+	boolean("auth.allow_anonymous", "let clients connect without a username", func(c *Config) *bool { return &c.Auth.AllowAnonymous }),
+	str("auth.users_file", "file of username:bcrypt-hash lines (empty: no users)", func(c *Config) *string { return &c.Auth.UsersFile }),
+	str("auth.acl_file", "YAML file of ordered ACL rules (empty: everything allowed)", func(c *Config) *string { return &c.Auth.ACLFile }),
+	str("auth.client_id_ownership", "only the user owning a session may take its client ID over: on, off or auto (on without anonymous)", func(c *Config) *string { return &c.Auth.ClientIDOwnership }),
+	duration("auth.reload_interval", "how often the users and ACL files are checked for changes (also on SIGHUP)", func(c *Config) *Duration { return &c.Auth.ReloadInterval }),
 	duration("sys_interval", "how often $SYS statistics are published (0: never)", func(c *Config) *Duration { return &c.SysInterval }),
 	duration("shutdown_timeout", "bound on graceful shutdown", func(c *Config) *Duration { return &c.ShutdownTimeout }),
 }
@@ -343,6 +369,17 @@ func (c Config) Validate() error {
 	}
 	if c.Cluster.Seeds != "" && c.Cluster.Listen == "" {
 		errs = append(errs, errors.New("cluster.listen: required with cluster.seeds"))
+	}
+	switch c.Auth.ClientIDOwnership {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("auth.client_id_ownership: %q is not auto, on or off", c.Auth.ClientIDOwnership))
+	}
+	if c.Auth.ReloadInterval < Duration(100*time.Millisecond) {
+		errs = append(errs, errors.New("auth.reload_interval: must be at least 100ms"))
+	}
+	if !c.Auth.AllowAnonymous && c.Auth.UsersFile == "" {
+		errs = append(errs, errors.New("auth.users_file: required when auth.allow_anonymous is false (nobody could connect)"))
 	}
 	if c.Limits.MaxPacketSize != 0 && c.Limits.MaxPacketSize < 64 {
 		errs = append(errs, errors.New("limits.max_packet_size: must be at least 64 bytes"))
