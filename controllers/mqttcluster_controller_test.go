@@ -70,9 +70,12 @@ var _ = Describe("MQTTCluster defaults and validation", func() {
 		Entry("port out of range", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtt", Port: 70000}}
 		}, "should be less than or equal to 65535"),
-		Entry("no anonymous access and no users", func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}
-		}, "auth.allowAnonymous false needs auth.usersSecretRef"),
+		Entry("auth settings that spec.auth decides, in spec.config", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Config = map[string]string{"auth.allow_anonymous": "true"}
+		}, "auth.allow_anonymous, auth.users_file and auth.acl_file come from spec.auth"),
+		Entry("bad ACL default", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{ACLDefault: "maybe"}
+		}, `Unsupported value: "maybe"`),
 		Entry("operator-managed config key", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Config = map[string]string{"listeners.tcp": ":1"}
 		}, "listeners.*, cluster.*, api.* and store.* are managed by the operator"),
@@ -176,7 +179,6 @@ var _ = Describe("MQTTCluster reconciler", func() {
 			mc.Spec.Config = map[string]string{"limits.max_queued_messages": "77"}
 			mc.Spec.Pod.Labels = map[string]string{"team": "iot"}
 			mc.Spec.Pod.Tolerations = []corev1.Toleration{{Key: "mqtt", Operator: corev1.TolerationOpExists}}
-			mc.Spec.Dashboard.Enabled = true
 		})
 
 		Eventually(func(g Gomega) {
@@ -200,12 +202,18 @@ var _ = Describe("MQTTCluster reconciler", func() {
 			g.Expect(svc.Spec.Ports[0].Port).To(Equal(int32(11883)))
 			g.Expect(svc.Spec.Ports[0].NodePort).NotTo(BeZero())
 		}).Should(Succeed())
+
+		// The dashboard is not in mqttd yet: its Service comes, and the client
+		// Service stays inside the cluster (fail closed) until it is disabled.
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true })
 		child(&corev1.Service{}, ns, "upd-dashboard")
+		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "upd").Spec.Type }).Should(Equal(corev1.ServiceTypeClusterIP))
 
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = false })
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "upd-dashboard"}, &corev1.Service{}))
 		}).Should(BeTrue(), "the dashboard Service goes when the dashboard is disabled")
+		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "upd").Spec.Type }).Should(Equal(corev1.ServiceTypeNodePort))
 
 		Expect(child(&corev1.Secret{}, ns, "upd-cookie").Data[res.CookieKey]).To(Equal(cookie), "the cookie was regenerated")
 	})
@@ -281,7 +289,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		// More reconciles (StatefulSet status changes) do not repeat the event.
 		setSTSStatus(mc, 1)
 		setSTSStatus(mc, 3)
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined") // pods ready, no broker answers: Ready needs joined members (test/lifecycle)
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "FeatureNotSupported")
 		Eventually(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
 		Consistently(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
 	})

@@ -22,6 +22,10 @@ const (
 	// unsupportedChange: the spec asks for a change the operator cannot make (such as
 	// resizing volumes); the last good state is kept and Degraded says why.
 	unsupportedChange
+	// unsupportedFeature: the spec asks for something mqttd does not do (a TLS
+	// listener, the dashboard). The cluster fails closed: Ready is False and the
+	// client Service is not exposed beyond ClusterIP while the spec asks for it.
+	unsupportedFeature
 )
 
 // problem is one finding about the spec.
@@ -46,11 +50,15 @@ func (r *MQTTClusterReconciler) report(st *state, kind problemKind, reason, mess
 }
 
 // hasInvalidInput reports whether the spec could not be acted on.
-func hasInvalidInput(problems []problem) bool {
+func hasInvalidInput(problems []problem) bool { return len(ofKind(problems, invalidInput)) > 0 }
+
+// ofKind returns the problems of one kind.
+func ofKind(problems []problem, kind problemKind) []problem {
+	var out []problem
 	for _, p := range problems {
-		if p.kind == invalidInput {
-			return true
+		if p.kind == kind {
+			out = append(out, p)
 		}
 	}
-	return false
+	return out
 }

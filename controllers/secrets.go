@@ -36,7 +36,7 @@ func referencedSecrets(mc *v1alpha1.MQTTCluster) []secretRef {
 		}
 	}
 	if a := mc.Spec.Auth; a != nil && a.UsersSecretRef != nil {
-		refs = append(refs, secretRef{"spec.auth.usersSecretRef", a.UsersSecretRef.Name, []string{"users"}})
+		refs = append(refs, secretRef{"spec.auth.usersSecretRef", a.UsersSecretRef.Name, []string{resource.UsersKey}})
 	}
 	if d := mc.Spec.Dashboard; d.Enabled && d.AdminSecretRef != nil {
 		refs = append(refs, secretRef{"spec.dashboard.adminSecretRef", d.AdminSecretRef.Name, []string{"username", "password"}})
@@ -45,7 +45,9 @@ func referencedSecrets(mc *v1alpha1.MQTTCluster) []secretRef {
 }
 
 // reconcileSecrets checks the user's Secrets and creates the generated cookie and API
-// token Secrets when the spec brings none. A generated value is never regenerated.
+// token Secrets when the spec brings none, and the users Secret when anonymous clients
+// are refused and the spec names no users Secret. A generated value is never
+// regenerated.
 func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
 	for _, ref := range referencedSecrets(mc) {
@@ -74,6 +76,11 @@ func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state)
 	}
 	if mc.Spec.APITokenSecretRef == nil {
 		if _, err := r.apply(ctx, mc, resource.APITokenSecretBuilder(mc)); err != nil {
+			return false, err
+		}
+	}
+	if resource.GeneratesUsersSecret(mc) {
+		if _, err := r.apply(ctx, mc, resource.UsersSecretBuilder(mc)); err != nil {
 			return false, err
 		}
 	}

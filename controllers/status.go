@@ -103,6 +103,11 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 	switch {
 	case hasInvalidInput(problems):
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "InvalidSpec", problemMessages(problems)
+	case len(ofKind(problems, unsupportedFeature)) > 0:
+		// Fail closed: never Ready while a setting the user asked for is ignored.
+		c.Status, c.Reason = metav1.ConditionFalse, "FeatureNotSupported"
+		c.Message = "the spec asks for what mqttd does not do, so the cluster is not Ready and its client Service is ClusterIP only: " +
+			problemMessages(ofKind(problems, unsupportedFeature))
 	case sts == nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "StatefulSetMissing", "the broker StatefulSet does not exist yet"
 	case !stsCaughtUp(sts) || sts.Status.ReadyReplicas < want || sts.Status.Replicas != want:

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ func testSTS(generation, observed int64, replicas, ready int32) *appsv1.Stateful
 func TestConditions(t *testing.T) {
 	invalid := []problem{{kind: invalidInput, reason: "SecretNotFound", message: "no secret"}}
 	unsupported := []problem{{kind: unsupportedChange, reason: "StorageResizeUnsupported", message: "no resize"}}
+	notEnforced := []problem{{kind: unsupportedFeature, reason: "FeatureNotSupported", message: "the mqtts (TLS) listener is not implemented by mqttd yet"}}
+	notEnforcedAndInvalid := append([]problem{{kind: invalidInput, reason: "SecretNotFound", message: "no secret"}}, notEnforced...)
 	type want struct {
 		status metav1.ConditionStatus
 		reason string
@@ -60,6 +63,12 @@ func TestConditions(t *testing.T) {
 			want{"False", "InvalidSpec"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "SecretNotFound"}},
 		{"unsupported change keeps running", 3, 3, testSTS(1, 1, 3, 3), unsupported,
 			want{"True", "AllNodesReady"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "StorageResizeUnsupported"}},
+		{"feature not enforced: never Ready, however healthy", 3, 3, testSTS(1, 1, 3, 3), notEnforced,
+			want{"False", "FeatureNotSupported"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "FeatureNotSupported"}},
+		{"feature not enforced before the StatefulSet exists", 3, 0, nil, notEnforced,
+			want{"False", "FeatureNotSupported"}, want{"False", "NoNodeReady"}, want{"False", "NotStarted"}, want{"True", "FeatureNotSupported"}},
+		{"invalid input comes first", 3, 3, testSTS(1, 1, 3, 3), notEnforcedAndInvalid,
+			want{"False", "InvalidSpec"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "SecretNotFound"}},
 		{"pods ready, not all joined", 3, 1, testSTS(1, 1, 3, 3), nil,
 			want{"False", "MembersNotJoined"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"False", "AsExpected"}},
 		{"zero replicas", 0, 0, testSTS(1, 1, 0, 0), nil,
@@ -165,19 +174,56 @@ func TestReferencedSecrets(t *testing.T) {
 }
 
 func TestUnsupportedFeatures(t *testing.T) {
-	mc := testCluster(3)
-	if f := unsupportedFeatures(mc); len(f) != 0 {
-		t.Fatalf("plain cluster: %v", f)
+	for _, tc := range []struct {
+		name string
+		edit func(*v1alpha1.MQTTCluster)
+		want []string
+	}{
+		{"plain cluster", func(*v1alpha1.MQTTCluster) {}, nil},
+		{"auth is enforced by mqttd", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false), ACLDefault: "deny",
+				UsersSecretRef: &corev1.LocalObjectReference{Name: "u"},
+				ACL:            []v1alpha1.ACLRule{{Username: "*", Topic: "#", Access: "all", Action: "deny"}}}
+		}, nil},
+		{"TLS listeners", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtt", Port: 1883}, {Name: "mqtts", Port: 8883, TLSSecretName: "t"},
+				{Name: "wss", Port: 8084, TLSSecretName: "t"}}
+		}, []string{"the mqtts (TLS) listener", "the wss (TLS) listener"}},
+		{"dashboard", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true }, []string{"the dashboard"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := testCluster(3)
+			tc.edit(mc)
+			if got := unsupportedFeatures(mc); strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("unsupported %q, want %q", got, tc.want)
+			}
+		})
 	}
-	mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(true)}
-	if f := unsupportedFeatures(mc); len(f) != 0 {
-		t.Fatalf("anonymous allowed is what mqttd does: %v", f)
-	}
-	mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtt", Port: 1883}, {Name: "wss", Port: 8084, TLSSecretName: "t"}}
-	mc.Spec.Auth.ACL = []v1alpha1.ACLRule{{Username: "*", Topic: "#", Access: "all", Action: "deny"}}
-	mc.Spec.Dashboard.Enabled = true
-	if f := unsupportedFeatures(mc); len(f) != 3 {
-		t.Fatalf("features %v", f)
+}
+
+func TestClientServiceExposable(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		serviceType corev1.ServiceType
+		dashboard   bool
+		ok          bool
+	}{
+		{"ClusterIP, nothing unsupported", corev1.ServiceTypeClusterIP, false, true},
+		{"LoadBalancer, nothing unsupported", corev1.ServiceTypeLoadBalancer, false, true},
+		{"ClusterIP with an unsupported feature: nothing withheld", corev1.ServiceTypeClusterIP, true, true},
+		{"default type with an unsupported feature", "", true, true},
+		{"NodePort with an unsupported feature", corev1.ServiceTypeNodePort, true, false},
+		{"LoadBalancer with an unsupported feature", corev1.ServiceTypeLoadBalancer, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := testCluster(3)
+			mc.Spec.Service.Type = tc.serviceType
+			mc.Spec.Dashboard.Enabled = tc.dashboard
+			reason, msg, ok := clientServiceExposable(mc)
+			if ok != tc.ok || (!ok && (reason != "FeatureNotSupported" || !strings.Contains(msg, "stays ClusterIP"))) {
+				t.Fatalf("exposable %v: %s %q", ok, reason, msg)
+			}
+		})
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 )
 
 // MQTTClusterSpec is the desired state of a clustered mqttd broker.
-// +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.auth.allowAnonymous) || self.auth.allowAnonymous || has(self.auth.usersSecretRef)",message="auth.allowAnonymous false needs auth.usersSecretRef: nobody could connect"
 type MQTTClusterSpec struct {
 	// Replicas is the number of broker nodes.
 	// +kubebuilder:default=3
@@ -78,8 +77,10 @@ type MQTTClusterSpec struct {
 
 	// Config holds extra mqttd settings as dotted keys, as in `mqttd --help`
 	// (for example "limits.max_queued_messages": "5000"). Keys the operator manages
-	// (listeners, cluster, api, store) cannot be set here.
+	// (listeners, cluster, api, store, and the auth settings spec.auth controls)
+	// cannot be set here.
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('listeners.') && !k.startsWith('cluster.') && !k.startsWith('api.') && !k.startsWith('store.'))",message="listeners.*, cluster.*, api.* and store.* are managed by the operator"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['auth.allow_anonymous', 'auth.users_file', 'auth.acl_file']))",message="auth.allow_anonymous, auth.users_file and auth.acl_file come from spec.auth"
 	// +optional
 	Config map[string]string `json:"config,omitempty"`
 
@@ -187,18 +188,29 @@ type DashboardSpec struct {
 	AdminSecretRef *corev1.LocalObjectReference `json:"adminSecretRef,omitempty"`
 }
 
-// AuthSpec is client authentication and authorization.
+// AuthSpec is client authentication and authorization. mqttd re-reads the users and
+// the ACL when their mounted files change, so editing the users Secret or the ACL
+// rules takes effect without restarting a pod.
 type AuthSpec struct {
-	// AllowAnonymous lets clients connect without a username.
+	// AllowAnonymous lets clients connect without a username. When false and
+	// usersSecretRef is absent, the operator generates the Secret "<name>-users",
+	// once, with one user (keys "username", "password", and "users" with its hash).
 	// +kubebuilder:default=true
 	// +optional
 	AllowAnonymous *bool `json:"allowAnonymous,omitempty"`
 	// UsersSecretRef names a Secret whose key "users" holds one "username:bcrypt-hash"
-	// per line.
+	// per line (`mqttd passwd FILE USER` writes one).
 	// +optional
 	UsersSecretRef *corev1.LocalObjectReference `json:"usersSecretRef,omitempty"`
-	// ACL rules, evaluated in order; the first match decides. Without rules every
-	// authenticated client may publish and subscribe to everything.
+	// ACLDefault decides what no ACL rule matches: allow or deny. It never grants
+	// $SYS topics; only a rule does.
+	// +kubebuilder:default=allow
+	// +kubebuilder:validation:Enum=allow;deny
+	// +optional
+	ACLDefault string `json:"aclDefault,omitempty"`
+	// ACL rules, evaluated in order; the first match decides, aclDefault when none
+	// does. Without rules and with aclDefault allow every client that may connect
+	// may publish and subscribe to everything.
 	// +kubebuilder:validation:MaxItems=1000
 	// +optional
 	ACL []ACLRule `json:"acl,omitempty"`
@@ -210,6 +222,10 @@ type ACLRule struct {
 	// without one.
 	// +kubebuilder:validation:MinLength=1
 	Username string `json:"username"`
+	// ClientID restricts the rule to the client with exactly this client ID.
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	ClientID string `json:"clientID,omitempty"`
 	// Topic is a topic filter; "%u" and "%c" stand for the username and client ID.
 	// +kubebuilder:validation:MinLength=1
 	Topic string `json:"topic"`

@@ -6,21 +6,35 @@ import (
 	"slices"
 	"strconv"
 
+	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/broker/config"
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
 
-// ConfigFile is the key of mqttd.yaml in the ConfigMap and its name in the pod.
-const ConfigFile = "mqttd.yaml"
+// Keys of the ConfigMap, which is mounted as a directory at ConfigDir (never with
+// subPath, whose files the kubelet does not update).
+const (
+	// ConfigFile is mqttd.yaml: read at start, so its hash is on the pod template
+	// and a change rolls the pods.
+	ConfigFile = "mqttd.yaml"
+	// ACLFile is the ACL rules: mqttd re-reads it when the kubelet updates the
+	// volume, so it stays out of every hash and a change restarts nothing.
+	ACLFile = "acl.yaml"
+)
+
+// operatorAuthKeys are the auth settings spec.auth decides; spec.config may not set
+// them (the CRD says so too).
+var operatorAuthKeys = []string{"auth.allow_anonymous", "auth.users_file", "auth.acl_file"}
 
 // RenderConfig renders the mqttd configuration of mc: the broker's defaults, the
-// listeners from spec.listeners, the HTTP API on APIPort, JSON logs, then the user's
-// spec.config settings. An
-// unknown key or a bad value is the user's error, returned with the key named.
+// listeners from spec.listeners, the HTTP API on APIPort, JSON logs, the auth files
+// from spec.auth, then the user's spec.config settings. An unknown key or a bad value
+// is the user's error, returned with the key named.
 func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	cfg := config.Default()
 	cfg.Log.Format = "json"
@@ -44,6 +58,14 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 			cfg.Listeners.WebSocket = addr
 		}
 	}
+	// The users file and the ACL are mounted files that mqttd re-reads on change.
+	cfg.Auth.AllowAnonymous = AllowAnonymous(mc)
+	if _, ok := UsersSecret(mc); ok {
+		cfg.Auth.UsersFile = UsersDir + "/" + UsersKey
+	}
+	if NeedsACL(mc) {
+		cfg.Auth.ACLFile = ConfigDir + "/" + ACLFile
+	}
 	keys := slices.Sorted(func(yield func(string) bool) {
 		for k := range mc.Spec.Config {
 			if !yield(k) {
@@ -52,6 +74,9 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 		}
 	})
 	for _, k := range keys {
+		if slices.Contains(operatorAuthKeys, k) {
+			return nil, fmt.Errorf("spec.config: %s is set by spec.auth", k)
+		}
 		if err := cfg.Set(k, mc.Spec.Config[k]); err != nil {
 			return nil, fmt.Errorf("spec.config: %w", err)
 		}
@@ -62,10 +87,53 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	return cfg.YAML()
 }
 
-// ConfigMapBuilder builds the ConfigMap with the rendered mqttd.yaml.
+// NeedsACL reports whether mc restricts anything: ACL rules or a default of deny.
+// Without, mqttd gets no ACL file and allows everything.
+func NeedsACL(mc *v1alpha1.MQTTCluster) bool {
+	a := mc.Spec.Auth
+	return a != nil && (len(a.ACL) > 0 || a.ACLDefault == "deny")
+}
+
+// aclDocument is mqttd's ACL file (auth.acl_file): the field names are mqttd's.
+type aclDocument struct {
+	Default string    `yaml:"default"`
+	Rules   []aclRule `yaml:"rules"`
+}
+
+type aclRule struct {
+	Username string `yaml:"username"`
+	ClientID string `yaml:"clientid,omitempty"`
+	Topic    string `yaml:"topic"`
+	Access   string `yaml:"access"`
+	Action   string `yaml:"action"`
+}
+
+// RenderACL renders spec.auth's ACL as mqttd's ACL file, nil when NeedsACL is false.
+// A rule whose topic is not a valid MQTT topic filter is the user's error (mqttd
+// would refuse the whole file and keep the previous rules).
+func RenderACL(mc *v1alpha1.MQTTCluster) ([]byte, error) {
+	if !NeedsACL(mc) {
+		return nil, nil
+	}
+	a := mc.Spec.Auth
+	doc := aclDocument{Default: a.ACLDefault, Rules: make([]aclRule, 0, len(a.ACL))}
+	if doc.Default == "" {
+		doc.Default = "allow"
+	}
+	for i, r := range a.ACL {
+		if !topic.ValidFilter(r.Topic) {
+			return nil, fmt.Errorf("spec.auth.acl[%d].topic: %q is not a valid MQTT topic filter", i, r.Topic)
+		}
+		doc.Rules = append(doc.Rules, aclRule{Username: r.Username, ClientID: r.ClientID, Topic: r.Topic, Access: r.Access, Action: r.Action})
+	}
+	return yaml.Marshal(doc)
+}
+
+// ConfigMapBuilder builds the ConfigMap with the rendered mqttd.yaml and ACL.
 type ConfigMapBuilder struct {
 	Cluster *v1alpha1.MQTTCluster
 	Config  []byte // from RenderConfig
+	ACL     []byte // from RenderACL; nil: no ACL file
 }
 
 // Object implements Builder.
@@ -81,8 +149,12 @@ func (b *ConfigMapBuilder) Mutate(obj client.Object) error {
 	}
 	cm.Labels = mergeLabels(cm.Labels, Labels(b.Cluster))
 	cm.Data = map[string]string{ConfigFile: string(b.Config)}
+	if b.ACL != nil {
+		cm.Data[ACLFile] = string(b.ACL)
+	}
 	return nil
 }
 
-// ConfigHash is the digest recorded on the pod template for config.
+// ConfigHash is the digest recorded on the pod template for config: the rendered
+// mqttd.yaml only. Files mqttd re-reads (the ACL, the users) must never feed it.
 func ConfigHash(config []byte) string { return hash(config) }

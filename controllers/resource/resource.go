@@ -113,6 +113,34 @@ func APITokenSecret(mc *v1alpha1.MQTTCluster) (name, key string) {
 	return mc.Name + "-api-token", APITokenKey
 }
 
+// GeneratedUsersSecretName is the users Secret the operator generates.
+func GeneratedUsersSecretName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-users" }
+
+// AllowAnonymous reports whether clients may connect without a username (the
+// default, also without spec.auth).
+func AllowAnonymous(mc *v1alpha1.MQTTCluster) bool {
+	a := mc.Spec.Auth
+	return a == nil || a.AllowAnonymous == nil || *a.AllowAnonymous
+}
+
+// UsersSecret returns the Secret whose key UsersKey the pods mount as the users file:
+// the user's (spec.auth.usersSecretRef), or the generated one when anonymous clients
+// are refused without it; ok is false when there is none.
+func UsersSecret(mc *v1alpha1.MQTTCluster) (name string, ok bool) {
+	if a := mc.Spec.Auth; a != nil && a.UsersSecretRef != nil {
+		return a.UsersSecretRef.Name, true
+	}
+	if !AllowAnonymous(mc) {
+		return GeneratedUsersSecretName(mc), true
+	}
+	return "", false
+}
+
+// GeneratesUsersSecret reports whether the operator makes the users Secret.
+func GeneratesUsersSecret(mc *v1alpha1.MQTTCluster) bool {
+	return !AllowAnonymous(mc) && mc.Spec.Auth.UsersSecretRef == nil
+}
+
 // hash is a short, stable digest of b.
 func hash(b []byte) string {
 	sum := sha256.Sum256(b)

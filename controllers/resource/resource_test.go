@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -100,6 +102,82 @@ func TestGeneratedSecret(t *testing.T) {
 	}
 }
 
+func TestGeneratedUsersSecret(t *testing.T) {
+	mc := cluster()
+	mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}
+	if !GeneratesUsersSecret(mc) {
+		t.Fatal("anonymous off without a users Secret: the operator must generate one")
+	}
+	b := UsersSecretBuilder(mc)
+	b.Rand = bytes.NewReader(bytes.Repeat([]byte{7}, 64))
+	s := b.Object().(*corev1.Secret)
+	if s.Name != "demo-users" || s.Namespace != "ns" {
+		t.Fatalf("named %s/%s", s.Namespace, s.Name)
+	}
+	if err := b.Mutate(s); err != nil {
+		t.Fatal(err)
+	}
+	user, password, line := string(s.Data[UsernameKey]), string(s.Data[PasswordKey]), string(s.Data[UsersKey])
+	if user != "mqtt" || len(password) < 24 || s.Type != corev1.SecretTypeOpaque || s.Labels[LabelInstance] != "demo" {
+		t.Fatalf("generated user %q password %q (type %s, labels %v)", user, password, s.Type, s.Labels)
+	}
+	name, hash, ok := strings.Cut(strings.TrimSuffix(line, "\n"), ":")
+	if !ok || name != "mqtt" || strings.Contains(line, password) {
+		t.Fatalf("users line %q", line)
+	}
+	if cost, err := bcrypt.Cost([]byte(hash)); err != nil || cost != 10 {
+		t.Fatalf("bcrypt cost %d, %v", cost, err)
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		t.Fatal("the hash is not the password's")
+	}
+	// Never regenerated, and a user added by hand stays.
+	s.Data[UsersKey] = append(s.Data[UsersKey], []byte("alice:$2a$10$x\n")...)
+	edited := string(s.Data[UsersKey])
+	b.Rand = bytes.NewReader(bytes.Repeat([]byte{9}, 64))
+	if err := b.Mutate(s); err != nil {
+		t.Fatal(err)
+	}
+	if string(s.Data[PasswordKey]) != password || string(s.Data[UsersKey]) != edited {
+		t.Fatal("the users Secret was regenerated")
+	}
+	empty := &corev1.Secret{}
+	b.Rand = io.LimitReader(nil, 0)
+	if err := b.Mutate(empty); err == nil || len(empty.Data[UsersKey]) != 0 {
+		t.Fatalf("Mutate with no randomness: %v, %q", err, empty.Data[UsersKey])
+	}
+	if err := b.Mutate(&corev1.ConfigMap{}); err == nil {
+		t.Fatal("Mutate accepted a ConfigMap")
+	}
+}
+
+func TestUsersSecret(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		auth          *v1alpha1.AuthSpec
+		want          string // "" when none
+		generated     bool
+		anonymousOpen bool
+	}{
+		{"no auth", nil, "", false, true},
+		{"anonymous allowed", &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(true)}, "", false, true},
+		{"anonymous allowed, users of the user's", &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(true),
+			UsersSecretRef: &corev1.LocalObjectReference{Name: "mine"}}, "mine", false, true},
+		{"anonymous off, users of the user's", &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false),
+			UsersSecretRef: &corev1.LocalObjectReference{Name: "mine"}}, "mine", false, false},
+		{"anonymous off, no users Secret", &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}, "demo-users", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := cluster()
+			mc.Spec.Auth = tc.auth
+			name, ok := UsersSecret(mc)
+			if name != tc.want || ok != (tc.want != "") || GeneratesUsersSecret(mc) != tc.generated || AllowAnonymous(mc) != tc.anonymousOpen {
+				t.Fatalf("UsersSecret %q %v, generated %v, anonymous %v", name, ok, GeneratesUsersSecret(mc), AllowAnonymous(mc))
+			}
+		})
+	}
+}
+
 func TestRenderConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -136,6 +214,50 @@ func TestRenderConfig(t *testing.T) {
 		{"invalid combination", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Config = map[string]string{"limits.queue_drop_policy": "drop-random"}
 		}, "queue_drop_policy", nil},
+		{"anonymous clients by default, no auth files", func(*v1alpha1.MQTTCluster) {}, "", func(t *testing.T, c config.Config) {
+			if !c.Auth.AllowAnonymous || c.Auth.UsersFile != "" || c.Auth.ACLFile != "" {
+				t.Fatalf("auth %+v", c.Auth)
+			}
+		}},
+		{"anonymous off: the generated users file", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}
+		}, "", func(t *testing.T, c config.Config) {
+			if c.Auth.AllowAnonymous || c.Auth.UsersFile != "/etc/mqttd/users/users" || c.Auth.ACLFile != "" {
+				t.Fatalf("auth %+v", c.Auth)
+			}
+		}},
+		{"users of the user's beside anonymous clients", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(true), UsersSecretRef: &corev1.LocalObjectReference{Name: "u"}}
+		}, "", func(t *testing.T, c config.Config) {
+			if !c.Auth.AllowAnonymous || c.Auth.UsersFile != "/etc/mqttd/users/users" {
+				t.Fatalf("auth %+v", c.Auth)
+			}
+		}},
+		{"ACL rules: the ACL file", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{ACLDefault: "allow", ACL: []v1alpha1.ACLRule{{Username: "*", Topic: "#", Access: "all", Action: "deny"}}}
+		}, "", func(t *testing.T, c config.Config) {
+			if !c.Auth.AllowAnonymous || c.Auth.UsersFile != "" || c.Auth.ACLFile != "/etc/mqttd/config/acl.yaml" {
+				t.Fatalf("auth %+v", c.Auth)
+			}
+		}},
+		{"default deny alone: the ACL file", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{ACLDefault: "deny"}
+		}, "", func(t *testing.T, c config.Config) {
+			if c.Auth.ACLFile != "/etc/mqttd/config/acl.yaml" {
+				t.Fatalf("auth %+v", c.Auth)
+			}
+		}},
+		{"spec.config cannot open what spec.auth closes", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}
+			mc.Spec.Config = map[string]string{"auth.allow_anonymous": "true"}
+		}, "spec.config: auth.allow_anonymous is set by spec.auth", nil},
+		{"other auth settings are the user's", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Config = map[string]string{"auth.reload_interval": "5s", "auth.client_id_ownership": "on"}
+		}, "", func(t *testing.T, c config.Config) {
+			if c.Auth.ReloadInterval != config.Duration(5*time.Second) || c.Auth.ClientIDOwnership != "on" {
+				t.Fatalf("auth %+v", c.Auth)
+			}
+		}},
 		{"only TLS listeners leave mqttd nothing it can serve", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Listeners = []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"}}
 		}, "at least one listener", nil},
@@ -167,6 +289,61 @@ func TestRenderConfig(t *testing.T) {
 	}
 }
 
+func TestRenderACL(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		auth    *v1alpha1.AuthSpec
+		want    string // "" when no ACL file
+		wantErr string
+	}{
+		{"no auth", nil, "", ""},
+		{"no rules, default allow", &v1alpha1.AuthSpec{ACLDefault: "allow"}, "", ""},
+		{"no rules, default deny", &v1alpha1.AuthSpec{ACLDefault: "deny"}, "default: deny\nrules: []\n", ""},
+		{"rules in order, default filled in", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
+			{Username: "sensor", Topic: "sensors/%u/#", Access: "publish", Action: "allow"},
+			{Username: "*", ClientID: "probe-1", Topic: "$SYS/#", Access: "subscribe", Action: "allow"},
+			{Username: "$anonymous", Topic: "#", Access: "all", Action: "deny"},
+		}}, `default: allow
+rules:
+    - username: sensor
+      topic: sensors/%u/#
+      access: publish
+      action: allow
+    - username: '*'
+      clientid: probe-1
+      topic: $SYS/#
+      access: subscribe
+      action: allow
+    - username: $anonymous
+      topic: '#'
+      access: all
+      action: deny
+`, ""},
+		{"bad filter", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
+			{Username: "*", Topic: "a/#", Access: "all", Action: "allow"},
+			{Username: "*", Topic: "a/#/b", Access: "all", Action: "deny"},
+		}}, "", `spec.auth.acl[1].topic: "a/#/b" is not a valid MQTT topic filter`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := cluster()
+			mc.Spec.Auth = tc.auth
+			got, err := RenderACL(mc)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want || (got == nil) != (tc.want == "") || NeedsACL(mc) != (tc.want != "") {
+				t.Fatalf("ACL file:\n%s\nwant:\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestConfigMapBuilder(t *testing.T) {
 	mc := cluster()
 	b := &ConfigMapBuilder{Cluster: mc, Config: []byte("x: 1\n")}
@@ -174,8 +351,23 @@ func TestConfigMapBuilder(t *testing.T) {
 	if err := b.Mutate(cm); err != nil {
 		t.Fatal(err)
 	}
-	if cm.Name != "demo-config" || cm.Data[ConfigFile] != "x: 1\n" || cm.Labels[LabelInstance] != "demo" {
+	if cm.Name != "demo-config" || cm.Data[ConfigFile] != "x: 1\n" || cm.Labels[LabelInstance] != "demo" || len(cm.Data) != 1 {
 		t.Fatalf("config map %+v", cm)
+	}
+	// The ACL is a key of its own, which the next reconcile removes when it goes.
+	b.ACL = []byte("default: deny\n")
+	if err := b.Mutate(cm); err != nil {
+		t.Fatal(err)
+	}
+	if cm.Data[ACLFile] != "default: deny\n" || cm.Data[ConfigFile] != "x: 1\n" {
+		t.Fatalf("config map with ACL %+v", cm.Data)
+	}
+	b.ACL = nil
+	if err := b.Mutate(cm); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cm.Data[ACLFile]; ok {
+		t.Fatalf("ACL kept: %+v", cm.Data)
 	}
 	a1, a2, b1 := ConfigHash([]byte("a")), ConfigHash([]byte("a")), ConfigHash([]byte("b"))
 	if a1 == b1 || a1 != a2 {
@@ -226,6 +418,16 @@ func TestServiceBuilder(t *testing.T) {
 	}
 	if svc.Spec.Ports[0].NodePort != 31883 {
 		t.Fatalf("node port lost: %+v", svc.Spec.Ports[0])
+	}
+
+	// Fail closed: a client Service that must not be exposed goes back to ClusterIP
+	// and loses its node ports; the headless Service does not change.
+	client.ClusterIPOnly = true
+	if err := client.Mutate(svc); err != nil {
+		t.Fatal(err)
+	}
+	if svc.Spec.Type != corev1.ServiceTypeClusterIP || svc.Spec.Ports[0].NodePort != 0 {
+		t.Fatalf("ClusterIPOnly client service %+v", svc.Spec)
 	}
 
 	dash := &ServiceBuilder{Cluster: mc, Kind: DashboardService}
@@ -341,6 +543,58 @@ func TestStatefulSetBuilderCreate(t *testing.T) {
 	}
 	if strings.Join(secrets, ",") != "demo-cookie,demo-api-token" {
 		t.Fatalf("projected secrets %v", secrets)
+	}
+	if v := usersVolume(ps); v == nil || v.SecretName != "users" || len(v.Items) != 1 || v.Items[0].Key != UsersKey {
+		t.Fatalf("users volume %+v", v)
+	}
+}
+
+// usersVolume returns the Secret source of the pod's users volume (nil without).
+func usersVolume(ps corev1.PodSpec) *corev1.SecretVolumeSource {
+	for _, v := range ps.Volumes {
+		if v.Name == "users" {
+			return v.Secret
+		}
+	}
+	return nil
+}
+
+// TestUsersVolume: the users file is a directory mount (the kubelet updates it; a
+// subPath mount would never change) of the "users" key only, from the user's Secret
+// or the generated one, and its content feeds no hash of the pod template.
+func TestUsersVolume(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		auth *v1alpha1.AuthSpec
+		want string // Secret name, "" for no volume
+	}{
+		{"anonymous", nil, ""},
+		{"generated", &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}, "demo-users"},
+		{"the user's", &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false), UsersSecretRef: &corev1.LocalObjectReference{Name: "mine"}}, "mine"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := cluster()
+			mc.Spec.Auth = tc.auth
+			b := &StatefulSetBuilder{Cluster: mc, ConfigHash: "abc"}
+			sts := b.Object().(*appsv1.StatefulSet)
+			mutateSTS(t, b, sts)
+			ps := sts.Spec.Template.Spec
+			v := usersVolume(ps)
+			if tc.want == "" {
+				if v != nil {
+					t.Fatalf("users volume %+v", v)
+				}
+				return
+			}
+			if v == nil || v.SecretName != tc.want || len(v.Items) != 1 || v.Items[0].Path != UsersKey {
+				t.Fatalf("users volume %+v", v)
+			}
+			for _, m := range ps.Containers[0].VolumeMounts {
+				if m.SubPath != "" || m.SubPathExpr != "" {
+					t.Fatalf("mount %s uses subPath: it would never see updates", m.Name)
+				}
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -17,6 +18,23 @@ import (
 const (
 	CookieKey   = "cookie"
 	APITokenKey = "token"
+	// UsersKey holds the "username:bcrypt-hash" lines mqttd reads (auth.users_file);
+	// a users Secret of the user's must have it too.
+	UsersKey = "users"
+	// UsernameKey and PasswordKey of the generated users Secret hold its one user's
+	// credentials in clear, for clients; they are not mounted in the pods.
+	UsernameKey = "username"
+	PasswordKey = "password"
+)
+
+// Settings of the generated user.
+const (
+	// GeneratedUsername is the user of a generated users Secret.
+	GeneratedUsername = "mqtt"
+	// passwordBytes of randomness: 32 characters of base64url.
+	passwordBytes = 24
+	// BcryptCost of generated hashes (bcrypt.DefaultCost; mqttd passwd uses the same).
+	BcryptCost = 10
 )
 
 // GeneratedSecret is a Secret holding one random value that is created once and never
@@ -73,4 +91,70 @@ func (b *GeneratedSecret) Mutate(obj client.Object) error {
 	}
 	s.Data[b.Key] = []byte(base64.RawURLEncoding.EncodeToString(raw))
 	return nil
+}
+
+// UsersSecretBuilder builds the generated users Secret of a cluster that refuses
+// anonymous clients without naming a users Secret of its own.
+func UsersSecretBuilder(mc *v1alpha1.MQTTCluster) *GeneratedUsersSecret {
+	return &GeneratedUsersSecret{Cluster: mc}
+}
+
+// GeneratedUsersSecret is the Secret "<name>-users": one user with a random password,
+// made once. The "users" key is what the pods mount; "username" and "password" are
+// there for clients (the demo reads them with kubectl).
+type GeneratedUsersSecret struct {
+	Cluster *v1alpha1.MQTTCluster
+	// Rand is the source of the password (crypto/rand when nil).
+	Rand io.Reader
+}
+
+// Object implements Builder.
+func (b *GeneratedUsersSecret) Object() client.Object {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: GeneratedUsersSecretName(b.Cluster), Namespace: b.Cluster.Namespace}}
+}
+
+// Mutate implements Builder. The Secret is filled only while it has no "users" key:
+// afterwards it belongs to whoever edits it (adding users is how it is meant to be
+// used), so neither the password nor a user's edit is ever overwritten.
+func (b *GeneratedUsersSecret) Mutate(obj client.Object) error {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return fmt.Errorf("GeneratedUsersSecret.Mutate: got %T, want *corev1.Secret", obj)
+	}
+	s.Labels = mergeLabels(s.Labels, Labels(b.Cluster))
+	if s.CreationTimestamp.IsZero() {
+		s.Type = corev1.SecretTypeOpaque
+	}
+	if len(s.Data[UsersKey]) > 0 {
+		return nil
+	}
+	r := b.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	raw := make([]byte, passwordBytes)
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return fmt.Errorf("generating %s: %w", s.Name, err)
+	}
+	password := base64.RawURLEncoding.EncodeToString(raw)
+	line, err := UsersLine(GeneratedUsername, password)
+	if err != nil {
+		return fmt.Errorf("generating %s: %w", s.Name, err)
+	}
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	s.Data[UsernameKey] = []byte(GeneratedUsername)
+	s.Data[PasswordKey] = []byte(password)
+	s.Data[UsersKey] = []byte(line)
+	return nil
+}
+
+// UsersLine is the users-file line of username with password: "username:bcrypt-hash\n".
+func UsersLine(username, password string) (string, error) {
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
+	if err != nil {
+		return "", err
+	}
+	return username + ":" + string(hash) + "\n", nil
 }

@@ -32,6 +32,9 @@ const (
 type ServiceBuilder struct {
 	Cluster *v1alpha1.MQTTCluster
 	Kind    ServiceKind
+	// ClusterIPOnly keeps the client Service inside the cluster whatever
+	// spec.service.type says (the spec asks for something mqttd does not enforce).
+	ClusterIPOnly bool
 }
 
 // Object implements Builder.
@@ -79,7 +82,9 @@ func (b *ServiceBuilder) Mutate(obj client.Object) error {
 		ports = append(ListenerPorts(mc), servicePort("cluster", ClusterPort), servicePort("api", APIPort))
 	case ClientService:
 		svc.Spec.Type = mc.Spec.Service.Type
-		if svc.Spec.Type == "" {
+		if svc.Spec.Type == "" || b.ClusterIPOnly {
+			// Leaving NodePort or LoadBalancer drops the node ports (below) and the
+			// API server clears the fields only those types have.
 			svc.Spec.Type = corev1.ServiceTypeClusterIP
 		}
 		svc.Annotations = userAnnotations(svc.Annotations, mc.Spec.Service.Annotations)

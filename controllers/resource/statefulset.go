@@ -184,7 +184,9 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 			mounts = append(mounts, corev1.VolumeMount{Name: "tls-" + string(l.Name), MountPath: TLSDir + "/" + string(l.Name), ReadOnly: true})
 		}
 	}
-	if mc.Spec.Auth != nil && mc.Spec.Auth.UsersSecretRef != nil {
+	if _, ok := UsersSecret(mc); ok {
+		// A directory, never subPath: the kubelet updates it when the Secret changes
+		// and mqttd re-reads the file.
 		mounts = append(mounts, corev1.VolumeMount{Name: "users", MountPath: UsersDir, ReadOnly: true})
 	}
 	pullPolicy := mc.Spec.ImagePullPolicy
@@ -272,9 +274,11 @@ func (b *StatefulSetBuilder) volumes() []corev1.Volume {
 				Secret: &corev1.SecretVolumeSource{SecretName: l.TLSSecretName, DefaultMode: ptr.To[int32](0o400)}}})
 		}
 	}
-	if mc.Spec.Auth != nil && mc.Spec.Auth.UsersSecretRef != nil {
+	if name, ok := UsersSecret(mc); ok {
+		// Only the hashes: a generated Secret's clear password stays out of the pods.
 		vols = append(vols, corev1.Volume{Name: "users", VolumeSource: corev1.VolumeSource{
-			Secret: &corev1.SecretVolumeSource{SecretName: mc.Spec.Auth.UsersSecretRef.Name, DefaultMode: ptr.To[int32](0o400)}}})
+			Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr.To[int32](0o400),
+				Items: []corev1.KeyToPath{{Key: UsersKey, Path: UsersKey}}}}})
 	}
 	return vols
 }

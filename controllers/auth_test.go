@@ -1,0 +1,179 @@
+package controllers_test
+
+import (
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"golang.org/x/crypto/bcrypt"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	res "github.com/mqtt-operator/mqtt-operator/controllers/resource"
+)
+
+// touch makes the controller reconcile the cluster without changing its spec.
+func touch(mc *v1alpha1.MQTTCluster, value string) {
+	updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
+		if mc.Annotations == nil {
+			mc.Annotations = map[string]string{}
+		}
+		mc.Annotations["touched"] = value
+	})
+}
+
+// usersVolume returns the Secret source of the pods' users volume (nil without).
+func usersVolume(s *appsv1.StatefulSet) *corev1.SecretVolumeSource {
+	for _, v := range s.Spec.Template.Spec.Volumes {
+		if v.Name == "users" {
+			return v.Secret
+		}
+	}
+	return nil
+}
+
+var _ = Describe("MQTTCluster auth", func() {
+	It("generates the users Secret once, owns it, mounts only its hashes and never regenerates it", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "closed", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}
+		})
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
+
+		users := child(&corev1.Secret{}, ns, "closed-users")
+		Expect(ownedBy(users, mc)).To(BeTrue(), "the generated users Secret is owned by the cluster")
+		Expect(string(users.Data[res.UsernameKey])).To(Equal("mqtt"))
+		password := string(users.Data[res.PasswordKey])
+		Expect(len(password)).To(BeNumerically(">=", 24))
+		name, hash, ok := strings.Cut(strings.TrimSpace(string(users.Data[res.UsersKey])), ":")
+		Expect(ok).To(BeTrue())
+		Expect(name).To(Equal("mqtt"))
+		Expect(bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))).To(Succeed())
+
+		cm := child(&corev1.ConfigMap{}, ns, "closed-config")
+		Expect(cm.Data[res.ConfigFile]).To(ContainSubstring("allow_anonymous: false"))
+		Expect(cm.Data[res.ConfigFile]).To(ContainSubstring("users_file: /etc/mqttd/users/users"))
+		Expect(cm.Data).NotTo(HaveKey(res.ACLFile), "no ACL rules, no ACL file")
+		s := sts(mc)
+		v := usersVolume(s)
+		Expect(v).NotTo(BeNil())
+		Expect(v.SecretName).To(Equal("closed-users"))
+		Expect(v.Items).To(Equal([]corev1.KeyToPath{{Key: res.UsersKey, Path: res.UsersKey}}), "the clear password is not mounted")
+
+		By("keeping a user added by hand and the password through later reconciles")
+		edited := string(users.Data[res.UsersKey]) + "alice:$2a$10$abcdefghijklmnopqrstuu\n"
+		users.Data[res.UsersKey] = []byte(edited)
+		Expect(k8sClient.Update(ctx, users)).To(Succeed())
+		generation := s.Generation
+		touch(mc, "after-edit")
+		Eventually(func(g Gomega) {
+			cur := &v1alpha1.MQTTCluster{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mc), cur)).To(Succeed())
+			g.Expect(cur.Status.ObservedGeneration).To(Equal(cur.Generation))
+		}).Should(Succeed())
+		Consistently(func(g Gomega) {
+			cur := child(&corev1.Secret{}, ns, "closed-users")
+			g.Expect(string(cur.Data[res.UsersKey])).To(Equal(edited))
+			g.Expect(string(cur.Data[res.PasswordKey])).To(Equal(password))
+			g.Expect(sts(mc).Generation).To(Equal(generation), "a users change restarts no pod")
+		}).Should(Succeed())
+	})
+
+	It("renders the ACL into its own key, outside the config hash", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "acl", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
+				{Username: "sensor", Topic: "sensors/%u/#", Access: "publish", Action: "allow"},
+				{Username: "*", ClientID: "probe", Topic: "#", Access: "subscribe", Action: "deny"},
+			}}
+		})
+		cm := child(&corev1.ConfigMap{}, ns, "acl-config")
+		Expect(cm.Data[res.ConfigFile]).To(ContainSubstring("acl_file: /etc/mqttd/config/acl.yaml"))
+		Expect(cm.Data[res.ConfigFile]).To(ContainSubstring("allow_anonymous: true"))
+		Expect(cm.Data[res.ACLFile]).To(Equal(`default: allow
+rules:
+    - username: sensor
+      topic: sensors/%u/#
+      access: publish
+      action: allow
+    - username: '*'
+      clientid: probe
+      topic: '#'
+      access: subscribe
+      action: deny
+`))
+		s := sts(mc)
+		Expect(s.Spec.Template.Annotations[res.AnnotationConfigHash]).To(Equal(res.ConfigHash([]byte(cm.Data[res.ConfigFile]))))
+		generation, templateHash := s.Generation, s.Spec.Template.Annotations[res.AnnotationTemplateHash]
+
+		By("changing a rule and the default: the ConfigMap changes, the pod template does not")
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth.ACLDefault = "deny"
+			mc.Spec.Auth.ACL[0].Topic = "devices/%u/#"
+		})
+		Eventually(func(g Gomega) {
+			cm := child(&corev1.ConfigMap{}, ns, "acl-config")
+			g.Expect(cm.Data[res.ACLFile]).To(HavePrefix("default: deny\n"))
+			g.Expect(cm.Data[res.ACLFile]).To(ContainSubstring("topic: devices/%u/#"))
+		}).Should(Succeed())
+		Consistently(func(g Gomega) {
+			s := sts(mc)
+			g.Expect(s.Generation).To(Equal(generation))
+			g.Expect(s.Spec.Template.Annotations[res.AnnotationTemplateHash]).To(Equal(templateHash))
+		}).Should(Succeed())
+
+		By("refusing a rule that is not a topic filter, as invalid input")
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Auth.ACL[0].Topic = "a/#/b" })
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "InvalidACL")
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`spec.auth.acl[0].topic: "a/#/b"`))
+		Expect(child(&corev1.ConfigMap{}, ns, "acl-config").Data[res.ACLFile]).To(ContainSubstring("topic: devices/%u/#"),
+			"the last good ACL stays")
+	})
+
+	It("fails closed on a TLS listener: not Ready, the client Service back to ClusterIP until it goes", func() {
+		ns := newNamespace()
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tls"},
+			Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": []byte("c"), "tls.key": []byte("k")}})).To(Succeed())
+		mc := createCluster(ns, "failclosed", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
+		})
+		Eventually(func(g Gomega) {
+			svc := child(&corev1.Service{}, ns, "failclosed")
+			g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
+			g.Expect(svc.Spec.Ports[0].NodePort).NotTo(BeZero())
+		}).Should(Succeed())
+		setSTSStatus(mc, 3)
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined")
+
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Listeners = append(mc.Spec.Listeners, v1alpha1.Listener{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"})
+		})
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "FeatureNotSupported")
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "FeatureNotSupported")
+		Expect(condition(mc, v1alpha1.ConditionReady).Message).To(And(
+			ContainSubstring("the mqtts (TLS) listener is not implemented by mqttd yet"),
+			ContainSubstring("spec.service.type LoadBalancer is withheld")))
+		Eventually(func(g Gomega) {
+			svc := child(&corev1.Service{}, ns, "failclosed")
+			g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
+			for _, p := range svc.Spec.Ports {
+				g.Expect(p.NodePort).To(BeZero(), "port %s", p.Name)
+			}
+		}).Should(Succeed())
+		Eventually(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(BeNumerically(">", 0))
+
+		By("exposing the Service again once the spec asks only for what mqttd does")
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Listeners = mc.Spec.Listeners[:2] })
+		Eventually(func() []corev1.ContainerPort { return sts(mc).Spec.Template.Spec.Containers[0].Ports }).
+			ShouldNot(ContainElement(HaveField("Name", "mqtts")))
+		setSTSStatus(mc, 3) // the StatefulSet controller saw the new template
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined")
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "failclosed").Spec.Type }).
+			Should(Equal(corev1.ServiceTypeLoadBalancer))
+	})
+})
