@@ -142,14 +142,21 @@ demo)
   name="$("${KUBECTL}" get -f config/samples/broker_v1alpha1_mqttcluster.yaml -o jsonpath='{.metadata.name}')"
   "${KUBECTL}" wait "mqc/${name}" --for=condition=Ready --timeout=5m
   "${KUBECTL}" get mqc,pods,svc -o wide
+  # The sample refuses anonymous clients: the operator generated the users Secret.
+  "${KUBECTL}" get secret "${name}-users" >/dev/null
   cat <<EOM
 
-The MQTT cluster "${name}" is Ready. To talk to it:
+The MQTT cluster "${name}" is Ready. Clients log in with the user the operator
+generated in the Secret ${name}-users. To talk to it:
 
   export KUBECONFIG=${KUBECONFIG}
+  MQTT_USER="\$(${KUBECTL} get secret ${name}-users -o jsonpath='{.data.username}' | base64 -d)"
+  MQTT_PASSWORD="\$(${KUBECTL} get secret ${name}-users -o jsonpath='{.data.password}' | base64 -d)"
   ${KUBECTL} port-forward svc/${name} 1883:1883 &
-  mosquitto_sub -h 127.0.0.1 -p 1883 -t 'demo/#' -v &
-  mosquitto_pub -h 127.0.0.1 -p 1883 -t demo/hello -m 'hello from the demo'
+  mosquitto_sub -h 127.0.0.1 -p 1883 -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t 'demo/#' -v &
+  mosquitto_pub -h 127.0.0.1 -p 1883 -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t demo/hello -m 'hello from the demo'
+
+Without -u/-P the broker refuses the connection (not authorised).
 
 Stop everything with: make cluster-down
 EOM

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -121,12 +122,28 @@ func RenderACL(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 		doc.Default = "allow"
 	}
 	for i, r := range a.ACL {
-		if !topic.ValidFilter(r.Topic) {
-			return nil, fmt.Errorf("spec.auth.acl[%d].topic: %q is not a valid MQTT topic filter", i, r.Topic)
+		if err := checkACLRule(r); err != nil {
+			return nil, fmt.Errorf("spec.auth.acl[%d].%w", i, err)
 		}
 		doc.Rules = append(doc.Rules, aclRule{Username: r.Username, ClientID: r.ClientID, Topic: r.Topic, Access: r.Access, Action: r.Action})
 	}
 	return yaml.Marshal(doc)
+}
+
+// checkACLRule refuses what mqttd's ACL parser refuses (broker/auth), so that the
+// user hears of it in status instead of mqttd keeping its old rules: a topic that is
+// no filter once %u and %c stand for a level's text, a shared-subscription filter
+// (rules apply to the filter after $share/group/), a username mqttd cannot have.
+func checkACLRule(r v1alpha1.ACLRule) error {
+	probe := strings.NewReplacer("%u", "u", "%c", "c").Replace(r.Topic)
+	if !topic.ValidFilter(probe) || strings.HasPrefix(r.Topic, "$share/") {
+		return fmt.Errorf("topic: %q is not a valid MQTT topic filter (nor a $share/ one)", r.Topic)
+	}
+	if u := r.Username; u != "*" && u != "$anonymous" &&
+		(strings.ContainsAny(u, ":\x00\r\n") || strings.TrimSpace(u) != u || strings.HasPrefix(u, "$")) {
+		return fmt.Errorf("username: %q cannot be a user's name (':', a line break, surrounding spaces, or '$' other than $anonymous)", u)
+	}
+	return nil
 }
 
 // ConfigMapBuilder builds the ConfigMap with the rendered mqttd.yaml and ACL.
