@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
@@ -28,6 +29,8 @@ type Options struct {
 	Version string
 	// EvacuationRate is how many clients per second an evacuation disconnects.
 	EvacuationRate int
+	// Auth, when set, has its counters exported in /metrics.
+	Auth *auth.Authenticator
 }
 
 // Handler returns the HTTP API of srv; node is its cluster membership (nil when the
@@ -40,6 +43,9 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	reg.MustRegister(newCollector(srv))
 	if node != nil {
 		reg.MustRegister(clusterCollector{node})
+	}
+	if opts.Auth != nil {
+		reg.MustRegister(authCollector{opts.Auth})
 	}
 	a := &api{srv: srv, node: node, opts: opts}
 	mux := http.NewServeMux()

@@ -44,11 +44,22 @@ func newCollector(srv *server.Server) *collector {
 	}}
 }
 
+var (
+	limitRefusalsDesc = prometheus.NewDesc("mqttd_limit_refusals_total",
+		"Things refused (connections, subscriptions, retained messages) or dropped (queued messages) because an abuse limit was reached, by limit.",
+		[]string{"limit"}, nil)
+	limitThrottlesDesc = prometheus.NewDesc("mqttd_limit_throttles_total",
+		"Times a listener over its connection rate or a client over its publish rate was made to wait, by limit.",
+		[]string{"limit"}, nil)
+)
+
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.descs {
 		ch <- m.desc
 	}
+	ch <- limitRefusalsDesc
+	ch <- limitThrottlesDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -56,6 +67,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Stats()
 	for _, m := range c.descs {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(st))
+	}
+	for _, l := range st.Limits {
+		desc := limitRefusalsDesc
+		if l.Limit.Throttle() {
+			desc = limitThrottlesDesc
+		}
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(l.Count), l.Limit.String())
 	}
 }
 

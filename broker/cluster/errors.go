@@ -16,6 +16,7 @@ const (
 	CodeUnreachable    = "unreachable"     // the seed or leader cannot be reached
 	CodeBadRequest     = "bad_request"     // malformed input
 	CodeEvacuating     = "evacuating"      // the node is being evacuated
+	CodeClientIDOwned  = "client_id_owned" // a takeover of another user's client ID
 	CodeInternal       = "internal"        // anything else
 )
 

@@ -359,10 +359,17 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opJoin, opRemove, opApply:
 		return n.handleLeaderOp(req)
 	case opTakeover:
-		snap, source, epoch := n.ownerTakeover(req.ClientID, req.Clean, peer)
+		snap, source, epoch, err := n.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
+		if err != nil {
+			return errResponse(err)
+		}
 		return sessionResponse(&response{Epoch: epoch, Node: source}, snap)
 	case opKick:
-		return sessionResponse(&response{}, n.srv.Kick(req.ClientID, req.Epoch, !req.Clean))
+		snap, err := n.srv.Kick(req.ClientID, req.Epoch, !req.Clean, req.claim())
+		if err != nil {
+			return errResponse(ownedError(err))
+		}
+		return sessionResponse(&response{}, snap)
 	case opRelease:
 		extra := n.srv.Release(req.ClientID)
 		return sessionResponse(&response{}, &session.Snapshot{ID: req.ClientID, Queue: extra})
@@ -378,6 +385,13 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		}
 		n.srv.AppendDeliveries(snap.ID, n.settle(snap.ID, peer))
 		return &response{OK: true}
+	case opUnmove:
+		snap, err := store.DecodeSession(req.Data)
+		if err != nil {
+			return errResponse(errorf(CodeBadRequest, "undecodable session: %v", err))
+		}
+		n.srv.Unmove(snap)
+		return &response{}
 	}
 	return errResponse(errorf(CodeBadRequest, "unknown request %q", req.Op))
 }

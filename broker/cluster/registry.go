@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"hash/fnv"
 	"sync"
 	"time"
@@ -38,7 +40,7 @@ func (n *Node) owner(clientID string) string {
 
 // Takeover implements server.Cluster: the client ID's owner orders the connect and
 // ends the ID's sessions elsewhere; a persistent one comes back to continue here.
-func (n *Node) Takeover(id string, clean bool) (server.Handover, error) {
+func (n *Node) Takeover(id string, clean bool, claim server.Claim) (server.Handover, error) {
 	if !n.isMember() {
 		return server.Handover{}, nil
 	}
@@ -49,11 +51,17 @@ func (n *Node) Takeover(id string, clean bool) (server.Handover, error) {
 		err    error
 	)
 	if o := n.owner(id); o == n.cfg.Name {
-		snap, source, epoch = n.ownerTakeover(id, clean, n.cfg.Name)
+		if snap, source, epoch, err = n.ownerTakeover(id, clean, n.cfg.Name, claim); err != nil {
+			return server.Handover{}, err
+		}
 	} else {
 		var resp *response
-		if resp, err = n.request(o, &request{Op: opTakeover, ClientID: id, Clean: clean}); err == nil {
+		req := &request{Op: opTakeover, ClientID: id, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check}
+		if resp, err = n.request(o, req); err == nil {
 			err = resp.err()
+		}
+		if CodeOf(err) == CodeClientIDOwned {
+			return server.Handover{}, fmt.Errorf("%w (%v)", server.ErrClientIDOwned, err)
 		}
 		if err != nil {
 			return server.Handover{}, err
@@ -141,8 +149,10 @@ func (n *Node) nextEpoch() uint64 {
 
 // ownerTakeover runs on the owner of id: connects for one ID go through it one at a
 // time; each gets a larger epoch and kicks the ID on every node but the requester.
-// It returns the newest persistent session found and the node holding it.
-func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.Snapshot, string, uint64) {
+// It returns the newest persistent session found and the node holding it. A node
+// whose session of id belongs to another user than claim's keeps it, and the
+// takeover fails with CodeClientIDOwned.
+func (n *Node) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, uint64, error) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
 	mu := &n.lockIDs[h.Sum32()%uint32(len(n.lockIDs))]
@@ -162,6 +172,7 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.
 		smu    sync.Mutex
 		best   *session.Snapshot
 		source string
+		owned  error
 	)
 	keep := func(s *session.Snapshot, from string) {
 		smu.Lock()
@@ -171,7 +182,11 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.
 		}
 	}
 	if requester != n.cfg.Name {
-		keep(n.srv.Kick(id, epoch, !clean), n.cfg.Name)
+		s, err := n.srv.Kick(id, epoch, !clean, claim)
+		if err != nil {
+			owned = ownedError(err)
+		}
+		keep(s, n.cfg.Name)
 	}
 	for _, p := range peers {
 		if !n.PeerUp(p) {
@@ -180,9 +195,16 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := n.request(p, &request{Op: opKick, ClientID: id, Epoch: epoch, Clean: clean})
+			resp, err := n.request(p, &request{Op: opKick, ClientID: id, Epoch: epoch, Clean: clean,
+				Owner: claim.Owner, CheckOwner: claim.Check})
 			if err == nil {
 				err = resp.err()
+			}
+			if CodeOf(err) == CodeClientIDOwned {
+				smu.Lock()
+				owned = err
+				smu.Unlock()
+				return
 			}
 			if err != nil {
 				n.log.Warn("takeover could not reach a node", "client", id, "peer", p, "error", err)
@@ -197,7 +219,40 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string) (*session.
 		}()
 	}
 	wg.Wait()
-	return best, source, epoch
+	if owned != nil {
+		if best != nil && source != requester {
+			// Another node already handed its copy over: it keeps it again.
+			n.giveBack(best, source)
+		}
+		return nil, "", epoch, owned
+	}
+	return best, source, epoch, nil
+}
+
+// giveBack returns a session that a failed takeover moved out of node source.
+func (n *Node) giveBack(snap *session.Snapshot, source string) {
+	if source == n.cfg.Name {
+		n.srv.Unmove(*snap)
+		return
+	}
+	b, err := store.EncodeSession(*snap)
+	var resp *response
+	if err == nil {
+		if resp, err = n.request(source, &request{Op: opUnmove, Data: b}); err == nil {
+			err = resp.err()
+		}
+	}
+	if err != nil {
+		n.log.Warn("giving a session back after a refused takeover failed; its node drops it after a timeout", "client", snap.ID, "node", source, "error", err)
+	}
+}
+
+// ownedError turns the server's ErrClientIDOwned into the stable code peers match.
+func ownedError(err error) error {
+	if errors.Is(err, server.ErrClientIDOwned) {
+		return errorf(CodeClientIDOwned, "%v", err)
+	}
+	return err
 }
 
 // evacuation is the progress of moving this node's clients away.
@@ -298,7 +353,7 @@ func (n *Node) moveSessions(ctx context.Context) int {
 		if target == "" {
 			return moved
 		}
-		snap := n.srv.Kick(id, 0, true)
+		snap, _ := n.srv.Kick(id, 0, true, server.Claim{}) // the node's own move: no user to check
 		if snap == nil {
 			continue // it reconnected elsewhere meanwhile, or expired
 		}

@@ -67,6 +67,7 @@ const (
 	opAdopt    = "adopt"    // take the detached session in Data (evacuation)
 	opRelease  = "release"  // drop the moved session ClientID, answer what arrived since
 	opSync     = "sync"     // no-op: answered once the routes sent before it are applied
+	opUnmove   = "unmove"   // take back the moving session in Data: its takeover failed
 )
 
 type request struct {
@@ -79,7 +80,13 @@ type request struct {
 	Clean     bool
 	Epoch     uint64
 	Data      []byte
+	// Takeover and kick: the connecting client's user and whether client IDs belong
+	// to their session's user (server.Claim). Absent from older nodes: no check.
+	Owner      string
+	CheckOwner bool
 }
+
+func (r *request) claim() server.Claim { return server.Claim{Owner: r.Owner, Check: r.CheckOwner} }
 
 type response struct {
 	Code      string // "" on success

@@ -92,18 +92,37 @@ type Log struct {
 	Format string `yaml:"format"` // text or json
 }
 
-// Limits bound what clients may do.
+// Limits bound what clients may do. The defaults protect a node of 2 cores; 0 turns
+// a limit off (except where Validate says otherwise).
 type Limits struct {
 	MaxPacketSize     uint32   `yaml:"max_packet_size"`
 	ReceiveMaximum    uint16   `yaml:"receive_maximum"`
 	MaxInflight       int      `yaml:"max_inflight"`
 	MaxQueued         int      `yaml:"max_queued_messages"`
+	MaxQueuedBytes    int      `yaml:"max_queued_bytes"`  // payload bytes per session
 	DropPolicy        string   `yaml:"queue_drop_policy"` // drop-newest or drop-oldest
 	MaxKeepAlive      uint16   `yaml:"max_keepalive"`
 	ConnectTimeout    Duration `yaml:"connect_timeout"`
 	TopicAliasMaximum uint16   `yaml:"topic_alias_maximum"`
 	MaxSessionExpiry  uint32   `yaml:"max_session_expiry"`
 	MaxConnections    int      `yaml:"max_connections"`
+	// MaxConnectionsPerListener caps each listener (tcp, websocket) on its own.
+	MaxConnectionsPerListener int `yaml:"max_connections_per_listener"`
+	// ConnectionRate is the new connections per second each listener accepts, in
+	// bursts of up to ConnectionBurst; beyond it, accepting waits.
+	ConnectionRate  int `yaml:"connection_rate"`
+	ConnectionBurst int `yaml:"connection_burst"`
+	// MaxRetained and MaxRetainedBytes (topic + payload) bound the node's retained
+	// messages, and with them the cluster's raft log and snapshots.
+	MaxRetained      int `yaml:"max_retained_messages"`
+	MaxRetainedBytes int `yaml:"max_retained_bytes"`
+	MaxSubscriptions int `yaml:"max_subscriptions"` // per client
+	MaxTopicLength   int `yaml:"max_topic_length"`  // bytes, names and filters
+	MaxTopicLevels   int `yaml:"max_topic_levels"`
+	// PublishRate (messages) and PublishByteRate (payload bytes) per second and
+	// client; beyond them the client is read more slowly, nothing is dropped.
+	PublishRate     int `yaml:"publish_rate"`
+	PublishByteRate int `yaml:"publish_byte_rate"`
 }
 
 // Duration is a time.Duration written as "10s" in YAML.
@@ -133,9 +152,23 @@ func Default() Config {
 			ReceiveMaximum:    1024,
 			MaxInflight:       1024,
 			MaxQueued:         10000,
+			MaxQueuedBytes:    4 << 20,
 			DropPolicy:        "drop-newest",
 			ConnectTimeout:    Duration(10 * time.Second),
 			TopicAliasMaximum: 1024,
+			// A week: without a cap, every client ID ever used with a persistent
+			// session would be kept forever (3.1.1 persistent sessions never expire).
+			MaxSessionExpiry: 7 * 24 * 3600,
+			MaxConnections:   10000,
+			ConnectionRate:   200,
+			ConnectionBurst:  500,
+			MaxRetained:      100000,
+			MaxRetainedBytes: 64 << 20,
+			MaxSubscriptions: 100,
+			MaxTopicLength:   1024,
+			MaxTopicLevels:   32,
+			PublishRate:      1000,
+			PublishByteRate:  1 << 20,
 		},
 		Auth:            Auth{AllowAnonymous: true, ClientIDOwnership: "auto", ReloadInterval: Duration(2 * time.Second)},
 		SysInterval:     Duration(10 * time.Second),
@@ -231,12 +264,23 @@ var settings = []setting{
 	integer("limits.receive_maximum", "unreleased inbound QoS 2 messages allowed per client", func(c *Config) *uint16 { return &c.Limits.ReceiveMaximum }),
 	integer("limits.max_inflight", "outbound QoS 1/2 window per client", func(c *Config) *int { return &c.Limits.MaxInflight }),
 	integer("limits.max_queued_messages", "messages queued per session before dropping", func(c *Config) *int { return &c.Limits.MaxQueued }),
+	integer("limits.max_queued_bytes", "payload bytes queued per session before dropping (0: no limit)", func(c *Config) *int { return &c.Limits.MaxQueuedBytes }),
 	str("limits.queue_drop_policy", "which message a full queue drops: drop-newest or drop-oldest", func(c *Config) *string { return &c.Limits.DropPolicy }),
 	integer("limits.max_keepalive", "longest keepalive accepted, seconds (0: any)", func(c *Config) *uint16 { return &c.Limits.MaxKeepAlive }),
 	duration("limits.connect_timeout", "time allowed between TCP accept and CONNECT", func(c *Config) *Duration { return &c.Limits.ConnectTimeout }),
 	integer("limits.topic_alias_maximum", "topic aliases a client may use towards the broker", func(c *Config) *uint16 { return &c.Limits.TopicAliasMaximum }),
 	integer("limits.max_session_expiry", "cap on the session expiry interval, seconds (0: none)", func(c *Config) *uint32 { return &c.Limits.MaxSessionExpiry }),
-	integer("limits.max_connections", "concurrent connections allowed (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxConnections }),
+	integer("limits.max_connections", "concurrent connections allowed on the node (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxConnections }),
+	integer("limits.max_connections_per_listener", "concurrent connections allowed on each listener (0: only the node's cap)", func(c *Config) *int { return &c.Limits.MaxConnectionsPerListener }),
+	integer("limits.connection_rate", "new connections per second accepted on each listener; beyond it accepting waits (0: unlimited)", func(c *Config) *int { return &c.Limits.ConnectionRate }),
+	integer("limits.connection_burst", "new connections accepted at once before connection_rate applies", func(c *Config) *int { return &c.Limits.ConnectionBurst }),
+	integer("limits.max_retained_messages", "retained messages kept by the node (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxRetained }),
+	integer("limits.max_retained_bytes", "topic + payload bytes of the retained messages (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxRetainedBytes }),
+	integer("limits.max_subscriptions", "subscriptions per client (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxSubscriptions }),
+	integer("limits.max_topic_length", "longest topic name or filter, bytes (0: the protocol's 65535)", func(c *Config) *int { return &c.Limits.MaxTopicLength }),
+	integer("limits.max_topic_levels", "most levels in a topic name or filter (0: unlimited)", func(c *Config) *int { return &c.Limits.MaxTopicLevels }),
+	integer("limits.publish_rate", "PUBLISH packets per second per client; beyond it the client is read more slowly (0: unlimited)", func(c *Config) *int { return &c.Limits.PublishRate }),
+	integer("limits.publish_byte_rate", "payload bytes per second per client; beyond it the client is read more slowly (0: unlimited)", func(c *Config) *int { return &c.Limits.PublishByteRate }),
 	boolean("auth.allow_anonymous", "let clients connect without a username", func(c *Config) *bool { return &c.Auth.AllowAnonymous }),
 	str("auth.users_file", "file of username:bcrypt-hash lines (empty: no users)", func(c *Config) *string { return &c.Auth.UsersFile }),
 	str("auth.acl_file", "YAML file of ordered ACL rules (empty: everything allowed)", func(c *Config) *string { return &c.Auth.ACLFile }),
@@ -383,6 +427,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.MaxPacketSize != 0 && c.Limits.MaxPacketSize < 64 {
 		errs = append(errs, errors.New("limits.max_packet_size: must be at least 64 bytes"))
+	}
+	if c.Limits.ConnectionRate > 0 && c.Limits.ConnectionBurst < 1 {
+		errs = append(errs, errors.New("limits.connection_burst: must be at least 1 with a connection_rate"))
 	}
 	return errors.Join(errs...)
 }

@@ -12,9 +12,14 @@ import (
 	"github.com/coder/websocket"
 )
 
-// ConnServer runs the MQTT protocol on one connection (implemented by server.Server).
+// Name is the WebSocket listener's name: its per-listener limits and logs.
+const Name = "websocket"
+
+// ConnServer runs the MQTT protocol on one connection of a named listener and limits
+// the rate at which a listener accepts connections (implemented by server.Server).
 type ConnServer interface {
-	ServeConn(conn net.Conn)
+	ServeConnOn(conn net.Conn, listener string)
+	ThrottleAccept(l net.Listener, listener string) net.Listener
 }
 
 // WebSocket returns an HTTP handler that accepts MQTT over WebSocket (binary frames,
@@ -35,12 +40,14 @@ func WebSocket(srv ConnServer, log *slog.Logger) http.Handler {
 		}
 		ws.SetReadLimit(-1) // the MQTT layer enforces the maximum packet size
 		conn := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
-		srv.ServeConn(&addrConn{Conn: conn, remote: remoteAddr(r.RemoteAddr)})
+		srv.ServeConnOn(&addrConn{Conn: conn, remote: remoteAddr(r.RemoteAddr)}, Name)
 	})
 }
 
-// ServeWebSocket serves MQTT over WebSocket on l until ctx is done.
+// ServeWebSocket serves MQTT over WebSocket on l until ctx is done. Connections are
+// accepted at the listener's connection rate, before the HTTP upgrade.
 func ServeWebSocket(ctx context.Context, l net.Listener, srv ConnServer, log *slog.Logger) error {
+	l = srv.ThrottleAccept(l, Name)
 	hs := &http.Server{Handler: WebSocket(srv, log), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

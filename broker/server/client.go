@@ -9,8 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"golang.org/x/time/rate"
 )
 
 // noCode means "close without a DISCONNECT packet".
@@ -38,6 +40,7 @@ type client struct {
 	maxOut             uint32 // client's Maximum Packet Size (0: protocol limit)
 	aliasMaxOut        uint16 // client's Topic Alias Maximum
 	requestProblemInfo bool
+	principal          auth.Principal // who the client is, for the ACL
 	entry              *entry
 	sess               *session.Session
 	gen                uint64
@@ -50,6 +53,13 @@ type client struct {
 	willExpiry    uint32
 	willHasExpiry bool
 	sendWill      bool
+	deniedLogged  bool // an ACL refusal was logged at info level
+
+	// reader: abuse limits (limits.go, ratelimit.go)
+	listener string         // the name of the listener that accepted the connection
+	admitted *listenerState // holds a connection slot (see admit)
+	pubMsgs  *rate.Limiter  // publish rate (nil: none)
+	pubBytes *rate.Limiter  // publish byte rate (nil: none)
 
 	// writer
 	aliasOut  map[string]uint16
@@ -165,6 +175,15 @@ func (c *client) serve() {
 		_ = c.conn.Close()
 		return
 	}
+	// The connection caps come before anything costly (authentication, takeover).
+	defer c.release()
+	c.version, c.id = p.Connect.ProtocolVersion, p.Connect.ClientID
+	if code, why := c.admit(p); code != packet.Success {
+		c.refuseOverLimit(code, why)
+		_ = c.conn.Close()
+		return
+	}
+	c.publishLimiters()
 	if !c.connect(p) {
 		_ = c.conn.Close()
 		return
@@ -280,6 +299,9 @@ func (c *client) readLoop() (code packet.Code, why string) {
 			err = c.handle(&p)
 		}
 		if err == nil {
+			if p.Type == packet.Publish {
+				c.throttlePublish(len(p.Payload))
+			}
 			continue
 		}
 		if errors.Is(err, errClientDisconnect) {

@@ -31,8 +31,10 @@ type Cluster interface {
 	// replicated.
 	Retain(msg *session.Message) error
 	// Takeover runs before a client attaches to its session: it ends the sessions of
-	// client id on other nodes and returns the state to continue, if any.
-	Takeover(id string, clean bool) (Handover, error)
+	// client id on other nodes and returns the state to continue, if any. A session
+	// that claim may not take (another user's) is left alone and the error wraps
+	// ErrClientIDOwned.
+	Takeover(id string, clean bool, claim Claim) (Handover, error)
 }
 
 // Handover is the outcome of a takeover.
@@ -219,21 +221,24 @@ func (s *Server) ReplaceRetained(msgs []*session.Message) {
 // taken over). With want, a persistent session's state is returned for the new node:
 // the session stays here, moving, with its routes, and keeps what arrives until the
 // new node releases it (Release), so nothing published meanwhile is lost.
-func (s *Server) Kick(id string, epoch uint64, want bool) *session.Snapshot {
+//
+// A session that claim may not take (it belongs to another user) is left alone and
+// ErrClientIDOwned returned.
+func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session.Snapshot, error) {
 	var wills []*session.Message
-	defer func() {
-		for _, w := range wills {
-			s.publish(w)
-		}
-	}()
+	defer func() { s.publishWills(wills) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	e := s.sessions[id]
+	if e != nil && !e.moving && !claim.allows(e.sess.Owner()) {
+		s.log.Info("takeover from another node refused: the client ID's session belongs to another user", "client", id, "claimedBy", claim.Owner)
+		return nil, ErrClientIDOwned
+	}
 	if epoch > s.kicked[id] {
 		s.kicked[id] = epoch
 	}
-	e := s.sessions[id]
 	if e == nil {
-		return nil
+		return nil, nil
 	}
 	expiry := e.expiry
 	if old := e.client; old != nil {
@@ -241,8 +246,8 @@ func (s *Server) Kick(id string, epoch uint64, want bool) *session.Snapshot {
 		e.client = nil
 		old.takenOver.Store(true)
 		e.sess.Detach(old.gen)
-		if old.sendWill && old.will != nil && (old.willDelay == 0 || !want) {
-			wills = append(wills, old.willMessage())
+		if old.willDelay == 0 || !want {
+			wills = append(wills, old.pendingWill())
 		}
 		old.shutdown(packet.SessionTakenOver, "a connection on another node took over the session")
 		s.log.Info("session taken over by another node", "client", id, "old", old.addr)
@@ -255,7 +260,7 @@ func (s *Server) Kick(id string, epoch uint64, want bool) *session.Snapshot {
 	e.will = nil
 	if !want || expiry == 0 {
 		s.dropSession(id, e)
-		return nil
+		return nil, nil
 	}
 	snap := e.sess.Handover()
 	snap.Expiry = expiry
@@ -272,7 +277,7 @@ func (s *Server) Kick(id string, epoch uint64, want bool) *session.Snapshot {
 			}
 		})
 	}
-	return &snap
+	return &snap, nil
 }
 
 // moveTimeout bounds how long a moving session waits for its new node's release.
@@ -326,8 +331,8 @@ func (s *Server) AppendDeliveries(id string, ds []*session.Delivery) {
 		return
 	}
 	for _, d := range ds {
-		if _, dropped := e.sess.Enqueue(d); dropped {
-			s.stats.dropped.Add(1)
+		if _, dropped := e.sess.Enqueue(d); dropped > 0 {
+			s.stats.dropped.Add(uint64(dropped))
 		}
 	}
 }

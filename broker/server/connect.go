@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/rand"
+	"errors"
 	"encoding/hex"
 	"time"
 
@@ -73,6 +74,10 @@ func (c *client) connect(p *packet.Packet) bool {
 		}
 	}
 
+	if code, why := c.authenticate(cf); code != packet.Success {
+		return c.refuse(code, why)
+	}
+
 	if cf.WillFlag {
 		wp := &cf.WillProperties
 		c.will = &session.Message{Topic: cf.WillTopic, Payload: cf.WillPayload, QoS: cf.WillQoS,
@@ -114,9 +119,19 @@ func (c *client) refuse(code packet.Code, why string) bool {
 	return false
 }
 
-// willMessage builds the will as it is published now (its expiry counts from now).
+// pendingWill is the will to publish now that the connection ended without a
+// DISCONNECT that discards it.
+func (c *client) pendingWill() *session.Message {
+	if !c.sendWill || c.will == nil {
+		return nil
+	}
+	return c.willMessage()
+}
+
+// willMessage builds the will as it is published now (its expiry counts from now);
+// nil when there is none or the ACL no longer allows it.
 func (c *client) willMessage() *session.Message {
-	if c.will == nil {
+	if c.will == nil || !c.willAllowed(c.will) {
 		return nil
 	}
 	w := *c.will
@@ -136,13 +151,13 @@ func randomHex(n int) string {
 // client ID (MQTT-3.1.4-3). It returns whether a session was present, or why not.
 func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, why string) {
 	var wills []*session.Message
-	defer func() {
-		for _, w := range wills {
-			s.publish(w)
-		}
-	}()
+	defer func() { s.publishWills(wills) }()
 	// Refuse before touching the cluster: a takeover moves the session here.
 	if code, why := s.refusal(); code != packet.Success {
+		return false, code, why
+	}
+	claim := c.claim()
+	if code, why := s.ownershipRefusal(c.id, claim); code != packet.Success {
 		return false, code, why
 	}
 	// In a cluster, sessions of this client ID on other nodes end first; a persistent
@@ -150,7 +165,11 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	var ho Handover
 	if cl := s.clusterOf(); cl != nil {
 		var err error
-		if ho, err = cl.Takeover(c.id, clean); err != nil {
+		if ho, err = cl.Takeover(c.id, clean, claim); errors.Is(err, ErrClientIDOwned) {
+			s.opts.Auth.CountClientIDRefused()
+			s.log.Info("connect refused: the client ID's session on another node belongs to another user", "client", c.id, "username", c.principal.Username, "remote", c.addr)
+			return false, packet.NotAuthorized, "this client ID belongs to another user"
+		} else if err != nil {
 			s.stats.clusterErrors.Add(1)
 			s.log.Warn("cluster takeover failed; connecting on this node only", "client", c.id, "error", err)
 		}
@@ -167,6 +186,9 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	code, why = s.refusalLocked()
+	if code == packet.Success {
+		code, why = s.ownershipRefusalLocked(c.id, claim)
+	}
 	if k, ok := s.kicked[c.id]; ok && code == packet.Success {
 		if epoch != 0 && epoch < k {
 			code, why = packet.ServerBusy, "a newer connection with this client ID won on another node"
@@ -205,8 +227,8 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			e.sess.Detach(old.gen)
 			// The old connection ends without DISCONNECT: its will goes out now unless
 			// it is delayed and the session continues (MQTT-3.1.3-9).
-			if old.sendWill && old.will != nil && (old.willDelay == 0 || clean) {
-				wills = append(wills, old.willMessage())
+			if old.willDelay == 0 || clean {
+				wills = append(wills, old.pendingWill())
 			}
 			old.shutdown(packet.SessionTakenOver, "another connection took over the session")
 			s.log.Info("session taken over", "client", c.id, "old", old.addr, "new", c.addr)
@@ -227,11 +249,40 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		e = &entry{sess: session.New(c.id, s.sessionLimits())}
 		s.sessions[c.id] = e
 	}
+	e.sess.SetOwner(claim.Owner) // a new session, or one whose owner was unknown or is this user
 	e.client = c
 	c.entry = e
 	c.sess = e.sess
 	c.gen = e.sess.Attach(c.notify, c.window)
 	return present, packet.Success, ""
+}
+
+// ownershipRefusal refuses a connect whose client ID has a session here that belongs
+// to another user (checked again under the lock in attach).
+func (s *Server) ownershipRefusal(id string, claim Claim) (packet.Code, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ownershipRefusalLocked(id, claim)
+}
+
+func (s *Server) ownershipRefusalLocked(id string, claim Claim) (packet.Code, string) {
+	e := s.sessions[id]
+	if e == nil || e.moving || claim.allows(e.sess.Owner()) {
+		return packet.Success, ""
+	}
+	s.opts.Auth.CountClientIDRefused()
+	s.log.Info("connect refused: the client ID's session belongs to another user", "client", id, "claimedBy", claim.Owner)
+	return packet.NotAuthorized, "this client ID belongs to another user"
+}
+
+// publishWills publishes wills collected under the lock; nil ones (refused by the
+// ACL) are skipped.
+func (s *Server) publishWills(wills []*session.Message) {
+	for _, w := range wills {
+		if w != nil {
+			s.publish(w)
+		}
+	}
 }
 
 // refusal says why a new connection is refused now (packet.Success: it is not).
@@ -247,8 +298,6 @@ func (s *Server) refusalLocked() (packet.Code, string) {
 		return packet.ServerUnavailable, "the server is shutting down"
 	case s.draining:
 		return packet.UseAnotherServer, "this node is being evacuated: connect to another node"
-	case s.opts.MaxConnections > 0 && int(s.stats.connected.Load()) >= s.opts.MaxConnections:
-		return packet.ServerBusy, "connection limit reached"
 	}
 	return packet.Success, ""
 }
@@ -257,11 +306,7 @@ func (s *Server) refusalLocked() (packet.Code, string) {
 // ends or keeps the session according to its expiry interval.
 func (s *Server) disconnected(c *client) {
 	var wills []*session.Message
-	defer func() {
-		for _, w := range wills {
-			s.publish(w)
-		}
-	}()
+	defer func() { s.publishWills(wills) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := c.entry
@@ -271,8 +316,7 @@ func (s *Server) disconnected(c *client) {
 	e.client = nil
 	e.sess.Detach(c.gen)
 	expiry := c.sessionExpiry
-	if c.sendWill && c.will != nil && !s.closing {
-		w := c.willMessage()
+	if w := c.pendingWill(); w != nil && !s.closing {
 		if c.willDelay > 0 && expiry > 0 {
 			e.will = w
 			delay := time.Duration(min(c.willDelay, expiry)) * time.Second

@@ -110,6 +110,15 @@ func (c *client) handlePublish(p *packet.Packet) error {
 		c.ackPublish(p, packet.NotAuthorized, true, "clients may not publish to $SYS topics")
 		return nil
 	}
+	if c.checkPublishTopic(p) { // over the topic length or level limits
+		return nil
+	}
+	// Refused by the ACL: MQTT 5 gets 0x87; a 3.1.1 client's message is acknowledged
+	// and dropped (3.1.1 has no way to say no), and counted either way.
+	if !c.mayPublish(p.Topic) {
+		c.ackPublish(p, packet.NotAuthorized, true, "not authorized to publish to this topic")
+		return nil
+	}
 	msg := &session.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Publisher: c.id}
 	if c.version == packet.V5 {
 		msg.Properties = session.ForwardedProperties(&p.Properties)
@@ -121,40 +130,61 @@ func (c *client) handlePublish(p *packet.Packet) error {
 	case 0:
 		s.publish(msg)
 	case 1:
-		n, wait := s.publishAsync(msg)
+		n, wait, retained := s.publishAsync(msg)
 		if wait == nil && c.acks == nil {
-			c.ackPublish(p, matchedCode(n), true, "")
+			c.ackPublish(p, publishCode(n, retained), true, retainedWhy(retained))
 			break
 		}
-		c.queueAck(p.PacketID, n, wait)
+		c.queueAck(p.PacketID, n, wait, retained)
 	case 2:
 		first := c.sess.AddInbound(p.PacketID)
-		n := 1
+		n, retained := 1, packet.Success
 		if first {
-			n = s.publish(msg)
+			var wait func() int
+			if n, wait, retained = s.publishAsync(msg); wait != nil {
+				n += wait()
+			}
 		}
-		c.ackPublish(p, matchedCode(n), first, "")
+		c.ackPublish(p, publishCode(n, retained), first, retainedWhy(retained))
 	}
 	return nil
 }
 
+// publishCode is the PUBACK/PUBREC code of a message routed to n sessions whose
+// retained copy got code retained (QuotaExceeded: over the retained limits, routed
+// but not stored).
+func publishCode(n int, retained packet.Code) packet.Code {
+	if retained != packet.Success {
+		return retained
+	}
+	return matchedCode(n)
+}
+
+func retainedWhy(retained packet.Code) string {
+	if retained == packet.Success {
+		return ""
+	}
+	return "delivered but not retained: the broker's retained-message limits are reached"
+}
+
 // pendingAck is a QoS 1 PUBACK waiting for other nodes' acks.
 type pendingAck struct {
-	id    uint16
-	local int
-	wait  func() int
+	id       uint16
+	local    int
+	wait     func() int
+	retained packet.Code
 }
 
 // queueAck sends a QoS 1 PUBACK once the message's forwards are acknowledged, after
 // every earlier one (MQTT-4.6.0-2: PUBACKs in the order of the PUBLISHes). Once a
 // connection has queued one, all its PUBACKs go through the queue. Called from the
 // read loop only.
-func (c *client) queueAck(id uint16, local int, wait func() int) {
+func (c *client) queueAck(id uint16, local int, wait func() int, retained packet.Code) {
 	if c.acks == nil {
 		c.acks = make(chan pendingAck, c.s.opts.ReceiveMaximum)
 		go c.acker(c.acks)
 	}
-	c.acks <- pendingAck{id: id, local: local, wait: wait}
+	c.acks <- pendingAck{id: id, local: local, wait: wait, retained: retained}
 }
 
 func (c *client) acker(acks <-chan pendingAck) {
@@ -163,7 +193,7 @@ func (c *client) acker(acks <-chan pendingAck) {
 		if a.wait != nil {
 			n += a.wait()
 		}
-		c.ackPublish(&packet.Packet{QoS: 1, PacketID: a.id}, matchedCode(n), true, "")
+		c.ackPublish(&packet.Packet{QoS: 1, PacketID: a.id}, publishCode(n, a.retained), true, retainedWhy(a.retained))
 	}
 }
 
@@ -207,7 +237,8 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 		sub    topic.Subscription
 	}
 	var wantRetained []retainedReq
-	var invalid []string
+	var invalid, denied []string
+	var overLimit []string // over the topic or subscription limits
 	for i, req := range p.Subscriptions {
 		group, filter, shared, err := topic.ParseShared(req.Filter)
 		if !shared {
@@ -223,6 +254,19 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 		}
 		if shared && req.NoLocal {
 			return packet.Errorf(packet.ProtocolError, "no local on a shared subscription")
+		}
+		if code := c.checkSubscription(req.Filter, filter); code != packet.Success {
+			ack.ReasonCodes[i] = code
+			overLimit = append(overLimit, req.Filter)
+			continue
+		}
+		if !c.maySubscribe(filter) { // a shared subscription's filter without $share/group/
+			ack.ReasonCodes[i] = packet.NotAuthorized
+			if c.version != packet.V5 {
+				ack.ReasonCodes[i] = packet.UnspecifiedError // 0x80 Failure
+			}
+			denied = append(denied, req.Filter)
+			continue
 		}
 		sub := topic.Subscription{ClientID: c.id, Filter: filter, ShareGroup: group, QoS: req.QoS,
 			NoLocal: req.NoLocal, RetainAsPublished: req.RetainAsPublished, RetainHandling: req.RetainHandling,
@@ -240,8 +284,13 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 	for _, r := range wantRetained {
 		s.deliverRetained(c.sess, r.filter, r.sub)
 	}
-	if len(invalid) > 0 {
+	switch {
+	case len(invalid) > 0:
 		c.explain(&ack, "invalid topic filter: "+strings.Join(invalid, ", "))
+	case len(overLimit) > 0:
+		c.explain(&ack, "over the broker's topic or subscription limits: "+strings.Join(overLimit, ", "))
+	case len(denied) > 0:
+		c.explain(&ack, "not authorized: "+strings.Join(denied, ", "))
 	}
 	c.send(ack)
 	return nil

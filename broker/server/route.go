@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
@@ -17,7 +18,7 @@ var matchesPool = sync.Pool{New: func() any { return new(topic.Matches) }}
 // cluster on the others, and updates the retained messages. It returns the number of
 // sessions the message was queued for.
 func (s *Server) publish(msg *session.Message) int {
-	n, wait := s.publishAsync(msg)
+	n, wait, _ := s.publishAsync(msg)
 	if wait != nil {
 		n += wait()
 	}
@@ -28,30 +29,39 @@ func (s *Server) publish(msg *session.Message) int {
 // queued on this node and, when the message went to other nodes, a wait that returns
 // theirs once they acknowledged. A QoS 1 publisher's acks are sent from it in order
 // (client.queueAck), so one publisher keeps several messages in flight across nodes.
-func (s *Server) publishAsync(msg *session.Message) (int, func() int) {
-	if msg.Retain {
-		s.retain(msg)
+// A retained message over the retained limits is routed but not stored: retained is
+// then packet.QuotaExceeded, otherwise packet.Success.
+func (s *Server) publishAsync(msg *session.Message) (n int, wait func() int, retained packet.Code) {
+	retained = packet.Success
+	if msg.Retain && !s.retain(msg) {
+		retained = packet.QuotaExceeded
 	}
 	n, targets := s.route(msg, false, nil)
 	if len(targets) == 0 {
-		return n, nil
+		return n, nil, retained
 	}
-	return n, s.clusterOf().Forward(msg, targets)
+	return n, s.clusterOf().Forward(msg, targets), retained
 }
 
 // retain records a retained message: through the cluster when there is one, so every
-// node serves the same set; $SYS topics are each node's own.
-func (s *Server) retain(msg *session.Message) {
+// node serves the same set; $SYS topics are each node's own. It reports false when
+// the retained limits refused it (counted and logged).
+func (s *Server) retain(msg *session.Message) bool {
+	if l, ok := s.admitRetained(msg); !ok {
+		s.refuseRetained(msg, l)
+		return false
+	}
 	cl := s.clusterOf()
 	if cl == nil || strings.HasPrefix(msg.Topic, "$SYS/") {
 		s.setRetained(msg)
-		return
+		return true
 	}
 	if err := cl.Retain(msg); err != nil {
 		s.stats.clusterErrors.Add(1)
 		s.log.Warn("retained message not replicated; kept on this node only", "topic", msg.Topic, "error", err)
 		s.setRetained(msg)
 	}
+	return true
 }
 
 // route queues msg for the local sessions it matches. For a message published here,
@@ -158,8 +168,8 @@ func (s *Server) enqueue(clientID string, d *session.Delivery, dirty *[]*entry) 
 		return false
 	}
 	queued, dropped := e.sess.Enqueue(d)
-	if dropped { // DropOldest drops too, while queueing d
-		s.stats.dropped.Add(1)
+	if dropped > 0 { // DropOldest drops too, while queueing d
+		s.stats.dropped.Add(uint64(dropped))
 	}
 	if queued && d.QoS > 0 && e.client == nil && e.expiry != 0 && !e.moving {
 		*dirty = append(*dirty, e)
@@ -253,6 +263,9 @@ func (s *Server) setRetained(msg *session.Message) {
 	// $SYS values are the broker's live state, not worth keeping across restarts.
 	persist := !strings.HasPrefix(msg.Topic, "$SYS/")
 	var err error
+	if old, ok := s.retained[msg.Topic]; ok {
+		s.retainedBytes -= retainedSize(old)
+	}
 	if len(msg.Payload) == 0 {
 		delete(s.retained, msg.Topic)
 		if persist {
@@ -260,6 +273,7 @@ func (s *Server) setRetained(msg *session.Message) {
 		}
 	} else {
 		s.retained[msg.Topic] = msg
+		s.retainedBytes += retainedSize(msg)
 		if persist {
 			err = s.opts.Store.PutRetained(msg)
 		}
@@ -288,8 +302,8 @@ func (s *Server) deliverRetained(sess *session.Session, filter string, sub topic
 		if sub.Identifier != 0 {
 			d.SubIDs = []uint32{sub.Identifier}
 		}
-		if _, dropped := sess.Enqueue(d); dropped {
-			s.stats.dropped.Add(1)
+		if _, dropped := sess.Enqueue(d); dropped > 0 {
+			s.stats.dropped.Add(uint64(dropped))
 		}
 	}
 }

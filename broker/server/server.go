@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 	"github.com/mqtt-operator/mqtt-operator/broker/topic"
@@ -40,10 +41,36 @@ type Options struct {
 	MaxSessionExpiry uint32
 	// MaxConnections refuses connections beyond this count (0: no limit).
 	MaxConnections int
+	// Abuse limits (see limits.go); 0 means no limit. mqttd's configuration gives
+	// each a default that protects a small node.
+	//
+	// MaxConnectionsPerListener refuses connections beyond this count on one listener.
+	MaxConnectionsPerListener int
+	// ConnectionRate is the new connections per second each listener accepts, with
+	// bursts of ConnectionBurst; beyond it accepting waits.
+	ConnectionRate  int
+	ConnectionBurst int
+	// MaxQueuedBytes bounds the payload bytes queued per session (with DropPolicy).
+	MaxQueuedBytes int
+	// MaxRetained and MaxRetainedBytes (topic + payload) bound the retained messages.
+	MaxRetained      int
+	MaxRetainedBytes int
+	// MaxSubscriptions bounds the subscriptions of one session.
+	MaxSubscriptions int
+	// MaxTopicLength (bytes) and MaxTopicLevels bound topic names and filters.
+	MaxTopicLength int
+	MaxTopicLevels int
+	// PublishRate (messages) and PublishByteRate (payload bytes) per second and
+	// client: beyond them the client's next packet is read later.
+	PublishRate     int
+	PublishByteRate int
 	// SysInterval is how often $SYS topics are published (0: never).
 	SysInterval time.Duration
 	// WriteTimeout bounds one write to a client.
 	WriteTimeout time.Duration
+	// Auth authenticates clients and applies the ACL (nil: everyone may do
+	// everything, as an embedded broker without auth).
+	Auth *auth.Authenticator
 	// Store persists retained messages and sessions (default: in memory).
 	Store store.Store
 	// Logger receives structured logs (default: slog.Default()).
@@ -114,8 +141,12 @@ type Server struct {
 	closing   bool
 	draining  bool // evacuating: new connections go elsewhere
 
-	retainedMu sync.RWMutex
-	retained   map[string]*session.Message
+	retainedMu    sync.RWMutex
+	retained      map[string]*session.Message
+	retainedBytes int // topic + payload bytes of retained; guarded by retainedMu
+
+	admission admission     // connection counts against the connection caps
+	limits    limitCounters // refusals and throttles by limit
 
 	cluster atomic.Pointer[Cluster] // nil: a single node; set before serving (the $SYS loop may already run)
 
@@ -170,6 +201,12 @@ func New(opts Options) (*Server, error) {
 	if err := s.restore(); err != nil {
 		return nil, err
 	}
+	if opts.Auth != nil {
+		// The rules may have changed while the broker was down, and may change at
+		// any reload: subscriptions they no longer allow go.
+		s.recheckSubscriptions()
+		opts.Auth.OnChange(s.recheckSubscriptions)
+	}
 	if opts.SysInterval > 0 {
 		s.loops.Add(1)
 		go s.sysLoop()
@@ -185,6 +222,7 @@ func (s *Server) restore() error {
 	}
 	for _, m := range msgs {
 		s.retained[m.Topic] = m
+		s.retainedBytes += retainedSize(m)
 	}
 	snaps, err := s.opts.Store.Sessions()
 	if err != nil {
@@ -210,11 +248,19 @@ func (s *Server) restore() error {
 const ExpiryNever = 0xFFFFFFFF
 
 func (s *Server) sessionLimits() session.Limits {
-	return session.Limits{MaxQueued: s.opts.MaxQueued, Policy: s.opts.DropPolicy}
+	return session.Limits{MaxQueued: s.opts.MaxQueued, MaxQueuedBytes: s.opts.MaxQueuedBytes,
+		Policy: s.opts.DropPolicy, Drops: &s.limits.drops}
 }
 
-// Serve accepts connections on l until l is closed or the server shuts down.
-func (s *Server) Serve(l net.Listener) error {
+// Serve accepts connections on l until l is closed or the server shuts down, as the
+// listener "tcp" (see ServeListener).
+func (s *Server) Serve(l net.Listener) error { return s.ServeListener(l, "tcp") }
+
+// ServeListener accepts connections on l until l is closed or the server shuts down.
+// The listener's name selects its per-listener limits (connection cap and rate) and
+// appears in logs.
+func (s *Server) ServeListener(l net.Listener, name string) error {
+	l = s.ThrottleAccept(l, name)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -245,15 +291,20 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
-		go s.ServeConn(conn)
+		go s.ServeConnOn(conn, name)
 	}
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("mqtt server closed")
 
-// ServeConn runs the protocol on one connection and returns when it is closed.
-func (s *Server) ServeConn(conn net.Conn) {
+// ServeConn runs the protocol on one connection and returns when it is closed, as a
+// connection of the listener "default" (see ServeConnOn).
+func (s *Server) ServeConn(conn net.Conn) { s.ServeConnOn(conn, "default") }
+
+// ServeConnOn runs the protocol on one connection of the listener called listener
+// (its per-listener limits apply) and returns when the connection is closed.
+func (s *Server) ServeConnOn(conn net.Conn, listener string) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -264,6 +315,7 @@ func (s *Server) ServeConn(conn net.Conn) {
 	s.mu.Unlock()
 	defer s.conns.Done()
 	c := newClient(s, conn)
+	c.listener = listener
 	c.serve()
 }
 
@@ -355,6 +407,7 @@ func (s *Server) Stats() StatsSnapshot {
 		MalformedPackets: s.stats.malformed.Load(),
 		ProtocolErrors:   s.stats.protocolErrors.Load(),
 		StoreErrors:      s.stats.storeErrors.Load(),
+		Limits:           s.limits.snapshot(),
 	}
 }
 
@@ -390,5 +443,6 @@ type StatsSnapshot struct {
 	BytesSent        uint64
 	MalformedPackets uint64
 	ProtocolErrors   uint64
-	StoreErrors      uint64 // failed writes to the session and retained-message store
+	StoreErrors      uint64       // failed writes to the session and retained-message store
+	Limits           []LimitCount // refusals (or throttle waits) by abuse limit, in Limit order
 }

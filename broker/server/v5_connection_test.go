@@ -472,7 +472,7 @@ func TestV5ReasonStrings(t *testing.T) {
 	}
 	rc := dialRaw(t, b.TCPAddr, packet.V5)
 	ack := rc.connect("one-too-many", true, 0, nil)
-	if ack.ReasonCode != packet.ServerBusy || !strings.Contains(ack.Properties.ReasonString, "limit") {
-		t.Fatalf("CONNACK 0x%02X %q, want 0x89 with a reason string", byte(ack.ReasonCode), ack.Properties.ReasonString)
+	if ack.ReasonCode != packet.QuotaExceeded || !strings.Contains(ack.Properties.ReasonString, "limit") {
+		t.Fatalf("CONNACK 0x%02X %q, want 0x97 with a reason string", byte(ack.ReasonCode), ack.Properties.ReasonString)
 	}
 }

@@ -82,3 +82,6 @@ type Delivery struct {
 	// resend marks inflight deliveries to retransmit after a reconnect.
 	resend bool
 }
+
+// size is what a queued delivery counts against Limits.MaxQueuedBytes: its payload.
+func (d *Delivery) size() int { return len(d.Msg.Payload) }

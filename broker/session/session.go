@@ -2,6 +2,7 @@ package session
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/topic"
@@ -19,8 +20,28 @@ const (
 
 // Limits bound the memory a session may hold.
 type Limits struct {
-	MaxQueued int // messages waiting to be sent (not yet inflight)
-	Policy    DropPolicy
+	MaxQueued      int // messages waiting to be sent (not yet inflight)
+	MaxQueuedBytes int // payload bytes of those messages (0: no limit)
+	Policy         DropPolicy
+	// Drops, when set, counts every session's drops by the limit that caused them; the
+	// server shares one between all its sessions for its metrics.
+	Drops *Drops
+}
+
+// Drops counts the messages full queues dropped, by the limit that was reached.
+type Drops struct {
+	Messages atomic.Uint64 // MaxQueued
+	Bytes    atomic.Uint64 // MaxQueuedBytes
+}
+
+func (d *Drops) add(overBytes bool) {
+	switch {
+	case d == nil:
+	case overBytes:
+		d.Bytes.Add(1)
+	default:
+		d.Messages.Add(1)
+	}
 }
 
 // Session is the state of one client ID. Every method locks the session itself; the
@@ -32,6 +53,7 @@ type Session struct {
 	limits   Limits
 	subs     map[string]topic.Subscription // key: the filter as subscribed, $share prefix included
 	queue    []*Delivery                   // FIFO; head at index 0
+	queued   int                           // payload bytes in queue
 	inflight map[uint16]*Delivery
 	order    []uint16 // inflight packet IDs in send order
 	inbound  map[uint16]struct{}
@@ -40,6 +62,7 @@ type Session struct {
 	notify   func()
 	gen      uint64 // connection generation: a replaced connection's writer gets nothing
 	dropped  uint64
+	owner    string // the user whose session this is (see Owner)
 }
 
 // New returns an empty session.
@@ -88,6 +111,8 @@ func (s *Session) Detach(gen uint64) {
 	for _, d := range s.queue {
 		if d.QoS > 0 {
 			kept = append(kept, d)
+		} else {
+			s.queued -= d.size()
 		}
 	}
 	clear(s.queue[len(kept):])
@@ -109,27 +134,54 @@ func (s *Session) signal() {
 }
 
 // Enqueue queues a delivery. QoS 0 deliveries to a detached session are not kept. It
-// reports whether d was queued, and whether the full queue dropped a message (counted):
-// d itself under DropNewest, the oldest queued one under DropOldest.
-func (s *Session) Enqueue(d *Delivery) (queued, dropped bool) {
+// reports whether d was queued, and how many messages a full queue (MaxQueued
+// messages or MaxQueuedBytes payload bytes) dropped, counted: d itself under
+// DropNewest, as many of the oldest queued ones as make room under DropOldest. A
+// message larger than MaxQueuedBytes on its own never fits and is dropped itself.
+func (s *Session) Enqueue(d *Delivery) (queued bool, dropped int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.notify == nil && d.QoS == 0 {
-		return true, false
+		return true, 0
 	}
-	if s.limits.MaxQueued > 0 && len(s.queue) >= s.limits.MaxQueued {
-		s.dropped++
-		dropped = true
-		if s.limits.Policy == DropNewest {
-			return false, true
+	size := d.size()
+	tooBig := s.limits.MaxQueuedBytes > 0 && size > s.limits.MaxQueuedBytes
+	if s.limits.Policy == DropNewest || tooBig {
+		if full, overBytes := s.full(size); full {
+			s.dropped++
+			s.limits.Drops.add(overBytes)
+			return false, 1
 		}
+	}
+	for {
+		full, overBytes := s.full(size)
+		if !full {
+			break
+		}
+		s.dropped++
+		s.limits.Drops.add(overBytes)
+		dropped++
+		s.queued -= s.queue[0].size()
 		copy(s.queue, s.queue[1:])
 		s.queue[len(s.queue)-1] = nil
 		s.queue = s.queue[:len(s.queue)-1]
 	}
 	s.queue = append(s.queue, d)
+	s.queued += size
 	s.signal()
 	return true, dropped
+}
+
+// full reports whether a delivery of size payload bytes does not fit in the queue now,
+// and whether the byte limit is the reason. Lock held on entry.
+func (s *Session) full(size int) (full, overBytes bool) {
+	if s.limits.MaxQueued > 0 && len(s.queue) >= s.limits.MaxQueued {
+		return true, false
+	}
+	if s.limits.MaxQueuedBytes > 0 && s.queued+size > s.limits.MaxQueuedBytes {
+		return true, true
+	}
+	return false, false
 }
 
 // NextBatch appends to out what the connection should write now: first inflight
@@ -165,6 +217,9 @@ func (s *Session) NextBatch(gen uint64, out []Delivery, now time.Time) (batch []
 			s.order = append(s.order, d.PacketID)
 		}
 		out = append(out, *d)
+	}
+	for _, d := range s.queue[:n] {
+		s.queued -= d.size()
 	}
 	copy(s.queue, s.queue[n:])
 	clear(s.queue[len(s.queue)-n:])
@@ -269,6 +324,15 @@ func (s *Session) Subscribe(key string, sub topic.Subscription) bool {
 	return existed
 }
 
+// MaySubscribe reports whether a subscription under key stays within max
+// subscriptions: it replaces one, or there is room for one more.
+func (s *Session) MaySubscribe(key string, max int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, exists := s.subs[key]
+	return exists || len(s.subs) < max
+}
+
 // Unsubscribe removes the subscription stored under key.
 func (s *Session) Unsubscribe(key string) (topic.Subscription, bool) {
 	s.mu.Lock()
@@ -289,11 +353,30 @@ func (s *Session) Subscriptions() []topic.Subscription {
 	return out
 }
 
+// SubscriptionsByKey returns a copy of the session's subscriptions by the filter as
+// subscribed ("$share/group/" prefix included), the key Unsubscribe takes.
+func (s *Session) SubscriptionsByKey() map[string]topic.Subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]topic.Subscription, len(s.subs))
+	for k, sub := range s.subs {
+		out[k] = sub
+	}
+	return out
+}
+
 // Dropped returns how many deliveries the full queue refused or discarded.
 func (s *Session) Dropped() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dropped
+}
+
+// QueuedBytes returns the payload bytes of the queued deliveries.
+func (s *Session) QueuedBytes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued
 }
 
 // Pending returns the number of queued and inflight deliveries.
@@ -302,6 +385,25 @@ func (s *Session) Pending() (queued, inflight int) {
 	defer s.mu.Unlock()
 	return len(s.queue), len(s.inflight)
 }
+
+// Owner returns the user the session belongs to: a username, OwnerAnonymous, or ""
+// when unknown (a session stored by a version that did not record it).
+func (s *Session) Owner() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owner
+}
+
+// SetOwner records the user the session belongs to.
+func (s *Session) SetOwner(owner string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.owner = owner
+}
+
+// OwnerAnonymous is the owner of sessions created by clients without a username. It
+// cannot be a username (usernames never start with '$').
+const OwnerAnonymous = "$anonymous"
 
 // Snapshot is a session's state as a store keeps it.
 type Snapshot struct {
@@ -313,6 +415,8 @@ type Snapshot struct {
 	Subscriptions map[string]topic.Subscription
 	Queue         []*Delivery // inflight first, in order, then queued
 	Inbound       []uint16
+	// Owner is the user the session belongs to (see Session.Owner).
+	Owner string
 }
 
 // Snapshot copies the session's state. Deliveries are shared, not deep-copied: their
@@ -324,7 +428,7 @@ func (s *Session) Snapshot() Snapshot {
 }
 
 func (s *Session) snapshotLocked() Snapshot {
-	snap := Snapshot{ID: s.ID, Subscriptions: make(map[string]topic.Subscription, len(s.subs))}
+	snap := Snapshot{ID: s.ID, Owner: s.owner, Subscriptions: make(map[string]topic.Subscription, len(s.subs))}
 	for k, v := range s.subs {
 		snap.Subscriptions[k] = v
 	}
@@ -346,6 +450,7 @@ func (s *Session) snapshotLocked() Snapshot {
 // packet IDs and are retransmitted on the next Attach.
 func Restore(snap Snapshot, limits Limits) *Session {
 	s := New(snap.ID, limits)
+	s.owner = snap.Owner
 	for k, v := range snap.Subscriptions {
 		s.subs[k] = v
 	}
@@ -360,6 +465,7 @@ func Restore(snap Snapshot, limits Limits) *Session {
 			continue
 		}
 		s.queue = append(s.queue, &c)
+		s.queued += c.size()
 	}
 	for _, id := range snap.Inbound {
 		s.inbound[id] = struct{}{}
@@ -376,6 +482,7 @@ func (s *Session) Handover() Snapshot {
 	snap := s.snapshotLocked()
 	clear(s.queue)
 	s.queue = s.queue[:0]
+	s.queued = 0
 	clear(s.inflight)
 	s.order = s.order[:0]
 	return snap
@@ -392,5 +499,6 @@ func (s *Session) Drain() []*Delivery {
 	}
 	clear(s.queue)
 	s.queue = s.queue[:0]
+	s.queued = 0
 	return out
 }

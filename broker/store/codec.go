@@ -88,6 +88,7 @@ type storedSession struct {
 	Subscriptions map[string]topic.Subscription `json:"subscriptions,omitempty"`
 	Queue         []storedDelivery              `json:"queue,omitempty"`
 	Inbound       []uint16                      `json:"inbound,omitempty"`
+	Owner         string                        `json:"owner,omitempty"` // absent in stores before auth: unknown
 }
 
 type storedDelivery struct {
@@ -104,7 +105,7 @@ const sessionFormat = 1
 
 func encodeSession(s session.Snapshot) ([]byte, error) {
 	out := storedSession{Format: sessionFormat, ID: s.ID, Expiry: s.Expiry, Disconnected: s.Disconnected,
-		Subscriptions: s.Subscriptions, Inbound: s.Inbound}
+		Subscriptions: s.Subscriptions, Inbound: s.Inbound, Owner: s.Owner}
 	for _, d := range s.Queue {
 		out.Queue = append(out.Queue, storedDelivery{Msg: encodeMessage(d.Msg), QoS: d.QoS, Retain: d.Retain,
 			SubIDs: d.SubIDs, PacketID: d.PacketID, Dup: d.Dup, Released: d.Released})
@@ -121,7 +122,7 @@ func decodeSession(b []byte) (session.Snapshot, error) {
 		return session.Snapshot{}, errFormat
 	}
 	s := session.Snapshot{ID: in.ID, Expiry: in.Expiry, Disconnected: in.Disconnected,
-		Subscriptions: in.Subscriptions, Inbound: in.Inbound}
+		Subscriptions: in.Subscriptions, Inbound: in.Inbound, Owner: in.Owner}
 	for i, d := range in.Queue {
 		m, err := decodeMessage(d.Msg)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/api"
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/config"
 	"github.com/mqtt-operator/mqtt-operator/broker/listener"
@@ -45,6 +46,9 @@ const (
 // errStore marks store failures for the exit code.
 var errStore = errors.New("store")
 
+// errAuth marks users or ACL files that cannot be loaded: a configuration error.
+var errAuth = errors.New("auth")
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
@@ -52,6 +56,9 @@ func main() {
 func run(args, environ []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "ctl" {
 		return runCtl(args[1:], environ, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "passwd" {
+		return runPasswd(args[1:], os.Stdin, stdout, stderr)
 	}
 	cfg, err := config.Load(args, environ, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -68,6 +75,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Error("mqttd failed", "error", err)
 		if errors.Is(err, errStore) {
 			return exitStore
+		}
+		if errors.Is(err, errAuth) {
+			return exitConfig
 		}
 		return exitFailed
 	}
@@ -104,12 +114,36 @@ func serverOptions(cfg config.Config, log *slog.Logger) server.Options {
 		SysInterval:       time.Duration(cfg.SysInterval),
 		Logger:            log,
 		Version:           version,
+
+		// Abuse limits.
+		MaxConnectionsPerListener: l.MaxConnectionsPerListener,
+		ConnectionRate:            l.ConnectionRate,
+		ConnectionBurst:           l.ConnectionBurst,
+		MaxQueuedBytes:            l.MaxQueuedBytes,
+		MaxRetained:               l.MaxRetained,
+		MaxRetainedBytes:          l.MaxRetainedBytes,
+		MaxSubscriptions:          l.MaxSubscriptions,
+		MaxTopicLength:            l.MaxTopicLength,
+		MaxTopicLevels:            l.MaxTopicLevels,
+		PublishRate:               l.PublishRate,
+		PublishByteRate:           l.PublishByteRate,
 	}
 }
 
 // serve runs the broker until ctx is canceled (SIGTERM), then shuts down gracefully.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	opts := serverOptions(cfg, log)
+	authn, err := auth.New(auth.Config{AllowAnonymous: cfg.Auth.AllowAnonymous, UsersFile: cfg.Auth.UsersFile,
+		ACLFile: cfg.Auth.ACLFile, ClientIDOwnership: ownership(cfg.Auth), ReloadInterval: time.Duration(cfg.Auth.ReloadInterval),
+		Logger: log.With("component", "auth")})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errAuth, err)
+	}
+	opts.Auth = authn
+	log.Info("auth", "allowAnonymous", cfg.Auth.AllowAnonymous, "users", authn.Stats().Users, "aclRules", authn.Stats().Rules,
+		"clientIDOwnership", ownership(cfg.Auth))
+	go authn.Run(ctx)
+	go reloadOnHangup(ctx, authn)
 	if cfg.Store.Dir != "" {
 		st, err := store.OpenPebble(cfg.Store.Dir, log)
 		if err != nil {
@@ -168,7 +202,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version}), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn}), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		go func() {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -204,6 +238,27 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("mqttd stopped")
 	return serveErr
+}
+
+// ownership says whether client IDs belong to their session's user: "auto" is on
+// when anonymous clients are refused.
+func ownership(a config.Auth) bool {
+	return a.ClientIDOwnership == "on" || (a.ClientIDOwnership == "auto" && !a.AllowAnonymous)
+}
+
+// reloadOnHangup re-reads the users and ACL files on SIGHUP.
+func reloadOnHangup(ctx context.Context, a *auth.Authenticator) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			_, _ = a.Reload()
+		}
+	}
 }
 
 // readToken reads the API bearer token (empty file name: no token, /api/v1 off).

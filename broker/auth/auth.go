@@ -1,0 +1,313 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config configures an Authenticator.
+type Config struct {
+	// AllowAnonymous lets clients without a username in.
+	AllowAnonymous bool
+	// UsersFile and ACLFile are read at start and whenever they change; empty: no
+	// users, and an ACL that allows everything.
+	UsersFile string
+	ACLFile   string
+	// ClientIDOwnership: a client may take over only a client ID whose session
+	// belongs to its own user.
+	ClientIDOwnership bool
+	// ReloadInterval is how often Run checks the files (default 2s).
+	ReloadInterval time.Duration
+	Logger         *slog.Logger
+}
+
+// Result is the outcome of authenticating a CONNECT.
+type Result int
+
+// Results of Authenticate.
+const (
+	OK Result = iota
+	// BadCredentials: a username that is not a user, or a wrong or missing password
+	// (MQTT 5 0x86, 3.1.1 0x04).
+	BadCredentials
+	// AnonymousRefused: no username, and anonymous clients are not allowed
+	// (MQTT 5 0x87, 3.1.1 0x05).
+	AnonymousRefused
+)
+
+// rules is one consistent generation of the users and the ACL.
+type rules struct {
+	users    *Users // nil: no users file
+	acl      *ACL
+	usersSum [32]byte
+	aclSum   [32]byte
+}
+
+// Authenticator holds the live users and ACL. Its methods are safe for concurrent
+// use; the rules in force are swapped atomically on reload, so a decision never sees
+// half of a change.
+type Authenticator struct {
+	cfg Config
+	log *slog.Logger
+	cur atomic.Pointer[rules]
+
+	reloadMu sync.Mutex // serializes reloads and the change callbacks
+	onChange []func()
+
+	// Verified passwords, as HMACs under a key of this process: reconnect storms do
+	// not pay one bcrypt per CONNECT. Emptied whenever the users file changes.
+	cacheMu  sync.Mutex
+	cache    map[string][32]byte
+	cacheKey [32]byte
+
+	bcryptSlots chan struct{} // bounds concurrent bcrypt comparisons to the cores
+
+	stats counters
+}
+
+type counters struct {
+	ok, badCredentials, anonymousRefused, clientIDRefused atomic.Uint64
+	deniedPublish, deniedSubscribe, deniedWill            atomic.Uint64
+	reloads, reloadErrors, revoked                        atomic.Uint64
+}
+
+// Stats are the authenticator's counters.
+type Stats struct {
+	Connects             map[string]uint64 // by result: ok, bad_credentials, anonymous_refused, client_id_owned
+	Denied               map[string]uint64 // by action: publish, subscribe, will
+	Reloads              uint64            // rule changes applied
+	ReloadErrors         uint64            // files that could not be read or parsed (old rules kept)
+	RevokedSubscriptions uint64            // subscriptions removed because new rules deny them
+	Users                int
+	Rules                int
+}
+
+// New loads the files of cfg. It fails when a file cannot be read or parsed: a
+// broker must not start with rules other than the ones asked for.
+func New(cfg Config) (*Authenticator, error) {
+	if cfg.ReloadInterval <= 0 {
+		cfg.ReloadInterval = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if !cfg.AllowAnonymous && cfg.UsersFile == "" {
+		return nil, errors.New("anonymous clients are refused and there is no users file: nobody could connect")
+	}
+	a := &Authenticator{cfg: cfg, log: cfg.Logger, cache: make(map[string][32]byte),
+		bcryptSlots: make(chan struct{}, runtime.NumCPU())}
+	if _, err := rand.Read(a.cacheKey[:]); err != nil {
+		return nil, err
+	}
+	r, err := a.load(&rules{})
+	if err != nil {
+		return nil, err
+	}
+	a.cur.Store(r)
+	return a, nil
+}
+
+// load reads both files and returns the new rules, reusing prev's parts whose file
+// did not change.
+func (a *Authenticator) load(prev *rules) (*rules, error) {
+	next := &rules{users: prev.users, acl: prev.acl, usersSum: prev.usersSum, aclSum: prev.aclSum}
+	if a.cfg.UsersFile != "" {
+		data, err := os.ReadFile(a.cfg.UsersFile)
+		if err != nil {
+			return nil, fmt.Errorf("users file: %w", err)
+		}
+		if sum := sha256.Sum256(data); sum != prev.usersSum || prev.users == nil {
+			u, err := ParseUsers(bytes.NewReader(data))
+			if err != nil {
+				return nil, fmt.Errorf("users file %s: %w", a.cfg.UsersFile, err)
+			}
+			next.users, next.usersSum = u, sum
+		}
+	}
+	if a.cfg.ACLFile == "" {
+		next.acl = AllowAll
+	} else {
+		data, err := os.ReadFile(a.cfg.ACLFile)
+		if err != nil {
+			return nil, fmt.Errorf("ACL file: %w", err)
+		}
+		if sum := sha256.Sum256(data); sum != prev.aclSum || prev.acl == nil {
+			acl, err := ParseACL(data)
+			if err != nil {
+				return nil, fmt.Errorf("ACL file %s: %w", a.cfg.ACLFile, err)
+			}
+			next.acl, next.aclSum = acl, sum
+		}
+	}
+	return next, nil
+}
+
+// Reload reads the files again and applies them when they changed. A file that
+// cannot be read or parsed leaves the rules in force, is logged and counted.
+func (a *Authenticator) Reload() (changed bool, err error) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	prev := a.cur.Load()
+	next, err := a.load(prev)
+	if err != nil {
+		a.stats.reloadErrors.Add(1)
+		a.log.Error("auth files not reloaded; the rules in force stay", "error", err)
+		return false, err
+	}
+	if next.users == prev.users && next.acl == prev.acl {
+		return false, nil
+	}
+	if next.users != prev.users {
+		a.cacheMu.Lock()
+		clear(a.cache)
+		a.cacheMu.Unlock()
+	}
+	a.cur.Store(next)
+	a.stats.reloads.Add(1)
+	a.log.Info("auth rules reloaded", "users", next.users.Len(), "aclRules", len(next.acl.Rules))
+	for _, fn := range a.onChange {
+		fn()
+	}
+	return true, nil
+}
+
+// OnChange registers fn to run after each reload that changed the rules (the server
+// re-checks existing subscriptions). Register before Run.
+func (a *Authenticator) OnChange(fn func()) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	a.onChange = append(a.onChange, fn)
+}
+
+// Run checks the files every ReloadInterval until ctx is done.
+func (a *Authenticator) Run(ctx context.Context) {
+	t := time.NewTicker(a.cfg.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, _ = a.Reload()
+		}
+	}
+}
+
+// Authenticate checks a CONNECT's credentials. A username must be a user of the users
+// file with its password; without a username the client is anonymous, if allowed.
+// Without a users file there are no users: a username is ignored and the client is
+// anonymous. The password is never logged.
+func (a *Authenticator) Authenticate(clientID string, hasUsername bool, username string, hasPassword bool, password []byte) (Principal, Result) {
+	r := a.cur.Load()
+	anonymous := Principal{Anonymous: true, ClientID: clientID}
+	switch {
+	case hasUsername && r.users != nil:
+		if hasPassword && a.check(r.users, username, password) {
+			a.stats.ok.Add(1)
+			return Principal{Username: username, ClientID: clientID}, OK
+		}
+		a.stats.badCredentials.Add(1)
+		return Principal{}, BadCredentials
+	case a.cfg.AllowAnonymous:
+		a.stats.ok.Add(1)
+		return anonymous, OK
+	}
+	a.stats.anonymousRefused.Add(1)
+	return Principal{}, AnonymousRefused
+}
+
+func (a *Authenticator) check(u *Users, name string, password []byte) bool {
+	mac := hmac.New(sha256.New, a.cacheKey[:])
+	mac.Write([]byte(name))
+	mac.Write([]byte{0})
+	mac.Write(password)
+	var sum [32]byte
+	copy(sum[:], mac.Sum(nil))
+	a.cacheMu.Lock()
+	known, ok := a.cache[name]
+	a.cacheMu.Unlock()
+	if ok && hmac.Equal(known[:], sum[:]) && u.Has(name) {
+		return true
+	}
+	a.bcryptSlots <- struct{}{}
+	good := u.Check(name, password)
+	<-a.bcryptSlots
+	if good {
+		a.cacheMu.Lock()
+		if a.cur.Load().users == u { // not a verdict of rules replaced meanwhile
+			a.cache[name] = sum
+		}
+		a.cacheMu.Unlock()
+	}
+	return good
+}
+
+// CanPublish decides whether p may publish to topic t; a refusal is counted.
+func (a *Authenticator) CanPublish(p Principal, t string) bool {
+	if a.cur.Load().acl.CanPublish(p, t) {
+		return true
+	}
+	a.stats.deniedPublish.Add(1)
+	return false
+}
+
+// CanWill decides whether p's will may be published to topic t; a refusal is counted.
+func (a *Authenticator) CanWill(p Principal, t string) bool {
+	if a.cur.Load().acl.CanPublish(p, t) {
+		return true
+	}
+	a.stats.deniedWill.Add(1)
+	return false
+}
+
+// CanSubscribe decides whether p may subscribe to filter f (without any
+// "$share/group/" prefix); a refusal is counted.
+func (a *Authenticator) CanSubscribe(p Principal, f string) bool {
+	if a.cur.Load().acl.CanSubscribe(p, f) {
+		return true
+	}
+	a.stats.deniedSubscribe.Add(1)
+	return false
+}
+
+// StillAllowed re-checks an existing subscription after a reload; a subscription
+// that is no longer allowed is counted as revoked (not as a denied SUBSCRIBE).
+func (a *Authenticator) StillAllowed(p Principal, f string) bool {
+	if a.cur.Load().acl.CanSubscribe(p, f) {
+		return true
+	}
+	a.stats.revoked.Add(1)
+	return false
+}
+
+// OwnershipEnforced reports whether client IDs belong to the user that created their
+// session.
+func (a *Authenticator) OwnershipEnforced() bool { return a.cfg.ClientIDOwnership }
+
+// CountClientIDRefused counts a CONNECT refused because the client ID's session
+// belongs to another user.
+func (a *Authenticator) CountClientIDRefused() { a.stats.clientIDRefused.Add(1) }
+
+// Stats returns the counters.
+func (a *Authenticator) Stats() Stats {
+	r := a.cur.Load()
+	return Stats{
+		Connects: map[string]uint64{"ok": a.stats.ok.Load(), "bad_credentials": a.stats.badCredentials.Load(),
+			"anonymous_refused": a.stats.anonymousRefused.Load(), "client_id_owned": a.stats.clientIDRefused.Load()},
+		Denied: map[string]uint64{"publish": a.stats.deniedPublish.Load(), "subscribe": a.stats.deniedSubscribe.Load(),
+			"will": a.stats.deniedWill.Load()},
+		Reloads: a.stats.reloads.Load(), ReloadErrors: a.stats.reloadErrors.Load(), RevokedSubscriptions: a.stats.revoked.Load(),
+		Users: r.users.Len(), Rules: len(r.acl.Rules),
+	}
+}

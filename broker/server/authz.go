@@ -1,0 +1,152 @@
+package server
+
+import (
+	"errors"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+// ErrClientIDOwned refuses a connect whose client ID has a session of another user.
+var ErrClientIDOwned = errors.New("the client ID's session belongs to another user")
+
+// Claim is a connect's claim on a client ID: the user it comes from (a username or
+// session.OwnerAnonymous) and whether client IDs belong to their session's user.
+type Claim struct {
+	Owner string
+	Check bool
+}
+
+// allows reports whether the claim may take over a session owned by owner. A session
+// whose owner is unknown (stored before owners were recorded) goes to the first
+// authenticated client that claims it.
+func (c Claim) allows(owner string) bool {
+	return !c.Check || owner == "" || owner == c.Owner
+}
+
+func ownerOf(p auth.Principal) string {
+	if p.Anonymous {
+		return session.OwnerAnonymous
+	}
+	return p.Username
+}
+
+// principalOf is the principal of a session's owner; false when the owner is unknown.
+func principalOf(clientID, owner string) (auth.Principal, bool) {
+	switch owner {
+	case "":
+		return auth.Principal{}, false
+	case session.OwnerAnonymous:
+		return auth.Principal{Anonymous: true, ClientID: clientID}, true
+	}
+	return auth.Principal{Username: owner, ClientID: clientID}, true
+}
+
+// claim is the client's claim on its client ID.
+func (c *client) claim() Claim {
+	a := c.s.opts.Auth
+	return Claim{Owner: ownerOf(c.principal), Check: a != nil && a.OwnershipEnforced()}
+}
+
+// authenticate checks the CONNECT's credentials and the will's topic, and records who
+// the client is. It returns the refusal's reason code, or packet.Success.
+func (c *client) authenticate(cf *packet.ConnectFields) (packet.Code, string) {
+	a := c.s.opts.Auth
+	if a == nil {
+		c.principal = auth.Principal{Anonymous: true, ClientID: c.id}
+		return packet.Success, ""
+	}
+	p, res := a.Authenticate(c.id, cf.UsernameFlag, cf.Username, cf.PasswordFlag, cf.Password)
+	switch res {
+	case auth.BadCredentials:
+		c.s.log.Info("authentication failed", "client", c.id, "username", cf.Username, "remote", c.addr, "reason", "bad username or password")
+		return packet.BadUserNameOrPassword, "bad user name or password"
+	case auth.AnonymousRefused:
+		c.s.log.Info("authentication failed", "client", c.id, "remote", c.addr, "reason", "anonymous clients are not allowed")
+		return packet.NotAuthorized, "anonymous clients are not allowed: connect with a username and password"
+	}
+	c.principal = p
+	if cf.WillFlag && !a.CanWill(p, cf.WillTopic) {
+		c.s.log.Info("will refused by the ACL", "client", c.id, "username", p.Username, "remote", c.addr, "topic", cf.WillTopic)
+		return packet.NotAuthorized, "the will's topic is not allowed for this client"
+	}
+	return packet.Success, ""
+}
+
+// mayPublish applies the ACL to a PUBLISH; a refusal is logged once per connection
+// at info level (then at debug: a client retrying in a loop must not flood the log).
+func (c *client) mayPublish(topic string) bool {
+	a := c.s.opts.Auth
+	if a == nil || a.CanPublish(c.principal, topic) {
+		return true
+	}
+	c.logDenied("publish denied by the ACL", topic)
+	return false
+}
+
+// maySubscribe applies the ACL to one subscription's filter (for a shared
+// subscription, the filter after "$share/group/").
+func (c *client) maySubscribe(filter string) bool {
+	a := c.s.opts.Auth
+	if a == nil || a.CanSubscribe(c.principal, filter) {
+		return true
+	}
+	c.logDenied("subscribe denied by the ACL", filter)
+	return false
+}
+
+func (c *client) logDenied(msg, topic string) {
+	log := c.s.log.Debug
+	if !c.deniedLogged {
+		c.deniedLogged = true
+		log = c.s.log.Info
+	}
+	log(msg, "client", c.id, "username", c.principal.Username, "remote", c.addr, "topic", topic)
+}
+
+// willAllowed re-checks the will when it is about to be published: the rules may have
+// changed since CONNECT.
+func (c *client) willAllowed(w *session.Message) bool {
+	a := c.s.opts.Auth
+	if a == nil || a.CanWill(c.principal, w.Topic) {
+		return true
+	}
+	c.s.log.Info("will dropped: the ACL no longer allows its topic", "client", c.id, "username", c.principal.Username, "topic", w.Topic)
+	return false
+}
+
+// recheckSubscriptions applies the ACL in force to every session's subscriptions and
+// removes the ones it no longer allows: after a reload, a client keeps its connection
+// but loses what it may not read any more. Sessions whose owner is unknown are left
+// until a client claims them.
+func (s *Server) recheckSubscriptions() {
+	a := s.opts.Auth
+	if a == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, e := range s.sessions {
+		if e.moving {
+			continue
+		}
+		p, ok := principalOf(id, e.sess.Owner())
+		if !ok {
+			continue
+		}
+		revoked := 0
+		for key, sub := range e.sess.SubscriptionsByKey() {
+			if a.StillAllowed(p, sub.Filter) {
+				continue
+			}
+			e.sess.Unsubscribe(key)
+			s.removeSub(id, sub.ShareGroup, sub.Filter)
+			revoked++
+			s.log.Info("subscription revoked by the ACL", "client", id, "username", p.Username, "filter", key)
+		}
+		if revoked > 0 && e.client == nil && e.expiry != 0 {
+			s.saveSession(e)
+		}
+	}
+}
