@@ -1,6 +1,7 @@
 package session
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -143,5 +144,68 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 	if r.AddInbound(9) {
 		t.Fatal("inbound QoS 2 state lost")
+	}
+}
+
+func TestQueuedBytesLimit(t *testing.T) {
+	payload := func(topic string, n int) *Delivery {
+		return &Delivery{Msg: &Message{Topic: topic, QoS: 1, Payload: make([]byte, n)}, QoS: 1}
+	}
+	for _, tc := range []struct {
+		name    string
+		policy  DropPolicy
+		sizes   []int
+		queued  []string // topics left in the queue
+		dropped uint64
+	}{
+		{"drop-newest refuses what does not fit", DropNewest, []int{40, 40, 30, 10}, []string{"m0", "m1", "m3"}, 1},
+		{"drop-oldest makes room", DropOldest, []int{40, 40, 30}, []string{"m1", "m2"}, 1},
+		{"drop-oldest drops several for a big one", DropOldest, []int{20, 20, 20, 90}, []string{"m3"}, 3},
+		{"a message over the limit never fits", DropOldest, []int{20, 101}, []string{"m0"}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var drops Drops
+			s := New("c", Limits{MaxQueued: 100, MaxQueuedBytes: 100, Policy: tc.policy, Drops: &drops})
+			for i, n := range tc.sizes {
+				s.Enqueue(payload("m"+string(rune('0'+i)), n))
+			}
+			var got []string
+			for _, d := range s.Drain() {
+				got = append(got, d.Msg.Topic)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.queued, ",") {
+				t.Errorf("queued %v, want %v", got, tc.queued)
+			}
+			if s.Dropped() != tc.dropped || drops.Bytes.Load() != tc.dropped || drops.Messages.Load() != 0 {
+				t.Errorf("dropped %d (bytes %d, messages %d), want %d by bytes", s.Dropped(), drops.Bytes.Load(), drops.Messages.Load(), tc.dropped)
+			}
+			if s.QueuedBytes() != 0 {
+				t.Errorf("%d bytes counted after Drain", s.QueuedBytes())
+			}
+		})
+	}
+}
+
+func TestQueuedBytesFollowTheQueue(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 100, MaxQueuedBytes: 1000})
+	gen := attach(s, 1)
+	s.Enqueue(&Delivery{Msg: &Message{Topic: "a", Payload: make([]byte, 10)}})
+	s.Enqueue(&Delivery{Msg: &Message{Topic: "b", QoS: 1, Payload: make([]byte, 20)}, QoS: 1})
+	s.Enqueue(&Delivery{Msg: &Message{Topic: "c", QoS: 1, Payload: make([]byte, 40)}, QoS: 1})
+	if got := s.QueuedBytes(); got != 70 {
+		t.Fatalf("%d bytes queued, want 70", got)
+	}
+	s.NextBatch(gen, nil, time.Now()) // a and b go out (window 1), c waits
+	if got := s.QueuedBytes(); got != 40 {
+		t.Fatalf("%d bytes queued after a batch, want 40", got)
+	}
+	s.Enqueue(&Delivery{Msg: &Message{Topic: "d", Payload: make([]byte, 5)}})
+	s.Detach(gen) // QoS 0 goes
+	if got := s.QueuedBytes(); got != 40 {
+		t.Fatalf("%d bytes queued after detach, want 40", got)
+	}
+	r := Restore(s.Handover(), s.limits)
+	if s.QueuedBytes() != 0 || r.QueuedBytes() != 40 {
+		t.Fatalf("after handover: %d bytes left, %d restored; want 0 and 40", s.QueuedBytes(), r.QueuedBytes())
 	}
 }
