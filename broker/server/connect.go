@@ -169,6 +169,11 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			s.opts.Auth.CountClientIDRefused()
 			s.log.Info("connect refused: the client ID's session on another node belongs to another user", "client", c.id, "username", c.principal.Username, "remote", c.addr)
 			return false, packet.NotAuthorized, "this client ID belongs to another user"
+		} else if err != nil && claim.Check {
+			// Without the owner's answer nobody can tell whose client ID this is.
+			s.stats.clusterErrors.Add(1)
+			s.log.Warn("connect refused: the cluster could not check the client ID's owner", "client", c.id, "error", err)
+			return false, packet.ServerUnavailable, "the cluster could not check this client ID; try again"
 		} else if err != nil {
 			s.stats.clusterErrors.Add(1)
 			s.log.Warn("cluster takeover failed; connecting on this node only", "client", c.id, "error", err)

@@ -83,6 +83,8 @@ type v5Options struct {
 	cleanStart bool
 	expiry     uint32    // session expiry interval in seconds; 0: the session ends with the connection
 	rec        *recorder // where received messages go; nil: a new one
+	user       string    // username and password; empty: anonymous
+	password   string
 }
 
 // v5Client is a connected MQTT v5 client (eclipse/paho.golang).
@@ -125,6 +127,9 @@ func dialV5(addr, id string, o v5Options) (*v5Client, error) {
 	cp := &paho.Connect{ClientID: id, CleanStart: o.cleanStart, KeepAlive: 30}
 	if o.expiry > 0 {
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &o.expiry}
+	}
+	if o.user != "" {
+		cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, o.user, true, []byte(o.password)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), mqttTimeout)
 	defer cancel()

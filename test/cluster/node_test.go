@@ -28,6 +28,7 @@ type nodeOptions struct {
 	cookieFile  string   // empty: the package's cookie
 	seeds       []string // --cluster.seeds
 	bootstrap   bool     // --cluster.bootstrap=true
+	extra       []string // more flags
 }
 
 // node is one mqttd process (and its restarts) with the same name, cluster address
@@ -129,7 +130,7 @@ func (n *node) args() []string {
 	if o.bootstrap {
 		args = append(args, "--cluster.bootstrap=true")
 	}
-	return args
+	return append(args, o.extra...)
 }
 
 // launch starts the process without waiting for it to listen.
