@@ -138,8 +138,10 @@ bench: ## Run the broker benchmarks.
 	go test -run '^$$' -bench . -benchmem ./broker/...
 
 .PHONY: fuzz
-fuzz: ## Fuzz the MQTT packet decoder (FuzzDecode) for FUZZTIME (default 60s).
+fuzz: ## Fuzz the packet decoder, the ACL and the users-file parser, each for FUZZTIME (default 60s).
 	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./broker/packet
+	go test -run '^$$' -fuzz '^FuzzACL$$' -fuzztime $(FUZZTIME) ./broker/auth
+	go test -run '^$$' -fuzz '^FuzzParseUsers$$' -fuzztime $(FUZZTIME) ./broker/auth
 
 # Targets whose output is committed. `verify` reruns each of them and fails if it
 # changed, added or removed a file.
