@@ -68,7 +68,7 @@ type Authenticator struct {
 	// Verified passwords, as HMACs under a key of this process: reconnect storms do
 	// not pay one bcrypt per CONNECT. Emptied whenever the users file changes.
 	cacheMu  sync.Mutex
-	cache    map[string][32]byte
+	cache    map[string]verified
 	cacheKey [32]byte
 
 	bcryptSlots chan struct{} // bounds concurrent bcrypt comparisons to the cores
@@ -105,7 +105,7 @@ func New(cfg Config) (*Authenticator, error) {
 	if !cfg.AllowAnonymous && cfg.UsersFile == "" {
 		return nil, errors.New("anonymous clients are refused and there is no users file: nobody could connect")
 	}
-	a := &Authenticator{cfg: cfg, log: cfg.Logger, cache: make(map[string][32]byte),
+	a := &Authenticator{cfg: cfg, log: cfg.Logger, cache: make(map[string]verified),
 		bcryptSlots: make(chan struct{}, runtime.NumCPU())}
 	if _, err := rand.Read(a.cacheKey[:]); err != nil {
 		return nil, err
@@ -168,12 +168,12 @@ func (a *Authenticator) Reload() (changed bool, err error) {
 	if next.users == prev.users && next.acl == prev.acl {
 		return false, nil
 	}
+	a.cur.Store(next)
 	if next.users != prev.users {
 		a.cacheMu.Lock()
-		clear(a.cache)
+		clear(a.cache) // entries name their users file; this only frees memory
 		a.cacheMu.Unlock()
 	}
-	a.cur.Store(next)
 	a.stats.reloads.Add(1)
 	a.log.Info("auth rules reloaded", "users", next.users.Len(), "aclRules", len(next.acl.Rules))
 	for _, fn := range a.onChange {
@@ -237,7 +237,7 @@ func (a *Authenticator) check(u *Users, name string, password []byte) bool {
 	a.cacheMu.Lock()
 	known, ok := a.cache[name]
 	a.cacheMu.Unlock()
-	if ok && hmac.Equal(known[:], sum[:]) && u.Has(name) {
+	if ok && known.users == u && hmac.Equal(known.mac[:], sum[:]) {
 		return true
 	}
 	a.bcryptSlots <- struct{}{}
@@ -245,12 +245,16 @@ func (a *Authenticator) check(u *Users, name string, password []byte) bool {
 	<-a.bcryptSlots
 	if good {
 		a.cacheMu.Lock()
-		if a.cur.Load().users == u { // not a verdict of rules replaced meanwhile
-			a.cache[name] = sum
-		}
+		a.cache[name] = verified{mac: sum, users: u}
 		a.cacheMu.Unlock()
 	}
 	return good
+}
+
+// verified is a password that passed bcrypt against one users file.
+type verified struct {
+	mac   [32]byte
+	users *Users // the users file it was verified against: a hit needs the same one
 }
 
 // CanPublish decides whether p may publish to topic t; a refusal is counted.

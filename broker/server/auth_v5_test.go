@@ -192,7 +192,24 @@ func TestAuthV5ClientIDOwnership(t *testing.T) {
 	if back == nil || !back.Connack.SessionPresent {
 		t.Fatal("alice could not resume her own session")
 	}
-	if n := a.Stats().Connects["client_id_owned"]; n != 3 {
-		t.Errorf("client_id_owned refusals = %d, want 3", n)
+	// An anonymous client's session may be claimed by a user (anyone could connect
+	// anonymously with its client ID anyway).
+	anonCP := asUser("sensor-9", "", "")
+	anonCP.CleanStart = false
+	anonCP.Properties = &paho.ConnectProperties{SessionExpiryInterval: ptr(uint32(3600))}
+	anon, _ := v5Connect(t, tcpTransport, b, anonCP)
+	if anon == nil {
+		t.Fatal("anonymous client refused")
+	}
+	claimCP := asUser("sensor-9", "alice", "alice-pw")
+	claimCP.CleanStart = false
+	if claimed, code := v5Connect(t, tcpTransport, b, claimCP); claimed == nil || !claimed.Connack.SessionPresent {
+		t.Fatalf("alice could not claim an anonymous session: 0x%02X", code)
+	}
+	if _, code := v5Connect(t, tcpTransport, b, anonCP); code != 0x87 {
+		t.Fatalf("anonymous takeover of the session alice claimed: 0x%02X, want 0x87", code)
+	}
+	if n := a.Stats().Connects["client_id_owned"]; n != 4 {
+		t.Errorf("client_id_owned refusals = %d, want 4", n)
 	}
 }

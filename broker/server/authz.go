@@ -19,10 +19,12 @@ type Claim struct {
 }
 
 // allows reports whether the claim may take over a session owned by owner. A session
-// whose owner is unknown (stored before owners were recorded) goes to the first
-// authenticated client that claims it.
+// whose owner is unknown (stored before owners were recorded) goes to the first client
+// that claims it. So does an anonymous client's session: anyone may connect
+// anonymously with its client ID anyway, and when anonymous clients are turned off
+// later, their users must be able to take their sessions back.
 func (c Claim) allows(owner string) bool {
-	return !c.Check || owner == "" || owner == c.Owner
+	return !c.Check || owner == "" || owner == session.OwnerAnonymous || owner == c.Owner
 }
 
 func ownerOf(p auth.Principal) string {

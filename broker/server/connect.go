@@ -2,8 +2,8 @@ package server
 
 import (
 	"crypto/rand"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
