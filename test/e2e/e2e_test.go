@@ -51,7 +51,8 @@ var _ = Describe("MQTTCluster on a real cluster", Ordered, func() {
 
 	It("installs a 3-node cluster that becomes Ready and serves MQTT on every pod", func() {
 		ns := newNamespace("install")
-		out, err := kubectlApply(clusterManifest(ns, "demo", 3, ""))
+		// As the demo's sample: anonymous clients refused, the users Secret generated.
+		out, err := kubectlApply(clusterManifest(ns, "demo", 3, "  auth:\n    allowAnonymous: false\n"))
 		Expect(err).NotTo(HaveOccurred(), out)
 		run(kubectlBin, "wait", "-n", ns, "mqc/demo", "--for=condition=Ready", "--timeout=5m")
 		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "demo")).To(MatchRegexp(`demo\s+True\s+3\s+3`))
@@ -75,13 +76,27 @@ var _ = Describe("MQTTCluster on a real cluster", Ordered, func() {
 		}
 		Expect(joins).To(HaveExactElements(HavePrefix("demo-1 "), HavePrefix("demo-2 ")), "the Joined events in time order")
 
+		// The credentials the demo prints (from the generated Secret) work through the
+		// client Service; without them, or with a wrong password, every pod refuses
+		// (3.1.1 CONNACK 0x05 not authorized, 0x04 bad user name or password).
+		creds := usersSecretCredentials(ns, "demo")
+		svc := portForward(ns, "svc/demo", 1883)
+		pub, _ := mqttClient(svc, "e2e-pub", creds)
+		for i := range 3 {
+			addr := portForward(ns, fmt.Sprintf("pod/demo-%d", i), 1883)
+			_, err := mqttConnect(addr, fmt.Sprintf("e2e-anon-%d", i), nil)
+			Expect(err).To(MatchError(ContainSubstring("not Authorized")), "anonymous client on demo-%d", i)
+			_, err = mqttConnect(addr, fmt.Sprintf("e2e-wrong-%d", i), &credentials{creds.user, creds.password + "x"})
+			Expect(err).To(MatchError(ContainSubstring("bad user name or password")), "wrong password on demo-%d", i)
+		}
+		_, err = mqttConnect(svc, "e2e-anon-svc", nil)
+		Expect(err).To(MatchError(ContainSubstring("not Authorized")), "anonymous client through the Service")
+
 		// A client publishing through the client Service reaches a subscriber on every
 		// pod: the pods route to each other.
-		svc := portForward(ns, "svc/demo", 1883)
-		pub, _ := mqttClient(svc, "e2e-pub")
 		subs := make([]chan mqtt.Message, 3)
 		for i := range 3 {
-			sub, msgs := mqttClient(portForward(ns, fmt.Sprintf("pod/demo-%d", i), 1883), fmt.Sprintf("e2e-sub-%d", i))
+			sub, msgs := mqttClient(portForward(ns, fmt.Sprintf("pod/demo-%d", i), 1883), fmt.Sprintf("e2e-sub-%d", i), creds)
 			await(sub.Subscribe("e2e/cluster/#", 1, nil))
 			subs[i] = msgs
 		}

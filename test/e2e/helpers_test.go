@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"bufio"
 	"context"
 	"fmt"
@@ -87,14 +88,50 @@ func portForward(namespace, target string, port int) string {
 	}
 }
 
-// mqttClient connects a Paho MQTT 3.1.1 client to addr; messages from its
-// subscriptions arrive on the returned channel.
-func mqttClient(addr, id string) (mqtt.Client, chan mqtt.Message) {
+// credentials are a username and password for mqttClient.
+type credentials struct{ user, password string }
+
+// usersSecretCredentials reads the user the operator generated for cluster name, the
+// way `make demo` tells users to (the keys username and password of <name>-users).
+func usersSecretCredentials(ns, name string) credentials {
+	GinkgoHelper()
+	read := func(key string) string {
+		enc := run(kubectlBin, "get", "secret", "-n", ns, name+"-users", "-o", "jsonpath={.data."+key+"}")
+		dec, err := base64.StdEncoding.DecodeString(enc)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(dec).NotTo(BeEmpty(), "Secret %s-users key %s", name, key)
+		return string(dec)
+	}
+	return credentials{read("username"), read("password")}
+}
+
+// mqttConnect tries once to connect a Paho MQTT 3.1.1 client to addr (with creds,
+// when given) and returns the client and the connect error.
+func mqttConnect(addr, id string, creds *credentials) (mqtt.Client, error) {
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
+		SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
+	if creds != nil {
+		opts.SetUsername(creds.user).SetPassword(creds.password)
+	}
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(15 * time.Second) {
+		return c, fmt.Errorf("connect timed out")
+	}
+	return c, tok.Error()
+}
+
+// mqttClient connects a Paho MQTT 3.1.1 client to addr, with creds when given;
+// messages from its subscriptions arrive on the returned channel.
+func mqttClient(addr, id string, creds ...credentials) (mqtt.Client, chan mqtt.Message) {
 	GinkgoHelper()
 	msgs := make(chan mqtt.Message, 1000)
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
 		SetConnectTimeout(10 * time.Second).SetAutoReconnect(false).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { msgs <- m })
+	for _, cr := range creds {
+		opts.SetUsername(cr.user).SetPassword(cr.password)
+	}
 	c := mqtt.NewClient(opts)
 	// A Service or a forwarded port can refuse connections for a moment after the
 	// pods turn Ready: retry with a deadline.
