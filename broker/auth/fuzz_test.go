@@ -44,6 +44,9 @@ func FuzzACL(f *testing.F) {
 		f.Add(seed[0], seed[1], seed[2], false)
 	}
 	f.Fuzz(func(t *testing.T, ruleFilter, sub, pub string, allow bool) {
+		if len(ruleFilter)+len(sub)+len(pub) > 512 {
+			return // long inputs only slow the YAML parser down; the relations work per level
+		}
 		acl, err := ParseACL([]byte("default: deny\nrules:\n  - {username: '*', topic: " + quote(ruleFilter) +
 			", access: all, action: " + map[bool]string{true: "allow", false: "deny"}[allow] + "}\n"))
 		if err != nil {
