@@ -40,11 +40,16 @@ type brokerOptions struct {
 	dataDir     string
 	cookieFile  string
 	tokenFile   string
-	bootstrap   bool // --cluster.bootstrap=true (the standalone cluster of the stale spec)
+	bootstrap   bool   // --cluster.bootstrap=true (the standalone cluster of the stale spec)
+	configFile  string // --config: the operator's rendered mqttd.yaml (podConfig), "" for none
 }
 
 func (o brokerOptions) args() []string {
-	args := []string{
+	var args []string
+	if o.configFile != "" {
+		args = append(args, "--config", o.configFile)
+	}
+	args = append(args,
 		"--listeners.tcp", "127.0.0.1:0",
 		"--listeners.websocket", "",
 		"--api.listen", "127.0.0.1:0",
@@ -54,7 +59,7 @@ func (o brokerOptions) args() []string {
 		"--cluster.listen", o.clusterAddr,
 		"--cluster.cookie-file", o.cookieFile,
 		"--cluster.node-name", o.name,
-	}
+	)
 	if o.bootstrap {
 		args = append(args, "--cluster.bootstrap=true")
 	}

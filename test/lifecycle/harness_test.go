@@ -33,8 +33,11 @@ var _ = Describe("the simulated StatefulSet controller and kubelet", func() {
 			Spec:       v1alpha1.MQTTClusterSpec{Replicas: ptr.To[int32](2)},
 		}
 		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
+		rendered, err := resource.RenderConfig(mc)
+		Expect(err).NotTo(HaveOccurred())
 		for _, b := range []resource.Builder{
 			resource.CookieSecretBuilder(mc), resource.APITokenSecretBuilder(mc),
+			&resource.ConfigMapBuilder{Cluster: mc, Config: rendered},
 			&resource.StatefulSetBuilder{Cluster: mc, ConfigHash: "harness", DefaultImage: "mqttd:harness"},
 		} {
 			obj := b.Object()
@@ -125,6 +128,22 @@ var _ = Describe("the simulated StatefulSet controller and kubelet", func() {
 		Expect(removals).NotTo(BeEmpty())
 		Expect(removals[0].pod).To(Equal("c-0"))
 		Expect(removals[0].node).NotTo(BeNil(), "c-0's last state was recorded as its pod went")
+
+		By("mounting the ConfigMap and Secrets at their paths, and updating them as the kubelet does, without a restart")
+		pid := sim.pid(0)
+		Expect(sim.mounted(0, resource.ConfigDir+"/"+resource.ConfigFile)).To(Equal(rendered))
+		cookie := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, key(clusterName+"-cookie"), cookie)).To(Succeed())
+		Expect(sim.mounted(0, resource.SecretsDir+"/cookie")).To(Equal(cookie.Data[resource.CookieKey]))
+		cm := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, key(clusterName+"-config"), cm)).To(Succeed())
+		cm.Data["probe"] = "v1"
+		Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+		Eventually(ctx, func() ([]byte, error) { return sim.mounted(0, resource.ConfigDir+"/probe") }).Should(Equal([]byte("v1")))
+		delete(cm.Data, "probe")
+		Expect(k8sClient.Update(ctx, cm)).To(Succeed())
+		Eventually(ctx, func() error { _, err := sim.mounted(0, resource.ConfigDir+"/probe"); return err }).Should(MatchError(os.ErrNotExist))
+		Expect(sim.pid(0)).To(Equal(pid), "the container was not restarted")
 
 		By("reporting /readyz as the Ready condition")
 		Eventually(ctx, func(g Gomega) { apiCall(g, "c-0", http.MethodPost, "/api/v1/node/evacuate", nil) }).Should(Succeed())

@@ -64,6 +64,8 @@ type simulator struct {
 	unready    unreadyWatch
 	replicas   int // spec.replicas of the StatefulSet, as last seen
 	lastErr    string
+	// volumeCache holds the Secrets and ConfigMaps pods mount, for one tick.
+	volumeCache volumeObjects
 }
 
 // slot is one ordinal: its pod (across incarnations), process and volume.
@@ -73,6 +75,8 @@ type slot struct {
 	clusterAddr string // fixed for the slot's life
 	logs        *mqttdproc.Log
 	dataDir     string    // "" until its PVC exists
+	root        string    // the pod's mounted Secrets and ConfigMaps, at their paths below it
+	volumesAt   time.Time // when they were last refreshed
 	uid         types.UID // of the Pod the process belongs to
 	proc        *broker
 	proxy       *apiProxy
@@ -203,6 +207,7 @@ func (s *simulator) tick(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.replicas = replicas
+	s.volumeCache = volumeObjects{}
 	// StatefulSet controller: pods above the replicas go (all at once: Parallel;
 	// recorded from the highest ordinal down).
 	for _, ord := range slices.Backward(slices.Sorted(maps.Keys(pods))) {
@@ -279,6 +284,7 @@ func (s *simulator) slot(ord int) *slot {
 		panic(err)
 	}
 	sl := &slot{ordinal: ord, pod: fmt.Sprintf("%s-%d", s.name, ord), clusterAddr: addr, logs: &mqttdproc.Log{}}
+	sl.root = filepath.Join(s.dir, sl.pod+"-root")
 	s.slots[ord] = sl
 	addresses.setCluster(s.ns, sl.pod, addr)
 	return sl
@@ -398,9 +404,14 @@ func (s *simulator) kubelet(ctx context.Context, sl *slot, pod *corev1.Pod) erro
 		sl.proc, sl.proxy = nil, nil
 		addresses.setAPI(s.ns, sl.pod, "", "")
 	}
+	// A container starts once its volumes are there, and sees them change while it runs.
+	mounted, err := s.mountVolumes(ctx, sl, pod)
+	if err != nil {
+		return err
+	}
 	// An image the kubelet cannot pull never starts: the pod waits in ImagePullBackOff.
 	sl.pullFailed = strings.HasSuffix(pod.Spec.Containers[0].Image, unpullableTag)
-	if sl.proc == nil && !sl.pullFailed && sl.heldUID != pod.UID && sl.dataDir != "" && !sl.backingOff() {
+	if sl.proc == nil && mounted && !sl.pullFailed && sl.heldUID != pod.UID && sl.dataDir != "" && !sl.backingOff() {
 		if b, err := s.startProcess(sl); err != nil {
 			sl.logs.Add("=== start failed: " + err.Error())
 			code := int32(-1)
@@ -441,9 +452,13 @@ func (s *simulator) startProcess(sl *slot) (*broker, error) {
 		}
 		sl.logs.Add("=== the spec gave this container a cookie of its own: " + cookieFile)
 	}
+	configFile, err := podConfig(sl)
+	if err != nil {
+		return nil, err
+	}
 	b, err := startBroker(brokerOptions{
 		name: sl.pod, clusterAddr: sl.clusterAddr, dataDir: sl.dataDir,
-		cookieFile: cookieFile, tokenFile: s.tokenFile,
+		cookieFile: cookieFile, tokenFile: s.tokenFile, configFile: configFile,
 	}, sl.logs)
 	if err != nil {
 		return b, err
@@ -708,6 +723,28 @@ func (s *simulator) broker(ord int) (api, mqtt, token string) {
 		return sl.proc.apiAddr, sl.proc.mqttAddr, s.token
 	}
 	return "", "", s.token
+}
+
+// pid returns the process ID of ordinal ord's container (0 while it has none).
+func (s *simulator) pid(ord int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[ord]; sl != nil && sl.proc != nil {
+		return sl.proc.cmd.Process.Pid
+	}
+	return 0
+}
+
+// mounted reads the file at path (as the container sees it) from the volumes of
+// ordinal ord's pod.
+func (s *simulator) mounted(ord int, path string) ([]byte, error) {
+	s.mu.Lock()
+	sl := s.slots[ord]
+	s.mu.Unlock()
+	if sl == nil {
+		return nil, errNoProcess
+	}
+	return os.ReadFile(filepath.Join(sl.root, path))
 }
 
 // logs returns the log of ordinal ord's pod, across its containers.

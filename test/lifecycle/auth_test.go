@@ -1,0 +1,289 @@
+package lifecycle_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
+)
+
+// MQTT reason codes the specs expect.
+const (
+	connackBadCredentials311 byte = 0x04 // MQTT 3.1.1 CONNACK: bad user name or password
+	connackNotAuthorized311  byte = 0x05 // MQTT 3.1.1 CONNACK: not authorized
+	reasonBadCredentials     byte = 0x86 // MQTT 5: bad user name or password
+	reasonNotAuthorized      byte = 0x87 // MQTT 5: not authorized
+)
+
+var _ = Describe("client authentication and authorization with real brokers", func() {
+	It("refuses anonymous clients on every pod, and applies users and ACL edits without restarting a pod", func(ctx SpecContext) {
+		e := newEnv(ctx, 3, func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{
+				AllowAnonymous: ptr.To(false),
+				// A rule from the start: the ACL file is then part of mqttd.yaml, and
+				// later rule changes are reloads.
+				ACL: []v1alpha1.ACLRule{{Username: "*", Topic: "#", Access: "all", Action: "allow"}},
+			}
+		})
+		e.expectMembers(ctx, 3)
+		e.expectReadyStatus(ctx, 3)
+		user, password := e.generatedUser(ctx)
+
+		By("refusing anonymous clients and a wrong password on every pod, letting the generated user in")
+		for ord := range 3 {
+			_, addr, _ := e.sim.broker(ord)
+			Expect(addr).NotTo(BeEmpty())
+			Expect(connect311(addr, "", "")).To(Equal(connackNotAuthorized311), "anonymous MQTT 3.1.1 on c-%d", ord)
+			Expect(connect5(addr, "", "")).To(Equal(reasonNotAuthorized), "anonymous MQTT 5 on c-%d", ord)
+			Expect(connect311(addr, user, password+"x")).To(Equal(connackBadCredentials311), "wrong password on c-%d", ord)
+			Expect(connect5(addr, user, password+"x")).To(Equal(reasonBadCredentials), "wrong password on c-%d", ord)
+			Expect(connect311(addr, user, password)).To(BeZero(), "the generated user on c-%d", ord)
+			Expect(connect5(addr, user, password)).To(BeZero(), "the generated user on c-%d", ord)
+		}
+		before := e.podIdentities(ctx, 3)
+		generation := e.statefulSet(ctx).Generation
+
+		By("letting a user added to the Secret in on every pod, with no pod restarted")
+		for ord := range 3 {
+			_, addr, _ := e.sim.broker(ord)
+			Expect(connect5(addr, "bob", "bob's password")).To(Equal(reasonBadCredentials), "bob before he is added, on c-%d", ord)
+		}
+		line, err := resource.UsersLine("bob", "bob's password")
+		Expect(err).NotTo(HaveOccurred())
+		users := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: clusterName + "-users"}, users)).To(Succeed())
+		users.Data[resource.UsersKey] = append(users.Data[resource.UsersKey], line...)
+		Expect(k8sClient.Update(ctx, users)).To(Succeed())
+		Eventually(ctx, func(g Gomega) {
+			for ord := range 3 {
+				g.Expect(e.sim.mounted(ord, resource.UsersDir+"/"+resource.UsersKey)).To(ContainSubstring("bob:"), "the users file of c-%d", ord)
+			}
+		}).Should(Succeed(), "the simulated kubelet updates the mounted users file")
+		Eventually(ctx, func(g Gomega) {
+			for ord := range 3 {
+				_, addr, _ := e.sim.broker(ord)
+				g.Expect(connect311(addr, "bob", "bob's password")).To(BeZero(), "bob on c-%d", ord)
+				g.Expect(connect5(addr, "bob", "bob's password")).To(BeZero(), "bob on c-%d", ord)
+			}
+		}).Should(Succeed())
+		Expect(connect5(e.addr(0), user, password)).To(BeZero(), "the generated user is still in")
+		Expect(e.podIdentities(ctx, 3)).To(Equal(before), "pods, restart counts and processes after the users edit")
+
+		By("applying an ACL change on every pod, with no pod restarted")
+		e.patch(ctx, func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth.ACL = append([]v1alpha1.ACLRule{{Username: "bob", Topic: "private/#", Access: "publish", Action: "deny"}},
+				mc.Spec.Auth.ACL...)
+		})
+		Eventually(ctx, func(g Gomega) {
+			for ord := range 3 {
+				g.Expect(publish5(e.addr(ord), "bob", "bob's password", "private/x")).To(Equal(reasonNotAuthorized), "bob publishing on c-%d", ord)
+			}
+		}).Should(Succeed())
+		for ord := range 3 {
+			Expect(publish5(e.addr(ord), user, password, "private/x")).To(BeNumerically("<", 0x80), "the generated user publishing on c-%d", ord)
+			Expect(publish5(e.addr(ord), "bob", "bob's password", "public/x")).To(BeNumerically("<", 0x80), "bob publishing elsewhere on c-%d", ord)
+		}
+		Expect(e.podIdentities(ctx, 3)).To(Equal(before), "pods, restart counts and processes after the ACL edit")
+		Expect(e.statefulSet(ctx).Generation).To(Equal(generation), "the StatefulSet was not rewritten")
+	}, SpecTimeout(6*time.Minute))
+
+	It("never reports Ready, nor exposes the Service, while a setting mqttd does not enforce is asked for", func(ctx SpecContext) {
+		e := newEnv(ctx, 1, func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Listeners = []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTT, Port: 1883},
+				{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"}}
+			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
+		}, withSecret("tls", map[string][]byte{corev1.TLSCertKey: []byte("cert"), corev1.TLSPrivateKeyKey: []byte("key")}))
+		e.expectMembers(ctx, 1)
+		Eventually(ctx, func(g Gomega) {
+			mc := &v1alpha1.MQTTCluster{}
+			g.Expect(k8sClient.Get(ctx, e.key(), mc)).To(Succeed())
+			g.Expect(mc.Status.Members).To(HaveLen(1))
+			g.Expect(mc.Status.Members[0].Joined && mc.Status.Members[0].Ready).To(BeTrue(), "the node is a ready member")
+			ready, gen := e.condition(ctx, g, v1alpha1.ConditionReady)
+			g.Expect(ready.ObservedGeneration).To(Equal(gen))
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(ready.Reason).To(Equal("FeatureNotSupported"))
+			g.Expect(ready.Message).To(ContainSubstring("the mqtts (TLS) listener is not implemented by mqttd yet"))
+			g.Expect(e.clientService(ctx, g).Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
+		}).Should(Succeed())
+		Consistently(ctx, func(g Gomega) {
+			ready, _ := e.condition(ctx, g, v1alpha1.ConditionReady)
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+		}).WithTimeout(2 * time.Second).Should(Succeed())
+
+		By("becoming Ready and exposed once the spec asks only for what mqttd does")
+		e.patch(ctx, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Listeners = mc.Spec.Listeners[:1] })
+		e.expectReadyStatus(ctx, 1)
+		Eventually(ctx, func(g Gomega) {
+			g.Expect(e.clientService(ctx, g).Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
+		}).Should(Succeed())
+	}, SpecTimeout(5*time.Minute))
+})
+
+// withSecret creates the Secret name in the spec's namespace before its cluster.
+func withSecret(name string, data map[string][]byte) envOption {
+	return func(e *env) {
+		GinkgoHelper()
+		Expect(k8sClient.Create(context.Background(), &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name}, Data: data,
+		})).To(Succeed())
+	}
+}
+
+// generatedUser reads the user the operator generated in "<cluster>-users".
+func (e *env) generatedUser(ctx context.Context) (user, password string) {
+	GinkgoHelper()
+	s := &corev1.Secret{}
+	Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: clusterName + "-users"}, s)).To(Succeed())
+	user, password = string(s.Data[resource.UsernameKey]), string(s.Data[resource.PasswordKey])
+	Expect(user).NotTo(BeEmpty())
+	Expect(password).NotTo(BeEmpty())
+	return user, password
+}
+
+// addr is the MQTT address of pod ordinal ord's process.
+func (e *env) addr(ord int) string {
+	GinkgoHelper()
+	_, addr, _ := e.sim.broker(ord)
+	Expect(addr).NotTo(BeEmpty(), "%s-%d has no running broker", clusterName, ord)
+	return addr
+}
+
+// clientService is the cluster's client Service.
+func (e *env) clientService(ctx context.Context, g Gomega) *corev1.Service {
+	svc := &corev1.Service{}
+	g.Expect(k8sClient.Get(ctx, e.key(), svc)).To(Succeed())
+	return svc
+}
+
+// podIdentity is what changes when a pod or its container is restarted.
+type podIdentity struct {
+	UID      types.UID
+	Restarts int32
+	PID      int
+}
+
+// podIdentities returns the identity of the first n pods.
+func (e *env) podIdentities(ctx context.Context, n int) []podIdentity {
+	GinkgoHelper()
+	out := make([]podIdentity, n)
+	for ord := range n {
+		pod := &corev1.Pod{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: podNames(n)[ord]}, pod)).To(Succeed())
+		out[ord] = podIdentity{UID: pod.UID, PID: e.sim.pid(ord)}
+		for _, cs := range pod.Status.ContainerStatuses {
+			out[ord].Restarts += cs.RestartCount
+		}
+		Expect(out[ord].PID).NotTo(BeZero(), "%s runs a broker", pod.Name)
+	}
+	return out
+}
+
+// clientIDs makes every connection's client ID unique: client-ID ownership is on
+// when anonymous clients are refused.
+var clientIDs atomic.Int64
+
+func nextClientID(user string) string {
+	return fmt.Sprintf("auth-%s-%d", user, clientIDs.Add(1))
+}
+
+// connect311 connects an MQTT 3.1.1 client (paho.mqtt.golang) with the credentials
+// (none when user is "") and returns the CONNACK return code; it disconnects at once.
+func connect311(addr, user, password string) (byte, error) {
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(nextClientID(user)).
+		SetProtocolVersion(4).SetCleanSession(true).SetConnectTimeout(mqttTimeout).
+		SetAutoReconnect(false).SetConnectRetry(false)
+	if user != "" {
+		opts.SetUsername(user).SetPassword(password)
+	}
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(mqttTimeout) {
+		return 0, fmt.Errorf("no CONNACK from %s within %v", addr, mqttTimeout)
+	}
+	ct, ok := tok.(*mqtt.ConnectToken)
+	if !ok {
+		return 0, fmt.Errorf("connect token %T", tok)
+	}
+	code := ct.ReturnCode()
+	if code == 0 {
+		c.Disconnect(100)
+		return 0, nil
+	}
+	if code >= 0x80 { // the client's own codes: network error, protocol violation
+		return code, fmt.Errorf("connect to %s: %w", addr, tok.Error())
+	}
+	return code, nil
+}
+
+// connect5 connects an MQTT 5 client (paho.golang) with the credentials (none when
+// user is "") and returns the CONNACK reason code; it disconnects at once.
+func connect5(addr, user, password string) (byte, error) {
+	c, reason, err := dial5(addr, user, password)
+	if c != nil {
+		_ = c.Disconnect(&paho.Disconnect{})
+	}
+	return reason, err
+}
+
+// publish5 publishes a QoS 1 message as user and returns the PUBACK reason code.
+func publish5(addr, user, password, topic string) (byte, error) {
+	c, reason, err := dial5(addr, user, password)
+	if err != nil {
+		return 0, err
+	}
+	if c == nil {
+		return 0, fmt.Errorf("connect as %q refused: reason 0x%02X", user, reason)
+	}
+	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+	ctx, cancel := context.WithTimeout(context.Background(), mqttTimeout)
+	defer cancel()
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("auth spec")})
+	if resp != nil {
+		return resp.ReasonCode, nil
+	}
+	return 0, err
+}
+
+// dial5 connects an MQTT 5 client; a refused CONNACK is a reason code, not an error,
+// and returns no client.
+func dial5(addr, user, password string) (*paho.Client, byte, error) {
+	conn, err := net.DialTimeout("tcp", addr, mqttTimeout)
+	if err != nil {
+		return nil, 0, err
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: mqttTimeout, OnClientError: func(error) {}})
+	cp := &paho.Connect{ClientID: nextClientID(user), CleanStart: true, KeepAlive: 30}
+	if user != "" {
+		cp.Username, cp.UsernameFlag = user, true
+		cp.Password, cp.PasswordFlag = []byte(password), true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), mqttTimeout)
+	defer cancel()
+	ca, err := c.Connect(ctx, cp)
+	switch {
+	case err == nil:
+		return c, 0, nil
+	case ca != nil && ca.ReasonCode >= 0x80:
+		_ = conn.Close()
+		return nil, ca.ReasonCode, nil
+	default:
+		_ = conn.Close()
+		return nil, 0, errors.Join(fmt.Errorf("connect to %s", addr), err)
+	}
+}
