@@ -109,6 +109,7 @@ func TestHelmChart(t *testing.T) {
 		namespace   string
 		set         []string
 		wantCluster bool
+		anonymous   bool // spec.auth.allowAnonymous of the cluster
 	}{
 		{name: "defaults", release: "mqtt-operator", namespace: "chart-defaults"},
 		{
@@ -121,7 +122,7 @@ func TestHelmChart(t *testing.T) {
 				"cluster.enabled=true", "cluster.name=iot",
 				"cluster.spec.replicas=5", "cluster.spec.auth.allowAnonymous=true",
 			},
-			wantCluster: true,
+			wantCluster: true, anonymous: true,
 		},
 		{
 			name: "optional objects off", release: "minimal", namespace: "chart-minimal",
@@ -174,6 +175,7 @@ func TestHelmChart(t *testing.T) {
 			if image, _, _ := unstructured.NestedString(mc.Object, "spec", "image"); !strings.HasPrefix(image, "mqttd:") {
 				t.Errorf("MQTTCluster %s: spec.image %q, want the chart's mqttd image", mc.GetName(), image)
 			}
+			requireAnonymous(t, mc, tc.anonymous)
 		})
 	}
 }
@@ -194,7 +196,23 @@ func TestSamples(t *testing.T) {
 			objs := decodeFile(t, file)
 			requireKinds(t, objs, "MQTTCluster")
 			requireNoErr(t, applyAll(ctx, objs, ns))
+			// The 3-node sample the demo uses refuses anonymous clients (issue 11).
+			for _, mc := range ofKind(objs, "MQTTCluster") {
+				if mc.GetName() == "mqttcluster-sample" {
+					requireAnonymous(t, mc, false)
+				}
+			}
 		})
+	}
+}
+
+// requireAnonymous checks spec.auth.allowAnonymous of an MQTTCluster as the API server
+// returned it (defaults filled in).
+func requireAnonymous(t *testing.T, mc *unstructured.Unstructured, want bool) {
+	t.Helper()
+	got, found, err := unstructured.NestedBool(mc.Object, "spec", "auth", "allowAnonymous")
+	if err != nil || !found || got != want {
+		t.Errorf("MQTTCluster %s: spec.auth.allowAnonymous %v (set: %v, %v), want %v", mc.GetName(), got, found, err, want)
 	}
 }
 
