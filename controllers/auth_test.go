@@ -129,7 +129,7 @@ rules:
 		By("refusing a rule that is not a topic filter, as invalid input")
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Auth.ACL[0].Topic = "a/#/b" })
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "InvalidACL")
-		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`spec.auth.acl[0].topic: "a/#/b"`))
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`spec.auth.acl: rule 1: topic "a/#/b"`))
 		Expect(child(&corev1.ConfigMap{}, ns, "acl-config").Data[res.ACLFile]).To(ContainSubstring("topic: devices/%u/#"),
 			"the last good ACL stays")
 	})

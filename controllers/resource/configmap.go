@@ -5,7 +5,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"strings"
 
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -13,8 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/config"
-	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
 
 // Keys of the ConfigMap, which is mounted as a directory at ConfigDir (never with
@@ -110,8 +109,9 @@ type aclRule struct {
 }
 
 // RenderACL renders spec.auth's ACL as mqttd's ACL file, nil when NeedsACL is false.
-// A rule whose topic is not a valid MQTT topic filter is the user's error (mqttd
-// would refuse the whole file and keep the previous rules).
+// The file is checked with mqttd's own parser: a rule mqttd would refuse is the
+// user's error, reported in status (mqttd would refuse the whole file and keep its
+// previous rules).
 func RenderACL(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	if !NeedsACL(mc) {
 		return nil, nil
@@ -121,29 +121,17 @@ func RenderACL(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	if doc.Default == "" {
 		doc.Default = "allow"
 	}
-	for i, r := range a.ACL {
-		if err := checkACLRule(r); err != nil {
-			return nil, fmt.Errorf("spec.auth.acl[%d].%w", i, err)
-		}
+	for _, r := range a.ACL {
 		doc.Rules = append(doc.Rules, aclRule{Username: r.Username, ClientID: r.ClientID, Topic: r.Topic, Access: r.Access, Action: r.Action})
 	}
-	return yaml.Marshal(doc)
-}
-
-// checkACLRule refuses what mqttd's ACL parser refuses (broker/auth), so that the
-// user hears of it in status instead of mqttd keeping its old rules: a topic that is
-// no filter once %u and %c stand for a level's text, a shared-subscription filter
-// (rules apply to the filter after $share/group/), a username mqttd cannot have.
-func checkACLRule(r v1alpha1.ACLRule) error {
-	probe := strings.NewReplacer("%u", "u", "%c", "c").Replace(r.Topic)
-	if !topic.ValidFilter(probe) || strings.HasPrefix(r.Topic, "$share/") {
-		return fmt.Errorf("topic: %q is not a valid MQTT topic filter (nor a $share/ one)", r.Topic)
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, err
 	}
-	if u := r.Username; u != "*" && u != "$anonymous" &&
-		(strings.ContainsAny(u, ":\x00\r\n") || strings.TrimSpace(u) != u || strings.HasPrefix(u, "$")) {
-		return fmt.Errorf("username: %q cannot be a user's name (':', a line break, surrounding spaces, or '$' other than $anonymous)", u)
+	if _, err := auth.ParseACL(out); err != nil {
+		return nil, fmt.Errorf("spec.auth.acl: %w", err)
 	}
-	return nil
+	return out, nil
 }
 
 // ConfigMapBuilder builds the ConfigMap with the rendered mqttd.yaml and ACL.

@@ -322,20 +322,20 @@ rules:
 		{"bad filter", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
 			{Username: "*", Topic: "a/#", Access: "all", Action: "allow"},
 			{Username: "*", Topic: "a/#/b", Access: "all", Action: "deny"},
-		}}, "", `spec.auth.acl[1].topic: "a/#/b" is not a valid MQTT topic filter`},
+		}}, "", `spec.auth.acl: rule 2: topic "a/#/b" is not a valid topic filter`},
 		{"placeholder in the middle of a level", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
 			{Username: "*", Topic: "a/x%u/+", Access: "all", Action: "allow"},
 			{Username: "*", Topic: "a/%u#", Access: "all", Action: "allow"},
-		}}, "", `spec.auth.acl[1].topic: "a/%u#" is not a valid MQTT topic filter`},
+		}}, "", `spec.auth.acl: rule 2: topic "a/%u#" is not a valid topic filter`},
 		{"shared subscription filter", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
 			{Username: "*", Topic: "$share/g/a", Access: "subscribe", Action: "allow"},
-		}}, "", `spec.auth.acl[0].topic: "$share/g/a" is not a valid MQTT topic filter`},
+		}}, "", `spec.auth.acl: rule 1: topic "$share/g/a" is not a valid topic filter`},
 		{"reserved username", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
 			{Username: "$admin", Topic: "#", Access: "all", Action: "allow"},
-		}}, "", `spec.auth.acl[0].username: "$admin" cannot be a user's name`},
+		}}, "", `spec.auth.acl: rule 1: username "$admin" is reserved`},
 		{"username with a colon", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
 			{Username: "a:b", Topic: "#", Access: "all", Action: "allow"},
-		}}, "", `spec.auth.acl[0].username: "a:b"`},
+		}}, "", `spec.auth.acl: rule 1: username "a:b" contains ':'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mc := cluster()

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 
-	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 )
 
 // Keys of the generated Secrets.
@@ -33,7 +33,7 @@ const (
 	GeneratedUsername = "mqtt"
 	// passwordBytes of randomness: 32 characters of base64url.
 	passwordBytes = 24
-	// BcryptCost of generated hashes (bcrypt.DefaultCost; mqttd passwd uses the same).
+	// BcryptCost of generated hashes (bcrypt.DefaultCost, as mqttd passwd).
 	BcryptCost = 10
 )
 
@@ -150,11 +150,12 @@ func (b *GeneratedUsersSecret) Mutate(obj client.Object) error {
 	return nil
 }
 
-// UsersLine is the users-file line of username with password: "username:bcrypt-hash\n".
+// UsersLine is the users-file line of username with password, as `mqttd passwd`
+// writes it: "username:bcrypt-hash\n".
 func UsersLine(username, password string) (string, error) {
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), BcryptCost)
+	line, err := auth.HashLine(username, []byte(password), BcryptCost)
 	if err != nil {
 		return "", err
 	}
-	return username + ":" + string(hash) + "\n", nil
+	return line + "\n", nil
 }
