@@ -54,9 +54,9 @@ func ParseUsers(r io.Reader) (*Users, error) {
 		if err := ValidUsername(name); err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
-		cost, err := bcrypt.Cost([]byte(hash))
+		cost, err := bcryptCost(hash)
 		if err != nil {
-			return nil, fmt.Errorf("line %d (user %q): not a bcrypt hash: %w", line, name, err)
+			return nil, fmt.Errorf("line %d (user %q): %w", line, name, err)
 		}
 		if _, dup := u.hashes[name]; dup {
 			return nil, fmt.Errorf("line %d: user %q listed twice", line, name)
@@ -72,6 +72,27 @@ func ParseUsers(r io.Reader) (*Users, error) {
 		return nil, err
 	}
 	return u, nil
+}
+
+// MaxCost is the highest bcrypt cost accepted: each CONNECT of the user (and of any
+// unknown user) pays it, and 2^14 rounds already take about a second on one core.
+const MaxCost = 14
+
+// bcryptCost checks that hash is a bcrypt hash as htpasswd and mqttd passwd write it
+// ($2a$, $2b$ or $2y$, two cost digits, 53 characters of salt and hash) and returns
+// its cost. bcrypt.Cost alone accepts malformed prefixes with any cost.
+func bcryptCost(hash string) (int, error) {
+	if len(hash) != 60 || !(strings.HasPrefix(hash, "$2a$") || strings.HasPrefix(hash, "$2b$") || strings.HasPrefix(hash, "$2y$")) || hash[6] != '$' {
+		return 0, errors.New("not a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
+	}
+	cost, err := bcrypt.Cost([]byte(hash))
+	if err != nil {
+		return 0, fmt.Errorf("not a bcrypt hash: %w", err)
+	}
+	if cost > MaxCost {
+		return 0, fmt.Errorf("bcrypt cost %d is above %d: every CONNECT would take seconds", cost, MaxCost)
+	}
+	return cost, nil
 }
 
 // ValidUsername reports why name cannot be a user of the users file, or nil. Names
@@ -132,6 +153,9 @@ func HashLine(name string, password []byte, cost int) (string, error) {
 	}
 	if cost == 0 {
 		cost = bcrypt.DefaultCost
+	}
+	if cost > MaxCost {
+		return "", fmt.Errorf("bcrypt cost %d is above %d", cost, MaxCost)
 	}
 	h, err := bcrypt.GenerateFromPassword(password, cost)
 	if err != nil {

@@ -57,6 +57,9 @@ func TestParseUsersErrors(t *testing.T) {
 		"star user":      "*:" + strings.SplitN(good, ":", 2)[1] + "\n",
 		"duplicate user": good + "\n" + good + "\n",
 		"one bad line":   good + "\nbroken\n",
+		"lenient prefix": "u:$0002000000000000000000000000000000000000000000000000000000\n",
+		"cost too high":  "u:$2a$15$" + strings.SplitN(good, "$", 4)[3] + "\n",
+		"truncated hash": good[:len(good)-1] + "\n",
 	}
 	for name, body := range cases {
 		t.Run(name, func(t *testing.T) {
