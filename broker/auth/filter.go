@@ -12,7 +12,7 @@ func covers(rule, sub string) bool {
 	r, s := strings.Split(rule, "/"), strings.Split(sub, "/")
 	for i := 0; ; i++ {
 		if i < len(r) && r[i] == "#" {
-			return !(i == 0 && i < len(s) && isDollar(s[i]))
+			return i != 0 || i == len(s) || !isDollar(s[i])
 		}
 		if i == len(s) || i == len(r) {
 			return i == len(s) && i == len(r)
@@ -49,7 +49,7 @@ func intersects(a, b string) bool {
 		if p == "#" || q == "#" {
 			// The '#' side matches any continuation; the other side's remaining
 			// levels match some topic. Only '$' at level 0 can make them disjoint.
-			return i != 0 || !(isWild(p) && isDollar(q) || isWild(q) && isDollar(p))
+			return i != 0 || (!isWild(p) || !isDollar(q)) && (!isWild(q) || !isDollar(p))
 		}
 		switch {
 		case p == "+" && q == "+":

@@ -82,7 +82,8 @@ const MaxCost = 14
 // ($2a$, $2b$ or $2y$, two cost digits, 53 characters of salt and hash) and returns
 // its cost. bcrypt.Cost alone accepts malformed prefixes with any cost.
 func bcryptCost(hash string) (int, error) {
-	if len(hash) != 60 || !(strings.HasPrefix(hash, "$2a$") || strings.HasPrefix(hash, "$2b$") || strings.HasPrefix(hash, "$2y$")) || hash[6] != '$' {
+	prefixed := strings.HasPrefix(hash, "$2a$") || strings.HasPrefix(hash, "$2b$") || strings.HasPrefix(hash, "$2y$")
+	if len(hash) != 60 || !prefixed || hash[6] != '$' {
 		return 0, errors.New("not a bcrypt hash ($2a$, $2b$ or $2y$, 60 characters)")
 	}
 	cost, err := bcrypt.Cost([]byte(hash))

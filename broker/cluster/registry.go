@@ -52,7 +52,7 @@ func (n *Node) Takeover(id string, clean bool, claim server.Claim) (server.Hando
 	)
 	if o := n.owner(id); o == n.cfg.Name {
 		if snap, source, epoch, err = n.ownerTakeover(id, clean, n.cfg.Name, claim); err != nil {
-			return server.Handover{}, fmt.Errorf("%w (%v)", server.ErrClientIDOwned, err)
+			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
 		}
 	} else {
 		var resp *response
@@ -61,7 +61,7 @@ func (n *Node) Takeover(id string, clean bool, claim server.Claim) (server.Hando
 			err = resp.err()
 		}
 		if CodeOf(err) == CodeClientIDOwned {
-			return server.Handover{}, fmt.Errorf("%w (%v)", server.ErrClientIDOwned, err)
+			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
 		}
 		if err != nil {
 			return server.Handover{}, err

@@ -78,13 +78,13 @@ func (f authFiles) write(t testing.TB, path, body string) {
 }
 
 // startAuthBroker starts a broker that authenticates against testPasswords and applies
-// aclYAML, polling its files every reload (0: no polling; call Reload).
-func startAuthBroker(t testing.TB, anonymous bool, aclYAML string, reload time.Duration) (*broker, *auth.Authenticator, authFiles) {
+// authACL, polling its files every reload (0: no polling; call Reload).
+func startAuthBroker(t testing.TB, anonymous bool, reload time.Duration) (*broker, *auth.Authenticator, authFiles) {
 	t.Helper()
 	dir := t.TempDir()
 	f := authFiles{dir: dir, users: filepath.Join(dir, "users"), acl: filepath.Join(dir, "acl.yaml")}
 	f.write(t, f.users, usersFile(t, testPasswords))
-	f.write(t, f.acl, aclYAML)
+	f.write(t, f.acl, authACL)
 	w := io.Discard
 	if os.Getenv("MQTTD_TEST_LOG") != "" {
 		w = os.Stderr

@@ -15,7 +15,7 @@ const reloadEvery = 100 * time.Millisecond
 // operations within the reload interval, subscriptions the new ACL refuses are
 // revoked, and a broken file keeps the rules in force.
 func TestAuthReload(t *testing.T) {
-	b, a, files := startAuthBroker(t, false, authACL, reloadEvery)
+	b, a, files := startAuthBroker(t, false, reloadEvery)
 	const n = 100
 	clients := make([]*v5Client, n)
 	for i := range clients {

@@ -14,7 +14,7 @@ import (
 func TestAuthV5Connect(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
-			b, _, _ := startAuthBroker(t, false, authACL, 0)
+			b, _, _ := startAuthBroker(t, false, 0)
 			cases := []struct {
 				name string
 				cp   *paho.Connect
@@ -38,7 +38,7 @@ func TestAuthV5Connect(t *testing.T) {
 		})
 	}
 	t.Run("anonymous allowed", func(t *testing.T) {
-		b, _, _ := startAuthBroker(t, true, authACL, 0)
+		b, _, _ := startAuthBroker(t, true, 0)
 		if _, code := v5Connect(t, tcpTransport, b, asUser("anon", "", "")); code != 0 {
 			t.Fatalf("CONNACK 0x%02X, want success", code)
 		}
@@ -58,7 +58,7 @@ func withWill(cp *paho.Connect, topic string) *paho.Connect {
 func TestAuthV5PublishSubscribe(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
-			b, _, _ := startAuthBroker(t, true, authACL, 0)
+			b, _, _ := startAuthBroker(t, true, 0)
 			alice := v5Login(t, tr, b, "alice-1", "alice")
 			bob := v5Login(t, tr, b, "bob-1", "bob")
 			anon, _ := v5Connect(t, tr, b, asUser("anon-1", "", ""))
@@ -143,7 +143,7 @@ func drainSys(got []string) []string {
 
 // TestAuthV5Will: a will is published only to a topic its client may publish to.
 func TestAuthV5Will(t *testing.T) {
-	b, _, _ := startAuthBroker(t, false, authACL, 0)
+	b, _, _ := startAuthBroker(t, false, 0)
 	watcher := v5Login(t, tcpTransport, b, "watcher", "alice")
 	watcher.subscribe(t, 0, sub("alice/#", 1))
 	rc := dialRaw(t, b.TCPAddr, packet.V5)
@@ -162,7 +162,7 @@ func TestAuthV5Will(t *testing.T) {
 // TestAuthV5ClientIDOwnership: user B cannot take over user A's client ID, live or
 // with a persistent session; A keeps its connection and can come back.
 func TestAuthV5ClientIDOwnership(t *testing.T) {
-	b, a, _ := startAuthBroker(t, true, authACL, 0)
+	b, a, _ := startAuthBroker(t, true, 0)
 	cp := asUser("device-7", "alice", "alice-pw")
 	cp.CleanStart = false
 	cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: ptr(uint32(3600))}

@@ -15,14 +15,12 @@ import (
 var matchesPool = sync.Pool{New: func() any { return new(topic.Matches) }}
 
 // publish routes msg to every matching session, on this node and through the
-// cluster on the others, and updates the retained messages. It returns the number of
-// sessions the message was queued for.
-func (s *Server) publish(msg *session.Message) int {
-	n, wait, _ := s.publishAsync(msg)
-	if wait != nil {
-		n += wait()
+// cluster on the others, and updates the retained messages. It returns once the other
+// nodes acknowledged (QoS 1 and 2) or failed.
+func (s *Server) publish(msg *session.Message) {
+	if _, wait, _ := s.publishAsync(msg); wait != nil {
+		wait()
 	}
-	return n
 }
 
 // publishAsync is publish without waiting for other nodes: it returns the sessions

@@ -326,11 +326,11 @@ func (s *Session) Subscribe(key string, sub topic.Subscription) bool {
 
 // MaySubscribe reports whether a subscription under key stays within max
 // subscriptions: it replaces one, or there is room for one more.
-func (s *Session) MaySubscribe(key string, max int) bool {
+func (s *Session) MaySubscribe(key string, limit int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, exists := s.subs[key]
-	return exists || len(s.subs) < max
+	return exists || len(s.subs) < limit
 }
 
 // Unsubscribe removes the subscription stored under key.

@@ -2,6 +2,7 @@ package abuse
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func TestConnectionsBeyondTheCapsAreRefused(t *testing.T) {
 	ws := "ws://" + b.ws + "/mqtt"
 
 	pahoClient(t, b, "v5-1", nil)
-	v3Client(t, tcp, "v311-2")
+	v3Connect(t, tcp, "v311-2")
 	pahoClient(t, b, "v5-3", nil)
 
 	// The TCP listener is full.
@@ -33,7 +34,7 @@ func TestConnectionsBeyondTheCapsAreRefused(t *testing.T) {
 		t.Errorf("4th TCP connection (3.1.1): CONNACK 0x%02X, want 0x03", code)
 	}
 	// The WebSocket listener has room for one more, then the node is full.
-	v3Client(t, ws, "v311-ws-4")
+	v3Connect(t, ws, "v311-ws-4")
 	if code := v3Refused(t, ws, "v311-ws-5"); code != 0x03 {
 		t.Errorf("5th connection (3.1.1 over WebSocket): CONNACK 0x%02X, want 0x03", code)
 	}
@@ -70,10 +71,10 @@ func v5Refused(t testing.TB, addr, id string) byte {
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Read(make([]byte, 1)); err == nil {
 		t.Errorf("%s: the broker sent more after the refusal", id)
-	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	} else if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		t.Errorf("%s: the connection is still open 5s after the refusal", id)
 	}
-	return byte(ack.ReasonCode)
+	return ack.ReasonCode
 }
 
 func v3Options(url, id string) *mqtt.ClientOptions {
@@ -81,15 +82,14 @@ func v3Options(url, id string) *mqtt.ClientOptions {
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
 }
 
-// v3Client connects a paho.mqtt.golang 3.1.1 client; it disconnects when the test ends.
-func v3Client(t testing.TB, url, id string) mqtt.Client {
+// v3Connect connects a paho.mqtt.golang 3.1.1 client; it disconnects when the test ends.
+func v3Connect(t testing.TB, url, id string) {
 	t.Helper()
 	c := mqtt.NewClient(v3Options(url, id))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect %s to %s: %v", id, url, tok.Error())
 	}
 	t.Cleanup(func() { c.Disconnect(100) })
-	return c
 }
 
 // v3Refused connects a 3.1.1 client that must be refused and returns the CONNACK

@@ -2,6 +2,7 @@ package abuse
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sort"
 	"sync"
@@ -71,7 +72,7 @@ func TestIdleConnectionsClosedAtConnectTimeout(t *testing.T) {
 
 	var after []time.Duration
 	for i, r := range results {
-		if nerr, ok := r.err.(net.Error); ok && nerr.Timeout() {
+		if nerr := net.Error(nil); errors.As(r.err, &nerr) && nerr.Timeout() {
 			t.Fatalf("connection %d still open %v after its dial", i, r.closed.Sub(r.dialed))
 		}
 		after = append(after, r.closed.Sub(r.dialed))

@@ -3,9 +3,9 @@
 package e2e
 
 import (
-	"encoding/base64"
 	"bufio"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os/exec"
 	"regexp"
@@ -106,8 +106,8 @@ func usersSecretCredentials(ns, name string) credentials {
 }
 
 // mqttConnect tries once to connect a Paho MQTT 3.1.1 client to addr (with creds,
-// when given) and returns the client and the connect error.
-func mqttConnect(addr, id string, creds *credentials) (mqtt.Client, error) {
+// when given), disconnects it again and returns the connect error.
+func mqttConnect(addr, id string, creds *credentials) error {
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(true).
 		SetConnectTimeout(10 * time.Second).SetAutoReconnect(false)
 	if creds != nil {
@@ -116,9 +116,12 @@ func mqttConnect(addr, id string, creds *credentials) (mqtt.Client, error) {
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()
 	if !tok.WaitTimeout(15 * time.Second) {
-		return c, fmt.Errorf("connect timed out")
+		return fmt.Errorf("connect timed out")
 	}
-	return c, tok.Error()
+	if tok.Error() == nil {
+		c.Disconnect(100)
+	}
+	return tok.Error()
 }
 
 // mqttClient connects a Paho MQTT 3.1.1 client to addr, with creds when given;

@@ -139,7 +139,7 @@ func updateUsersFile(file, user, line string) error {
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer func() { _ = os.Remove(tmp.Name()) }() // gone after the rename; left over on an error
 	if _, err := tmp.Write(data); err != nil {
 		_ = tmp.Close()
 		return err
