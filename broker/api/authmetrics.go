@@ -8,7 +8,7 @@ import (
 
 var (
 	authConnectsDesc = prometheus.NewDesc("mqttd_auth_connects_total",
-		"CONNECTs by authentication result: ok, bad_credentials (unknown user or wrong password), anonymous_refused, client_id_owned (another user's client ID).",
+		"CONNECTs by authentication result: ok, bad_credentials (unknown user or wrong password), anonymous_refused, client_id_owned (another user's client ID), busy (no bcrypt slot within the connect timeout).",
 		[]string{"result"}, nil)
 	authDeniedDesc = prometheus.NewDesc("mqttd_auth_denied_total",
 		"Operations the ACL refused, by action: publish, subscribe, will.", []string{"action"}, nil)

@@ -51,11 +51,12 @@ type Rule struct {
 type ACL struct {
 	Default bool
 	Rules   []Rule
+	open    bool // AllowAll: every request is allowed
 }
 
-// AllowAll is the ACL of a broker without an ACL file: everything, $SYS included.
-var AllowAll = &ACL{Default: true, Rules: []Rule{{Username: "*", Topic: "#", Access: All, Allow: true},
-	{Username: "*", Topic: "$SYS/#", Access: Subscribe, Allow: true}}}
+// AllowAll is the ACL of a broker without an ACL file: everything is allowed, $SYS
+// and other '$' topics included (the server still refuses PUBLISH to $SYS).
+var AllowAll = &ACL{Default: true, open: true}
 
 // Anonymous is the username ACL rules use for clients that sent none.
 const Anonymous = "$anonymous"
@@ -172,6 +173,9 @@ func (a *ACL) CanSubscribe(p Principal, f string) bool {
 }
 
 func (a *ACL) decide(p Principal, access Access, name string) bool {
+	if a.open {
+		return true
+	}
 	for i := range a.Rules {
 		r := &a.Rules[i]
 		if r.Access&access == 0 || !r.appliesTo(p) {
@@ -218,14 +222,15 @@ func (r *Rule) appliesTo(p Principal) bool {
 	return !p.Anonymous && r.Username == p.Username
 }
 
-// filterFor fills in %u and %c. A value that is empty or holds '/', '+', '#' or NUL
-// would change the filter's shape (a client ID "#" must not match everything): then
-// it reports false. A rule with %u has no filter ("", true) for an anonymous client.
+// filterFor fills in %u and %c. A value that is empty, starts with '$' or holds '/',
+// '+', '#' or NUL would change the filter's shape (a client ID "#" must not match
+// everything, "$SYS" must not open $SYS): then it reports false. A rule with %u has no filter ("", true) for an anonymous client.
 func (r *Rule) filterFor(p Principal) (string, bool) {
 	if !strings.Contains(r.Topic, "%") {
 		return r.Topic, true
 	}
-	safe := func(v string) bool { return v != "" && !strings.ContainsAny(v, "/+#\x00") }
+	// A leading '$' would let a rule such as "%c/#" reach $SYS.
+	safe := func(v string) bool { return v != "" && v[0] != '$' && !strings.ContainsAny(v, "/+#\x00") }
 	if strings.Contains(r.Topic, "%u") {
 		if p.Anonymous {
 			return "", true

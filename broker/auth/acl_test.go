@@ -145,3 +145,22 @@ func TestParseACLErrors(t *testing.T) {
 		t.Error("oversized ACL file accepted")
 	}
 }
+
+// TestACLDollarValues: a client ID or username starting with '$' never opens '$'
+// topics through a placeholder, and a broker without ACL file allows every topic.
+func TestACLDollarValues(t *testing.T) {
+	acl, err := ParseACL([]byte("rules:\n  - {username: \"*\", topic: \"%c/#\", access: all, action: allow}\ndefault: deny\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Principal{Username: "u", ClientID: "$SYS"}
+	if acl.CanSubscribe(p, "$SYS/#") || acl.CanPublish(p, "$SYS/broker/version") {
+		t.Error("client ID $SYS opened $SYS through the client ID placeholder")
+	}
+	anon := Principal{Anonymous: true, ClientID: "c"}
+	for _, tp := range []string{"$aws/things/x", "$SYS/broker/uptime", "a/b"} {
+		if !AllowAll.CanPublish(anon, tp) || !AllowAll.CanSubscribe(anon, tp) {
+			t.Errorf("without an ACL file %q is refused", tp)
+		}
+	}
+}

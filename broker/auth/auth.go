@@ -29,7 +29,10 @@ type Config struct {
 	ClientIDOwnership bool
 	// ReloadInterval is how often Run checks the files (default 2s).
 	ReloadInterval time.Duration
-	Logger         *slog.Logger
+	// BcryptWait bounds how long a CONNECT waits for a free bcrypt slot (one per
+	// GOMAXPROCS) before it is answered Busy (default 10s; the connect timeout).
+	BcryptWait time.Duration
+	Logger     *slog.Logger
 }
 
 // Result is the outcome of authenticating a CONNECT.
@@ -44,6 +47,9 @@ const (
 	// AnonymousRefused: no username, and anonymous clients are not allowed
 	// (MQTT 5 0x87, 3.1.1 0x05).
 	AnonymousRefused
+	// Busy: every bcrypt slot stayed taken for BcryptWait, as under a flood of
+	// CONNECTs with made-up credentials (MQTT 5 0x89 Server busy, 3.1.1 0x03).
+	Busy
 )
 
 // rules is one consistent generation of the users and the ACL.
@@ -77,14 +83,14 @@ type Authenticator struct {
 }
 
 type counters struct {
-	ok, badCredentials, anonymousRefused, clientIDRefused atomic.Uint64
-	deniedPublish, deniedSubscribe, deniedWill            atomic.Uint64
-	reloads, reloadErrors, revoked                        atomic.Uint64
+	ok, badCredentials, anonymousRefused, clientIDRefused, busy atomic.Uint64
+	deniedPublish, deniedSubscribe, deniedWill                  atomic.Uint64
+	reloads, reloadErrors, revoked                              atomic.Uint64
 }
 
 // Stats are the authenticator's counters.
 type Stats struct {
-	Connects             map[string]uint64 // by result: ok, bad_credentials, anonymous_refused, client_id_owned
+	Connects             map[string]uint64 // by result: ok, bad_credentials, anonymous_refused, client_id_owned, busy
 	Denied               map[string]uint64 // by action: publish, subscribe, will
 	Reloads              uint64            // rule changes applied
 	ReloadErrors         uint64            // files that could not be read or parsed (old rules kept)
@@ -102,11 +108,14 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.BcryptWait <= 0 {
+		cfg.BcryptWait = 10 * time.Second
+	}
 	if !cfg.AllowAnonymous && cfg.UsersFile == "" {
 		return nil, errors.New("anonymous clients are refused and there is no users file: nobody could connect")
 	}
 	a := &Authenticator{cfg: cfg, log: cfg.Logger, cache: make(map[string]verified),
-		bcryptSlots: make(chan struct{}, runtime.NumCPU())}
+		bcryptSlots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)))} // GOMAXPROCS follows a container's CPU limit
 	if _, err := rand.Read(a.cacheKey[:]); err != nil {
 		return nil, err
 	}
@@ -213,7 +222,15 @@ func (a *Authenticator) Authenticate(clientID string, hasUsername bool, username
 	anonymous := Principal{Anonymous: true, ClientID: clientID}
 	switch {
 	case hasUsername && r.users != nil:
-		if hasPassword && a.check(r.users, username, password) {
+		good, busy := false, false
+		if hasPassword {
+			good, busy = a.check(r.users, username, password)
+		}
+		switch {
+		case busy:
+			a.stats.busy.Add(1)
+			return Principal{}, Busy
+		case good:
 			a.stats.ok.Add(1)
 			return Principal{Username: username, ClientID: clientID}, OK
 		}
@@ -227,7 +244,9 @@ func (a *Authenticator) Authenticate(clientID string, hasUsername bool, username
 	return Principal{}, AnonymousRefused
 }
 
-func (a *Authenticator) check(u *Users, name string, password []byte) bool {
+// check verifies a password: from the cache, else with bcrypt once a slot is free.
+// busy reports that no slot freed up within BcryptWait.
+func (a *Authenticator) check(u *Users, name string, password []byte) (good, busy bool) {
 	mac := hmac.New(sha256.New, a.cacheKey[:])
 	mac.Write([]byte(name))
 	mac.Write([]byte{0})
@@ -238,17 +257,23 @@ func (a *Authenticator) check(u *Users, name string, password []byte) bool {
 	known, ok := a.cache[name]
 	a.cacheMu.Unlock()
 	if ok && known.users == u && hmac.Equal(known.mac[:], sum[:]) {
-		return true
+		return true, false
 	}
-	a.bcryptSlots <- struct{}{}
-	good := u.Check(name, password)
+	wait := time.NewTimer(a.cfg.BcryptWait)
+	defer wait.Stop()
+	select {
+	case a.bcryptSlots <- struct{}{}:
+	case <-wait.C:
+		return false, true
+	}
+	good = u.Check(name, password)
 	<-a.bcryptSlots
 	if good {
 		a.cacheMu.Lock()
 		a.cache[name] = verified{mac: sum, users: u}
 		a.cacheMu.Unlock()
 	}
-	return good
+	return good, false
 }
 
 // verified is a password that passed bcrypt against one users file.
@@ -295,6 +320,12 @@ func (a *Authenticator) StillAllowed(p Principal, f string) bool {
 	return false
 }
 
+// MayRead reports whether p may receive a message on topic t (it could subscribe to
+// exactly t). Not counted: it judges deliveries a session already holds.
+func (a *Authenticator) MayRead(p Principal, t string) bool {
+	return a.cur.Load().acl.CanSubscribe(p, t)
+}
+
 // OwnershipEnforced reports whether client IDs belong to the user that created their
 // session.
 func (a *Authenticator) OwnershipEnforced() bool { return a.cfg.ClientIDOwnership }
@@ -308,7 +339,8 @@ func (a *Authenticator) Stats() Stats {
 	r := a.cur.Load()
 	return Stats{
 		Connects: map[string]uint64{"ok": a.stats.ok.Load(), "bad_credentials": a.stats.badCredentials.Load(),
-			"anonymous_refused": a.stats.anonymousRefused.Load(), "client_id_owned": a.stats.clientIDRefused.Load()},
+			"anonymous_refused": a.stats.anonymousRefused.Load(), "client_id_owned": a.stats.clientIDRefused.Load(),
+			"busy": a.stats.busy.Load()},
 		Denied: map[string]uint64{"publish": a.stats.deniedPublish.Load(), "subscribe": a.stats.deniedSubscribe.Load(),
 			"will": a.stats.deniedWill.Load()},
 		Reloads: a.stats.reloads.Load(), ReloadErrors: a.stats.reloadErrors.Load(), RevokedSubscriptions: a.stats.revoked.Load(),

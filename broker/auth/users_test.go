@@ -204,3 +204,30 @@ func TestReload(t *testing.T) {
 		t.Errorf("stats = %+v, want 1 reload and 1 reload error", s)
 	}
 }
+
+// TestAuthenticateBusy: when every bcrypt slot stays taken, a CONNECT that needs
+// bcrypt is answered Busy after BcryptWait instead of queueing without end.
+func TestAuthenticateBusy(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users")
+	writeFile(t, users, hashLine(t, "alice", "pw")+"\n")
+	a, err := New(Config{UsersFile: users, BcryptWait: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range cap(a.bcryptSlots) {
+		a.bcryptSlots <- struct{}{}
+	}
+	if _, r := a.Authenticate("c", true, "alice", true, []byte("pw")); r != Busy {
+		t.Fatalf("with every slot taken: %v, want Busy", r)
+	}
+	for range cap(a.bcryptSlots) {
+		<-a.bcryptSlots
+	}
+	if _, r := a.Authenticate("c", true, "alice", true, []byte("pw")); r != OK {
+		t.Fatalf("with free slots: %v, want OK", r)
+	}
+	if n := a.Stats().Connects["busy"]; n != 1 {
+		t.Errorf("busy count = %d, want 1", n)
+	}
+}

@@ -74,6 +74,7 @@ func (n *Node) Takeover(id string, clean bool, claim server.Claim) (server.Hando
 	ho := server.Handover{Session: snap, Epoch: epoch}
 	if snap != nil {
 		ho.Finish = func() []*session.Delivery { return n.settle(id, source) }
+		ho.GiveBack = func() { n.giveBack(snap, source) }
 	}
 	return ho, nil
 }
@@ -219,6 +220,10 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string, claim serv
 		}()
 	}
 	wg.Wait()
+	if owned == nil && best != nil && !claim.Allows(best.Owner) {
+		// Every node let the claim through, yet the newest copy is another user's.
+		owned = errorf(CodeClientIDOwned, "%v", server.ErrClientIDOwned)
+	}
 	if owned != nil {
 		if best != nil && source != requester {
 			// Another node already handed its copy over: it keeps it again.
@@ -229,22 +234,26 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string, claim serv
 	return best, source, epoch, nil
 }
 
-// giveBack returns a session that a failed takeover moved out of node source.
+// giveBack returns a session that a failed takeover moved out of node source. A
+// request that fails is tried twice more: the source drops a moved session nobody
+// releases after a timeout.
 func (n *Node) giveBack(snap *session.Snapshot, source string) {
 	if source == n.cfg.Name {
 		n.srv.Unmove(*snap)
 		return
 	}
 	b, err := store.EncodeSession(*snap)
-	var resp *response
-	if err == nil {
+	for attempt := 0; err == nil && attempt < 3; attempt++ {
+		var resp *response
 		if resp, err = n.request(source, &request{Op: opUnmove, Data: b}); err == nil {
-			err = resp.err()
+			if err = resp.err(); err == nil {
+				return
+			}
 		}
+		n.log.Warn("giving a session back after a refused takeover failed", "client", snap.ID, "node", source, "attempt", attempt+1, "error", err)
+		err = nil
 	}
-	if err != nil {
-		n.log.Warn("giving a session back after a refused takeover failed; its node drops it after a timeout", "client", snap.ID, "node", source, "error", err)
-	}
+	n.log.Error("a session could not be given back after a refused takeover; its node drops it after a timeout", "client", snap.ID, "node", source, "error", err)
 }
 
 // ownedError turns the server's ErrClientIDOwned into the stable code peers match.

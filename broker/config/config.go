@@ -425,6 +425,9 @@ func (c Config) Validate() error {
 	if !c.Auth.AllowAnonymous && c.Auth.UsersFile == "" {
 		errs = append(errs, errors.New("auth.users_file: required when auth.allow_anonymous is false (nobody could connect)"))
 	}
+	if q := c.Limits.MaxQueuedBytes; q > 0 && c.Limits.MaxPacketSize > 0 && int64(c.Limits.MaxPacketSize) > int64(q) {
+		errs = append(errs, fmt.Errorf("limits.max_queued_bytes (%d) is below limits.max_packet_size (%d): a large message would be accepted, then dropped for every subscriber", q, c.Limits.MaxPacketSize))
+	}
 	if c.Limits.MaxPacketSize != 0 && c.Limits.MaxPacketSize < 64 {
 		errs = append(errs, errors.New("limits.max_packet_size: must be at least 64 bytes"))
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
@@ -18,12 +19,12 @@ type Claim struct {
 	Check bool
 }
 
-// allows reports whether the claim may take over a session owned by owner. A session
+// Allows reports whether the claim may take over a session owned by owner. A session
 // whose owner is unknown (stored before owners were recorded) goes to the first client
 // that claims it. So does an anonymous client's session: anyone may connect
 // anonymously with its client ID anyway, and when anonymous clients are turned off
 // later, their users must be able to take their sessions back.
-func (c Claim) allows(owner string) bool {
+func (c Claim) Allows(owner string) bool {
 	return !c.Check || owner == "" || owner == session.OwnerAnonymous || owner == c.Owner
 }
 
@@ -64,11 +65,18 @@ func (c *client) authenticate(cf *packet.ConnectFields) (packet.Code, string) {
 	case auth.BadCredentials:
 		c.s.log.Info("authentication failed", "client", c.id, "username", cf.Username, "remote", c.addr, "reason", "bad username or password")
 		return packet.BadUserNameOrPassword, "bad user name or password"
+	case auth.Busy:
+		c.s.log.Info("authentication postponed: every bcrypt slot is busy", "client", c.id, "remote", c.addr)
+		return packet.ServerBusy, "too many logins at once: try again"
 	case auth.AnonymousRefused:
 		c.s.log.Info("authentication failed", "client", c.id, "remote", c.addr, "reason", "anonymous clients are not allowed")
 		return packet.NotAuthorized, "anonymous clients are not allowed: connect with a username and password"
 	}
 	c.principal = p
+	if cf.WillFlag && strings.HasPrefix(cf.WillTopic, "$SYS") {
+		c.s.log.Info("will refused: $SYS is the broker's", "client", c.id, "username", p.Username, "remote", c.addr, "topic", cf.WillTopic)
+		return packet.NotAuthorized, "a will may not be published to $SYS"
+	}
 	if cf.WillFlag && !a.CanWill(p, cf.WillTopic) {
 		c.s.log.Info("will refused by the ACL", "client", c.id, "username", p.Username, "remote", c.addr, "topic", cf.WillTopic)
 		return packet.NotAuthorized, "the will's topic is not allowed for this client"
@@ -118,6 +126,44 @@ func (c *client) willAllowed(w *session.Message) bool {
 	return false
 }
 
+// dueWill is a session's pending delayed will, judged by the rules in force now; nil
+// when they refuse it. Lock held on entry.
+func (s *Server) dueWill(e *entry) *session.Message {
+	a := s.opts.Auth
+	if e.will == nil || a == nil || a.CanWill(e.willBy, e.will.Topic) {
+		return e.will
+	}
+	s.log.Info("delayed will dropped: the ACL no longer allows its topic", "client", e.sess.ID, "username", e.willBy.Username, "topic", e.will.Topic)
+	return nil
+}
+
+// recheckEntry applies the ACL in force to one session on behalf of p: it removes the
+// subscriptions p may not have (from the trie too when routed) and the queued and
+// inflight messages p may not read. Lock held on entry.
+func (s *Server) recheckEntry(id string, e *entry, p auth.Principal, routed bool) (revoked int) {
+	a := s.opts.Auth
+	if a == nil {
+		return 0
+	}
+	for key, sub := range e.sess.SubscriptionsByKey() {
+		if a.StillAllowed(p, sub.Filter) {
+			continue
+		}
+		e.sess.Unsubscribe(key)
+		if routed {
+			s.removeSub(id, sub.ShareGroup, sub.Filter)
+		}
+		revoked++
+		s.log.Info("subscription revoked by the ACL", "client", id, "username", p.Username, "filter", key)
+	}
+	if n := e.sess.Prune(func(m *session.Message) bool { return a.MayRead(p, m.Topic) }); n > 0 {
+		s.stats.dropped.Add(uint64(n))
+		s.log.Info("queued messages dropped: the ACL does not let the session's user read them", "client", id, "username", p.Username, "messages", n)
+		revoked++
+	}
+	return revoked
+}
+
 // recheckSubscriptions applies the ACL in force to every session's subscriptions and
 // removes the ones it no longer allows: after a reload, a client keeps its connection
 // but loses what it may not read any more. Sessions whose owner is unknown are left
@@ -137,17 +183,7 @@ func (s *Server) recheckSubscriptions() {
 		if !ok {
 			continue
 		}
-		revoked := 0
-		for key, sub := range e.sess.SubscriptionsByKey() {
-			if a.StillAllowed(p, sub.Filter) {
-				continue
-			}
-			e.sess.Unsubscribe(key)
-			s.removeSub(id, sub.ShareGroup, sub.Filter)
-			revoked++
-			s.log.Info("subscription revoked by the ACL", "client", id, "username", p.Username, "filter", key)
-		}
-		if revoked > 0 && e.client == nil && e.expiry != 0 {
+		if s.recheckEntry(id, e, p, true) > 0 && e.client == nil && e.expiry != 0 {
 			s.saveSession(e)
 		}
 	}

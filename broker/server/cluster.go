@@ -48,6 +48,9 @@ type Handover struct {
 	// reached the other nodes: it releases the old node's copy and returns what was
 	// queued there meanwhile.
 	Finish func() []*session.Delivery
+	// GiveBack, when set, runs instead of Finish when the connect is refused after
+	// the takeover and Session was not installed here: the old node keeps it.
+	GiveBack func()
 }
 
 // Route is a subscription filter as nodes exchange it: which filters (per share
@@ -230,7 +233,7 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.sessions[id]
-	if e != nil && !e.moving && !claim.allows(e.sess.Owner()) {
+	if e != nil && !claim.Allows(e.sess.Owner()) { // a moving session still knows its owner
 		s.log.Info("takeover from another node refused: the client ID's session belongs to another user", "client", id, "claimedBy", claim.Owner)
 		return nil, ErrClientIDOwned
 	}
@@ -255,7 +258,7 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 	stopTimer(e.expiryTimer)
 	stopTimer(e.willTimer)
 	if e.will != nil && !want {
-		wills = append(wills, e.will)
+		wills = append(wills, s.dueWill(e))
 	}
 	e.will = nil
 	if !want || expiry == 0 {
@@ -337,11 +340,16 @@ func (s *Server) AppendDeliveries(id string, ds []*session.Delivery) {
 	}
 }
 
-// installSession makes a session handed over by another node this node's. Lock held.
+// installSession makes a session handed over by another node this node's. Its
+// subscriptions are judged by this node's rules first: nodes reload at different
+// times. Lock held.
 func (s *Server) installSession(snap session.Snapshot) *entry {
 	e := &entry{sess: session.Restore(snap, s.sessionLimits()), expiry: snap.Expiry, disconnected: snap.Disconnected}
+	if p, ok := principalOf(snap.ID, snap.Owner); ok {
+		s.recheckEntry(snap.ID, e, p, false)
+	}
 	s.sessions[snap.ID] = e
-	for _, sub := range snap.Subscriptions {
+	for _, sub := range e.sess.Subscriptions() {
 		s.addSub(sub)
 	}
 	return e

@@ -180,9 +180,12 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		}
 	}
 	moved, epoch := ho.Session, ho.Epoch
-	installed := false
+	installed, refused := false, false
 	defer func() { // after the unlock below
-		if ho.Finish != nil {
+		switch {
+		case refused && moved != nil && !installed && ho.GiveBack != nil:
+			ho.GiveBack() // nobody here took it: its old node keeps it
+		case ho.Finish != nil:
 			if extra := ho.Finish(); installed {
 				s.AppendDeliveries(c.id, extra)
 			}
@@ -194,6 +197,10 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	if code == packet.Success {
 		code, why = s.ownershipRefusalLocked(c.id, claim)
 	}
+	if code == packet.Success && moved != nil && !claim.Allows(moved.Owner) {
+		s.opts.Auth.CountClientIDRefused()
+		code, why = packet.NotAuthorized, "this client ID belongs to another user"
+	}
 	if k, ok := s.kicked[c.id]; ok && code == packet.Success {
 		if epoch != 0 && epoch < k {
 			code, why = packet.ServerBusy, "a newer connection with this client ID won on another node"
@@ -202,9 +209,10 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		}
 	}
 	if code != packet.Success {
+		refused = true
 		// Refused after the takeover: a session that came here stays, detached, so
-		// nothing it held is lost.
-		if moved != nil && !clean && s.sessions[c.id] == nil && !s.closing {
+		// nothing it held is lost (unless it is another user's: that one goes back).
+		if moved != nil && !clean && s.sessions[c.id] == nil && !s.closing && claim.Allows(moved.Owner) {
 			e := s.installSession(*moved)
 			s.armExpiry(c.id, e, moved.Disconnected)
 			s.saveSession(e)
@@ -241,7 +249,7 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		stopTimer(e.expiryTimer)
 		stopTimer(e.willTimer)
 		if e.will != nil && clean {
-			wills = append(wills, e.will) // the session ends: a delayed will is due
+			wills = append(wills, s.dueWill(e)) // the session ends: a delayed will is due
 		}
 		e.will = nil
 		if clean {
@@ -254,7 +262,12 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		e = &entry{sess: session.New(c.id, s.sessionLimits())}
 		s.sessions[c.id] = e
 	}
-	e.sess.SetOwner(claim.Owner) // a new session, or one whose owner was unknown or is this user
+	if e.sess.Owner() != claim.Owner {
+		// A session changing hands (owner unknown or anonymous, or ownership off):
+		// it keeps only the subscriptions and messages its new user may read.
+		s.recheckEntry(c.id, e, c.principal, true)
+		e.sess.SetOwner(claim.Owner)
+	}
 	e.client = c
 	c.entry = e
 	c.sess = e.sess
@@ -272,7 +285,7 @@ func (s *Server) ownershipRefusal(id string, claim Claim) (packet.Code, string) 
 
 func (s *Server) ownershipRefusalLocked(id string, claim Claim) (packet.Code, string) {
 	e := s.sessions[id]
-	if e == nil || e.moving || claim.allows(e.sess.Owner()) {
+	if e == nil || claim.Allows(e.sess.Owner()) { // a moving session still knows its owner
 		return packet.Success, ""
 	}
 	s.opts.Auth.CountClientIDRefused()
@@ -323,7 +336,7 @@ func (s *Server) disconnected(c *client) {
 	expiry := c.sessionExpiry
 	if w := c.pendingWill(); w != nil && !s.closing {
 		if c.willDelay > 0 && expiry > 0 {
-			e.will = w
+			e.will, e.willBy = w, c.principal
 			delay := time.Duration(min(c.willDelay, expiry)) * time.Second
 			e.willTimer = time.AfterFunc(delay, func() { s.fireWill(c.id, e, w) })
 		} else {
@@ -334,7 +347,7 @@ func (s *Server) disconnected(c *client) {
 		s.dropSession(c.id, e)
 		if e.will != nil {
 			stopTimer(e.willTimer)
-			wills = append(wills, e.will)
+			wills = append(wills, s.dueWill(e))
 			e.will = nil
 		}
 		return
@@ -361,10 +374,11 @@ func (s *Server) fireWill(id string, e *entry, w *session.Message) {
 	s.mu.Lock()
 	due := s.sessions[id] == e && e.will == w
 	if due {
+		w = s.dueWill(e)
 		e.will = nil
 	}
 	s.mu.Unlock()
-	if due {
+	if due && w != nil {
 		s.publish(w)
 	}
 }
@@ -386,7 +400,10 @@ func (s *Server) expire(id string, e *entry) {
 		return
 	}
 	s.dropSession(id, e)
-	w := e.will
+	var w *session.Message
+	if e.will != nil {
+		w = s.dueWill(e)
+	}
 	e.will = nil
 	stopTimer(e.willTimer)
 	s.mu.Unlock()

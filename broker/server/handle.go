@@ -150,13 +150,11 @@ func (c *client) handlePublish(p *packet.Packet) error {
 	return nil
 }
 
-// publishCode is the PUBACK/PUBREC code of a message routed to n sessions whose
-// retained copy got code retained (QuotaExceeded: over the retained limits, routed
-// but not stored).
-func publishCode(n int, retained packet.Code) packet.Code {
-	if retained != packet.Success {
-		return retained
-	}
+// publishCode is the PUBACK/PUBREC code of a message routed to n sessions. A retained
+// copy over the limits (retained != Success) does not change it: the message was
+// delivered, and a failure code would invite the client to send it again (a duplicate,
+// and no exactly-once for QoS 2); retainedWhy's reason string tells it instead.
+func publishCode(n int, _ packet.Code) packet.Code {
 	return matchedCode(n)
 }
 
@@ -260,7 +258,11 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			overLimit = append(overLimit, req.Filter)
 			continue
 		}
+		// The ACL check and the subscription happen under Server.mu (read), so a
+		// reload's re-check (write lock) sees either both or neither.
+		s.mu.RLock()
 		if !c.maySubscribe(filter) { // a shared subscription's filter without $share/group/
+			s.mu.RUnlock()
 			ack.ReasonCodes[i] = packet.NotAuthorized
 			if c.version != packet.V5 {
 				ack.ReasonCodes[i] = packet.UnspecifiedError // 0x80 Failure
@@ -273,6 +275,7 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			Identifier: subID}
 		existed := c.sess.Subscribe(req.Filter, sub)
 		s.addSub(sub)
+		s.mu.RUnlock()
 		ack.ReasonCodes[i] = packet.Code(req.QoS)
 		if !shared && (req.RetainHandling == 0 || (req.RetainHandling == 1 && !existed)) {
 			wantRetained = append(wantRetained, retainedReq{filter, sub})

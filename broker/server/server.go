@@ -174,6 +174,7 @@ type entry struct {
 	expiry       uint32 // session expiry interval in seconds, once disconnected
 	expiryTimer  *time.Timer
 	will         *session.Message // pending delayed will
+	willBy       auth.Principal   // its client, for the ACL check when it is due
 	willTimer    *time.Timer
 	disconnected time.Time
 	moving       bool        // handed to another node, kept until it releases it
@@ -204,8 +205,8 @@ func New(opts Options) (*Server, error) {
 	if opts.Auth != nil {
 		// The rules may have changed while the broker was down, and may change at
 		// any reload: subscriptions they no longer allow go.
+		opts.Auth.OnChange(s.recheckSubscriptions) // first: a reload meanwhile is not missed
 		s.recheckSubscriptions()
-		opts.Auth.OnChange(s.recheckSubscriptions)
 	}
 	if opts.SysInterval > 0 {
 		s.loops.Add(1)

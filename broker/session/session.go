@@ -488,6 +488,33 @@ func (s *Session) Handover() Snapshot {
 	return snap
 }
 
+// Prune removes the queued and inflight deliveries whose message keep refuses and
+// returns how many it removed (a session changing hands keeps only what its new
+// user may read). keep is called with the session locked: it must not call back.
+func (s *Session) Prune(keep func(m *Message) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	kept := s.queue[:0]
+	for _, d := range s.queue {
+		if d.Msg != nil && !keep(d.Msg) {
+			s.queued -= d.size()
+			n++
+			continue
+		}
+		kept = append(kept, d)
+	}
+	clear(s.queue[len(kept):])
+	s.queue = kept
+	for _, id := range append([]uint16(nil), s.order...) {
+		if d := s.inflight[id]; d.Msg != nil && !keep(d.Msg) {
+			s.remove(id)
+			n++
+		}
+	}
+	return n
+}
+
 // Drain removes and returns the queued deliveries.
 func (s *Session) Drain() []*Delivery {
 	s.mu.Lock()

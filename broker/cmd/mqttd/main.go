@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -135,15 +136,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	opts := serverOptions(cfg, log)
 	authn, err := auth.New(auth.Config{AllowAnonymous: cfg.Auth.AllowAnonymous, UsersFile: cfg.Auth.UsersFile,
 		ACLFile: cfg.Auth.ACLFile, ClientIDOwnership: ownership(cfg.Auth), ReloadInterval: time.Duration(cfg.Auth.ReloadInterval),
-		Logger: log.With("component", "auth")})
+		BcryptWait: time.Duration(cfg.Limits.ConnectTimeout), Logger: log.With("component", "auth")})
 	if err != nil {
 		return fmt.Errorf("%w: %w", errAuth, err)
 	}
 	opts.Auth = authn
 	log.Info("auth", "allowAnonymous", cfg.Auth.AllowAnonymous, "users", authn.Stats().Users, "aclRules", authn.Stats().Rules,
 		"clientIDOwnership", ownership(cfg.Auth))
-	go authn.Run(ctx)
-	go reloadOnHangup(ctx, authn)
 	if cfg.Store.Dir != "" {
 		st, err := store.OpenPebble(cfg.Store.Dir, log)
 		if err != nil {
@@ -161,6 +160,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errStore, err) // New fails only when it cannot restore from the store
 	}
+	// Reloads re-check sessions and may write them: they end before the store closes
+	// (this defer runs before the store's).
+	reloadCtx, stopReloads := context.WithCancel(ctx)
+	var reloads sync.WaitGroup
+	reloads.Add(2)
+	go func() { defer reloads.Done(); authn.Run(reloadCtx) }()
+	go func() { defer reloads.Done(); reloadOnHangup(reloadCtx, authn) }()
+	defer func() { stopReloads(); reloads.Wait() }()
 	// The cluster comes before the listeners: a client's first connect may need it.
 	node, err := startCluster(ctx, cfg, srv, opts.Store, log)
 	if err != nil {
