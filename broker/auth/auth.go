@@ -70,6 +70,7 @@ type Authenticator struct {
 
 	reloadMu sync.Mutex // serializes reloads and the change callbacks
 	onChange []func()
+	aclGen   atomic.Uint64 // counts ACL changes (see Generation)
 
 	// Verified passwords, as HMACs under a key of this process: reconnect storms do
 	// not pay one bcrypt per CONNECT. Emptied whenever the users file changes.
@@ -185,13 +186,23 @@ func (a *Authenticator) Reload() (changed bool, err error) {
 	}
 	a.stats.reloads.Add(1)
 	a.log.Info("auth rules reloaded", "users", next.users.Len(), "aclRules", len(next.acl.Rules))
-	for _, fn := range a.onChange {
-		fn()
+	if next.acl != prev.acl {
+		// Only the ACL decides subscriptions: a users-only change (a new user) does
+		// not make the server re-check every session.
+		a.aclGen.Add(1)
+		for _, fn := range a.onChange {
+			fn()
+		}
 	}
 	return true, nil
 }
 
-// OnChange registers fn to run after each reload that changed the rules (the server
+// Generation changes whenever a reload puts a new ACL in force, before the change
+// callbacks run. A decision taken under generation g and acted on afterwards is still
+// the rules' verdict if the generation is still g; otherwise it must be taken again.
+func (a *Authenticator) Generation() uint64 { return a.aclGen.Load() }
+
+// OnChange registers fn to run after each reload that changed the ACL (the server
 // re-checks existing subscriptions). Register before Run.
 func (a *Authenticator) OnChange(fn func()) {
 	a.reloadMu.Lock()

@@ -258,15 +258,9 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			overLimit = append(overLimit, req.Filter)
 			continue
 		}
-		// The ACL check and the subscription happen under Server.mu (read), so a
-		// reload's re-check (write lock) sees either both or neither.
-		s.mu.RLock()
+		gen := c.aclGeneration()
 		if !c.maySubscribe(filter) { // a shared subscription's filter without $share/group/
-			s.mu.RUnlock()
-			ack.ReasonCodes[i] = packet.NotAuthorized
-			if c.version != packet.V5 {
-				ack.ReasonCodes[i] = packet.UnspecifiedError // 0x80 Failure
-			}
+			ack.ReasonCodes[i] = c.notAuthorizedSuback()
 			denied = append(denied, req.Filter)
 			continue
 		}
@@ -275,7 +269,11 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			Identifier: subID}
 		existed := c.sess.Subscribe(req.Filter, sub)
 		s.addSub(sub)
-		s.mu.RUnlock()
+		if !c.stillGranted(gen, req.Filter, sub) { // a reload raced with this SUBSCRIBE
+			ack.ReasonCodes[i] = c.notAuthorizedSuback()
+			denied = append(denied, req.Filter)
+			continue
+		}
 		ack.ReasonCodes[i] = packet.Code(req.QoS)
 		if !shared && (req.RetainHandling == 0 || (req.RetainHandling == 1 && !existed)) {
 			wantRetained = append(wantRetained, retainedReq{filter, sub})

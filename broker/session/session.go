@@ -507,10 +507,15 @@ func (s *Session) Prune(keep func(m *Message) bool) int {
 	clear(s.queue[len(kept):])
 	s.queue = kept
 	for _, id := range append([]uint16(nil), s.order...) {
-		if d := s.inflight[id]; d.Msg != nil && !keep(d.Msg) {
+		// A released QoS 2 delivery only owes its PUBREL, which shows nothing: it
+		// stays, or the client would wait for that PUBREL forever.
+		if d := s.inflight[id]; d.Msg != nil && !d.Released && !keep(d.Msg) {
 			s.remove(id)
 			n++
 		}
+	}
+	if n > 0 {
+		s.signal() // the window may have room for what is still queued
 	}
 	return n
 }
