@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	res "github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
@@ -57,7 +58,7 @@ var _ = Describe("MQTTCluster auth", func() {
 		cm := child(&corev1.ConfigMap{}, ns, "closed-config")
 		Expect(cm.Data[res.ConfigFile]).To(ContainSubstring("allow_anonymous: false"))
 		Expect(cm.Data[res.ConfigFile]).To(ContainSubstring("users_file: /etc/mqttd/users/users"))
-		Expect(cm.Data).NotTo(HaveKey(res.ACLFile), "no ACL rules, no ACL file")
+		Expect(cm.Data[res.ACLFile]).To(Equal("default: allow\nrules: []\n"), "no ACL rules: an ACL file all the same, so the first rule restarts nothing")
 		s := sts(mc)
 		v := usersVolume(s)
 		Expect(v).NotTo(BeNil())
@@ -65,7 +66,9 @@ var _ = Describe("MQTTCluster auth", func() {
 		Expect(v.Items).To(Equal([]corev1.KeyToPath{{Key: res.UsersKey, Path: res.UsersKey}}), "the clear password is not mounted")
 
 		By("keeping a user added by hand and the password through later reconciles")
-		edited := string(users.Data[res.UsersKey]) + "alice:$2a$10$abcdefghijklmnopqrstuu\n"
+		alice, err := auth.HashLine("alice", []byte("alice-pw"), bcrypt.MinCost)
+		Expect(err).NotTo(HaveOccurred())
+		edited := string(users.Data[res.UsersKey]) + alice + "\n"
 		users.Data[res.UsersKey] = []byte(edited)
 		Expect(k8sClient.Update(ctx, users)).To(Succeed())
 		generation := s.Generation
@@ -81,6 +84,15 @@ var _ = Describe("MQTTCluster auth", func() {
 			g.Expect(string(cur.Data[res.PasswordKey])).To(Equal(password))
 			g.Expect(sts(mc).Generation).To(Equal(generation), "a users change restarts no pod")
 		}).Should(Succeed())
+
+		By("refusing a users file mqttd could not start with, before any pod is touched")
+		users = child(&corev1.Secret{}, ns, "closed-users")
+		users.Data[res.UsersKey] = []byte(edited + "bob:not-a-hash\n")
+		Expect(k8sClient.Update(ctx, users)).To(Succeed())
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "InvalidSpec")
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Reason).To(Equal("InvalidUsersFile"))
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`user "bob"`))
+		Expect(sts(mc).Generation).To(Equal(generation))
 	})
 
 	It("renders the ACL into its own key, outside the config hash", func() {

@@ -76,7 +76,10 @@ type step struct {
 // Reconcile drives the cluster's children towards the spec, then reports status.
 // The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
 // mount them; the Services before the pods look each other up; the PodDisruptionBudget
-// once there is something to protect.
+// once there is something to protect. The Services come first of all: while the spec
+// asks for something mqttd does not enforce, the client Service falls back to
+// ClusterIP even when a later step stops on invalid input (a TLS listener whose
+// Secret does not exist yet must not leave a LoadBalancer in front of the old pods).
 func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	mc := &v1alpha1.MQTTCluster{}
 	if err := r.Get(ctx, req.NamespacedName, mc); err != nil {
@@ -87,9 +90,9 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	st := &state{cluster: mc}
 	pipeline := []step{
+		{"services", r.reconcileServices},
 		{"secrets", r.reconcileSecrets},
 		{"config", r.reconcileConfig},
-		{"services", r.reconcileServices},
 		{"statefulset", r.reconcileStatefulSet},
 		{"pdb", r.reconcilePDB},
 		{"lifecycle", r.reconcileLifecycle},

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -10,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
@@ -36,7 +38,7 @@ func referencedSecrets(mc *v1alpha1.MQTTCluster) []secretRef {
 		}
 	}
 	if a := mc.Spec.Auth; a != nil && a.UsersSecretRef != nil {
-		refs = append(refs, secretRef{"spec.auth.usersSecretRef", a.UsersSecretRef.Name, []string{resource.UsersKey}})
+		refs = append(refs, secretRef{usersField, a.UsersSecretRef.Name, []string{resource.UsersKey}})
 	}
 	if d := mc.Spec.Dashboard; d.Enabled && d.AdminSecretRef != nil {
 		refs = append(refs, secretRef{"spec.dashboard.adminSecretRef", d.AdminSecretRef.Name, []string{"username", "password"}})
@@ -65,6 +67,9 @@ func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state)
 				r.report(st, invalidInput, "SecretKeyMissing", fmt.Sprintf("%s: Secret %q has no key %q", ref.field, ref.name, k))
 			}
 		}
+		if ref.field == usersField && len(s.Data[resource.UsersKey]) > 0 {
+			r.checkUsersFile(st, ref.name, s.Data[resource.UsersKey])
+		}
 	}
 	if hasInvalidInput(st.problems) {
 		return true, nil
@@ -80,11 +85,28 @@ func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state)
 		}
 	}
 	if resource.GeneratesUsersSecret(mc) {
-		if _, err := r.apply(ctx, mc, resource.UsersSecretBuilder(mc)); err != nil {
+		obj, err := r.apply(ctx, mc, resource.UsersSecretBuilder(mc))
+		if err != nil {
 			return false, err
 		}
+		if s, ok := obj.(*corev1.Secret); ok { // users may be added to it by hand
+			r.checkUsersFile(st, s.Name, s.Data[resource.UsersKey])
+		}
 	}
-	return false, nil
+	return hasInvalidInput(st.problems), nil
+}
+
+// usersField is where the spec names the users Secret.
+const usersField = "spec.auth.usersSecretRef"
+
+// checkUsersFile parses a users file as mqttd does. mqttd keeps its old rules when a
+// mounted file does not parse, but a pod that restarts on it cannot start: so a bad
+// file is invalid input that stops the pipeline before any pod is touched. The
+// message names the line and user, never a hash.
+func (r *MQTTClusterReconciler) checkUsersFile(st *state, secret string, data []byte) {
+	if _, err := auth.ParseUsers(bytes.NewReader(data)); err != nil {
+		r.report(st, invalidInput, "InvalidUsersFile", fmt.Sprintf("Secret %q key %q: %v", secret, resource.UsersKey, err))
+	}
 }
 
 // clustersReferringTo maps a Secret to the clusters in its namespace whose spec names

@@ -72,7 +72,7 @@ func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems [
 		out.ReadyReplicas = sts.Status.ReadyReplicas
 	}
 	for _, c := range []metav1.Condition{
-		readyCondition(mc, sts, problems, out.Members, lc != nil),
+		readyCondition(mc, sts, problems, out.Members, lc != nil, outdatedPods(sts, lc)),
 		availableCondition(sts),
 		progressingCondition(mc, sts),
 		degradedCondition(problems),
@@ -97,7 +97,26 @@ func stsCaughtUp(sts *appsv1.StatefulSet) bool {
 }
 
 // readyCondition: every desired node is ready and the spec could be acted on.
-func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem, members []v1alpha1.MemberStatus, gathered bool) metav1.Condition {
+// outdatedPods counts the pods that run an older template than the StatefulSet's (0
+// when the brokers were not gathered).
+func outdatedPods(sts *appsv1.StatefulSet, lc *lifecycle) int {
+	n := 0
+	if lc == nil || sts == nil {
+		return 0
+	}
+	for _, b := range lc.pods {
+		if outdated(sts, b.pod) {
+			n++
+		}
+	}
+	return n
+}
+
+// readyCondition: every desired node is ready, joined and runs the current settings,
+// and the spec could be acted on. outdated counts pods on an older template: mqttd.yaml
+// (anonymous access, the users and ACL files) is part of the template, so until they
+// are replaced the settings the spec asks for may not be in force on them.
+func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem, members []v1alpha1.MemberStatus, gathered bool, outdated int) metav1.Condition {
 	want := desiredReplicas(mc)
 	c := metav1.Condition{Type: v1alpha1.ConditionReady}
 	switch {
@@ -116,6 +135,9 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 	case gathered && joinedReady(members) < want:
 		c.Status, c.Reason = metav1.ConditionFalse, "MembersNotJoined"
 		c.Message = fmt.Sprintf("%d of %d broker nodes are ready cluster members", joinedReady(members), want)
+	case outdated > 0:
+		c.Status, c.Reason = metav1.ConditionFalse, "SettingsPending"
+		c.Message = fmt.Sprintf("%d of %d pods run an older pod template: the settings the spec asks for (such as anonymous access) are not in force on them until they are replaced", outdated, want)
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, "AllNodesReady"
 		c.Message = fmt.Sprintf("%d of %d broker nodes ready and joined", sts.Status.ReadyReplicas, want)

@@ -80,7 +80,7 @@ func TestConditions(t *testing.T) {
 				got  metav1.Condition
 				want want
 			}{
-				{readyCondition(mc, tc.sts, tc.problems, joinedMembers(tc.members), true), tc.ready},
+				{readyCondition(mc, tc.sts, tc.problems, joinedMembers(tc.members), true, 0), tc.ready},
 				{availableCondition(tc.sts), tc.available},
 				{progressingCondition(mc, tc.sts), tc.progressing},
 				{degradedCondition(tc.problems), tc.degraded},
@@ -237,5 +237,18 @@ func TestProgressingUpdatePending(t *testing.T) {
 	sts.Status.CurrentRevision, sts.Status.UpdatedReplicas = "r2", 3
 	if c := progressingCondition(mc, sts); c.Status != metav1.ConditionFalse || c.Reason != "Stable" {
 		t.Fatalf("all updated: %+v", c)
+	}
+}
+
+// TestReadyWaitsForCurrentPods: a healthy, joined cluster is not Ready while a pod runs
+// an older template (its mqttd.yaml may still let anonymous clients in).
+func TestReadyWaitsForCurrentPods(t *testing.T) {
+	mc := testCluster(3)
+	sts := testSTS(1, 1, 3, 3)
+	if c := readyCondition(mc, sts, nil, joinedMembers(3), true, 1); c.Status != metav1.ConditionFalse || c.Reason != "SettingsPending" {
+		t.Fatalf("one outdated pod: %s/%s, want False/SettingsPending", c.Status, c.Reason)
+	}
+	if c := readyCondition(mc, sts, nil, joinedMembers(3), true, 0); c.Status != metav1.ConditionTrue {
+		t.Fatalf("no outdated pod: %s/%s, want True", c.Status, c.Reason)
 	}
 }

@@ -63,9 +63,9 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	if _, ok := UsersSecret(mc); ok {
 		cfg.Auth.UsersFile = UsersDir + "/" + UsersKey
 	}
-	if NeedsACL(mc) {
-		cfg.Auth.ACLFile = ConfigDir + "/" + ACLFile
-	}
+	// Always an ACL file, even without rules: adding the first rule then changes a
+	// mounted file that mqttd reloads, not mqttd.yaml (which would restart the pods).
+	cfg.Auth.ACLFile = ConfigDir + "/" + ACLFile
 	keys := slices.Sorted(func(yield func(string) bool) {
 		for k := range mc.Spec.Config {
 			if !yield(k) {
@@ -87,13 +87,6 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	return cfg.YAML()
 }
 
-// NeedsACL reports whether mc restricts anything: ACL rules or a default of deny.
-// Without, mqttd gets no ACL file and allows everything.
-func NeedsACL(mc *v1alpha1.MQTTCluster) bool {
-	a := mc.Spec.Auth
-	return a != nil && (len(a.ACL) > 0 || a.ACLDefault == "deny")
-}
-
 // aclDocument is mqttd's ACL file (auth.acl_file): the field names are mqttd's.
 type aclDocument struct {
 	Default string    `yaml:"default"`
@@ -108,15 +101,16 @@ type aclRule struct {
 	Action   string `yaml:"action"`
 }
 
-// RenderACL renders spec.auth's ACL as mqttd's ACL file, nil when NeedsACL is false.
-// The file is checked with mqttd's own parser: a rule mqttd would refuse is the
-// user's error, reported in status (mqttd would refuse the whole file and keep its
-// previous rules).
+// RenderACL renders spec.auth's ACL as mqttd's ACL file; without spec.auth or rules
+// it is "default: allow" with no rules (every topic but '$' ones: $SYS is readable
+// only where a rule allows it). The file is checked with mqttd's own parser: a rule
+// mqttd would refuse is the user's error, reported in status (mqttd would refuse the
+// whole file and keep its previous rules).
 func RenderACL(mc *v1alpha1.MQTTCluster) ([]byte, error) {
-	if !NeedsACL(mc) {
-		return nil, nil
-	}
 	a := mc.Spec.Auth
+	if a == nil {
+		a = &v1alpha1.AuthSpec{}
+	}
 	doc := aclDocument{Default: a.ACLDefault, Rules: make([]aclRule, 0, len(a.ACL))}
 	if doc.Default == "" {
 		doc.Default = "allow"

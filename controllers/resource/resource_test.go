@@ -214,15 +214,15 @@ func TestRenderConfig(t *testing.T) {
 		{"invalid combination", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Config = map[string]string{"limits.queue_drop_policy": "drop-random"}
 		}, "queue_drop_policy", nil},
-		{"anonymous clients by default, no auth files", func(*v1alpha1.MQTTCluster) {}, "", func(t *testing.T, c config.Config) {
-			if !c.Auth.AllowAnonymous || c.Auth.UsersFile != "" || c.Auth.ACLFile != "" {
+		{"anonymous clients by default, no users file, always the ACL file", func(*v1alpha1.MQTTCluster) {}, "", func(t *testing.T, c config.Config) {
+			if !c.Auth.AllowAnonymous || c.Auth.UsersFile != "" || c.Auth.ACLFile != "/etc/mqttd/config/acl.yaml" {
 				t.Fatalf("auth %+v", c.Auth)
 			}
 		}},
 		{"anonymous off: the generated users file", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}
 		}, "", func(t *testing.T, c config.Config) {
-			if c.Auth.AllowAnonymous || c.Auth.UsersFile != "/etc/mqttd/users/users" || c.Auth.ACLFile != "" {
+			if c.Auth.AllowAnonymous || c.Auth.UsersFile != "/etc/mqttd/users/users" || c.Auth.ACLFile != "/etc/mqttd/config/acl.yaml" {
 				t.Fatalf("auth %+v", c.Auth)
 			}
 		}},
@@ -293,11 +293,11 @@ func TestRenderACL(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		auth    *v1alpha1.AuthSpec
-		want    string // "" when no ACL file
+		want    string
 		wantErr string
 	}{
-		{"no auth", nil, "", ""},
-		{"no rules, default allow", &v1alpha1.AuthSpec{ACLDefault: "allow"}, "", ""},
+		{"no auth", nil, "default: allow\nrules: []\n", ""},
+		{"no rules, default allow", &v1alpha1.AuthSpec{ACLDefault: "allow"}, "default: allow\nrules: []\n", ""},
 		{"no rules, default deny", &v1alpha1.AuthSpec{ACLDefault: "deny"}, "default: deny\nrules: []\n", ""},
 		{"rules in order, default filled in", &v1alpha1.AuthSpec{ACL: []v1alpha1.ACLRule{
 			{Username: "sensor", Topic: "sensors/%u/#", Access: "publish", Action: "allow"},
@@ -350,7 +350,7 @@ rules:
 			if err != nil {
 				t.Fatal(err)
 			}
-			if string(got) != tc.want || (got == nil) != (tc.want == "") || NeedsACL(mc) != (tc.want != "") {
+			if string(got) != tc.want {
 				t.Fatalf("ACL file:\n%s\nwant:\n%s", got, tc.want)
 			}
 		})

@@ -35,9 +35,11 @@ var _ = Describe("the simulated StatefulSet controller and kubelet", func() {
 		Expect(k8sClient.Create(ctx, mc)).To(Succeed())
 		rendered, err := resource.RenderConfig(mc)
 		Expect(err).NotTo(HaveOccurred())
+		acl, err := resource.RenderACL(mc)
+		Expect(err).NotTo(HaveOccurred())
 		for _, b := range []resource.Builder{
 			resource.CookieSecretBuilder(mc), resource.APITokenSecretBuilder(mc),
-			&resource.ConfigMapBuilder{Cluster: mc, Config: rendered},
+			&resource.ConfigMapBuilder{Cluster: mc, Config: rendered, ACL: acl},
 			&resource.StatefulSetBuilder{Cluster: mc, ConfigHash: "harness", DefaultImage: "mqttd:harness"},
 		} {
 			obj := b.Object()
