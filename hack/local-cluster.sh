@@ -100,7 +100,7 @@ SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_me
 PACKAGES=(/usr/bin/containerd=containerd /usr/bin/containerd-shim-runc-v2=containerd /usr/bin/ctr=containerd
   runc=runc /usr/lib/cni/bridge=containernetworking-plugins /usr/lib/cni/host-local=containernetworking-plugins
   /usr/lib/cni/portmap=containernetworking-plugins /usr/lib/cni/firewall=containernetworking-plugins
-  conntrack=conntrack socat=socat iptables=iptables openssl=openssl curl=curl docker=docker.io)
+  conntrack=conntrack socat=socat iptables=iptables openssl=openssl curl=curl dockerd=docker.io)
 
 # Whatever proxy the caller uses, the cluster's own addresses are reached
 # directly (kubectl, curl and the components).
