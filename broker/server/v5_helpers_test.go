@@ -111,29 +111,10 @@ type v5Client struct {
 // the connection is refused. The client disconnects when the test ends.
 func (tr transport) connect(t testing.TB, b *broker, cp *paho.Connect) *v5Client {
 	t.Helper()
-	c := &v5Client{msgs: make(chan *paho.Publish, 1024), serverDisconnect: make(chan *paho.Disconnect, 1)}
-	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn:          tr.dial(t, b),
-		PacketTimeout: waitFor,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			c.msgs <- pr.Packet
-			return true, nil
-		}},
-		OnServerDisconnect: func(d *paho.Disconnect) {
-			select {
-			case c.serverDisconnect <- d:
-			default:
-			}
-		},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	ack, err := c.Connect(ctx, cp)
-	if err != nil {
-		t.Fatalf("connect %q over %s: %v", cp.ClientID, tr.name, err)
+	c, code := v5Connect(t, tr, b, cp)
+	if c == nil {
+		t.Fatalf("connect %q over %s: CONNACK 0x%02X", cp.ClientID, tr.name, code)
 	}
-	c.Connack = ack
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return c
 }
 
