@@ -93,6 +93,14 @@ var _ = Describe("MQTTCluster auth", func() {
 		Expect(condition(mc, v1alpha1.ConditionDegraded).Reason).To(Equal("InvalidUsersFile"))
 		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`user "bob"`))
 		Expect(sts(mc).Generation).To(Equal(generation))
+
+		By("leaving an emptied users key empty, and saying that nobody can connect")
+		users = child(&corev1.Secret{}, ns, "closed-users")
+		users.Data[res.UsersKey] = []byte{}
+		Expect(k8sClient.Update(ctx, users)).To(Succeed())
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "NoUsers")
+		Expect(child(&corev1.Secret{}, ns, "closed-users").Data[res.UsersKey]).To(BeEmpty(), "not refilled")
+		Expect(string(child(&corev1.Secret{}, ns, "closed-users").Data[res.PasswordKey])).To(Equal(password))
 	})
 
 	It("renders the ACL into its own key, outside the config hash", func() {

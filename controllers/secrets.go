@@ -104,8 +104,13 @@ const usersField = "spec.auth.usersSecretRef"
 // file is invalid input that stops the pipeline before any pod is touched. The
 // message names the line and user, never a hash.
 func (r *MQTTClusterReconciler) checkUsersFile(st *state, secret string, data []byte) {
-	if _, err := auth.ParseUsers(bytes.NewReader(data)); err != nil {
+	users, err := auth.ParseUsers(bytes.NewReader(data))
+	switch {
+	case err != nil:
 		r.report(st, invalidInput, "InvalidUsersFile", fmt.Sprintf("Secret %q key %q: %v", secret, resource.UsersKey, err))
+	case users.Len() == 0 && !resource.AllowAnonymous(st.cluster):
+		// Valid, and maybe meant (everyone locked out), but worth saying.
+		r.report(st, unsupportedChange, "NoUsers", fmt.Sprintf("Secret %q key %q lists no user and anonymous clients are refused: no client can connect", secret, resource.UsersKey))
 	}
 }
 

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
@@ -62,15 +66,21 @@ func (c *client) authenticate(cf *packet.ConnectFields) (packet.Code, string) {
 		return packet.Success, ""
 	}
 	p, res := a.Authenticate(c.id, cf.UsernameFlag, cf.Username, cf.PasswordFlag, cf.Password)
+	if res != auth.OK {
+		// A flood of bad logins must not flood the log: info level at most every
+		// logEvery, debug otherwise; the counters count every one.
+		c.refuseLevel = c.s.authLog.level()
+	}
+	ctx := context.Background()
 	switch res {
 	case auth.BadCredentials:
-		c.s.log.Info("authentication failed", "client", c.id, "username", cf.Username, "remote", c.addr, "reason", "bad username or password")
+		c.s.log.Log(ctx, c.refuseLevel, "authentication failed", "client", c.id, "username", cf.Username, "remote", c.addr, "reason", "bad username or password")
 		return packet.BadUserNameOrPassword, "bad user name or password"
 	case auth.Busy:
-		c.s.log.Info("authentication postponed: every bcrypt slot is busy", "client", c.id, "remote", c.addr)
+		c.s.log.Log(ctx, c.refuseLevel, "authentication postponed: every bcrypt slot is busy", "client", c.id, "remote", c.addr)
 		return packet.ServerBusy, "too many logins at once: try again"
 	case auth.AnonymousRefused:
-		c.s.log.Info("authentication failed", "client", c.id, "remote", c.addr, "reason", "anonymous clients are not allowed")
+		c.s.log.Log(ctx, c.refuseLevel, "authentication failed", "client", c.id, "remote", c.addr, "reason", "anonymous clients are not allowed")
 		return packet.NotAuthorized, "anonymous clients are not allowed: connect with a username and password"
 	}
 	c.principal = p
@@ -105,6 +115,19 @@ func (c *client) maySubscribe(filter string) bool {
 	}
 	c.logDenied("subscribe denied by the ACL", filter)
 	return false
+}
+
+// logGate lets one event through at info level every logEvery; the others are
+// logged at debug level.
+type logGate struct{ last atomic.Int64 }
+
+func (g *logGate) level() slog.Level {
+	now := time.Now().UnixNano()
+	last := g.last.Load()
+	if now-last >= int64(logEvery) && g.last.CompareAndSwap(last, now) {
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
 }
 
 // aclGeneration is the ACL generation a decision is taken under (0 without auth).

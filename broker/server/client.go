@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -54,7 +55,8 @@ type client struct {
 	willExpiry    uint32
 	willHasExpiry bool
 	sendWill      bool
-	deniedLogged  bool // an ACL refusal was logged at info level
+	deniedLogged  bool       // an ACL refusal was logged at info level
+	refuseLevel   slog.Level // the level of the "connection refused" log line (info unless quieted)
 
 	// reader: abuse limits (limits.go, ratelimit.go)
 	listener string         // the name of the listener that accepted the connection

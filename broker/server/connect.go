@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -109,7 +110,7 @@ func (c *client) connect(p *packet.Packet) bool {
 // refuse writes a failing CONNACK and logs why.
 func (c *client) refuse(code packet.Code, why string) bool {
 	s := c.s
-	s.log.Info("connection refused", "client", c.id, "remote", c.addr, "reason", code.Error(), "detail", why)
+	s.log.Log(context.Background(), c.refuseLevel, "connection refused", "client", c.id, "remote", c.addr, "reason", code.Error(), "detail", why)
 	ack := packet.Packet{Type: packet.Connack, ReasonCode: code}
 	c.explain(&ack, why)
 	if c.version != packet.V5 {

@@ -147,6 +147,7 @@ type Server struct {
 
 	admission admission     // connection counts against the connection caps
 	limits    limitCounters // refusals and throttles by limit
+	authLog   logGate       // login failures: info level at most every logEvery
 
 	cluster atomic.Pointer[Cluster] // nil: a single node; set before serving (the $SYS loop may already run)
 

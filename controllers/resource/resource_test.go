@@ -131,7 +131,9 @@ func TestGeneratedUsersSecret(t *testing.T) {
 	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
 		t.Fatal("the hash is not the password's")
 	}
-	// Never regenerated, and a user added by hand stays.
+	// Once stored, never regenerated: a user added by hand stays, and an emptied
+	// users key stays empty (the controller reports it).
+	s.CreationTimestamp = metav1.Now()
 	s.Data[UsersKey] = append(s.Data[UsersKey], []byte("alice:$2a$10$x\n")...)
 	edited := string(s.Data[UsersKey])
 	b.Rand = bytes.NewReader(bytes.Repeat([]byte{9}, 64))
@@ -140,6 +142,10 @@ func TestGeneratedUsersSecret(t *testing.T) {
 	}
 	if string(s.Data[PasswordKey]) != password || string(s.Data[UsersKey]) != edited {
 		t.Fatal("the users Secret was regenerated")
+	}
+	delete(s.Data, UsersKey)
+	if err := b.Mutate(s); err != nil || len(s.Data[UsersKey]) != 0 || string(s.Data[PasswordKey]) != password {
+		t.Fatalf("an emptied users key was refilled: %v, %q", err, s.Data[UsersKey])
 	}
 	empty := &corev1.Secret{}
 	b.Rand = io.LimitReader(nil, 0)

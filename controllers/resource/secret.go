@@ -113,9 +113,10 @@ func (b *GeneratedUsersSecret) Object() client.Object {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: GeneratedUsersSecretName(b.Cluster), Namespace: b.Cluster.Namespace}}
 }
 
-// Mutate implements Builder. The Secret is filled only while it has no "users" key:
-// afterwards it belongs to whoever edits it (adding users is how it is meant to be
-// used), so neither the password nor a user's edit is ever overwritten.
+// Mutate implements Builder. The Secret is filled only when it is created: afterwards
+// it belongs to whoever edits it (adding users is how it is meant to be used), so
+// neither the password nor an edit is ever overwritten — not even an emptied "users"
+// key, which locks every client out on purpose (the controller reports it).
 func (b *GeneratedUsersSecret) Mutate(obj client.Object) error {
 	s, ok := obj.(*corev1.Secret)
 	if !ok {
@@ -125,7 +126,7 @@ func (b *GeneratedUsersSecret) Mutate(obj client.Object) error {
 	if s.CreationTimestamp.IsZero() {
 		s.Type = corev1.SecretTypeOpaque
 	}
-	if len(s.Data[UsersKey]) > 0 {
+	if !s.CreationTimestamp.IsZero() {
 		return nil
 	}
 	r := b.Rand
