@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
@@ -74,9 +75,7 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 		return a.nodeInfo(), nil
 	}))
 	v1.HandleFunc("POST /api/v1/cluster/join", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
-		var body struct {
-			Seed string `json:"seed"`
-		}
+		var body apiv1.JoinRequest
 		if err := decode(r, &body); err != nil || body.Seed == "" {
 			return nil, &cluster.Error{Code: cluster.CodeBadRequest, Message: `body must be {"seed": "host:port"}`}
 		}
@@ -92,9 +91,7 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 		return a.nodeInfo(), nil
 	}))
 	v1.HandleFunc("POST /api/v1/cluster/force-leave", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
-		var body struct {
-			Node string `json:"node"`
-		}
+		var body apiv1.ForceLeaveRequest
 		if err := decode(r, &body); err != nil || body.Node == "" {
 			return nil, &cluster.Error{Code: cluster.CodeBadRequest, Message: `body must be {"node": "name"}`}
 		}
@@ -152,18 +149,13 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 	})
 }
 
-// NodeInfo is GET /api/v1/node.
-type NodeInfo struct {
-	cluster.Info
-	Version     string `json:"version"`
-	Ready       bool   `json:"ready"`
-	Connections int64  `json:"connections"`
-}
-
-func (a *api) nodeInfo() NodeInfo {
-	in := NodeInfo{Version: a.opts.Version, Ready: a.ready(), Connections: a.srv.Stats().ClientsConnected}
+// nodeInfo is GET /api/v1/node.
+func (a *api) nodeInfo() apiv1.Node {
+	in := apiv1.Node{Version: a.opts.Version, Ready: a.ready(), Connections: a.srv.Stats().ClientsConnected}
 	if a.node != nil {
-		in.Info = a.node.Info()
+		ci := a.node.Info()
+		in.Name, in.ClusterID, in.RaftState, in.StoreState = ci.Name, ci.ClusterID, ci.RaftState, ci.StoreState
+		in.StaleReason, in.Evacuating = ci.StaleReason, ci.Evacuating
 	}
 	return in
 }
@@ -218,14 +210,8 @@ func decode(r *http.Request, v any) error {
 	return json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(v)
 }
 
-// Error is the body of every /api/v1 error.
-type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, Error{Code: code, Message: msg})
+	writeJSON(w, status, apiv1.Error{Code: code, Message: msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

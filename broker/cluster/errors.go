@@ -3,21 +3,23 @@ package cluster
 import (
 	"errors"
 	"fmt"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 )
 
 // Stable error codes: the HTTP API returns them and the operator acts on them.
 const (
-	CodeStaleStore     = "stale_store"     // this node's store belongs to another cluster or it was removed
-	CodeCookieMismatch = "cookie_mismatch" // the peer does not know our cookie
-	CodeNotMember      = "not_member"      // the node is not (or no longer) in the cluster
-	CodeNoLeader       = "no_leader"       // the cluster has no leader right now
-	CodeAlreadyMember  = "already_member"  // bootstrap or join on a member
-	CodeUnknownNode    = "unknown_node"    // force-leave of a node the cluster does not list
-	CodeUnreachable    = "unreachable"     // the seed or leader cannot be reached
-	CodeBadRequest     = "bad_request"     // malformed input
-	CodeEvacuating     = "evacuating"      // the node is being evacuated
-	CodeClientIDOwned  = "client_id_owned" // a takeover of another user's client ID
-	CodeInternal       = "internal"        // anything else
+	CodeStaleStore     = apiv1.CodeStaleStore
+	CodeCookieMismatch = apiv1.CodeCookieMismatch
+	CodeNotMember      = apiv1.CodeNotMember
+	CodeNoLeader       = apiv1.CodeNoLeader
+	CodeAlreadyMember  = apiv1.CodeAlreadyMember
+	CodeUnknownNode    = apiv1.CodeUnknownNode
+	CodeUnreachable    = apiv1.CodeUnreachable
+	CodeBadRequest     = apiv1.CodeBadRequest
+	CodeEvacuating     = apiv1.CodeEvacuating
+	CodeClientIDOwned  = apiv1.CodeClientIDOwned
+	CodeInternal       = apiv1.CodeInternal
 )
 
 // Error is a cluster error with a stable code.

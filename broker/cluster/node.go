@@ -13,15 +13,16 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
 
 // Store states a node reports (GET /api/v1/node).
 const (
-	StoreEmpty  = "empty"  // the node never joined a cluster (or was reset)
-	StoreMember = "member" // the store holds this cluster's state
-	StoreStale  = "stale"  // another cluster's store, or the cluster removed this node
+	StoreEmpty  = apiv1.StoreEmpty  // the node never joined a cluster (or was reset)
+	StoreMember = apiv1.StoreMember // the store holds this cluster's state
+	StoreStale  = apiv1.StoreStale  // another cluster's store, or the cluster removed this node
 )
 
 // Config configures a Node.
@@ -187,18 +188,10 @@ func (n *Node) Info() Info {
 }
 
 // Member is one node of the cluster as GET /api/v1/cluster reports it.
-type Member struct {
-	Name      string `json:"name"`
-	Address   string `json:"address"`
-	Reachable bool   `json:"reachable"`
-}
+type Member = apiv1.Member
 
-// View is the cluster as this node sees it.
-type View struct {
-	ClusterID string   `json:"clusterID"`
-	Leader    string   `json:"leader"`
-	Members   []Member `json:"members"`
-}
+// View is the cluster as this node sees it (GET /api/v1/cluster).
+type View = apiv1.Cluster
 
 // View returns the cluster as this node sees it, or not_member.
 func (n *Node) View() (View, error) {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
@@ -272,12 +273,7 @@ type evacuation struct {
 }
 
 // EvacuationStatus is what GET /api/v1/node/evacuation reports.
-type EvacuationStatus struct {
-	State    string `json:"state"` // idle, running, done
-	Clients  int    `json:"clients"`
-	Sessions int    `json:"sessions"`
-	Moved    int    `json:"moved"`
-}
+type EvacuationStatus = apiv1.Evacuation
 
 // Evacuation returns the progress of an evacuation.
 func (n *Node) Evacuation() EvacuationStatus {

@@ -1,6 +1,7 @@
 // Package brokerclient is the operator's side of mqttd's HTTP API (/api/v1, bearer
-// token): the node and cluster verbs the lifecycle steps drive. It mirrors the JSON
-// contract of docs/clustering.md rather than importing the broker's packages.
+// token): the node and cluster verbs the lifecycle steps drive. The request and answer
+// bodies and the error codes come from broker/apiv1, the dependency-free contract the
+// broker serves.
 package brokerclient
 
 import (
@@ -13,70 +14,39 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 )
 
 // Store states a node reports.
 const (
-	StoreEmpty  = "empty"
-	StoreMember = "member"
-	StoreStale  = "stale"
+	StoreEmpty  = apiv1.StoreEmpty
+	StoreMember = apiv1.StoreMember
+	StoreStale  = apiv1.StoreStale
 )
 
-// Stable error codes.
+// Stable error codes the operator acts on.
 const (
-	CodeStaleStore     = "stale_store"
-	CodeCookieMismatch = "cookie_mismatch"
-	CodeNotMember      = "not_member"
-	CodeNoLeader       = "no_leader"
-	CodeAlreadyMember  = "already_member"
-	CodeUnknownNode    = "unknown_node"
-	CodeUnreachable    = "unreachable"
+	CodeStaleStore     = apiv1.CodeStaleStore
+	CodeCookieMismatch = apiv1.CodeCookieMismatch
+	CodeNotMember      = apiv1.CodeNotMember
+	CodeNoLeader       = apiv1.CodeNoLeader
+	CodeAlreadyMember  = apiv1.CodeAlreadyMember
+	CodeUnknownNode    = apiv1.CodeUnknownNode
+	CodeUnreachable    = apiv1.CodeUnreachable
 )
 
-// Node is GET /api/v1/node.
-type Node struct {
-	Name        string `json:"name"`
-	Version     string `json:"version"`
-	ClusterID   string `json:"clusterID"`
-	RaftState   string `json:"raftState"`
-	StoreState  string `json:"storeState"`
-	StaleReason string `json:"staleReason"`
-	Ready       bool   `json:"ready"`
-	Connections int64  `json:"connections"`
-	Evacuating  bool   `json:"evacuating"`
-}
-
-// Member is one node in GET /api/v1/cluster.
-type Member struct {
-	Name      string `json:"name"`
-	Address   string `json:"address"`
-	Reachable bool   `json:"reachable"`
-}
-
-// Cluster is GET /api/v1/cluster.
-type Cluster struct {
-	ClusterID string   `json:"clusterID"`
-	Leader    string   `json:"leader"`
-	Members   []Member `json:"members"`
-}
-
-// Has reports whether the cluster lists node.
-func (c *Cluster) Has(node string) bool {
-	for _, m := range c.Members {
-		if m.Name == node {
-			return true
-		}
-	}
-	return false
-}
-
-// Evacuation is GET /api/v1/node/evacuation.
-type Evacuation struct {
-	State    string `json:"state"` // idle, running, done
-	Clients  int    `json:"clients"`
-	Sessions int    `json:"sessions"`
-	Moved    int    `json:"moved"`
-}
+// The bodies of the API, from the contract package.
+type (
+	// Node is GET /api/v1/node.
+	Node = apiv1.Node
+	// Member is one node in GET /api/v1/cluster.
+	Member = apiv1.Member
+	// Cluster is GET /api/v1/cluster.
+	Cluster = apiv1.Cluster
+	// Evacuation is GET /api/v1/node/evacuation.
+	Evacuation = apiv1.Evacuation
+)
 
 // Error is an API error with its stable code (or a transport error: Code
 // "unreachable").
@@ -130,7 +100,7 @@ func (c *Client) Bootstrap(ctx context.Context) (*Node, error) {
 // Join makes this node join the cluster of the member at seed (its cluster address).
 func (c *Client) Join(ctx context.Context, seed string) (*Node, error) {
 	var n Node
-	return &n, c.do(ctx, http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": seed}, &n)
+	return &n, c.do(ctx, http.MethodPost, "/api/v1/cluster/join", apiv1.JoinRequest{Seed: seed}, &n)
 }
 
 // Leave makes this node leave the cluster.
@@ -140,7 +110,7 @@ func (c *Client) Leave(ctx context.Context) error {
 
 // ForceLeave removes node from the cluster through this member.
 func (c *Client) ForceLeave(ctx context.Context, node string) error {
-	return c.do(ctx, http.MethodPost, "/api/v1/cluster/force-leave", map[string]string{"node": node}, nil)
+	return c.do(ctx, http.MethodPost, "/api/v1/cluster/force-leave", apiv1.ForceLeaveRequest{Node: node}, nil)
 }
 
 // Evacuate starts (or continues) moving this node's clients away.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 )
 
 // Bounds of the waits on the cluster.
@@ -21,31 +23,15 @@ const (
 
 var httpClient = &http.Client{Timeout: apiTimeout}
 
-// nodeInfo is GET /api/v1/node.
-type nodeInfo struct {
-	Name        string `json:"name"`
-	Version     string `json:"version"`
-	ClusterID   string `json:"clusterID"`
-	RaftState   string `json:"raftState"`
-	StoreState  string `json:"storeState"`
-	StaleReason string `json:"staleReason"`
-	Ready       bool   `json:"ready"`
-	Connections int    `json:"connections"`
-	Evacuating  bool   `json:"evacuating"`
-}
+// The API bodies, from the broker's contract package.
+type (
+	nodeInfo   = apiv1.Node
+	member     = apiv1.Member
+	evacuation = apiv1.Evacuation
+)
 
 // clusterView is GET /api/v1/cluster.
-type clusterView struct {
-	ClusterID string   `json:"clusterID"`
-	Leader    string   `json:"leader"`
-	Members   []member `json:"members"`
-}
-
-type member struct {
-	Name      string `json:"name"`
-	Address   string `json:"address"`
-	Reachable bool   `json:"reachable"`
-}
+type clusterView struct{ apiv1.Cluster }
 
 // memberNames returns the sorted names of the members.
 func (v clusterView) memberNames() []string {
@@ -55,14 +41,6 @@ func (v clusterView) memberNames() []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// evacuation is GET /api/v1/node/evacuation.
-type evacuation struct {
-	State    string `json:"state"`
-	Clients  int    `json:"clients"`
-	Sessions int    `json:"sessions"`
-	Moved    int    `json:"moved"`
 }
 
 // call sends an HTTP request to the node's API (with the bearer token when token is
@@ -359,7 +337,7 @@ func connectionsOn(nodes ...*node) (total int, detail string, err error) {
 		if err != nil {
 			return 0, "", err
 		}
-		total += ni.Connections
+		total += int(ni.Connections)
 		parts = append(parts, fmt.Sprintf("%s=%d", n.name(), ni.Connections))
 	}
 	return total, strings.Join(parts, " "), nil

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
@@ -308,29 +309,13 @@ func (r *registry) forget(ns string) {
 	}
 }
 
-// The test's own view of the broker API (docs/clustering.md), independent of the
-// operator's client so that a contract mistake there cannot hide here.
+// The broker API's bodies, from the contract package the broker serves.
 
 // nodeInfo is GET /api/v1/node.
-type nodeInfo struct {
-	Name        string `json:"name"`
-	ClusterID   string `json:"clusterID"`
-	StoreState  string `json:"storeState"`
-	StaleReason string `json:"staleReason"`
-	Ready       bool   `json:"ready"`
-	Evacuating  bool   `json:"evacuating"`
-}
+type nodeInfo = apiv1.Node
 
 // clusterView is GET /api/v1/cluster.
-type clusterView struct {
-	ClusterID string `json:"clusterID"`
-	Leader    string `json:"leader"`
-	Members   []struct {
-		Name      string `json:"name"`
-		Address   string `json:"address"`
-		Reachable bool   `json:"reachable"`
-	} `json:"members"`
-}
+type clusterView struct{ apiv1.Cluster }
 
 // names returns the members in the order of the raft configuration (join order).
 func (v *clusterView) names() []string {
