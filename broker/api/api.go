@@ -2,7 +2,8 @@
 // HTTP), /readyz (the broker takes clients: false from the start of a graceful
 // shutdown or an evacuation, and on a stale node) and /metrics (Prometheus). Under
 // /api/v1, with the bearer token: the node and cluster verbs the operator drives
-// (ARCHITECTURE.md section 6). Errors are JSON with a stable code.
+// (docs/clustering.md; the bodies and codes are broker/apiv1). Errors are JSON with a
+// stable code.
 package api
 
 import (

@@ -1,6 +1,7 @@
-// Package cluster holds what lets several mqttd nodes act as one broker. This file
-// is the first piece: the mutual authentication every cluster connection starts
-// with, so that only nodes that know the cluster cookie can talk to each other.
+// Package cluster lets several mqttd nodes act as one broker: membership through raft,
+// route replication and forwarding, client-ID takeover and evacuation (see
+// docs/clustering.md). This file is the mutual authentication every cluster
+// connection starts with, so that only nodes that know the cluster cookie talk.
 package cluster
 
 import (

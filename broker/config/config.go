@@ -51,8 +51,9 @@ type Store struct {
 	Dir string `yaml:"dir"` // empty: in memory, lost when mqttd stops
 }
 
-// Cluster configures the cluster port. Nodes authenticate each other with the cookie;
-// membership and routing over these connections are being built.
+// Cluster configures the cluster port: nodes authenticate each other with the cookie,
+// then keep membership (raft), routes and forwarded messages over these connections
+// (docs/clustering.md).
 type Cluster struct {
 	Listen     string `yaml:"listen"`      // cluster port address; empty: no clustering
 	CookieFile string `yaml:"cookie_file"` // file holding the cluster cookie (>= 16 bytes)

@@ -15,7 +15,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 )
 
-// Ports of the broker that are not client listeners (ARCHITECTURE.md section 2).
+// Ports of the broker that are not client listeners (docs/architecture.md).
 const (
 	ClusterPort   int32 = 4370
 	APIPort       int32 = 8080
