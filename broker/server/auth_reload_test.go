@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 )
 
 // reloadEvery is how often the reload test's broker polls its files.
@@ -82,5 +84,79 @@ func TestAuthReload(t *testing.T) {
 	}
 	if got := b.Stats().ClientsConnected; got != n+2 {
 		t.Fatalf("%d clients connected after a broken file, want %d", got, n+2)
+	}
+}
+
+// TestAuthSubscribeRacingReloads: SUBSCRIBEs race with reloads that alternately allow
+// and refuse the filter. After every reload to the refusing rules (and the SUBSCRIBE
+// in flight at that moment answered), no subscription to the filter survives,
+// whichever way the race went: a SUBSCRIBE judged by the old rules either is seen by
+// the reload's re-check or judges itself again.
+func TestAuthSubscribeRacingReloads(t *testing.T) {
+	b, a, files := startAuthBroker(t, false, 0)
+	allow := authACL
+	refuse := strings.Replace(authACL, "rules:\n", "rules:\n  - {username: alice, topic: \"alice/race\", access: subscribe, action: deny}\n", 1)
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	rc.send(&packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{ProtocolVersion: packet.V5, CleanStart: true,
+		ClientID: "racer", UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("alice-pw")}})
+	if ack := rc.expect(packet.Connack); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+	}
+	const transitions = 150
+	reloaded := make(chan struct{}) // a reload to the refusing rules is done
+	checked := make(chan struct{})  // the subscriber answered its SUBSCRIBE in flight
+	go func() {
+		defer close(reloaded)
+		for i := range transitions {
+			for _, body := range []string{allow, refuse} {
+				files.write(t, files.acl, body)
+				if _, err := a.Reload(); err != nil {
+					t.Errorf("reload %d: %v", i, err)
+					return
+				}
+			}
+			reloaded <- struct{}{}
+			<-checked
+		}
+	}()
+	granted, leftovers := 0, 0
+	id := uint16(0)
+	for {
+		select {
+		case _, ok := <-reloaded:
+			if !ok {
+				if t.Failed() {
+					return
+				}
+				t.Logf("%d SUBSCRIBEs granted while %d reloads raced them", granted, 2*transitions)
+				if leftovers > 0 {
+					t.Fatalf("a subscription the rules in force refuse survived %d of %d reloads", leftovers, transitions)
+				}
+				return
+			}
+			// The SUBSCRIBE that raced this reload is answered (the loop below sends
+			// one at a time), so the rules' verdict must stand now.
+			if b.Stats().Subscriptions != 0 {
+				leftovers++
+				id++
+				rc.send(&packet.Packet{Type: packet.Unsubscribe, PacketID: id, Filters: []string{"alice/race"}})
+				rc.expect(packet.Unsuback)
+			}
+			checked <- struct{}{}
+		default:
+			id++
+			rawSubscribeCode(t, rc, id, "alice/race", &granted)
+		}
+	}
+}
+
+// rawSubscribeCode sends one SUBSCRIBE and counts it in granted when its SUBACK
+// grants it.
+func rawSubscribeCode(t *testing.T, rc *rawClient, id uint16, filter string, granted *int) {
+	t.Helper()
+	rc.send(&packet.Packet{Type: packet.Subscribe, PacketID: id, Subscriptions: []packet.Subscription{{Filter: filter, QoS: 1}}})
+	ack := rc.expect(packet.Suback)
+	if len(ack.ReasonCodes) == 1 && ack.ReasonCodes[0] == 1 {
+		*granted++
 	}
 }

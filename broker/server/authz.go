@@ -148,9 +148,10 @@ func (c *client) stillGranted(gen uint64, key string, sub topic.Subscription) bo
 	if a == nil || a.Generation() == gen || a.StillAllowed(c.principal, sub.Filter) {
 		return true
 	}
-	if _, ok := c.sess.Unsubscribe(key); ok {
-		c.s.removeSub(c.id, sub.ShareGroup, sub.Filter)
-	}
+	// Both, unconditionally: the reload's re-check may have taken it out of the session
+	// already, while this SUBSCRIBE's addSub put it back into the trie after that.
+	c.sess.Unsubscribe(key)
+	c.s.removeSub(c.id, sub.ShareGroup, sub.Filter)
 	c.logDenied("subscribe refused by rules reloaded meanwhile", sub.Filter)
 	return false
 }
