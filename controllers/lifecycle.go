@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
@@ -47,7 +49,7 @@ func (b *brokerPod) reachable() bool { return b.node != nil }
 
 // joined reports whether the broker is a member of the cluster recorded in status.
 func (b *brokerPod) joined(clusterID string) bool {
-	return b.node != nil && b.node.StoreState == brokerclient.StoreMember && clusterID != "" && b.node.ClusterID == clusterID
+	return b.node != nil && b.node.StoreState == apiv1.StoreMember && clusterID != "" && b.node.ClusterID == clusterID
 }
 
 // lifecycle is the step's view, kept in state for the status.
@@ -175,7 +177,7 @@ func (r *MQTTClusterReconciler) resetStale(ctx context.Context, st *state, lc *l
 			continue // leaving: a node that left reports stale on purpose
 		}
 		switch {
-		case b.reachable() && b.node.StoreState == brokerclient.StoreStale:
+		case b.reachable() && b.node.StoreState == apiv1.StoreStale:
 			if _, err := b.api.Reset(ctx); err != nil {
 				return false, fmt.Errorf("resetting the stale store of %s: %w", b.name, err)
 			}
@@ -225,7 +227,7 @@ func (r *MQTTClusterReconciler) bootstrap(ctx context.Context, st *state, lc *li
 		return false, nil
 	}
 	for _, b := range lc.pods {
-		if b.reachable() && b.node.StoreState == brokerclient.StoreMember && (lc.clusterID == "" || b.node.ClusterID == lc.clusterID) {
+		if b.reachable() && b.node.StoreState == apiv1.StoreMember && (lc.clusterID == "" || b.node.ClusterID == lc.clusterID) {
 			if lc.clusterID == "" { // bootstrapped before the status was written
 				lc.clusterID = b.node.ClusterID
 				return true, nil
@@ -237,7 +239,7 @@ func (r *MQTTClusterReconciler) bootstrap(ctx context.Context, st *state, lc *li
 	// Only when every wanted node answers and none holds a cluster: a node that does
 	// not answer may hold one, and a second cluster must never start beside it.
 	for _, b := range lc.pods[:min(len(lc.pods), desired(mc))] {
-		if !b.reachable() || b.node.StoreState != brokerclient.StoreEmpty {
+		if !b.reachable() || b.node.StoreState != apiv1.StoreEmpty {
 			return false, nil
 		}
 	}
@@ -285,15 +287,15 @@ func (r *MQTTClusterReconciler) joinNext(ctx context.Context, st *state, lc *lif
 		case "":
 			r.event(mc, corev1.EventTypeNormal, "Joined", "%s joined the cluster through %s", b.name, seed.name)
 			return true, nil
-		case brokerclient.CodeAlreadyMember:
+		case apiv1.CodeAlreadyMember:
 			// The cluster's log reached it first (a reset node the configuration still
 			// lists): it is in, as if this join had done it.
 			r.event(mc, corev1.EventTypeNormal, "Joined", "%s is in the cluster (it was already a member when asked to join through %s)", b.name, seed.name)
 			return true, nil
-		case brokerclient.CodeCookieMismatch:
+		case apiv1.CodeCookieMismatch:
 			r.report(st, invalidInput, "CookieMismatch", fmt.Sprintf("%s was refused by %s: their cluster cookies differ", b.name, seed.name))
 			return false, nil
-		case brokerclient.CodeStaleStore:
+		case apiv1.CodeStaleStore:
 			// The broker now reports stale; the next reconcile resets it.
 			r.event(mc, corev1.EventTypeWarning, "StaleStore", "%s holds another cluster's store: %v", b.name, err)
 			return true, nil

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
@@ -61,7 +63,7 @@ func (r *MQTTClusterReconciler) scaleDown(ctx context.Context, st *state, lc *li
 		if ev.State != "done" {
 			return true, nil // in progress; a disconnect rate bounds it
 		}
-		if err := target.api.Leave(ctx); err != nil && brokerclient.CodeOf(err) != brokerclient.CodeNotMember {
+		if err := target.api.Leave(ctx); err != nil && brokerclient.CodeOf(err) != apiv1.CodeNotMember {
 			return false, fmt.Errorf("%s leaving the cluster: %w", target.name, err)
 		}
 		r.event(mc, corev1.EventTypeNormal, "Left", "scale-down: %s left the cluster after its evacuation (%d sessions moved)", target.name, ev.Moved)
@@ -76,7 +78,7 @@ func (r *MQTTClusterReconciler) scaleDown(ctx context.Context, st *state, lc *li
 			return false, nil // it is leaving; wait until the members see it
 		}
 		// Gone without leaving (its pod is dead): remove it through a member.
-		if err := ref.api.ForceLeave(ctx, target.name); err != nil && brokerclient.CodeOf(err) != brokerclient.CodeUnknownNode {
+		if err := ref.api.ForceLeave(ctx, target.name); err != nil && brokerclient.CodeOf(err) != apiv1.CodeUnknownNode {
 			return false, fmt.Errorf("force-leave of %s through %s: %w", target.name, ref.name, err)
 		}
 		r.event(mc, corev1.EventTypeWarning, "ForceLeft", "scale-down: %s did not answer; removed it from the cluster through %s", target.name, ref.name)

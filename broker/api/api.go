@@ -78,7 +78,7 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	v1.HandleFunc("POST /api/v1/cluster/join", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
 		var body apiv1.JoinRequest
 		if err := decode(r, &body); err != nil || body.Seed == "" {
-			return nil, &cluster.Error{Code: cluster.CodeBadRequest, Message: `body must be {"seed": "host:port"}`}
+			return nil, &cluster.Error{Code: apiv1.CodeBadRequest, Message: `body must be {"seed": "host:port"}`}
 		}
 		if err := n.Join(r.Context(), body.Seed); err != nil {
 			return nil, err
@@ -94,7 +94,7 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	v1.HandleFunc("POST /api/v1/cluster/force-leave", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
 		var body apiv1.ForceLeaveRequest
 		if err := decode(r, &body); err != nil || body.Node == "" {
-			return nil, &cluster.Error{Code: cluster.CodeBadRequest, Message: `body must be {"node": "name"}`}
+			return nil, &cluster.Error{Code: apiv1.CodeBadRequest, Message: `body must be {"node": "name"}`}
 		}
 		if err := n.ForceLeave(body.Node); err != nil {
 			return nil, err
@@ -152,12 +152,11 @@ func (a *api) authenticate(next http.Handler) http.Handler {
 
 // nodeInfo is GET /api/v1/node.
 func (a *api) nodeInfo() apiv1.Node {
-	in := apiv1.Node{Version: a.opts.Version, Ready: a.ready(), Connections: a.srv.Stats().ClientsConnected}
+	var in apiv1.Node
 	if a.node != nil {
-		ci := a.node.Info()
-		in.Name, in.ClusterID, in.RaftState, in.StoreState = ci.Name, ci.ClusterID, ci.RaftState, ci.StoreState
-		in.StaleReason, in.Evacuating = ci.StaleReason, ci.Evacuating
+		in = a.node.Info()
 	}
+	in.Version, in.Ready, in.Connections = a.opts.Version, a.ready(), a.srv.Stats().ClientsConnected
 	return in
 }
 
@@ -169,7 +168,7 @@ func (a *api) getNode(w http.ResponseWriter, _ *http.Request) {
 func (a *api) clusterVerb(fn func(*cluster.Node, *http.Request) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a.node == nil {
-			writeError(w, http.StatusConflict, cluster.CodeNotMember, "this node runs without a cluster port (cluster.listen)")
+			writeError(w, http.StatusConflict, apiv1.CodeNotMember, "this node runs without a cluster port (cluster.listen)")
 			return
 		}
 		v, err := fn(a.node, r)
@@ -193,15 +192,15 @@ func (a *api) clusterVerb(fn func(*cluster.Node, *http.Request) (any, error)) ht
 
 func statusOf(code string) int {
 	switch code {
-	case cluster.CodeStaleStore, cluster.CodeAlreadyMember, cluster.CodeNotMember, cluster.CodeEvacuating:
+	case apiv1.CodeStaleStore, apiv1.CodeAlreadyMember, apiv1.CodeNotMember, apiv1.CodeEvacuating:
 		return http.StatusConflict
-	case cluster.CodeCookieMismatch, cluster.CodeUnreachable:
+	case apiv1.CodeCookieMismatch, apiv1.CodeUnreachable:
 		return http.StatusBadGateway
-	case cluster.CodeNoLeader:
+	case apiv1.CodeNoLeader:
 		return http.StatusServiceUnavailable
-	case cluster.CodeUnknownNode:
+	case apiv1.CodeUnknownNode:
 		return http.StatusNotFound
-	case cluster.CodeBadRequest:
+	case apiv1.CodeBadRequest:
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError

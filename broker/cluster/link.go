@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+
 	"github.com/hashicorp/raft"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
@@ -169,12 +171,12 @@ func (l *link) session() error {
 // join and the raft log decide that.
 func (l *link) refused(h *hello, myIndex uint64, myCluster string) {
 	switch h.Code {
-	case CodeNotMember:
+	case apiv1.CodeNotMember:
 		// Unknown index 0: not enough to tell.
 		if myIndex > 0 && h.ConfigIndex > myIndex && h.ClusterID != "" && h.ClusterID == myCluster {
 			l.n.markStale("the cluster removed this node while it was away: " + l.peer + " does not list it")
 		}
-	case CodeStaleStore:
+	case apiv1.CodeStaleStore:
 		// Not linked; the refusing side logs it ("cluster link refused").
 	}
 }
@@ -213,11 +215,11 @@ func (l *link) send(f *frame, wantReply bool) (chan *frame, error) {
 	}
 	l.mu.Unlock()
 	if cd == nil {
-		return nil, errorf(CodeUnreachable, "no link to %s", l.peer)
+		return nil, errorf(apiv1.CodeUnreachable, "no link to %s", l.peer)
 	}
 	if err := cd.write(f); err != nil {
 		_ = cd.conn.Close()
-		return nil, errorf(CodeUnreachable, "%s: %v", l.peer, err)
+		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", l.peer, err)
 	}
 	return ch, nil
 }
@@ -234,7 +236,7 @@ func (n *Node) request(peer string, req *request) (*response, error) {
 	l := n.links[peer]
 	n.mu.Unlock()
 	if l == nil {
-		return nil, errorf(CodeUnreachable, "no link to %s", peer)
+		return nil, errorf(apiv1.CodeUnreachable, "no link to %s", peer)
 	}
 	f := &frame{Kind: fReq, Req: req}
 	ch, err := l.send(f, true)
@@ -244,12 +246,12 @@ func (n *Node) request(peer string, req *request) (*response, error) {
 	select {
 	case r, ok := <-ch:
 		if !ok || r.Resp == nil {
-			return nil, errorf(CodeUnreachable, "%s went away before answering", peer)
+			return nil, errorf(apiv1.CodeUnreachable, "%s went away before answering", peer)
 		}
 		return r.Resp, nil
 	case <-time.After(requestTimeout + 5*time.Second):
 		l.forget(f.Seq)
-		return nil, errorf(CodeUnreachable, "%s did not answer in time", peer)
+		return nil, errorf(apiv1.CodeUnreachable, "%s did not answer in time", peer)
 	}
 }
 
@@ -332,14 +334,14 @@ func (n *Node) checkPeer(peer string, h *hello) *hello {
 	defer n.mu.Unlock()
 	ack := &hello{ClusterID: n.clusterID, ConfigIndex: idx}
 	switch {
-	case n.state != StoreMember || !n.wasMember:
-		ack.Code, ack.Message, ack.ClusterID, ack.ConfigIndex = CodeNotMember, n.cfg.Name+" is not a member", "", 0
+	case n.state != apiv1.StoreMember || !n.wasMember:
+		ack.Code, ack.Message, ack.ClusterID, ack.ConfigIndex = apiv1.CodeNotMember, n.cfg.Name+" is not a member", "", 0
 	case servers == nil: // raft is stopping: no view to judge by
-		ack.Code, ack.Message, ack.ConfigIndex = CodeNotMember, n.cfg.Name+" has no configuration to check against now", 0
+		ack.Code, ack.Message, ack.ConfigIndex = apiv1.CodeNotMember, n.cfg.Name+" has no configuration to check against now", 0
 	case h.ClusterID != "" && h.ClusterID != n.clusterID:
-		ack.Code, ack.Message = CodeStaleStore, "the store of "+peer+" belongs to cluster "+h.ClusterID+"; this cluster is "+n.clusterID
+		ack.Code, ack.Message = apiv1.CodeStaleStore, "the store of "+peer+" belongs to cluster "+h.ClusterID+"; this cluster is "+n.clusterID
 	case !containsServer(servers, peer):
-		ack.Code, ack.Message = CodeNotMember, peer+" is not a member of this cluster"
+		ack.Code, ack.Message = apiv1.CodeNotMember, peer+" is not a member of this cluster"
 	}
 	return ack
 }
@@ -378,7 +380,7 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opAdopt:
 		snap, err := store.DecodeSession(req.Data)
 		if err != nil {
-			return errResponse(errorf(CodeBadRequest, "undecodable session: %v", err))
+			return errResponse(errorf(apiv1.CodeBadRequest, "undecodable session: %v", err))
 		}
 		if !n.srv.AdoptSession(snap) {
 			return &response{}
@@ -388,12 +390,12 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opUnmove:
 		snap, err := store.DecodeSession(req.Data)
 		if err != nil {
-			return errResponse(errorf(CodeBadRequest, "undecodable session: %v", err))
+			return errResponse(errorf(apiv1.CodeBadRequest, "undecodable session: %v", err))
 		}
 		n.srv.Unmove(snap)
 		return &response{}
 	}
-	return errResponse(errorf(CodeBadRequest, "unknown request %q", req.Op))
+	return errResponse(errorf(apiv1.CodeBadRequest, "unknown request %q", req.Op))
 }
 
 func sessionResponse(resp *response, snap *session.Snapshot) *response {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+
 	"github.com/hashicorp/raft"
 )
 
@@ -46,12 +48,12 @@ func (n *Node) syncMembers() {
 	n.members = servers
 	removed := false
 	switch {
-	case self && n.state == StoreMember:
+	case self && n.state == apiv1.StoreMember:
 		n.wasMember = true
-	case !self && n.wasMember && n.state == StoreMember:
+	case !self && n.wasMember && n.state == apiv1.StoreMember:
 		removed = true
 	}
-	stale := n.state != StoreMember || !n.wasMember
+	stale := n.state != apiv1.StoreMember || !n.wasMember
 	n.mu.Unlock()
 	if removed {
 		n.markStale("the cluster removed this node (it left or was force-left); reset it to join again")
@@ -68,11 +70,11 @@ func (n *Node) syncMembers() {
 // routes are forgotten. Only reset brings it back.
 func (n *Node) markStale(reason string) {
 	n.mu.Lock()
-	if n.state == StoreStale {
+	if n.state == apiv1.StoreStale {
 		n.mu.Unlock()
 		return
 	}
-	n.state, n.staleReason = StoreStale, reason
+	n.state, n.staleReason = apiv1.StoreStale, reason
 	n.mu.Unlock()
 	n.log.Error("this node's store is stale: it serves no cluster traffic until reset", "reason", reason)
 	n.stopRaft()
@@ -85,26 +87,26 @@ func (n *Node) Bootstrap() error {
 	r, state, id := n.raft, n.state, n.clusterID
 	n.mu.Unlock()
 	switch {
-	case state == StoreStale:
+	case state == apiv1.StoreStale:
 		return n.notMember()
-	case state == StoreMember || id != "":
-		return errorf(CodeAlreadyMember, "this node already belongs to cluster %s", id)
+	case state == apiv1.StoreMember || id != "":
+		return errorf(apiv1.CodeAlreadyMember, "this node already belongs to cluster %s", id)
 	case r == nil:
-		return errorf(CodeInternal, "raft is not running")
+		return errorf(apiv1.CodeInternal, "raft is not running")
 	}
 	id = newClusterID()
 	if err := n.storeClusterID(id); err != nil {
 		return fmt.Errorf("storing the cluster ID: %w", err)
 	}
 	n.mu.Lock()
-	n.clusterID, n.state = id, StoreMember
+	n.clusterID, n.state = id, apiv1.StoreMember
 	n.mu.Unlock()
 	cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(n.cfg.Name), Address: raft.ServerAddress(n.cfg.Advertise)}}}
 	if err := r.BootstrapCluster(cfg).Error(); err != nil {
 		return fmt.Errorf("bootstrapping raft: %w", err)
 	}
 	if err := n.waitFor(10*time.Second, func() bool { return r.State() == raft.Leader }); err != nil {
-		return errorf(CodeNoLeader, "the new cluster elected no leader: %v", err)
+		return errorf(apiv1.CodeNoLeader, "the new cluster elected no leader: %v", err)
 	}
 	if err := n.apply(command{Op: "cluster_id", ClusterID: id}); err != nil {
 		return err
@@ -122,7 +124,7 @@ func (n *Node) notMember() error {
 func (n *Node) isMember() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.state == StoreMember && n.wasMember
+	return n.state == apiv1.StoreMember && n.wasMember
 }
 
 // waitFor polls cond until it holds or d passes.
@@ -157,11 +159,11 @@ func (n *Node) Join(ctx context.Context, seed string) error {
 	n.mu.Lock()
 	state, id, r := n.state, n.clusterID, n.raft
 	n.mu.Unlock()
-	if state == StoreStale {
+	if state == apiv1.StoreStale {
 		return n.notMember()
 	}
 	if r == nil {
-		return errorf(CodeInternal, "raft is not running")
+		return errorf(apiv1.CodeInternal, "raft is not running")
 	}
 	already := n.isMember()
 	resp, err := n.query(ctx, seed, &request{Op: opJoin, Name: n.cfg.Name, Addr: n.cfg.Advertise, ClusterID: id})
@@ -169,13 +171,13 @@ func (n *Node) Join(ctx context.Context, seed string) error {
 		return err
 	}
 	if err := resp.err(); err != nil {
-		if resp.Code == CodeStaleStore {
+		if resp.Code == apiv1.CodeStaleStore {
 			n.markStale(resp.Message)
 		}
 		return err
 	}
 	if already {
-		return errorf(CodeAlreadyMember, "this node is already a member of cluster %s", id)
+		return errorf(apiv1.CodeAlreadyMember, "this node is already a member of cluster %s", id)
 	}
 	// The cluster's log may have reached this node before the answer did (its ID is
 	// then applied already): either way the node is now a member of that cluster.
@@ -191,12 +193,12 @@ func (n *Node) Join(ctx context.Context, seed string) error {
 	if n.clusterID == "" {
 		n.clusterID = resp.ClusterID
 	}
-	if n.state == StoreEmpty {
-		n.state = StoreMember
+	if n.state == apiv1.StoreEmpty {
+		n.state = apiv1.StoreMember
 	}
 	n.mu.Unlock()
 	if err := n.waitFor(requestTimeout, n.isMember); err != nil {
-		return errorf(CodeInternal, "joined, but this node does not see itself in the configuration: %v", err)
+		return errorf(apiv1.CodeInternal, "joined, but this node does not see itself in the configuration: %v", err)
 	}
 	n.log.Info("joined the cluster", "seed", seed, "clusterID", resp.ClusterID)
 	return nil
@@ -216,7 +218,7 @@ func (n *Node) JoinSeeds(ctx context.Context, seeds []string, interval time.Dura
 				return nil
 			}
 			switch CodeOf(err) {
-			case CodeCookieMismatch, CodeStaleStore:
+			case apiv1.CodeCookieMismatch, apiv1.CodeStaleStore:
 				return err
 			}
 			last = err
@@ -243,7 +245,7 @@ func (n *Node) Leave() error {
 	return n.waitFor(requestTimeout, func() bool {
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		return n.state == StoreStale
+		return n.state == apiv1.StoreStale
 	})
 }
 
@@ -256,7 +258,7 @@ func (n *Node) ForceLeave(node string) error {
 	known := slices.ContainsFunc(n.members, func(s raft.Server) bool { return string(s.ID) == node })
 	n.mu.Unlock()
 	if !known {
-		return errorf(CodeUnknownNode, "the cluster has no member %q", node)
+		return errorf(apiv1.CodeUnknownNode, "the cluster has no member %q", node)
 	}
 	return n.removeServer(node)
 }
@@ -291,7 +293,7 @@ func (n *Node) Reset() error {
 		return err
 	}
 	n.mu.Lock()
-	n.state, n.staleReason, n.clusterID, n.wasMember, n.members = StoreEmpty, "", "", false, nil
+	n.state, n.staleReason, n.clusterID, n.wasMember, n.members = apiv1.StoreEmpty, "", "", false, nil
 	n.configIndex, n.configServers, n.committedIndex, n.committedServers = 0, nil, 0, nil
 	n.evac = evacuation{}
 	n.mu.Unlock()
@@ -314,11 +316,11 @@ func (n *Node) query(ctx context.Context, addr string, req *request) (*response,
 	cd := newCodec(c)
 	defer cd.close()
 	if err := cd.write(&frame{Kind: fReq, Seq: 1, Req: req}); err != nil {
-		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
+		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
 	}
 	var f frame
 	if err := cd.read(&f); err != nil || f.Resp == nil {
-		return nil, errorf(CodeUnreachable, "%s: no answer: %v", addr, err)
+		return nil, errorf(apiv1.CodeUnreachable, "%s: no answer: %v", addr, err)
 	}
 	return f.Resp, nil
 }
@@ -351,7 +353,7 @@ func (n *Node) requestLeader(req *request) (*response, error) {
 		return leader != ""
 	})
 	if leader == "" {
-		return nil, errorf(CodeNoLeader, "the cluster has no leader now")
+		return nil, errorf(apiv1.CodeNoLeader, "the cluster has no leader now")
 	}
 	if string(leader) == n.cfg.Name {
 		return n.handleRequest(n.cfg.Name, req), nil
@@ -396,11 +398,11 @@ func (n *Node) handleLeaderOp(req *request) *response {
 	n.mu.Lock()
 	r, id, state := n.raft, n.clusterID, n.state
 	n.mu.Unlock()
-	if r == nil || state != StoreMember {
+	if r == nil || state != apiv1.StoreMember {
 		return errResponse(n.notMember())
 	}
 	if req.Op == opJoin && req.ClusterID != "" && req.ClusterID != id {
-		return errResponse(errorf(CodeStaleStore, "the store of %s belongs to cluster %s; this cluster is %s", req.Name, req.ClusterID, id))
+		return errResponse(errorf(apiv1.CodeStaleStore, "the store of %s belongs to cluster %s; this cluster is %s", req.Name, req.ClusterID, id))
 	}
 	if r.State() != raft.Leader {
 		resp, err := n.requestLeader(req)
@@ -413,7 +415,7 @@ func (n *Node) handleLeaderOp(req *request) *response {
 	switch req.Op {
 	case opJoin:
 		if req.Name == "" || req.Addr == "" {
-			return errResponse(errorf(CodeBadRequest, "join needs a node name and address"))
+			return errResponse(errorf(apiv1.CodeBadRequest, "join needs a node name and address"))
 		}
 		// A node already listed (reset, or its volume lost) is added again all the
 		// same: raft's leader already found its log empty (a follower rejects entries

@@ -18,13 +18,6 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
 
-// Store states a node reports (GET /api/v1/node).
-const (
-	StoreEmpty  = apiv1.StoreEmpty  // the node never joined a cluster (or was reset)
-	StoreMember = apiv1.StoreMember // the store holds this cluster's state
-	StoreStale  = apiv1.StoreStale  // another cluster's store, or the cluster removed this node
-)
-
 // Config configures a Node.
 type Config struct {
 	// Name is the node's name in the cluster (its raft server ID).
@@ -114,9 +107,9 @@ func NewNode(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("reading the cluster ID from the store: %w", err)
 	}
 	n.clusterID = id
-	n.state = StoreEmpty
+	n.state = apiv1.StoreEmpty
 	if id != "" {
-		n.state = StoreMember
+		n.state = apiv1.StoreMember
 	}
 	if err := n.startRaft(); err != nil {
 		return nil, err
@@ -158,30 +151,20 @@ func (n *Node) Stats() Stats {
 		ForwardFailures: n.forwardFailure.Load(), TLSFailures: n.tlsFailures.Load(), Peers: len(n.Peers())}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.state == StoreMember && n.wasMember {
+	if n.state == apiv1.StoreMember && n.wasMember {
 		st.Members = len(n.members)
 	}
-	st.Stale = n.state == StoreStale
+	st.Stale = n.state == apiv1.StoreStale
 	st.Leader = n.raft != nil && n.raft.State() == raft.Leader
 	return st
 }
 
-// Info is what GET /api/v1/node reports about the cluster side of a node.
-type Info struct {
-	Name        string `json:"name"`
-	ClusterID   string `json:"clusterID"`
-	RaftState   string `json:"raftState"`
-	StoreState  string `json:"storeState"`
-	StaleReason string `json:"staleReason,omitempty"`
-	Evacuating  bool   `json:"evacuating"`
-}
-
-// Info returns the node's cluster state.
-func (n *Node) Info() Info {
+// Info returns the cluster side of GET /api/v1/node (the server fills the rest).
+func (n *Node) Info() apiv1.Node {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	in := Info{Name: n.cfg.Name, ClusterID: n.clusterID, StoreState: n.state, StaleReason: n.staleReason, Evacuating: n.evac.started}
-	if n.raft != nil && n.state == StoreMember {
+	in := apiv1.Node{Name: n.cfg.Name, ClusterID: n.clusterID, StoreState: n.state, StaleReason: n.staleReason, Evacuating: n.evac.started}
+	if n.raft != nil && n.state == apiv1.StoreMember {
 		in.RaftState = n.raft.State().String()
 	}
 	return in
@@ -197,7 +180,7 @@ type View = apiv1.Cluster
 func (n *Node) View() (View, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.state != StoreMember || n.raft == nil || !n.wasMember {
+	if n.state != apiv1.StoreMember || n.raft == nil || !n.wasMember {
 		return View{}, n.notMemberLocked()
 	}
 	v := View{ClusterID: n.clusterID}
@@ -216,10 +199,10 @@ func (n *Node) View() (View, error) {
 }
 
 func (n *Node) notMemberLocked() error {
-	if n.state == StoreStale {
-		return errorf(CodeStaleStore, "%s", n.staleReason)
+	if n.state == apiv1.StoreStale {
+		return errorf(apiv1.CodeStaleStore, "%s", n.staleReason)
 	}
-	return errorf(CodeNotMember, "%s is not a member of a cluster", n.cfg.Name)
+	return errorf(apiv1.CodeNotMember, "%s is not a member of a cluster", n.cfg.Name)
 }
 
 // Ready reports whether the node may take clients: not stale, not evacuating, and,
@@ -229,10 +212,10 @@ func (n *Node) notMemberLocked() error {
 func (n *Node) Ready() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.state == StoreStale || n.evac.started {
+	if n.state == apiv1.StoreStale || n.evac.started {
 		return false
 	}
-	if n.settled || n.state != StoreMember || !n.wasMember {
+	if n.settled || n.state != apiv1.StoreMember || !n.wasMember {
 		return true
 	}
 	if time.Since(n.started) > linkGrace {
@@ -354,7 +337,7 @@ func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, error)
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
+		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
 	}
 	if n.cfg.TLS != nil {
 		cfg := n.cfg.TLS.Clone()
@@ -366,7 +349,7 @@ func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, error)
 			_ = c.Close()
 			n.tlsFailures.Add(1)
 			n.log.Warn("cluster TLS handshake failed", "remote", addr, "error", err)
-			return nil, errorf(CodeUnreachable, "%s: TLS: %v", addr, err)
+			return nil, errorf(apiv1.CodeUnreachable, "%s: TLS: %v", addr, err)
 		}
 		c = tc
 	}
@@ -378,16 +361,16 @@ func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, error)
 		n.untrack(c)
 		if errors.Is(err, ErrCookieMismatch) {
 			n.log.Warn("cluster peer refused: cookie mismatch", "remote", addr, "peer", peer)
-			return nil, errorf(CodeCookieMismatch, "%s does not know this node's cookie", addr)
+			return nil, errorf(apiv1.CodeCookieMismatch, "%s does not know this node's cookie", addr)
 		}
-		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
+		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
 	}
 	n.mu.Lock()
 	id := n.clusterID
 	n.mu.Unlock()
 	if err := writeChannel(c, ch, id); err != nil {
 		n.untrack(c)
-		return nil, errorf(CodeUnreachable, "%s: %v", addr, err)
+		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
 	}
 	return c, nil
 }

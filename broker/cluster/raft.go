@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
@@ -275,7 +277,7 @@ func (n *Node) acceptRaft(c net.Conn, peer, theirID string) {
 	n.mu.Lock()
 	sl, mine, state := n.stream, n.clusterID, n.state
 	n.mu.Unlock()
-	if sl == nil || state == StoreStale || (mine != "" && theirID != "" && mine != theirID) {
+	if sl == nil || state == apiv1.StoreStale || (mine != "" && theirID != "" && mine != theirID) {
 		n.log.Warn("raft connection refused", "peer", peer, "theirCluster", theirID, "ourCluster", mine, "storeState", state)
 		_, _ = c.Write([]byte{0})
 		n.untrack(c)
@@ -417,7 +419,7 @@ func (n *Node) apply(c command) error {
 	r := n.raft
 	n.mu.Unlock()
 	if r == nil {
-		return errorf(CodeNotMember, "raft is not running")
+		return errorf(apiv1.CodeNotMember, "raft is not running")
 	}
 	if r.State() == raft.Leader {
 		return applyErr(r.Apply(data, requestTimeout).Error())
@@ -434,7 +436,7 @@ func applyErr(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return errorf(CodeNoLeader, "%v", err)
+		return errorf(apiv1.CodeNoLeader, "%v", err)
 	}
 	return err
 }

@@ -61,7 +61,7 @@ func (n *Node) Takeover(id string, clean bool, claim server.Claim) (server.Hando
 		if resp, err = n.request(o, req); err == nil {
 			err = resp.err()
 		}
-		if CodeOf(err) == CodeClientIDOwned {
+		if CodeOf(err) == apiv1.CodeClientIDOwned {
 			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
 		}
 		if err != nil {
@@ -153,7 +153,7 @@ func (n *Node) nextEpoch() uint64 {
 // time; each gets a larger epoch and kicks the ID on every node but the requester.
 // It returns the newest persistent session found and the node holding it. A node
 // whose session of id belongs to another user than claim's keeps it, and the
-// takeover fails with CodeClientIDOwned.
+// takeover fails with apiv1.CodeClientIDOwned.
 func (n *Node) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, uint64, error) {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
@@ -202,7 +202,7 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string, claim serv
 			if err == nil {
 				err = resp.err()
 			}
-			if CodeOf(err) == CodeClientIDOwned {
+			if CodeOf(err) == apiv1.CodeClientIDOwned {
 				smu.Lock()
 				owned = err
 				smu.Unlock()
@@ -223,7 +223,7 @@ func (n *Node) ownerTakeover(id string, clean bool, requester string, claim serv
 	wg.Wait()
 	if owned == nil && best != nil && !claim.Allows(best.Owner) {
 		// Every node let the claim through, yet the newest copy is another user's.
-		owned = errorf(CodeClientIDOwned, "%v", server.ErrClientIDOwned)
+		owned = errorf(apiv1.CodeClientIDOwned, "%v", server.ErrClientIDOwned)
 	}
 	if owned != nil {
 		if best != nil && source != requester {
@@ -260,7 +260,7 @@ func (n *Node) giveBack(snap *session.Snapshot, source string) {
 // ownedError turns the server's ErrClientIDOwned into the stable code peers match.
 func ownedError(err error) error {
 	if errors.Is(err, server.ErrClientIDOwned) {
-		return errorf(CodeClientIDOwned, "%v", err)
+		return errorf(apiv1.CodeClientIDOwned, "%v", err)
 	}
 	return err
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
 
@@ -110,7 +112,7 @@ func errResponse(err error) *response {
 	if errors.As(err, &e) {
 		return &response{Code: e.Code, Message: e.Message}
 	}
-	return &response{Code: CodeInternal, Message: err.Error()}
+	return &response{Code: apiv1.CodeInternal, Message: err.Error()}
 }
 
 // codec reads and writes frames on one connection. Writers encode into a buffer under

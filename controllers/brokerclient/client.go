@@ -18,24 +18,6 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 )
 
-// Store states a node reports.
-const (
-	StoreEmpty  = apiv1.StoreEmpty
-	StoreMember = apiv1.StoreMember
-	StoreStale  = apiv1.StoreStale
-)
-
-// Stable error codes the operator acts on.
-const (
-	CodeStaleStore     = apiv1.CodeStaleStore
-	CodeCookieMismatch = apiv1.CodeCookieMismatch
-	CodeNotMember      = apiv1.CodeNotMember
-	CodeNoLeader       = apiv1.CodeNoLeader
-	CodeAlreadyMember  = apiv1.CodeAlreadyMember
-	CodeUnknownNode    = apiv1.CodeUnknownNode
-	CodeUnreachable    = apiv1.CodeUnreachable
-)
-
 // The bodies of the API, from the contract package.
 type (
 	// Node is GET /api/v1/node.
@@ -160,12 +142,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return &Error{Code: CodeUnreachable, Message: err.Error()}
+		return &Error{Code: apiv1.CodeUnreachable, Message: err.Error()}
 	}
 	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return &Error{Code: CodeUnreachable, Message: err.Error()}
+		return &Error{Code: apiv1.CodeUnreachable, Message: err.Error()}
 	}
 	if resp.StatusCode >= 300 {
 		e := &Error{Status: resp.StatusCode}

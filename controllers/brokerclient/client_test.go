@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 )
 
 // The broker side is the real mqttd in test/lifecycle; here a stand-in HTTP server
@@ -36,20 +38,20 @@ func TestClientRequestsAndErrors(t *testing.T) {
 	ctx := context.Background()
 
 	n, err := c.Node(ctx)
-	if err != nil || n.Name != "n-0" || n.StoreState != StoreMember || !n.Ready || n.Connections != 3 {
+	if err != nil || n.Name != "n-0" || n.StoreState != apiv1.StoreMember || !n.Ready || n.Connections != 3 {
 		t.Fatalf("Node() = %+v, %v", n, err)
 	}
 	if gotAuth != "Bearer secret-token" || gotPath != "GET /api/v1/node" {
 		t.Fatalf("request: %q %q", gotAuth, gotPath)
 	}
-	if _, err := c.Join(ctx, "n-1.svc:4370"); CodeOf(err) != CodeCookieMismatch || gotBody != "n-1.svc:4370" {
+	if _, err := c.Join(ctx, "n-1.svc:4370"); CodeOf(err) != apiv1.CodeCookieMismatch || gotBody != "n-1.svc:4370" {
 		t.Fatalf("Join: %v (code %q), body %q", err, CodeOf(err), gotBody)
 	}
 	if err := c.ForceLeave(ctx, "n-2"); CodeOf(err) != "http_500" || gotBody != "n-2" {
 		t.Fatalf("ForceLeave with a non-JSON error: %v", err)
 	}
 	srv.Close()
-	if _, err := c.Node(ctx); CodeOf(err) != CodeUnreachable {
+	if _, err := c.Node(ctx); CodeOf(err) != apiv1.CodeUnreachable {
 		t.Fatalf("Node() on a closed server: %v", err)
 	}
 	if CodeOf(nil) != "" {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/api"
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/config"
@@ -338,7 +339,7 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 	}()
 	info := node.Info()
 	log.Info("cluster state", "storeState", info.StoreState, "clusterID", info.ClusterID)
-	if cfg.Bootstrap && info.StoreState == cluster.StoreEmpty {
+	if cfg.Bootstrap && info.StoreState == apiv1.StoreEmpty {
 		if err := node.Bootstrap(); err != nil {
 			node.Close()
 			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
@@ -350,7 +351,7 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 			seeds = append(seeds, seed)
 		}
 	}
-	if len(seeds) > 0 && info.StoreState == cluster.StoreEmpty && !cfg.Bootstrap {
+	if len(seeds) > 0 && info.StoreState == apiv1.StoreEmpty && !cfg.Bootstrap {
 		go func() {
 			if err := node.JoinSeeds(ctx, seeds, 2*time.Second); err != nil && ctx.Err() == nil {
 				log.Warn("could not join the cluster through the seeds", "seeds", cfg.Seeds, "error", err)
