@@ -3,10 +3,7 @@ package server
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
@@ -115,19 +112,6 @@ func (c *client) maySubscribe(filter string) bool {
 	}
 	c.logDenied("subscribe denied by the ACL", filter)
 	return false
-}
-
-// logGate lets one event through at info level every logEvery; the others are
-// logged at debug level.
-type logGate struct{ last atomic.Int64 }
-
-func (g *logGate) level() slog.Level {
-	now := time.Now().UnixNano()
-	last := g.last.Load()
-	if now-last >= int64(logEvery) && g.last.CompareAndSwap(last, now) {
-		return slog.LevelInfo
-	}
-	return slog.LevelDebug
 }
 
 // aclGeneration is the ACL generation a decision is taken under (0 without auth).

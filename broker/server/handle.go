@@ -132,7 +132,7 @@ func (c *client) handlePublish(p *packet.Packet) error {
 	case 1:
 		n, wait, retained := s.publishAsync(msg)
 		if wait == nil && c.acks == nil {
-			c.ackPublish(p, publishCode(n, retained), true, retainedWhy(retained))
+			c.ackPublish(p, matchedCode(n), true, retainedWhy(retained))
 			break
 		}
 		c.queueAck(p.PacketID, n, wait, retained)
@@ -145,19 +145,15 @@ func (c *client) handlePublish(p *packet.Packet) error {
 				n += wait()
 			}
 		}
-		c.ackPublish(p, publishCode(n, retained), first, retainedWhy(retained))
+		c.ackPublish(p, matchedCode(n), first, retainedWhy(retained))
 	}
 	return nil
 }
 
-// publishCode is the PUBACK/PUBREC code of a message routed to n sessions. A retained
-// copy over the limits (retained != Success) does not change it: the message was
-// delivered, and a failure code would invite the client to send it again (a duplicate,
-// and no exactly-once for QoS 2); retainedWhy's reason string tells it instead.
-func publishCode(n int, _ packet.Code) packet.Code {
-	return matchedCode(n)
-}
-
+// retainedWhy is the reason string of a PUBACK/PUBREC whose retained copy was not
+// stored (retained != Success: over the retained limits). The code stays a success: the
+// message was delivered, and a failure code would invite a resend (a duplicate, and no
+// exactly-once for QoS 2).
 func retainedWhy(retained packet.Code) string {
 	if retained == packet.Success {
 		return ""
@@ -191,7 +187,7 @@ func (c *client) acker(acks <-chan pendingAck) {
 		if a.wait != nil {
 			n += a.wait()
 		}
-		c.ackPublish(&packet.Packet{QoS: 1, PacketID: a.id}, publishCode(n, a.retained), true, retainedWhy(a.retained))
+		c.ackPublish(&packet.Packet{QoS: 1, PacketID: a.id}, matchedCode(n), true, retainedWhy(a.retained))
 	}
 }
 

@@ -63,22 +63,30 @@ type LimitCount struct {
 // limitCounters count the events of every limit (atomics: counted on the hot path).
 type limitCounters struct {
 	events [numLimits]atomic.Uint64
-	drops  session.Drops           // the sessions' queue drops, by limit
-	logged [numLimits]atomic.Int64 // when each limit was last logged at info level (unix ns)
+	drops  session.Drops      // the sessions' queue drops, by limit
+	logged [numLimits]logGate // each limit's refusals: info level at most every logEvery
 }
 
 // logEvery is how often each limit's refusals are logged at info level.
 const logEvery = 10 * time.Second
 
-// count counts one event of limit l and returns the level to log it at.
-func (lc *limitCounters) count(l Limit) slog.Level {
-	lc.events[l].Add(1)
+// logGate lets one event through at info level every logEvery; the others are
+// logged at debug level.
+type logGate struct{ last atomic.Int64 }
+
+func (g *logGate) level() slog.Level {
 	now := time.Now().UnixNano()
-	last := lc.logged[l].Load()
-	if now-last >= int64(logEvery) && lc.logged[l].CompareAndSwap(last, now) {
+	last := g.last.Load()
+	if now-last >= int64(logEvery) && g.last.CompareAndSwap(last, now) {
 		return slog.LevelInfo
 	}
 	return slog.LevelDebug
+}
+
+// count counts one event of limit l and returns the level to log it at.
+func (lc *limitCounters) count(l Limit) slog.Level {
+	lc.events[l].Add(1)
+	return lc.logged[l].level()
 }
 
 func (lc *limitCounters) snapshot() []LimitCount {

@@ -78,19 +78,27 @@ func (b *GeneratedSecret) Mutate(obj client.Object) error {
 	if len(s.Data[b.Key]) > 0 {
 		return nil
 	}
-	r := b.Rand
-	if r == nil {
-		r = rand.Reader
-	}
-	raw := make([]byte, 32)
-	if _, err := io.ReadFull(r, raw); err != nil {
+	token, err := randomToken(b.Rand, 32)
+	if err != nil {
 		return fmt.Errorf("generating %s: %w", b.Name, err)
 	}
 	if s.Data == nil {
 		s.Data = map[string][]byte{}
 	}
-	s.Data[b.Key] = []byte(base64.RawURLEncoding.EncodeToString(raw))
+	s.Data[b.Key] = []byte(token)
 	return nil
+}
+
+// randomToken is n random bytes from r (crypto/rand when nil), base64url-encoded.
+func randomToken(r io.Reader, n int) (string, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	raw := make([]byte, n)
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(raw), nil
 }
 
 // UsersSecretBuilder builds the generated users Secret of a cluster that refuses
@@ -123,21 +131,14 @@ func (b *GeneratedUsersSecret) Mutate(obj client.Object) error {
 		return fmt.Errorf("GeneratedUsersSecret.Mutate: got %T, want *corev1.Secret", obj)
 	}
 	s.Labels = mergeLabels(s.Labels, Labels(b.Cluster))
-	if s.CreationTimestamp.IsZero() {
-		s.Type = corev1.SecretTypeOpaque
-	}
 	if !s.CreationTimestamp.IsZero() {
 		return nil
 	}
-	r := b.Rand
-	if r == nil {
-		r = rand.Reader
-	}
-	raw := make([]byte, passwordBytes)
-	if _, err := io.ReadFull(r, raw); err != nil {
+	s.Type = corev1.SecretTypeOpaque
+	password, err := randomToken(b.Rand, passwordBytes)
+	if err != nil {
 		return fmt.Errorf("generating %s: %w", s.Name, err)
 	}
-	password := base64.RawURLEncoding.EncodeToString(raw)
 	line, err := UsersLine(GeneratedUsername, password)
 	if err != nil {
 		return fmt.Errorf("generating %s: %w", s.Name, err)
