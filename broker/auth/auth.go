@@ -70,7 +70,6 @@ type Authenticator struct {
 
 	reloadMu sync.Mutex // serializes reloads and the change callbacks
 	onChange []func()
-	aclGen   atomic.Uint64 // counts ACL changes (see Generation)
 
 	// Verified passwords, as HMACs under a key of this process: reconnect storms do
 	// not pay one bcrypt per CONNECT. Emptied whenever the users file changes.
@@ -189,18 +188,12 @@ func (a *Authenticator) Reload() (changed bool, err error) {
 	if next.acl != prev.acl {
 		// Only the ACL decides subscriptions: a users-only change (a new user) does
 		// not make the server re-check every session.
-		a.aclGen.Add(1)
 		for _, fn := range a.onChange {
 			fn()
 		}
 	}
 	return true, nil
 }
-
-// Generation changes whenever a reload puts a new ACL in force, before the change
-// callbacks run. A decision taken under generation g and acted on afterwards is still
-// the rules' verdict if the generation is still g; otherwise it must be taken again.
-func (a *Authenticator) Generation() uint64 { return a.aclGen.Load() }
 
 // OnChange registers fn to run after each reload that changed the ACL (the server
 // re-checks existing subscriptions). Register before Run.

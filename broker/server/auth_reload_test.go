@@ -105,6 +105,8 @@ func TestAuthSubscribeRacingReloads(t *testing.T) {
 	const transitions = 150
 	reloaded := make(chan struct{}) // a reload to the refusing rules is done
 	checked := make(chan struct{})  // the subscriber answered its SUBSCRIBE in flight
+	stop := make(chan struct{})     // the test ended early: the reloader must not block
+	defer close(stop)
 	go func() {
 		defer close(reloaded)
 		for i := range transitions {
@@ -115,8 +117,16 @@ func TestAuthSubscribeRacingReloads(t *testing.T) {
 					return
 				}
 			}
-			reloaded <- struct{}{}
-			<-checked
+			select {
+			case reloaded <- struct{}{}:
+			case <-stop:
+				return
+			}
+			select {
+			case <-checked:
+			case <-stop:
+				return
+			}
 		}
 	}()
 	granted, leftovers := 0, 0

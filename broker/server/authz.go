@@ -8,7 +8,6 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
-	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
 
 // ErrClientIDOwned refuses a connect whose client ID has a session of another user.
@@ -114,32 +113,6 @@ func (c *client) maySubscribe(filter string) bool {
 	return false
 }
 
-// aclGeneration is the ACL generation a decision is taken under (0 without auth).
-func (c *client) aclGeneration() uint64 {
-	if a := c.s.opts.Auth; a != nil {
-		return a.Generation()
-	}
-	return 0
-}
-
-// stillGranted is called once a subscription granted under ACL generation gen is in
-// the session and the trie. If a reload put new rules in force since, its re-check
-// may have run before the subscription was there: judge it again, and undo it if the
-// new rules refuse it. (If the generation is unchanged, a later reload's re-check
-// sees the subscription.)
-func (c *client) stillGranted(gen uint64, key string, sub topic.Subscription) bool {
-	a := c.s.opts.Auth
-	if a == nil || a.Generation() == gen || a.StillAllowed(c.principal, sub.Filter) {
-		return true
-	}
-	// Both, unconditionally: the reload's re-check may have taken it out of the session
-	// already, while this SUBSCRIBE's addSub put it back into the trie after that.
-	c.sess.Unsubscribe(key)
-	c.s.removeSub(c.id, sub.ShareGroup, sub.Filter)
-	c.logDenied("subscribe refused by rules reloaded meanwhile", sub.Filter)
-	return false
-}
-
 // notAuthorizedSuback is the SUBACK code of a refused filter: 0x87 in MQTT 5, 0x80
 // (Failure) in 3.1.1.
 func (c *client) notAuthorizedSuback() packet.Code {
@@ -216,6 +189,8 @@ func (s *Server) recheckSubscriptions() {
 	if a == nil {
 		return
 	}
+	s.aclMu.Lock() // no SUBSCRIBE between its verdict and its subscription meanwhile
+	defer s.aclMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, e := range s.sessions {

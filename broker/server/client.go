@@ -298,6 +298,9 @@ func (c *client) readLoop() (code packet.Code, why string) {
 			_ = c.conn.SetReadDeadline(time.Time{})
 		}
 		err := packet.ReadInto(c.br, &p, c.version, s.opts.MaxPacketSize)
+		if err == nil && c.takenOver.Load() {
+			return noCode, "" // the session is another connection's now: nothing more of this one counts
+		}
 		if err == nil {
 			err = c.handle(&p)
 		}

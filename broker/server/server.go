@@ -148,6 +148,9 @@ type Server struct {
 	admission admission     // connection counts against the connection caps
 	limits    limitCounters // refusals and throttles by limit
 	authLog   logGate       // login failures: info level at most every logEvery
+	// aclMu orders SUBSCRIBEs (read) against a reload's re-check (write): a verdict
+	// and the subscription it grants are never split by a change of rules.
+	aclMu sync.RWMutex
 
 	cluster atomic.Pointer[Cluster] // nil: a single node; set before serving (the $SYS loop may already run)
 
