@@ -154,6 +154,26 @@ rules:
 			"the last good ACL stays")
 	})
 
+	It("widens the client Service only once the pods run the settings the spec asks for", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "widen", nil) // anonymous clients allowed, ClusterIP
+		setSTSStatus(mc, 3)
+		oldHash := sts(mc).Spec.Template.Annotations[res.AnnotationConfigHash]
+		By("turning anonymous access off and asking for a LoadBalancer in one edit")
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false)}
+			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
+		})
+		Eventually(func() string { return sts(mc).Spec.Template.Annotations[res.AnnotationConfigHash] }).
+			ShouldNot(Equal(oldHash), "the new configuration rolls the pods")
+		Consistently(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "widen").Spec.Type }).
+			Should(Equal(corev1.ServiceTypeClusterIP), "the old pods still let anonymous clients in")
+		By("exposing it once every pod runs the new template")
+		setSTSStatus(mc, 3)
+		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "widen").Spec.Type }).
+			Should(Equal(corev1.ServiceTypeLoadBalancer))
+	})
+
 	It("fails closed on a TLS listener: not Ready, the client Service back to ClusterIP until it goes", func() {
 		ns := newNamespace()
 		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tls"},

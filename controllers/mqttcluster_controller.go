@@ -76,10 +76,12 @@ type step struct {
 // Reconcile drives the cluster's children towards the spec, then reports status.
 // The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
 // mount them; the Services before the pods look each other up; the PodDisruptionBudget
-// once there is something to protect. The Services come first of all: while the spec
+// once there is something to protect. failclosed comes first of all: while the spec
 // asks for something mqttd does not enforce, the client Service falls back to
 // ClusterIP even when a later step stops on invalid input (a TLS listener whose
-// Secret does not exist yet must not leave a LoadBalancer in front of the old pods).
+// Secret does not exist yet must not leave a LoadBalancer in front of the old pods);
+// it only ever narrows the Service. Widening it waits for the services step, after
+// the spec proved valid, and for the pods to run the settings it asks for.
 func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	mc := &v1alpha1.MQTTCluster{}
 	if err := r.Get(ctx, req.NamespacedName, mc); err != nil {
@@ -90,9 +92,10 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	st := &state{cluster: mc}
 	pipeline := []step{
-		{"services", r.reconcileServices},
+		{"failclosed", r.reconcileFailClosed},
 		{"secrets", r.reconcileSecrets},
 		{"config", r.reconcileConfig},
+		{"services", r.reconcileServices},
 		{"statefulset", r.reconcileStatefulSet},
 		{"pdb", r.reconcilePDB},
 		{"lifecycle", r.reconcileLifecycle},

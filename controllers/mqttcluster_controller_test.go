@@ -191,6 +191,9 @@ var _ = Describe("MQTTCluster reconciler", func() {
 			g.Expect(t.Spec.Tolerations).To(HaveLen(1))
 			g.Expect(t.Annotations[res.AnnotationConfigHash]).NotTo(Equal(oldHash))
 		}).Should(Succeed())
+		// A wider Service type waits until the pods run the new configuration: play
+		// the StatefulSet controller reporting every pod on the new template.
+		setSTSStatus(mc, 0)
 		Eventually(func(g Gomega) {
 			cm := child(&corev1.ConfigMap{}, ns, "upd-config")
 			g.Expect(cm.Data[res.ConfigFile]).To(ContainSubstring("max_queued_messages: 77"))
@@ -213,6 +216,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "upd-dashboard"}, &corev1.Service{}))
 		}).Should(BeTrue(), "the dashboard Service goes when the dashboard is disabled")
+		setSTSStatus(mc, 0) // the pods run the template again: the Service may widen
 		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "upd").Spec.Type }).Should(Equal(corev1.ServiceTypeNodePort))
 
 		Expect(child(&corev1.Secret{}, ns, "upd-cookie").Data[res.CookieKey]).To(Equal(cookie), "the cookie was regenerated")

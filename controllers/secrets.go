@@ -90,7 +90,12 @@ func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state)
 			return false, err
 		}
 		if s, ok := obj.(*corev1.Secret); ok { // users may be added to it by hand
-			r.checkUsersFile(st, s.Name, s.Data[resource.UsersKey])
+			if _, present := s.Data[resource.UsersKey]; !present {
+				// The pods mount that key: without it a new pod cannot start.
+				r.report(st, invalidInput, "SecretKeyMissing", fmt.Sprintf("Secret %q has no key %q", s.Name, resource.UsersKey))
+			} else {
+				r.checkUsersFile(st, s.Name, s.Data[resource.UsersKey])
+			}
 		}
 	}
 	return hasInvalidInput(st.problems), nil
@@ -104,11 +109,11 @@ const usersField = "spec.auth.usersSecretRef"
 // file is invalid input that stops the pipeline before any pod is touched. The
 // message names the line and user, never a hash.
 func (r *MQTTClusterReconciler) checkUsersFile(st *state, secret string, data []byte) {
-	users, err := auth.ParseUsers(bytes.NewReader(data))
+	users, err := auth.CheckUsers(bytes.NewReader(data))
 	switch {
 	case err != nil:
 		r.report(st, invalidInput, "InvalidUsersFile", fmt.Sprintf("Secret %q key %q: %v", secret, resource.UsersKey, err))
-	case users.Len() == 0 && !resource.AllowAnonymous(st.cluster):
+	case users == 0 && !resource.AllowAnonymous(st.cluster):
 		// Valid, and maybe meant (everyone locked out), but worth saying.
 		r.report(st, unsupportedChange, "NoUsers", fmt.Sprintf("Secret %q key %q lists no user and anonymous clients are refused: no client can connect", secret, resource.UsersKey))
 	}

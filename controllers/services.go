@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
@@ -19,8 +22,23 @@ func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state
 	if !exposable {
 		r.report(st, unsupportedFeature, reason, msg)
 	}
+	narrow := !exposable
+	if !narrow {
+		// A wider type than the Service has now waits until every pod runs the
+		// settings the spec asks for (turning anonymous access off rolls the pods).
+		pending, err := r.settingsPending(ctx, st)
+		if err != nil {
+			return false, err
+		}
+		if pending {
+			narrow, err = r.clientServiceNarrow(ctx, mc)
+			if err != nil {
+				return false, err
+			}
+		}
+	}
 	for _, kind := range []resource.ServiceKind{resource.HeadlessService, resource.ClientService} {
-		b := &resource.ServiceBuilder{Cluster: mc, Kind: kind, ClusterIPOnly: len(unsupportedFeatures(mc)) > 0}
+		b := &resource.ServiceBuilder{Cluster: mc, Kind: kind, ClusterIPOnly: narrow}
 		if _, err := r.apply(ctx, mc, b); err != nil {
 			return false, err
 		}
@@ -31,6 +49,49 @@ func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state
 	}
 	_, err := r.apply(ctx, mc, dashboard)
 	return false, err
+}
+
+// reconcileFailClosed narrows an existing client Service to ClusterIP while the spec
+// asks for something mqttd does not enforce; it never widens one (see Reconcile).
+func (r *MQTTClusterReconciler) reconcileFailClosed(ctx context.Context, st *state) (bool, error) {
+	if _, _, ok := clientServiceExposable(st.cluster); ok {
+		return false, nil
+	}
+	narrow, err := r.clientServiceNarrow(ctx, st.cluster)
+	if err != nil || narrow {
+		return false, err // absent, or ClusterIP already
+	}
+	_, err = r.apply(ctx, st.cluster, &resource.ServiceBuilder{Cluster: st.cluster, Kind: resource.ClientService, ClusterIPOnly: true})
+	return false, err
+}
+
+// clientServiceNarrow reports whether the client Service is absent or ClusterIP.
+func (r *MQTTClusterReconciler) clientServiceNarrow(ctx context.Context, mc *v1alpha1.MQTTCluster) (bool, error) {
+	svc := &corev1.Service{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.ClientServiceName(mc)}, svc)
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return svc.Spec.Type == "" || svc.Spec.Type == corev1.ServiceTypeClusterIP, nil
+}
+
+// settingsPending reports whether the pods will not all run the configuration just
+// rendered: the StatefulSet's template carries another config hash, or some pods run
+// an older template.
+func (r *MQTTClusterReconciler) settingsPending(ctx context.Context, st *state) (bool, error) {
+	sts := &appsv1.StatefulSet{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: st.cluster.Namespace, Name: resource.StatefulSetName(st.cluster)}, sts)
+	if apierrors.IsNotFound(err) {
+		return false, nil // nothing runs yet: the first pods start with these settings
+	}
+	if err != nil {
+		return false, err
+	}
+	return sts.Spec.Template.Annotations[resource.AnnotationConfigHash] != resource.ConfigHash(st.config) ||
+		sts.Status.ObservedGeneration < sts.Generation || sts.Status.UpdatedReplicas < sts.Status.Replicas, nil
 }
 
 // clientServiceExposable is the check that the client Service may have the type the

@@ -96,7 +96,6 @@ func stsCaughtUp(sts *appsv1.StatefulSet) bool {
 	return sts.Status.ObservedGeneration >= sts.Generation
 }
 
-// readyCondition: every desired node is ready and the spec could be acted on.
 // outdatedPods counts the pods that run an older template than the StatefulSet's (0
 // when the brokers were not gathered).
 func outdatedPods(sts *appsv1.StatefulSet, lc *lifecycle) int {

@@ -29,12 +29,34 @@ const maxUsersFile = 4 << 20
 // lines starting with '#' are skipped. Any other line that is not a valid entry makes
 // the whole file invalid, so a half-written file never replaces a good one.
 func ParseUsers(r io.Reader) (*Users, error) {
-	data, err := io.ReadAll(io.LimitReader(r, maxUsersFile+1))
+	u, maxCost, err := parseUsers(r)
 	if err != nil {
 		return nil, err
 	}
+	if u.decoy, err = bcrypt.GenerateFromPassword([]byte("decoy password for unknown users"), maxCost); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// CheckUsers validates a users file as ParseUsers does and returns how many users it
+// lists, without preparing it for logins (no bcrypt work: cheap enough for the
+// operator's every reconcile).
+func CheckUsers(r io.Reader) (int, error) {
+	u, _, err := parseUsers(r)
+	if err != nil {
+		return 0, err
+	}
+	return u.Len(), nil
+}
+
+func parseUsers(r io.Reader) (*Users, int, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxUsersFile+1))
+	if err != nil {
+		return nil, 0, err
+	}
 	if len(data) > maxUsersFile {
-		return nil, fmt.Errorf("users file larger than %d bytes", maxUsersFile)
+		return nil, 0, fmt.Errorf("users file larger than %d bytes", maxUsersFile)
 	}
 	u := &Users{hashes: make(map[string][]byte)}
 	maxCost := bcrypt.MinCost
@@ -49,29 +71,25 @@ func ParseUsers(r io.Reader) (*Users, error) {
 		}
 		name, hash, ok := strings.Cut(text, ":")
 		if !ok {
-			return nil, fmt.Errorf("line %d: want username:bcrypt-hash", line)
+			return nil, 0, fmt.Errorf("line %d: want username:bcrypt-hash", line)
 		}
 		if err := ValidUsername(name); err != nil {
-			return nil, fmt.Errorf("line %d: %w", line, err)
+			return nil, 0, fmt.Errorf("line %d: %w", line, err)
 		}
 		cost, err := bcryptCost(hash)
 		if err != nil {
-			return nil, fmt.Errorf("line %d (user %q): %w", line, name, err)
+			return nil, 0, fmt.Errorf("line %d (user %q): %w", line, name, err)
 		}
 		if _, dup := u.hashes[name]; dup {
-			return nil, fmt.Errorf("line %d: user %q listed twice", line, name)
+			return nil, 0, fmt.Errorf("line %d: user %q listed twice", line, name)
 		}
 		u.hashes[name] = []byte(hash)
 		maxCost = max(maxCost, cost)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	u.decoy, err = bcrypt.GenerateFromPassword([]byte("decoy password for unknown users"), maxCost)
-	if err != nil {
-		return nil, err
-	}
-	return u, nil
+	return u, maxCost, nil
 }
 
 // MaxCost is the highest bcrypt cost accepted: each CONNECT of the user (and of any

@@ -132,7 +132,7 @@ func RenderACL(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 type ConfigMapBuilder struct {
 	Cluster *v1alpha1.MQTTCluster
 	Config  []byte // from RenderConfig
-	ACL     []byte // from RenderACL; nil: no ACL file
+	ACL     []byte // from RenderACL (nil only in tests: the key is then removed)
 }
 
 // Object implements Builder.
