@@ -216,6 +216,13 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "upd-dashboard"}, &corev1.Service{}))
 		}).Should(BeTrue(), "the dashboard Service goes when the dashboard is disabled")
+		// The dashboard port leaves the pod template; only then may the pods report
+		// running it (a status written before would describe the older template).
+		Eventually(func(g Gomega) {
+			for _, p := range sts(mc).Spec.Template.Spec.Containers[0].Ports {
+				g.Expect(p.Name).NotTo(Equal("dashboard"))
+			}
+		}).Should(Succeed())
 		setSTSStatus(mc, 0) // the pods run the template again: the Service may widen
 		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "upd").Spec.Type }).Should(Equal(corev1.ServiceTypeNodePort))
 
