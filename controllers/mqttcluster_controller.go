@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -36,6 +37,8 @@ type MQTTClusterReconciler struct {
 	DefaultImage string
 	// Pods turns a pod into its broker's addresses (default: InClusterAddresses).
 	Pods PodAddresses
+	// Clock is the lifecycle's clock (default: the wall clock).
+	Clock clock.PassiveClock
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters,verbs=get;list;watch;update;patch

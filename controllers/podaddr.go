@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strconv"
 
@@ -39,19 +38,6 @@ func (InClusterAddresses) API(_ *v1alpha1.MQTTCluster, pod *corev1.Pod) string {
 // Cluster implements PodAddresses.
 func (InClusterAddresses) Cluster(mc *v1alpha1.MQTTCluster, pod *corev1.Pod) string {
 	return resource.ClusterAddress(mc, pod.Name)
-}
-
-// podOrdinal returns the StatefulSet ordinal of a pod of mc, or -1.
-func podOrdinal(mc *v1alpha1.MQTTCluster, pod *corev1.Pod) int {
-	prefix := resource.StatefulSetName(mc) + "-"
-	if len(pod.Name) <= len(prefix) || pod.Name[:len(prefix)] != prefix {
-		return -1
-	}
-	n, err := strconv.Atoi(pod.Name[len(prefix):])
-	if err != nil || n < 0 || fmt.Sprint(n) != pod.Name[len(prefix):] {
-		return -1
-	}
-	return n
 }
 
 // clusterOfPod maps a broker pod to its MQTTCluster: pod changes (a replacement

@@ -104,7 +104,7 @@ func outdatedPods(sts *appsv1.StatefulSet, lc *lifecycle) int {
 		return 0
 	}
 	for _, b := range lc.pods {
-		if outdated(sts, b.pod) {
+		if outdated(sts.Status.UpdateRevision, b.pod) {
 			n++
 		}
 	}

@@ -21,6 +21,16 @@ func (r *reader) fail(code Code, msg string) {
 
 func (r *reader) remaining() int { return len(r.b) - r.off }
 
+// bit reads a byte that must be 0 or 1 (a property such as the payload format
+// indicator); any other value is a protocol error naming what.
+func (r *reader) bit(what string) byte {
+	v := r.u8()
+	if v > 1 {
+		r.fail(ProtocolError, what+" must be 0 or 1")
+	}
+	return v
+}
+
 func (r *reader) u8() byte {
 	if r.err != nil {
 		return 0

@@ -48,10 +48,7 @@ func (r *reader) properties(p *Properties, t Type) {
 func (r *reader) property(p *Properties, id PropID) {
 	switch id {
 	case PropPayloadFormat:
-		p.PayloadFormat = r.u8()
-		if p.PayloadFormat > 1 {
-			r.fail(ProtocolError, "payload format indicator must be 0 or 1")
-		}
+		p.PayloadFormat = r.bit("payload format indicator")
 	case PropMessageExpiry:
 		p.MessageExpiry = r.u32()
 	case PropContentType:
@@ -77,17 +74,11 @@ func (r *reader) property(p *Properties, id PropID) {
 	case PropAuthData:
 		p.AuthData = r.binary()
 	case PropRequestProblemInfo:
-		p.RequestProblemInfo = r.u8()
-		if p.RequestProblemInfo > 1 {
-			r.fail(ProtocolError, "request problem information must be 0 or 1")
-		}
+		p.RequestProblemInfo = r.bit("request problem information")
 	case PropWillDelay:
 		p.WillDelay = r.u32()
 	case PropRequestResponseInfo:
-		p.RequestResponseInfo = r.u8()
-		if p.RequestResponseInfo > 1 {
-			r.fail(ProtocolError, "request response information must be 0 or 1")
-		}
+		p.RequestResponseInfo = r.bit("request response information")
 	case PropResponseInfo:
 		p.ResponseInfo = r.str()
 	case PropServerReference:
@@ -107,10 +98,7 @@ func (r *reader) property(p *Properties, id PropID) {
 			r.fail(TopicAliasInvalid, "topic alias 0")
 		}
 	case PropMaximumQoS:
-		p.MaximumQoS = r.u8()
-		if p.MaximumQoS > 1 {
-			r.fail(ProtocolError, "maximum qos must be 0 or 1")
-		}
+		p.MaximumQoS = r.bit("maximum qos")
 	case PropRetainAvailable:
 		p.RetainAvailable = r.u8()
 	case PropUserProperty:

@@ -47,26 +47,24 @@ func (m *Message) RemainingExpiry(now time.Time) (uint32, bool) {
 // ForwardedProperties copies from the properties of a received PUBLISH the ones a
 // subscriber receives unchanged (MQTT 5.0 section 3.3.2.3).
 func ForwardedProperties(in *packet.Properties) packet.Properties {
-	var out packet.Properties
-	if in.Has(packet.PropPayloadFormat) {
-		out.PayloadFormat = in.PayloadFormat
-		out.Set(packet.PropPayloadFormat)
+	out := packet.Properties{
+		PayloadFormat:   in.PayloadFormat,
+		ContentType:     in.ContentType,
+		ResponseTopic:   in.ResponseTopic,
+		CorrelationData: in.CorrelationData,
+		User:            in.User,
 	}
-	if in.Has(packet.PropContentType) {
-		out.ContentType = in.ContentType
-		out.Set(packet.PropContentType)
+	for _, id := range forwardedProps {
+		if in.Has(id) {
+			out.Set(id)
+		}
 	}
-	if in.Has(packet.PropResponseTopic) {
-		out.ResponseTopic = in.ResponseTopic
-		out.Set(packet.PropResponseTopic)
-	}
-	if in.Has(packet.PropCorrelationData) {
-		out.CorrelationData = in.CorrelationData
-		out.Set(packet.PropCorrelationData)
-	}
-	out.User = in.User
 	return out
 }
+
+// forwardedProps are the properties a subscriber receives as the publisher sent them
+// (user properties are a list: present when not empty).
+var forwardedProps = []packet.PropID{packet.PropPayloadFormat, packet.PropContentType, packet.PropResponseTopic, packet.PropCorrelationData}
 
 // Delivery is one message on its way to one session.
 type Delivery struct {

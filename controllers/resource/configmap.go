@@ -142,9 +142,9 @@ func (b *ConfigMapBuilder) Object() client.Object {
 
 // Mutate implements Builder.
 func (b *ConfigMapBuilder) Mutate(obj client.Object) error {
-	cm, ok := obj.(*corev1.ConfigMap)
-	if !ok {
-		return fmt.Errorf("ConfigMapBuilder.Mutate: got %T, want *corev1.ConfigMap", obj)
+	cm, err := as[*corev1.ConfigMap](obj, "ConfigMapBuilder")
+	if err != nil {
+		return err
 	}
 	cm.Labels = mergeLabels(cm.Labels, Labels(b.Cluster))
 	cm.Data = map[string]string{ConfigFile: string(b.Config)}

@@ -1,8 +1,6 @@
 package resource
 
 import (
-	"fmt"
-
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -25,9 +23,9 @@ func (b *PDBBuilder) Object() client.Object {
 
 // Mutate implements Builder.
 func (b *PDBBuilder) Mutate(obj client.Object) error {
-	pdb, ok := obj.(*policyv1.PodDisruptionBudget)
-	if !ok {
-		return fmt.Errorf("PDBBuilder.Mutate: got %T, want *policyv1.PodDisruptionBudget", obj)
+	pdb, err := as[*policyv1.PodDisruptionBudget](obj, "PDBBuilder")
+	if err != nil {
+		return err
 	}
 	pdb.Labels = mergeLabels(pdb.Labels, Labels(b.Cluster))
 	pdb.Spec.MaxUnavailable = &intstr.IntOrString{Type: intstr.Int, IntVal: 1}

@@ -54,6 +54,15 @@ type Builder interface {
 	Mutate(obj client.Object) error
 }
 
+// as is obj as the kind T a builder's Mutate expects, or an error naming the builder.
+func as[T client.Object](obj client.Object, builder string) (T, error) {
+	t, ok := obj.(T)
+	if !ok {
+		return t, fmt.Errorf("%s.Mutate: got %T, want %T", builder, obj, t)
+	}
+	return t, nil
+}
+
 // SelectorLabels select the pods of one MQTTCluster; they never change.
 func SelectorLabels(mc *v1alpha1.MQTTCluster) map[string]string {
 	return map[string]string{LabelName: appName, LabelInstance: mc.Name}

@@ -67,9 +67,9 @@ func (b *GeneratedSecret) Object() client.Object {
 // Mutate implements Builder: it fills the value only when the key is missing or
 // empty, so an existing cookie survives every reconcile and operator restart.
 func (b *GeneratedSecret) Mutate(obj client.Object) error {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return fmt.Errorf("GeneratedSecret.Mutate: got %T, want *corev1.Secret", obj)
+	s, err := as[*corev1.Secret](obj, "GeneratedSecret")
+	if err != nil {
+		return err
 	}
 	s.Labels = mergeLabels(s.Labels, Labels(b.Cluster))
 	if s.CreationTimestamp.IsZero() {
@@ -126,9 +126,9 @@ func (b *GeneratedUsersSecret) Object() client.Object {
 // neither the password nor an edit is ever overwritten — not even an emptied "users"
 // key, which locks every client out on purpose (the controller reports it).
 func (b *GeneratedUsersSecret) Mutate(obj client.Object) error {
-	s, ok := obj.(*corev1.Secret)
-	if !ok {
-		return fmt.Errorf("GeneratedUsersSecret.Mutate: got %T, want *corev1.Secret", obj)
+	s, err := as[*corev1.Secret](obj, "GeneratedUsersSecret")
+	if err != nil {
+		return err
 	}
 	s.Labels = mergeLabels(s.Labels, Labels(b.Cluster))
 	if !s.CreationTimestamp.IsZero() {

@@ -1,7 +1,6 @@
 package resource
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -66,9 +65,9 @@ func servicePort(name string, port int32) corev1.ServicePort {
 
 // Mutate implements Builder.
 func (b *ServiceBuilder) Mutate(obj client.Object) error {
-	svc, ok := obj.(*corev1.Service)
-	if !ok {
-		return fmt.Errorf("ServiceBuilder.Mutate: got %T, want *corev1.Service", obj)
+	svc, err := as[*corev1.Service](obj, "ServiceBuilder")
+	if err != nil {
+		return err
 	}
 	mc := b.Cluster
 	svc.Labels = mergeLabels(svc.Labels, Labels(mc))

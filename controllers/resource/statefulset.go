@@ -51,9 +51,9 @@ func (b *StatefulSetBuilder) Object() client.Object {
 // desired template changed (its hash) or someone edited a field the operator owns, so
 // a reconcile with nothing to do writes nothing.
 func (b *StatefulSetBuilder) Mutate(obj client.Object) error {
-	sts, ok := obj.(*appsv1.StatefulSet)
-	if !ok {
-		return fmt.Errorf("StatefulSetBuilder.Mutate: got %T, want *appsv1.StatefulSet", obj)
+	sts, err := as[*appsv1.StatefulSet](obj, "StatefulSetBuilder")
+	if err != nil {
+		return err
 	}
 	mc := b.Cluster
 	sts.Labels = mergeLabels(sts.Labels, Labels(mc))
