@@ -11,10 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
 
@@ -42,50 +41,34 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 }
 
-// Node is one broker's membership in a cluster: the cluster port, the raft group
-// for membership and replicated metadata, and the links to the other members over
-// which routes and messages travel. It implements server.Cluster.
+// Node is one broker's membership in a cluster. It wires five parts, each with one
+// job and its own lock, and keeps the exported API; it implements server.Cluster:
+//
+//   - transport (transport.go, wire.go, handshake.go): the cluster port, TLS, the
+//     cookie handshake, channels, frames;
+//   - membership (membership.go, judge.go, raft.go, fsm.go, join.go): raft, its state
+//     machine, the stale/member judgement, join, leave, reset, bootstrap;
+//   - routing (routing.go, link.go, inbound.go, forward.go): links to the other
+//     members, route replication, forwarding, requests between members;
+//   - ownership (ownership.go, takeover.go): client-ID owners, epochs, takeovers;
+//   - evacuation (evacuation.go): moving clients and sessions away.
+//
+// requests.go answers the requests members send each other, dispatching to the parts.
 type Node struct {
-	cfg  Config
-	srv  *server.Server
-	log  *slog.Logger
-	auth *Authenticator
-
-	mu          sync.Mutex
-	state       string
-	staleReason string
-	clusterID   string
-	wasMember   bool          // this node saw itself in the raft configuration
-	raft        *raft.Raft    // nil while stale or closed
-	stream      *streamLayer  // the raft instance's stream layer
-	members     []raft.Server // latest configuration (polled by watch)
-	// The newest configuration this node's log holds (committed or not) and its
-	// index: what link handshakes compare (see configView). The committed one is
-	// what snapshots carry.
-	configIndex      uint64
-	configServers    []raft.Server
-	committedIndex   uint64
-	committedServers []raft.Server
-	links            map[string]*link    // outbound links to the other members by name
-	inbound          map[string]*inbound // the current inbound link of each peer
-	conns            map[net.Conn]struct{}
-	closed           bool
-
-	lockIDs [64]sync.Mutex // the owner's per-client-ID order of connects
-	epochMu sync.Mutex
-	epoch   uint64
-
-	evac    evacuation
+	cfg     Config
+	srv     *server.Server
+	log     *slog.Logger
 	started time.Time
-	settled bool // linked to every member once (or linkGrace passed): see Ready
 
-	forwardedOut   atomic.Uint64
-	forwardedIn    atomic.Uint64
-	forwardFailure atomic.Uint64
-	tlsFailures    atomic.Uint64
+	tr     *transport
+	mem    *membership
+	routes *routing
+	own    *ownership
+	evac   *evacuator
 
-	wg   sync.WaitGroup
-	done chan struct{}
+	closing atomic.Bool
+	wg      sync.WaitGroup // every goroutine of every part
+	done    chan struct{}  // closed by Close
 }
 
 // NewNode opens the node's cluster state from its store and starts raft. It does not
@@ -100,43 +83,65 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, srv: cfg.Server, log: cfg.Logger, auth: cfg.Auth, started: time.Now(),
-		links: map[string]*link{}, inbound: map[string]*inbound{}, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
-	id, err := n.storedClusterID()
+	n := &Node{cfg: cfg, srv: cfg.Server, log: cfg.Logger, started: time.Now(), done: make(chan struct{})}
+	n.wire()
+	id, err := n.mem.storedClusterID()
 	if err != nil {
 		return nil, fmt.Errorf("reading the cluster ID from the store: %w", err)
 	}
-	n.clusterID = id
-	n.state = apiv1.StoreEmpty
+	n.mem.clusterID = id
+	n.mem.state = apiv1.StoreEmpty
 	if id != "" {
-		n.state = apiv1.StoreMember
+		n.mem.state = apiv1.StoreMember
 	}
-	if err := n.startRaft(); err != nil {
+	if err := n.mem.startRaft(); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)
-	go n.watch()
+	go n.mem.watch()
 	return n, nil
 }
 
+// wire builds the parts and connects each to what it may call.
+func (n *Node) wire() {
+	cfg := n.cfg
+	n.tr = newTransport(cfg, n.done, &n.wg)
+	n.mem = &membership{cfg: cfg, log: n.log, srv: n.srv, tr: n.tr, done: n.done, wg: &n.wg}
+	n.routes = newRouting(cfg.Name, n.log, n.done, &n.wg)
+	peers := clusterPeers{n.mem, n.routes}
+	n.own = &ownership{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, now: time.Now}
+	n.evac = &evacuator{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, done: n.done, wg: &n.wg}
+
+	n.tr.clusterID = n.mem.clusterIDNow
+	n.tr.onRaft, n.tr.onLink, n.tr.onQuery = n.mem.acceptRaft, n.routes.serveInbound, n.handleRequest
+	n.mem.setLinks, n.mem.request, n.mem.handle, n.mem.query = n.routes.setLinks, n.routes.request, n.handleRequest, n.tr.query
+	n.routes.srv, n.routes.dialer, n.routes.judge, n.routes.handle = n.srv, n.tr, n.mem, n.handleRequest
+}
+
+// clusterPeers gives ownership and evacuation the members (membership) and their
+// links (routing).
+type clusterPeers struct {
+	m *membership
+	r *routing
+}
+
+func (p clusterPeers) memberNames() []string { return p.m.memberNames() }
+func (p clusterPeers) peerUp(node string) bool {
+	return p.r.peerUp(node)
+}
+func (p clusterPeers) request(peer string, req *request) (*response, error) {
+	return p.r.request(peer, req)
+}
+func (p clusterPeers) barrier() { p.r.barrier() }
+
 // Auth returns the node's authenticator (for its counters).
-func (n *Node) Auth() *Authenticator { return n.auth }
+func (n *Node) Auth() *Authenticator { return n.cfg.Auth }
 
 // Name returns the node's name.
 func (n *Node) Name() string { return n.cfg.Name }
 
 // Peers returns the names of the members this node has a working link to.
-func (n *Node) Peers() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var out []string
-	for name, l := range n.links {
-		if l.up.Load() {
-			out = append(out, name)
-		}
-	}
-	return out
-}
+func (n *Node) Peers() []string { return n.routes.upPeers() }
 
 // Stats are the node's counters and gauges for the metrics.
 type Stats struct {
@@ -147,26 +152,17 @@ type Stats struct {
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	st := Stats{ForwardedOut: n.forwardedOut.Load(), ForwardedIn: n.forwardedIn.Load(),
-		ForwardFailures: n.forwardFailure.Load(), TLSFailures: n.tlsFailures.Load(), Peers: len(n.Peers())}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.state == apiv1.StoreMember && n.wasMember {
-		st.Members = len(n.members)
-	}
-	st.Stale = n.state == apiv1.StoreStale
-	st.Leader = n.raft != nil && n.raft.State() == raft.Leader
+	r := n.routes
+	st := Stats{ForwardedOut: r.forwardedOut.Load(), ForwardedIn: r.forwardedIn.Load(),
+		ForwardFailures: r.forwardFailure.Load(), TLSFailures: n.tr.tlsFailures.Load(), Peers: len(n.Peers())}
+	st.Members, st.Stale, st.Leader = n.mem.stats()
 	return st
 }
 
 // Info returns the cluster side of GET /api/v1/node (the server fills the rest).
 func (n *Node) Info() apiv1.Node {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	in := apiv1.Node{Name: n.cfg.Name, ClusterID: n.clusterID, StoreState: n.state, StaleReason: n.staleReason, Evacuating: n.evac.started}
-	if n.raft != nil && n.state == apiv1.StoreMember {
-		in.RaftState = n.raft.State().String()
-	}
+	in := n.mem.info()
+	in.Evacuating = n.evac.running()
 	return in
 }
 
@@ -178,31 +174,15 @@ type View = apiv1.Cluster
 
 // View returns the cluster as this node sees it, or not_member.
 func (n *Node) View() (View, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.state != apiv1.StoreMember || n.raft == nil || !n.wasMember {
-		return View{}, n.notMemberLocked()
+	v, err := n.mem.clusterView()
+	if err != nil {
+		return v, err
 	}
-	v := View{ClusterID: n.clusterID}
-	_, leader := n.raft.LeaderWithID()
-	v.Leader = string(leader)
-	for _, s := range n.members {
-		m := Member{Name: string(s.ID), Address: string(s.Address)}
-		if m.Name == n.cfg.Name {
-			m.Reachable = true
-		} else if l := n.links[m.Name]; l != nil {
-			m.Reachable = l.up.Load()
-		}
-		v.Members = append(v.Members, m)
+	for i := range v.Members {
+		m := &v.Members[i]
+		m.Reachable = m.Name == n.cfg.Name || n.routes.peerUp(m.Name)
 	}
 	return v, nil
-}
-
-func (n *Node) notMemberLocked() error {
-	if n.state == apiv1.StoreStale {
-		return errorf(apiv1.CodeStaleStore, "%s", n.staleReason)
-	}
-	return errorf(apiv1.CodeNotMember, "%s is not a member of a cluster", n.cfg.Name)
 }
 
 // Ready reports whether the node may take clients: not stale, not evacuating, and,
@@ -210,196 +190,105 @@ func (n *Node) notMemberLocked() error {
 // their routes and they have its) or linkGrace past its start (a dead member must not
 // keep it unready). Once settled, a peer going away later does not make it unready.
 func (n *Node) Ready() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.state == apiv1.StoreStale || n.evac.started {
-		return false
+	v, settled, peers := n.mem.readyView()
+	ready, settle := judgeReady(readiness{view: v, settled: settled, evacuating: n.evac.running(),
+		sinceStart: time.Since(n.started), peers: peers, linked: n.routes.linkedBothWays})
+	if settle {
+		n.mem.markSettled()
 	}
-	if n.settled || n.state != apiv1.StoreMember || !n.wasMember {
-		return true
-	}
-	if time.Since(n.started) > linkGrace {
-		n.settled = true
-		return true
-	}
-	for _, s := range n.members {
-		name := string(s.ID)
-		if name == n.cfg.Name {
-			continue
-		}
-		if l := n.links[name]; l == nil || !l.up.Load() || n.inbound[name] == nil {
-			return false
-		}
-	}
-	n.settled = true
-	return true
+	return ready
 }
-
-// linkGrace bounds how long a member stays unready waiting for its links.
-const linkGrace = 20 * time.Second
 
 // Serve accepts cluster connections on l until Close.
-func (n *Node) Serve(l net.Listener) error {
-	if n.cfg.TLS != nil {
-		cfg := n.cfg.TLS.Clone()
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		l = tls.NewListener(l, cfg)
-	}
-	go func() {
-		<-n.done
-		_ = l.Close()
-	}()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			select {
-			case <-n.done:
-				return nil
-			default:
-				return err
-			}
-		}
-		if !n.track(c) {
-			return nil
-		}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.accept(c)
-		}()
-	}
-}
-
-// track registers c so Close can close it; false when the node is closed.
-func (n *Node) track(c net.Conn) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		_ = c.Close()
-		return false
-	}
-	n.conns[c] = struct{}{}
-	return true
-}
-
-func (n *Node) untrack(c net.Conn) {
-	n.mu.Lock()
-	delete(n.conns, c)
-	n.mu.Unlock()
-	_ = c.Close()
-}
-
-// accept authenticates an incoming connection and dispatches it by channel.
-func (n *Node) accept(c net.Conn) {
-	if tc, ok := c.(*tls.Conn); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-		err := tc.HandshakeContext(ctx)
-		cancel()
-		if err != nil {
-			n.tlsFailures.Add(1)
-			n.log.Warn("cluster TLS handshake failed", "remote", c.RemoteAddr().String(), "error", err)
-			n.untrack(c)
-			return
-		}
-	}
-	peer, err := n.auth.Handshake(c, Listener)
-	if err != nil {
-		n.untrack(c)
-		if errors.Is(err, ErrCookieMismatch) {
-			n.log.Warn("cluster connection refused: cookie mismatch", "remote", c.RemoteAddr().String(), "peer", peer)
-		} else {
-			n.log.Warn("cluster connection refused", "remote", c.RemoteAddr().String(), "error", err)
-		}
-		return
-	}
-	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
-	ch, theirID, err := readChannel(c)
-	_ = c.SetReadDeadline(time.Time{})
-	if err != nil {
-		n.untrack(c)
-		return
-	}
-	switch ch {
-	case chanRaft:
-		n.acceptRaft(c, peer, theirID)
-	case chanLink:
-		n.serveInbound(c, peer)
-	case chanQuery:
-		n.serveQuery(c, peer)
-	default:
-		n.log.Warn("cluster connection with an unknown channel", "peer", peer, "channel", ch)
-		n.untrack(c)
-	}
-}
-
-// dial connects and authenticates to a cluster address and names the channel.
-func (n *Node) dial(ctx context.Context, addr string, ch byte) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
-	}
-	if n.cfg.TLS != nil {
-		cfg := n.cfg.TLS.Clone()
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			cfg.ServerName = host
-		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			_ = c.Close()
-			n.tlsFailures.Add(1)
-			n.log.Warn("cluster TLS handshake failed", "remote", addr, "error", err)
-			return nil, errorf(apiv1.CodeUnreachable, "%s: TLS: %v", addr, err)
-		}
-		c = tc
-	}
-	if !n.track(c) {
-		return nil, net.ErrClosed
-	}
-	peer, err := n.auth.Handshake(c, Dialer)
-	if err != nil {
-		n.untrack(c)
-		if errors.Is(err, ErrCookieMismatch) {
-			n.log.Warn("cluster peer refused: cookie mismatch", "remote", addr, "peer", peer)
-			return nil, errorf(apiv1.CodeCookieMismatch, "%s does not know this node's cookie", addr)
-		}
-		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
-	}
-	n.mu.Lock()
-	id := n.clusterID
-	n.mu.Unlock()
-	if err := writeChannel(c, ch, id); err != nil {
-		n.untrack(c)
-		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
-	}
-	return c, nil
-}
+func (n *Node) Serve(l net.Listener) error { return n.tr.serve(l) }
 
 // Close leaves the node's links and raft running no more (the node stays a member:
 // this is a shutdown, not a leave).
 func (n *Node) Close() {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
+	if !n.closing.CompareAndSwap(false, true) {
 		return
 	}
-	n.closed = true
 	close(n.done)
-	r := n.raft
-	n.raft = nil
-	links := n.links
-	n.links = map[string]*link{}
-	for c := range n.conns {
-		_ = c.Close()
-	}
-	n.mu.Unlock()
-	for _, l := range links {
-		l.close()
-	}
-	if r != nil {
-		if err := r.Shutdown().Error(); err != nil {
-			n.log.Warn("raft shutdown", "error", err)
-		}
-	}
+	n.tr.close()
+	n.routes.close()
+	n.mem.stopRaft()
 	n.wg.Wait()
+}
+
+// Bootstrap creates a new cluster with this node as its only member.
+func (n *Node) Bootstrap() error { return n.mem.bootstrap() }
+
+// Join asks the cluster seed belongs to (any member: it forwards to the leader) to add
+// this node as a voter, and returns once this node sees itself in the configuration.
+func (n *Node) Join(ctx context.Context, seed string) error { return n.mem.join(ctx, seed) }
+
+// JoinSeeds tries the seeds in turn until one join succeeds, the node is a member, or
+// ctx ends; cookie and stale-store refusals end it at once.
+func (n *Node) JoinSeeds(ctx context.Context, seeds []string, interval time.Duration) error {
+	return n.mem.joinSeeds(ctx, seeds, interval)
+}
+
+// Leave removes this node from the cluster gracefully.
+func (n *Node) Leave() error { return n.mem.leave() }
+
+// ForceLeave removes another (dead) node from the cluster.
+func (n *Node) ForceLeave(node string) error { return n.mem.forceLeave(node) }
+
+// Reset wipes this node's store (cluster identity, raft state, sessions, retained
+// messages) and leaves it empty, ready to join.
+func (n *Node) Reset() error {
+	n.mem.stopRaft()
+	n.routes.setLinks(nil)
+	n.srv.Reset()
+	if err := n.mem.wipe(); err != nil {
+		return err
+	}
+	n.mem.forget()
+	n.evac.reset()
+	n.log.Warn("store reset: this node is empty and may join a cluster")
+	return n.mem.startRaft()
+}
+
+// Evacuate starts moving this node's clients and sessions to the other members:
+// readiness goes false, clients are disconnected at rate per second (v5: 0x9C, use
+// another server) and persistent sessions are handed to the members that own their
+// client IDs. It returns at once; calling it again while it runs or after it is done
+// changes nothing, and after a restart it starts over (idempotent and resumable).
+func (n *Node) Evacuate(rate int) error {
+	if !n.mem.isMember() {
+		return n.mem.notMember()
+	}
+	n.evac.start(rate)
+	return nil
+}
+
+// Evacuation returns the progress of an evacuation.
+func (n *Node) Evacuation() EvacuationStatus { return n.evac.status() }
+
+// RouteAdded implements server.Cluster.
+func (n *Node) RouteAdded(r server.Route) { n.routes.sendRoutes(&routes{Add: []server.Route{r}}) }
+
+// RouteRemoved implements server.Cluster.
+func (n *Node) RouteRemoved(r server.Route) { n.routes.sendRoutes(&routes{Del: []server.Route{r}}) }
+
+// PeerUp implements server.Cluster.
+func (n *Node) PeerUp(node string) bool { return n.routes.peerUp(node) }
+
+// Forward implements server.Cluster: one frame per interested node, sent at once; the
+// returned wait collects every node's ack for QoS 1 and 2, so the publisher's ack
+// (sent after it) means they all queued the message.
+func (n *Node) Forward(msg *session.Message, targets map[string][]server.Route) func() int {
+	return n.routes.forward(msg, targets)
+}
+
+// Retain implements server.Cluster: retained messages go through the raft log.
+func (n *Node) Retain(msg *session.Message) error { return n.mem.retain(msg) }
+
+// Takeover implements server.Cluster: the client ID's owner orders the connect and
+// ends the ID's sessions elsewhere; a persistent one comes back to continue here.
+func (n *Node) Takeover(id string, clean bool, claim server.Claim) (server.Handover, error) {
+	if !n.mem.isMember() {
+		return server.Handover{}, nil
+	}
+	return n.own.takeover(id, clean, claim)
 }

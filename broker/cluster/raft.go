@@ -2,77 +2,73 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
+	"sync"
 	"time"
-
-	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
-	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
 
 // keyClusterID is where the stable store keeps the cluster ID this node belongs to.
 var keyClusterID = []byte("mqttd/cluster_id")
 
-func (n *Node) storedClusterID() (string, error) {
-	v, err := n.cfg.Store.RaftStore().Get(keyClusterID)
+func (m *membership) storedClusterID() (string, error) {
+	v, err := m.cfg.Store.RaftStore().Get(keyClusterID)
 	if err != nil && err.Error() == store.ErrKeyNotFound.Error() {
 		return "", nil
 	}
 	return string(v), err
 }
 
-func (n *Node) storeClusterID(id string) error {
-	return n.cfg.Store.RaftStore().Set(keyClusterID, []byte(id))
+func (m *membership) storeClusterID(id string) error {
+	return m.cfg.Store.RaftStore().Set(keyClusterID, []byte(id))
 }
 
 // startRaft starts this node's raft instance on its store. A node with no state waits
 // to be added by a leader (join) or bootstrapped.
-func (n *Node) startRaft() error {
-	rs := n.cfg.Store.RaftStore()
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.SnapshotDir, 2, n.hclog())
+func (m *membership) startRaft() error {
+	rs := m.cfg.Store.RaftStore()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(m.cfg.SnapshotDir, 2, m.hclog())
 	if err != nil {
-		return fmt.Errorf("raft snapshots in %s: %w", n.cfg.SnapshotDir, err)
+		return fmt.Errorf("raft snapshots in %s: %w", m.cfg.SnapshotDir, err)
 	}
 	// The advertised address is a name other nodes resolve when they dial; this node
 	// need not resolve it itself (its DNS record may appear after it starts).
-	if _, _, err := net.SplitHostPort(n.cfg.Advertise); err != nil {
-		return fmt.Errorf("cluster advertise address %q: %w", n.cfg.Advertise, err)
+	if _, _, err := net.SplitHostPort(m.cfg.Advertise); err != nil {
+		return fmt.Errorf("cluster advertise address %q: %w", m.cfg.Advertise, err)
 	}
-	sl := &streamLayer{n: n, addr: advertised(n.cfg.Advertise), ch: make(chan net.Conn), closed: make(chan struct{})}
+	sl := &streamLayer{tr: m.tr, addr: advertised(m.cfg.Advertise), ch: make(chan net.Conn), closed: make(chan struct{})}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: sl, MaxPool: 3,
-		Timeout: 10 * time.Second, Logger: n.hclog()})
+		Timeout: 10 * time.Second, Logger: m.hclog()})
 	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(n.cfg.Name)
-	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
-	rc.ElectionTimeout = n.cfg.HeartbeatTimeout
-	rc.LeaderLeaseTimeout = n.cfg.HeartbeatTimeout / 2
+	rc.LocalID = raft.ServerID(m.cfg.Name)
+	rc.HeartbeatTimeout = m.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = m.cfg.HeartbeatTimeout
+	rc.LeaderLeaseTimeout = m.cfg.HeartbeatTimeout / 2
 	rc.CommitTimeout = 10 * time.Millisecond
-	rc.Logger = n.hclog()
+	rc.Logger = m.hclog()
 	idx, servers, err := latestConfig(rs, snaps)
 	if err != nil {
 		_ = trans.Close()
 		return fmt.Errorf("reading the raft log: %w", err)
 	}
-	n.noteConfig(idx, servers)
-	r, err := raft.NewRaft(rc, &fsm{n: n}, configLog{rs, n}, rs, snaps, trans)
+	m.noteConfig(idx, servers)
+	r, err := raft.NewRaft(rc, &fsm{m: m}, configLog{rs, m}, rs, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
 		return fmt.Errorf("starting raft: %w", err)
 	}
-	n.mu.Lock()
-	n.raft, n.stream = r, sl
-	n.mu.Unlock()
+	m.mu.Lock()
+	m.raft, m.stream = r, sl
+	m.mu.Unlock()
 	return nil
 }
 
@@ -127,7 +123,7 @@ func newestConfigEntry(logs raft.LogStore, floor uint64) (uint64, []raft.Server,
 // store.RaftStore implements neither, so embedding hides nothing.)
 type configLog struct {
 	raft.LogStore
-	n *Node
+	m *membership
 }
 
 func (l configLog) StoreLog(e *raft.Log) error { return l.StoreLogs([]*raft.Log{e}) }
@@ -138,7 +134,7 @@ func (l configLog) StoreLogs(logs []*raft.Log) error {
 	}
 	for _, e := range logs {
 		if e.Type == raft.LogConfiguration {
-			l.n.noteConfig(e.Index, raft.DecodeConfiguration(e.Data).Servers)
+			l.m.noteConfig(e.Index, raft.DecodeConfiguration(e.Data).Servers)
 		}
 	}
 	return nil
@@ -155,10 +151,10 @@ func (l configLog) DeleteRange(lo, hi uint64) error {
 	if err != nil {
 		return err
 	}
-	n := l.n
-	n.mu.Lock()
-	noted, committed, servers := n.configIndex, n.committedIndex, n.committedServers
-	n.mu.Unlock()
+	m := l.m
+	m.mu.Lock()
+	noted, committed, servers := m.configIndex, m.committedIndex, m.committedServers
+	m.mu.Unlock()
 	if noted <= last {
 		return nil
 	}
@@ -168,37 +164,37 @@ func (l configLog) DeleteRange(lo, hi uint64) error {
 	} else if ok {
 		idx, servers, found = i, s, true
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.configIndex != noted {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.configIndex != noted {
 		return nil // noted anew meanwhile (the state machine applied a committed one)
 	}
-	n.configIndex, n.configServers = idx, servers
-	n.log.Info("a new leader truncated this node's newest configuration entry", "index", noted, "now", idx, "fromLog", found)
+	m.configIndex, m.configServers = idx, servers
+	m.log.Info("a new leader truncated this node's newest configuration entry", "index", noted, "now", idx, "fromLog", found)
 	return nil
 }
 
 // stopRaft shuts raft down (stale, reset).
-func (n *Node) stopRaft() {
-	n.mu.Lock()
-	r := n.raft
-	n.raft = nil
-	n.mu.Unlock()
+func (m *membership) stopRaft() {
+	m.mu.Lock()
+	r := m.raft
+	m.raft = nil
+	m.mu.Unlock()
 	if r != nil {
 		if err := r.Shutdown().Error(); err != nil {
-			n.log.Warn("raft shutdown", "error", err)
+			m.log.Warn("raft shutdown", "error", err)
 		}
 	}
 }
 
 // hclog gives raft a logger that writes through the node's: raft's debug lines when
 // the node logs at debug level, otherwise its warnings and errors only.
-func (n *Node) hclog() hclog.Logger {
+func (m *membership) hclog() hclog.Logger {
 	lvl := hclog.Warn
-	if n.log.Enabled(context.Background(), slog.LevelDebug) {
+	if m.log.Enabled(context.Background(), slog.LevelDebug) {
 		lvl = hclog.Debug
 	}
-	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: lvl, Output: slogWriter{n.log}, DisableTime: true})
+	return hclog.New(&hclog.LoggerOptions{Name: "raft", Level: lvl, Output: slogWriter{m.log}, DisableTime: true})
 }
 
 // slogWriter passes hclog's lines to slog at their own level.
@@ -226,11 +222,11 @@ func (a advertised) String() string  { return string(a) }
 // streamLayer carries raft's transport over the cluster port: raft connections are
 // authenticated with the cookie like every other, and refused between clusters.
 type streamLayer struct {
-	n      *Node
+	tr     *transport
 	addr   net.Addr
 	ch     chan net.Conn
 	closed chan struct{}
-	once   bool
+	once   sync.Once
 }
 
 func (s *streamLayer) Accept() (net.Conn, error) {
@@ -243,12 +239,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 }
 
 func (s *streamLayer) Close() error {
-	s.n.mu.Lock()
-	defer s.n.mu.Unlock()
-	if !s.once {
-		s.once = true
-		close(s.closed)
-	}
+	s.once.Do(func() { close(s.closed) })
 	return nil
 }
 
@@ -257,14 +248,14 @@ func (s *streamLayer) Addr() net.Addr { return s.addr }
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c, err := s.n.dial(ctx, string(address), chanRaft)
+	c, err := s.tr.dial(ctx, string(address), chanRaft)
 	if err != nil {
 		return nil, err
 	}
 	var ok [1]byte
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	if _, err := io.ReadFull(c, ok[:]); err != nil || ok[0] != 1 {
-		s.n.untrack(c)
+		s.tr.untrack(c)
 		return nil, fmt.Errorf("raft connection to %s refused (another cluster, or a stale node)", address)
 	}
 	_ = c.SetReadDeadline(time.Time{})
@@ -272,174 +263,26 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 }
 
 // acceptRaft hands a raft connection to the running raft instance, unless the dialer
-// belongs to another cluster or this node is stale.
-func (n *Node) acceptRaft(c net.Conn, peer, theirID string) {
-	n.mu.Lock()
-	sl, mine, state := n.stream, n.clusterID, n.state
-	n.mu.Unlock()
-	if sl == nil || state == apiv1.StoreStale || (mine != "" && theirID != "" && mine != theirID) {
-		n.log.Warn("raft connection refused", "peer", peer, "theirCluster", theirID, "ourCluster", mine, "storeState", state)
+// belongs to another cluster or this node is stale (judgeRaftConn).
+func (m *membership) acceptRaft(c net.Conn, peer, theirID string) {
+	m.mu.Lock()
+	sl, v := m.stream, m.viewLocked()
+	m.mu.Unlock()
+	if !judgeRaftConn(v, sl != nil, theirID) {
+		m.log.Warn("raft connection refused", "peer", peer, "theirCluster", theirID, "ourCluster", v.ClusterID, "storeState", v.State)
 		_, _ = c.Write([]byte{0})
-		n.untrack(c)
+		m.tr.untrack(c)
 		return
 	}
 	if _, err := c.Write([]byte{1}); err != nil {
-		n.untrack(c)
+		m.tr.untrack(c)
 		return
 	}
 	select {
 	case sl.ch <- c:
 	case <-sl.closed:
-		n.untrack(c)
-	case <-n.done:
-		n.untrack(c)
+		m.tr.untrack(c)
+	case <-m.done:
+		m.tr.untrack(c)
 	}
 }
-
-// command is one entry of the replicated log.
-type command struct {
-	Op        string // "cluster_id", "retain"
-	ClusterID string `json:",omitempty"`
-	Msg       []byte `json:",omitempty"`
-}
-
-// fsm applies the replicated log: the cluster ID and the retained messages.
-type fsm struct{ n *Node }
-
-func (f *fsm) Apply(l *raft.Log) any {
-	var c command
-	if err := json.Unmarshal(l.Data, &c); err != nil {
-		f.n.log.Error("undecodable raft log entry", "index", l.Index, "error", err)
-		return err
-	}
-	switch c.Op {
-	case "cluster_id":
-		f.n.adoptClusterID(c.ClusterID)
-	case "retain":
-		m, err := store.DecodeMessage(c.Msg)
-		if err != nil {
-			f.n.log.Error("undecodable retained message in the raft log", "index", l.Index, "error", err)
-			return err
-		}
-		f.n.srv.ApplyRetained(m)
-	}
-	return nil
-}
-
-// adoptClusterID records the cluster ID the log carries; a different one in this
-// node's store makes the node stale.
-func (n *Node) adoptClusterID(id string) {
-	n.mu.Lock()
-	mine := n.clusterID
-	if mine == "" {
-		n.clusterID = id
-	}
-	n.mu.Unlock()
-	switch {
-	case mine == "":
-		if err := n.storeClusterID(id); err != nil {
-			n.log.Error("storing the cluster ID", "error", err)
-		}
-	case mine != id:
-		// Not from the FSM goroutine itself: stopping raft waits for it.
-		go n.markStale(fmt.Sprintf("this node's store belongs to cluster %s, the cluster's log says %s", mine, id))
-	}
-}
-
-// StoreConfiguration implements raft.ConfigurationStore: it records the latest
-// committed configuration (snapshots carry it, for a node that catches up from one)
-// and notes it for configView.
-func (f *fsm) StoreConfiguration(index uint64, c raft.Configuration) {
-	f.n.mu.Lock()
-	if index >= f.n.committedIndex {
-		f.n.committedIndex, f.n.committedServers = index, c.Servers
-	}
-	f.n.mu.Unlock()
-	f.n.noteConfig(index, c.Servers)
-}
-
-type fsmState struct {
-	ConfigIndex uint64
-	Servers     []raft.Server // the committed configuration at ConfigIndex
-	ClusterID   string
-	Retained    [][]byte
-}
-
-func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	f.n.mu.Lock()
-	st := fsmState{ClusterID: f.n.clusterID, ConfigIndex: f.n.committedIndex, Servers: f.n.committedServers}
-	f.n.mu.Unlock()
-	for _, m := range f.n.srv.RetainedMessages() {
-		st.Retained = append(st.Retained, store.EncodeMessage(m))
-	}
-	return &st, nil
-}
-
-func (f *fsm) Restore(rc io.ReadCloser) error {
-	defer func() { _ = rc.Close() }()
-	var st fsmState
-	if err := json.NewDecoder(rc).Decode(&st); err != nil {
-		return fmt.Errorf("decoding a raft snapshot: %w", err)
-	}
-	if st.ClusterID != "" {
-		f.n.adoptClusterID(st.ClusterID)
-	}
-	if st.ConfigIndex > 0 && len(st.Servers) > 0 {
-		f.StoreConfiguration(st.ConfigIndex, raft.Configuration{Servers: st.Servers})
-	}
-	msgs := make([]*session.Message, 0, len(st.Retained))
-	for _, b := range st.Retained {
-		m, err := store.DecodeMessage(b)
-		if err != nil {
-			return fmt.Errorf("retained message in a raft snapshot: %w", err)
-		}
-		msgs = append(msgs, m)
-	}
-	f.n.srv.ReplaceRetained(msgs)
-	return nil
-}
-
-func (s *fsmState) Persist(sink raft.SnapshotSink) error {
-	if err := json.NewEncoder(sink).Encode(s); err != nil {
-		_ = sink.Cancel()
-		return err
-	}
-	return sink.Close()
-}
-
-func (s *fsmState) Release() {}
-
-// apply replicates a command: on the leader directly, elsewhere through the leader.
-func (n *Node) apply(c command) error {
-	data, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	n.mu.Lock()
-	r := n.raft
-	n.mu.Unlock()
-	if r == nil {
-		return errorf(apiv1.CodeNotMember, "raft is not running")
-	}
-	if r.State() == raft.Leader {
-		return applyErr(r.Apply(data, requestTimeout).Error())
-	}
-	resp, err := n.requestLeader(&request{Op: opApply, Data: data})
-	if err != nil {
-		return err
-	}
-	return resp.err()
-}
-
-func applyErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
-		return errorf(apiv1.CodeNoLeader, "%v", err)
-	}
-	return err
-}
-
-// Ensure the snapshot directory exists before raft opens it.
-func ensureDir(dir string) error { return os.MkdirAll(dir, 0o750) }

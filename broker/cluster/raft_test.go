@@ -40,11 +40,11 @@ func names(servers []raft.Server) []string {
 	return out
 }
 
-// TestConfigLogNotesAndTruncation: the node notes each configuration entry as it is
+// TestConfigLogNotesAndTruncation: the node's membership notes each configuration entry as it is
 // written, keeps it through compaction of older entries, and falls back to the newest
 // one left when a new leader truncates the suffix holding it.
 func TestConfigLogNotesAndTruncation(t *testing.T) {
-	n := &Node{log: slog.New(slog.DiscardHandler)}
+	n := &membership{log: slog.New(slog.DiscardHandler)}
 	l := configLog{openLog(t), n}
 	must := func(err error) {
 		t.Helper()

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
-
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
 
@@ -123,7 +123,7 @@ type codec struct {
 	conn net.Conn
 	dec  *gob.Decoder
 
-	mu    sync.Mutex
+	mu    lockorder.Mutex
 	bw    *bufio.Writer
 	enc   *gob.Encoder
 	dirty bool

@@ -1,0 +1,201 @@
+package cluster
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+)
+
+// The membership decisions, as pure functions of a copy of the node's membership
+// state (memberView), the raft configuration and what a peer said. The membership
+// part takes the copy under its lock, decides with these, then acts; the tests in
+// judge_test.go run them as tables.
+
+// memberView is one consistent copy of the node's membership state.
+type memberView struct {
+	Self        string // this node's name
+	State       string // apiv1.StoreEmpty, StoreMember or StoreStale
+	StaleReason string
+	ClusterID   string // "" until bootstrapped, joined or adopted from the log
+	WasMember   bool   // this node saw itself in the raft configuration
+}
+
+// member reports whether the node acts as a member: its store belongs to a cluster
+// and it has seen itself in that cluster's configuration.
+func (v memberView) member() bool { return v.State == apiv1.StoreMember && v.WasMember }
+
+// notMember is the error of a request that needs a member.
+func (v memberView) notMember() error {
+	if v.State == apiv1.StoreStale {
+		return errorf(apiv1.CodeStaleStore, "%s", v.StaleReason)
+	}
+	return errorf(apiv1.CodeNotMember, "%s is not a member of a cluster", v.Self)
+}
+
+// judgePeer decides whether a peer's link is accepted, from this node's view, the
+// newest configuration its log holds (servers, at index idx; nil while raft stops)
+// and the peer's hello. The answer carries this node's cluster ID and index, or the
+// refusal's code.
+func judgePeer(v memberView, servers []raft.Server, idx uint64, peer string, h *hello) *hello {
+	ack := &hello{ClusterID: v.ClusterID, ConfigIndex: idx}
+	switch {
+	case !v.member():
+		ack.Code, ack.Message, ack.ClusterID, ack.ConfigIndex = apiv1.CodeNotMember, v.Self+" is not a member", "", 0
+	case servers == nil: // raft is stopping: no view to judge by
+		ack.Code, ack.Message, ack.ConfigIndex = apiv1.CodeNotMember, v.Self+" has no configuration to check against now", 0
+	case h.ClusterID != "" && h.ClusterID != v.ClusterID:
+		ack.Code, ack.Message = apiv1.CodeStaleStore, "the store of "+peer+" belongs to cluster "+h.ClusterID+"; this cluster is "+v.ClusterID
+	case !containsServer(servers, peer):
+		ack.Code, ack.Message = apiv1.CodeNotMember, peer+" is not a member of this cluster"
+	}
+	return ack
+}
+
+// judgeRefusal decides what a peer's refusal of this node's link means: a member of
+// this node's cluster that lists a later configuration without this node makes it
+// stale (the cluster removed it), and the reason is returned. A peer with another
+// cluster ID proves nothing about this node: one of the two holds a foreign store,
+// and a single peer cannot tell which (a healthy member that links to a node
+// restarted on another cluster's store must not wipe itself); the join and the raft
+// log decide that.
+func judgeRefusal(h *hello, myIndex uint64, myCluster, peer string) (stale bool, reason string) {
+	switch h.Code {
+	case apiv1.CodeNotMember:
+		// Unknown index 0: not enough to tell.
+		if myIndex > 0 && h.ConfigIndex > myIndex && h.ClusterID != "" && h.ClusterID == myCluster {
+			return true, "the cluster removed this node while it was away: " + peer + " does not list it"
+		}
+	case apiv1.CodeStaleStore:
+		// Not linked; the refusing side logs it ("cluster link refused").
+	}
+	return false, ""
+}
+
+// configVerdict is what a new look at the raft configuration means for this node.
+type configVerdict struct {
+	wasMember bool // the view's WasMember from now on
+	removed   bool // the cluster removed this node: it becomes stale
+	link      bool // keep links to the configuration's members (else none)
+}
+
+// judgeConfig reads the configuration: a member that sees itself in it was a member;
+// one that was and no longer sees itself was removed; only a node that was a member
+// (and is not stale) links to the others.
+func judgeConfig(v memberView, servers []raft.Server) configVerdict {
+	self := containsServer(servers, v.Self)
+	out := configVerdict{wasMember: v.WasMember}
+	switch {
+	case self && v.State == apiv1.StoreMember:
+		out.wasMember = true
+	case !self && v.WasMember && v.State == apiv1.StoreMember:
+		out.removed = true
+		return out
+	}
+	out.link = v.State == apiv1.StoreMember && out.wasMember
+	return out
+}
+
+// judgeRaftConn decides whether a raft connection is handed to raft: not while raft
+// is down or the node stale, and never from another cluster (an empty ID on either
+// side is not known yet: raft's own log decides).
+func judgeRaftConn(v memberView, raftUp bool, theirID string) bool {
+	if !raftUp || v.State == apiv1.StoreStale {
+		return false
+	}
+	return v.ClusterID == "" || theirID == "" || v.ClusterID == theirID
+}
+
+// judgeBootstrap refuses a bootstrap of a node that is stale, already belongs to a
+// cluster or has no raft running.
+func judgeBootstrap(v memberView, raftUp bool) error {
+	switch {
+	case v.State == apiv1.StoreStale:
+		return v.notMember()
+	case v.State == apiv1.StoreMember || v.ClusterID != "":
+		return errorf(apiv1.CodeAlreadyMember, "this node already belongs to cluster %s", v.ClusterID)
+	case !raftUp:
+		return errorf(apiv1.CodeInternal, "raft is not running")
+	}
+	return nil
+}
+
+// judgeLeaderOp refuses a membership or apply request this node cannot serve: it is
+// not a member with raft running, or a joining node's store belongs to another
+// cluster.
+func judgeLeaderOp(v memberView, raftUp bool, req *request) error {
+	if !raftUp || v.State != apiv1.StoreMember {
+		return v.notMember()
+	}
+	if req.Op == opJoin && req.ClusterID != "" && req.ClusterID != v.ClusterID {
+		return errorf(apiv1.CodeStaleStore, "the store of %s belongs to cluster %s; this cluster is %s", req.Name, req.ClusterID, v.ClusterID)
+	}
+	return nil
+}
+
+// adoption is what a cluster ID found in the log does to this node.
+type adoption int
+
+const (
+	adoptKeep  adoption = iota // the ID is this node's already
+	adoptStore                 // the node had none: it takes this one
+	adoptStale                 // the node's store belongs to another cluster
+)
+
+// judgeClusterID compares the cluster ID the log carries with the node's own.
+func judgeClusterID(mine, logs string) (adoption, string) {
+	switch {
+	case mine == "":
+		return adoptStore, ""
+	case mine != logs:
+		return adoptStale, fmt.Sprintf("this node's store belongs to cluster %s, the cluster's log says %s", mine, logs)
+	}
+	return adoptKeep, ""
+}
+
+// readiness is what Ready looks at.
+type readiness struct {
+	view       memberView
+	settled    bool          // ready once already: stays ready
+	evacuating bool          // moving its clients away: never ready
+	sinceStart time.Duration // how long the node has run
+	peers      []string      // the other members of the configuration
+	linked     func(peer string) bool
+}
+
+// judgeReady decides readiness: not stale, not evacuating, and, for a member that just
+// started, linked both ways to every other member (so it has their routes and they
+// have its) or linkGrace past its start (a dead member must not keep it unready).
+// settle reports that the node is settled from now on: a peer going away later does
+// not make it unready.
+func judgeReady(in readiness) (ready, settle bool) {
+	if in.view.State == apiv1.StoreStale || in.evacuating {
+		return false, false
+	}
+	if in.settled || !in.view.member() {
+		return true, false
+	}
+	if in.sinceStart > linkGrace {
+		return true, true
+	}
+	for _, p := range in.peers {
+		if !in.linked(p) {
+			return false, false
+		}
+	}
+	return true, true
+}
+
+// linkGrace bounds how long a member stays unready waiting for its links.
+const linkGrace = 20 * time.Second
+
+func containsServer(ss []raft.Server, name string) bool {
+	for _, s := range ss {
+		if string(s.ID) == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,161 @@
+package cluster
+
+import (
+	"hash/fnv"
+	"log/slog"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
+)
+
+// ownership orders the connects of each client ID across the cluster: it computes
+// which member owns an ID (ownerOf), hands out takeover epochs, and, on the owner,
+// runs takeovers one at a time per ID (takeover.go). It reads the members and their
+// links through ownerPeers and ends or returns sessions through ownerServer.
+type ownership struct {
+	self  string
+	log   *slog.Logger
+	srv   ownerServer
+	peers ownerPeers
+	now   func() time.Time // the epoch clock
+
+	// The owner's per-client-ID order of connects: held across a takeover's requests
+	// to peers (and its Server.Kick), so it orders connects of one ID, nothing else.
+	lockIDs [64]lockorder.Mutex
+	epochMu lockorder.Mutex // guards epoch; a leaf
+	epoch   uint64
+}
+
+// ownerServer is what takeovers need of the broker.
+type ownerServer interface {
+	Kick(id string, epoch uint64, want bool, claim server.Claim) (*session.Snapshot, error)
+	Release(id string) []*session.Delivery
+	Unmove(snap session.Snapshot)
+}
+
+// ownerPeers is what takeovers need of the cluster: the members, their links, and
+// requests to them.
+type ownerPeers interface {
+	memberNames() []string
+	peerUp(node string) bool
+	request(peer string, req *request) (*response, error)
+	barrier()
+}
+
+// rendezvousScore is node's score for clientID: the highest score wins the ID.
+func rendezvousScore(node, clientID string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(node))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(clientID))
+	return h.Sum64()
+}
+
+// ownerOf picks the node that orders connects for clientID among the candidates (the
+// members this node can reach, itself included): rendezvous hashing, so every node
+// picks the same one while they agree on membership, whatever the order of the list,
+// and only the IDs of a node that comes or goes change owner. Self wins when no
+// candidate scores above zero.
+func ownerOf(self string, candidates []string, clientID string) string {
+	best, bestScore := self, uint64(0)
+	for _, name := range candidates {
+		if sc := rendezvousScore(name, clientID); sc > bestScore || (sc == bestScore && name < best) {
+			best, bestScore = name, sc
+		}
+	}
+	return best
+}
+
+// owner picks the owner of clientID among the members this node can reach.
+func (o *ownership) owner(clientID string) string {
+	var candidates []string
+	for _, name := range o.peers.memberNames() {
+		if name == o.self || o.peers.peerUp(name) {
+			candidates = append(candidates, name)
+		}
+	}
+	return ownerOf(o.self, candidates, clientID)
+}
+
+// advanceEpoch returns the epoch after prev: the clock in nanoseconds, kept increasing
+// when the clock stands still or goes back.
+func advanceEpoch(prev uint64, now time.Time) uint64 {
+	return max(prev+1, uint64(now.UnixNano()))
+}
+
+// nextEpoch returns a new, larger epoch: the owner's clock in nanoseconds, kept
+// increasing.
+func (o *ownership) nextEpoch() uint64 {
+	o.epochMu.Lock()
+	defer o.epochMu.Unlock()
+	o.epoch = advanceEpoch(o.epoch, o.now())
+	return o.epoch
+}
+
+// lockIndex is the slot of lockIDs that orders clientID's connects.
+func lockIndex(clientID string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(clientID))
+	return int(h.Sum32() % 64)
+}
+
+// settle finishes a session's move to this node: once every peer has this node's
+// routes for it, the old node releases its copy and sends what arrived meanwhile.
+func (o *ownership) settle(id, source string) []*session.Delivery {
+	o.peers.barrier()
+	if source == o.self {
+		return o.srv.Release(id)
+	}
+	resp, err := o.peers.request(source, &request{Op: opRelease, ClientID: id})
+	if err == nil {
+		err = resp.err()
+	}
+	var extra *session.Snapshot
+	if err == nil {
+		extra, err = decodeSnap(resp.Data)
+	}
+	if err != nil {
+		o.log.Warn("releasing a moved session failed; its old node drops it after a timeout", "client", id, "node", source, "error", err)
+		return nil
+	}
+	if extra == nil {
+		return nil
+	}
+	return extra.Queue
+}
+
+// giveBack returns a session that a failed takeover moved out of node source. A
+// request that fails is tried twice more: the source drops a moved session nobody
+// releases after a timeout.
+func (o *ownership) giveBack(snap *session.Snapshot, source string) {
+	if source == o.self {
+		o.srv.Unmove(*snap)
+		return
+	}
+	b, err := store.EncodeSession(*snap)
+	for attempt := 0; err == nil && attempt < 3; attempt++ {
+		var resp *response
+		if resp, err = o.peers.request(source, &request{Op: opUnmove, Data: b}); err == nil {
+			if err = resp.err(); err == nil {
+				return
+			}
+		}
+		o.log.Warn("giving a session back after a refused takeover failed", "client", snap.ID, "node", source, "attempt", attempt+1, "error", err)
+		err = nil
+	}
+	o.log.Error("a session could not be given back after a refused takeover; its node drops it after a timeout", "client", snap.ID, "node", source, "error", err)
+}
+
+func decodeSnap(b []byte) (*session.Snapshot, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	s, err := store.DecodeSession(b)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}

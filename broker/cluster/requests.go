@@ -1,0 +1,63 @@
+package cluster
+
+import (
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
+)
+
+// handleRequest answers a request from peer (or from this node itself), handing it
+// to the part it concerns.
+func (n *Node) handleRequest(peer string, req *request) *response {
+	switch req.Op {
+	case opJoin, opRemove, opApply:
+		return n.mem.handleLeaderOp(req)
+	case opTakeover:
+		snap, source, epoch, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
+		if err != nil {
+			return errResponse(err)
+		}
+		return sessionResponse(&response{Epoch: epoch, Node: source}, snap)
+	case opKick:
+		snap, err := n.srv.Kick(req.ClientID, req.Epoch, !req.Clean, req.claim())
+		if err != nil {
+			return errResponse(ownedError(err))
+		}
+		return sessionResponse(&response{}, snap)
+	case opRelease:
+		extra := n.srv.Release(req.ClientID)
+		return sessionResponse(&response{}, &session.Snapshot{ID: req.ClientID, Queue: extra})
+	case opSync:
+		return &response{}
+	case opAdopt:
+		snap, err := store.DecodeSession(req.Data)
+		if err != nil {
+			return errResponse(errorf(apiv1.CodeBadRequest, "undecodable session: %v", err))
+		}
+		if !n.srv.AdoptSession(snap) {
+			return &response{}
+		}
+		n.srv.AppendDeliveries(snap.ID, n.own.settle(snap.ID, peer))
+		return &response{OK: true}
+	case opUnmove:
+		snap, err := store.DecodeSession(req.Data)
+		if err != nil {
+			return errResponse(errorf(apiv1.CodeBadRequest, "undecodable session: %v", err))
+		}
+		n.srv.Unmove(snap)
+		return &response{}
+	}
+	return errResponse(errorf(apiv1.CodeBadRequest, "unknown request %q", req.Op))
+}
+
+func sessionResponse(resp *response, snap *session.Snapshot) *response {
+	if snap == nil {
+		return resp
+	}
+	b, err := store.EncodeSession(*snap)
+	if err != nil {
+		return errResponse(err)
+	}
+	resp.Data = b
+	return resp
+}

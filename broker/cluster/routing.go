@@ -1,0 +1,219 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+// routing keeps one outbound link to every other member (link.go) and serves their
+// links to this node (inbound.go): route replication (a full snapshot on every
+// (re)connect, then deltas in order), forwarded messages (forward.go) and requests
+// between members. It decides nothing about membership: the configuration it links
+// to comes from setLinks, and a peer's hello is judged by membership (linkJudge).
+type routing struct {
+	self   string
+	log    *slog.Logger
+	srv    routeServer
+	dialer linkDialer
+	judge  linkJudge
+	handle func(peer string, req *request) *response // answers a peer's request
+
+	done <-chan struct{}
+	wg   *sync.WaitGroup
+
+	mu      lockorder.Mutex     // guards the fields below; a leaf (links are copied out)
+	links   map[string]*link    // outbound links to the other members by name
+	inbound map[string]*inbound // the current inbound link of each peer
+	closed  bool
+
+	forwardedOut   atomic.Uint64
+	forwardedIn    atomic.Uint64
+	forwardFailure atomic.Uint64
+}
+
+// routeServer is what routing needs of the broker: its routes and deliveries.
+type routeServer interface {
+	WithLocalRoutes(fn func([]server.Route))
+	SetRemoteRoutes(node string, full bool, add, del []server.Route)
+	DropRemoteRoutes(node string)
+	DeliverForwarded(msg *session.Message, shared []server.Route) int
+}
+
+// linkDialer opens a link's connection (the transport).
+type linkDialer interface {
+	dial(ctx context.Context, addr string, ch byte) (net.Conn, error)
+	untrack(c net.Conn)
+}
+
+// linkJudge is membership's side of a link's hello.
+type linkJudge interface {
+	helloView() (clusterID string, idx uint64)
+	judgeLink(peer string, h *hello) *hello
+	refused(peer string, h *hello, myIndex uint64, myCluster string)
+}
+
+func newRouting(self string, log *slog.Logger, done <-chan struct{}, wg *sync.WaitGroup) *routing {
+	return &routing{self: self, log: log, done: done, wg: wg, links: map[string]*link{}, inbound: map[string]*inbound{}}
+}
+
+// diffLinks compares the links a node has (peer name -> address) with the members of
+// a configuration: the links to stop (the peer left, or moved to another address)
+// and the ones to start (peer name -> address). self gets no link.
+func diffLinks(self string, have map[string]string, servers []raft.Server) (stop []string, start map[string]string) {
+	want := make(map[string]string, len(servers))
+	for _, s := range servers {
+		if string(s.ID) != self {
+			want[string(s.ID)] = string(s.Address)
+		}
+	}
+	for name, addr := range have {
+		if w, ok := want[name]; !ok || w != addr {
+			stop = append(stop, name)
+		}
+	}
+	start = map[string]string{}
+	for name, addr := range want {
+		if a, ok := have[name]; !ok || a != addr {
+			start[name] = addr
+		}
+	}
+	return stop, start
+}
+
+// setLinks keeps exactly one link per other member of servers.
+func (r *routing) setLinks(servers []raft.Server) {
+	var stop []*link
+	r.mu.Lock()
+	have := make(map[string]string, len(r.links))
+	for name, l := range r.links {
+		have[name] = l.addr
+	}
+	stopNames, start := diffLinks(r.self, have, servers)
+	for _, name := range stopNames {
+		stop = append(stop, r.links[name])
+		delete(r.links, name)
+	}
+	if !r.closed {
+		for name, addr := range start {
+			l := &link{r: r, peer: name, addr: addr, pending: map[uint64]chan *frame{}, stop: make(chan struct{})}
+			r.links[name] = l
+			r.wg.Add(1)
+			go l.run()
+		}
+	}
+	r.mu.Unlock()
+	for _, l := range stop {
+		l.close()
+		r.srv.DropRemoteRoutes(l.peer)
+	}
+}
+
+// close stops every link; setLinks starts none after it.
+func (r *routing) close() {
+	r.mu.Lock()
+	r.closed = true
+	links := r.links
+	r.links = map[string]*link{}
+	r.mu.Unlock()
+	for _, l := range links {
+		l.close()
+	}
+}
+
+func (r *routing) link(peer string) *link {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.links[peer]
+}
+
+// peerUp reports whether the link to node is up.
+func (r *routing) peerUp(node string) bool {
+	l := r.link(node)
+	return l != nil && l.up.Load()
+}
+
+// upPeers returns the names of the members whose link is up.
+func (r *routing) upPeers() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for name, l := range r.links {
+		if l.up.Load() {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// linkedBothWays reports whether peer's link is up and peer's own link to this node
+// is being served (readiness).
+func (r *routing) linkedBothWays(peer string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.links[peer]
+	return l != nil && l.up.Load() && r.inbound[peer] != nil
+}
+
+// sendRoutes sends a route delta on every link, in the order of the calls.
+func (r *routing) sendRoutes(rs *routes) {
+	r.mu.Lock()
+	links := make([]*link, 0, len(r.links))
+	for _, l := range r.links {
+		links = append(links, l)
+	}
+	r.mu.Unlock()
+	for _, l := range links {
+		_, _ = l.send(&frame{Kind: fRoutes, Routes: rs}, false) // a down link gets a snapshot on reconnect
+	}
+}
+
+// request sends req to a member over its link and waits for the response.
+func (r *routing) request(peer string, req *request) (*response, error) {
+	l := r.link(peer)
+	if l == nil {
+		return nil, errorf(apiv1.CodeUnreachable, "no link to %s", peer)
+	}
+	f := &frame{Kind: fReq, Req: req}
+	ch, err := l.send(f, true)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok || resp.Resp == nil {
+			return nil, errorf(apiv1.CodeUnreachable, "%s went away before answering", peer)
+		}
+		return resp.Resp, nil
+	case <-time.After(requestTimeout + 5*time.Second):
+		l.forget(f.Seq)
+		return nil, errorf(apiv1.CodeUnreachable, "%s did not answer in time", peer)
+	}
+}
+
+// barrier returns once every reachable peer has applied the routes this node sent so
+// far (links are ordered: an answered request follows them).
+func (r *routing) barrier() {
+	peers := r.upPeers()
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.request(p, &request{Op: opSync}); err != nil {
+				r.log.Debug("route barrier: peer did not answer", "peer", p, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,280 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+func TestDiffLinks(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		have    map[string]string
+		servers []string
+		stop    []string
+		start   map[string]string
+	}{
+		{"first configuration", nil, []string{"a", "b", "c"}, nil, map[string]string{"b": "b:4370", "c": "c:4370"}},
+		{"unchanged", map[string]string{"b": "b:4370"}, []string{"a", "b"}, nil, map[string]string{}},
+		{"a member left", map[string]string{"b": "b:4370", "c": "c:4370"}, []string{"a", "b"}, []string{"c"}, map[string]string{}},
+		{"a member moved", map[string]string{"b": "old:4370"}, []string{"a", "b"}, []string{"b"}, map[string]string{"b": "b:4370"}},
+		{"stale or closed: no links", map[string]string{"b": "b:4370", "c": "c:4370"}, nil, []string{"b", "c"}, map[string]string{}},
+		{"this node is never linked to", nil, []string{"a"}, nil, map[string]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stop, start := diffLinks("a", tc.have, servers(tc.servers...))
+			slices.Sort(stop)
+			if !slices.Equal(stop, tc.stop) || !maps.Equal(start, tc.start) {
+				t.Fatalf("stop %v start %v, want %v %v", stop, start, tc.stop, tc.start)
+			}
+		})
+	}
+}
+
+// routeCall is one call of the fake server's route API.
+type routeCall struct {
+	node      string
+	full      bool
+	add, del  []string
+	dropped   bool
+	delivered string
+}
+
+type fakeRouteServer struct {
+	mu    sync.Mutex
+	local []server.Route
+	calls chan routeCall
+}
+
+func newFakeRouteServer(local ...string) *fakeRouteServer {
+	s := &fakeRouteServer{calls: make(chan routeCall, 64)}
+	for _, f := range local {
+		s.local = append(s.local, server.Route{Filter: f})
+	}
+	return s
+}
+
+func filters(rs []server.Route) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Filter)
+	}
+	return out
+}
+
+func (s *fakeRouteServer) WithLocalRoutes(fn func([]server.Route)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s.local)
+}
+func (s *fakeRouteServer) SetRemoteRoutes(node string, full bool, add, del []server.Route) {
+	s.calls <- routeCall{node: node, full: full, add: filters(add), del: filters(del)}
+}
+func (s *fakeRouteServer) DropRemoteRoutes(node string) {
+	s.calls <- routeCall{node: node, dropped: true}
+}
+func (s *fakeRouteServer) DeliverForwarded(msg *session.Message, _ []server.Route) int {
+	s.calls <- routeCall{delivered: msg.Topic}
+	return 2
+}
+
+func (s *fakeRouteServer) next(t *testing.T) routeCall {
+	t.Helper()
+	select {
+	case c := <-s.calls:
+		return c
+	case <-time.After(5 * time.Second):
+		t.Fatal("no route call")
+		return routeCall{}
+	}
+}
+
+// fakeJudge accepts every link as a member of cluster c1, or refuses with ack.
+type fakeJudge struct {
+	refuse  *hello
+	refusal chan *hello
+}
+
+func (j *fakeJudge) helloView() (string, uint64) { return "c1", 5 }
+func (j *fakeJudge) judgeLink(string, *hello) *hello {
+	if j.refuse != nil {
+		return j.refuse
+	}
+	return &hello{ClusterID: "c1", ConfigIndex: 5}
+}
+func (j *fakeJudge) refused(peer string, h *hello, myIndex uint64, myCluster string) {
+	if peer == "b" && myIndex == 5 && myCluster == "c1" {
+		select {
+		case j.refusal <- h:
+		default: // the link retries: the first refusals are enough
+		}
+	}
+}
+
+// pipeDialer connects a's links to b's inbound side over net.Pipe: no sockets.
+type pipeDialer struct {
+	to    *routing
+	from  string
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (d *pipeDialer) dial(_ context.Context, _ string, _ byte) (net.Conn, error) {
+	c1, c2 := net.Pipe()
+	d.mu.Lock()
+	d.conns = append(d.conns, c1)
+	d.mu.Unlock()
+	go d.to.serveInbound(c2, d.from)
+	return c1, nil
+}
+func (d *pipeDialer) untrack(c net.Conn) { _ = c.Close() }
+
+func (d *pipeDialer) dropAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		_ = c.Close()
+	}
+}
+
+// linkedPair returns node a's routing linked (once setLinks runs) to node b's.
+func linkedPair(t *testing.T, aLocal []string, bJudge *fakeJudge) (a, b *routing, as, bs *fakeRouteServer, d *pipeDialer, aJudge *fakeJudge) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	log := slog.New(slog.DiscardHandler)
+	answer := func(string, *request) *response { return &response{ClusterID: "c1"} }
+	as, bs = newFakeRouteServer(aLocal...), newFakeRouteServer()
+	b = newRouting("b", log, done, &wg)
+	b.srv, b.judge, b.handle, b.dialer = bs, bJudge, answer, &pipeDialer{}
+	a = newRouting("a", log, done, &wg)
+	d = &pipeDialer{to: b, from: "a"}
+	aJudge = &fakeJudge{refusal: make(chan *hello, 4)}
+	a.srv, a.judge, a.handle, a.dialer = as, aJudge, answer, d
+	t.Cleanup(func() {
+		close(done)
+		a.close()
+		d.dropAll()
+		wg.Wait()
+	})
+	return a, b, as, bs, d, aJudge
+}
+
+// TestLinkRouteReplication: a link sends the full snapshot of local routes first, then
+// deltas in the order they happen; when it breaks the peer drops the routes, and the
+// reconnect sends a fresh snapshot that includes what changed while it was down.
+func TestLinkRouteReplication(t *testing.T) {
+	a, b, as, bs, d, _ := linkedPair(t, []string{"x/#", "y"}, &fakeJudge{})
+	a.sendRoutes(&routes{Add: []server.Route{{Filter: "lost"}}}) // no link yet: nobody gets it
+	a.setLinks(servers("a", "b"))
+	if c := bs.next(t); c.node != "a" || !c.full || !slices.Equal(c.add, []string{"x/#", "y"}) {
+		t.Fatalf("first route call %+v, want a's full snapshot", c)
+	}
+	waitFor(t, func() bool { return a.peerUp("b") })
+	a.sendRoutes(&routes{Add: []server.Route{{Filter: "z"}}})
+	a.sendRoutes(&routes{Del: []server.Route{{Filter: "y"}}})
+	if c := bs.next(t); c.full || !slices.Equal(c.add, []string{"z"}) {
+		t.Fatalf("second call %+v, want the delta adding z", c)
+	}
+	if c := bs.next(t); c.full || !slices.Equal(c.del, []string{"y"}) {
+		t.Fatalf("third call %+v, want the delta removing y", c)
+	}
+	// A request on the link is answered after the routes before it (the barrier).
+	resp, err := a.request("b", &request{Op: opSync})
+	if err != nil || resp.ClusterID != "c1" {
+		t.Fatalf("request: %v %v", resp, err)
+	}
+	if b.linkedBothWays("a") || a.linkedBothWays("b") {
+		t.Fatal("a one-way link counts as both ways")
+	}
+
+	as.mu.Lock()
+	as.local = []server.Route{{Filter: "x/#"}, {Filter: "z"}, {Filter: "w"}}
+	as.mu.Unlock()
+	d.dropAll()
+	if c := bs.next(t); !c.dropped || c.node != "a" {
+		t.Fatalf("after the break %+v, want a's routes dropped", c)
+	}
+	if c := bs.next(t); !c.full || !slices.Equal(c.add, []string{"x/#", "z", "w"}) {
+		t.Fatalf("after the reconnect %+v, want a fresh full snapshot", c)
+	}
+
+	a.setLinks(servers("a")) // b left the configuration
+	if c := as.next(t); !c.dropped || c.node != "b" {
+		t.Fatalf("a did not drop b's routes when b left: %+v", c)
+	}
+	if a.peerUp("b") || len(a.upPeers()) != 0 {
+		t.Fatal("link to a removed member still up")
+	}
+	if _, err := a.request("b", &request{Op: opSync}); CodeOf(err) != apiv1.CodeUnreachable {
+		t.Fatalf("request to a removed member: %v", err)
+	}
+}
+
+// TestLinkForward: a forwarded QoS 1 message is acknowledged with the receiver's
+// count; counters on both sides.
+func TestLinkForward(t *testing.T) {
+	a, b, _, bs, _, _ := linkedPair(t, nil, &fakeJudge{})
+	a.setLinks(servers("a", "b"))
+	if c := bs.next(t); !c.full {
+		t.Fatalf("%+v, want the snapshot", c)
+	}
+	waitFor(t, func() bool { return a.peerUp("b") })
+	wait := a.forward(&session.Message{Topic: "t", QoS: 1}, map[string][]server.Route{"b": nil, "gone": nil})
+	if c := bs.next(t); c.delivered != "t" {
+		t.Fatalf("%+v, want t delivered", c)
+	}
+	if n := wait(); n != 2 {
+		t.Fatalf("acknowledged count %d, want 2", n)
+	}
+	if a.forwardedOut.Load() != 1 || b.forwardedIn.Load() != 1 || a.forwardFailure.Load() != 0 {
+		t.Fatalf("counters out %d in %d failures %d", a.forwardedOut.Load(), b.forwardedIn.Load(), a.forwardFailure.Load())
+	}
+}
+
+// TestLinkRefused: a refused hello goes to membership's judgement with this node's
+// own view, and the link does not come up.
+func TestLinkRefused(t *testing.T) {
+	refusal := &hello{Code: apiv1.CodeNotMember, ClusterID: "c1", ConfigIndex: 9, Message: "a is not a member of this cluster"}
+	a, _, _, bs, _, aJudge := linkedPair(t, []string{"x"}, &fakeJudge{refuse: refusal})
+	a.setLinks(servers("a", "b"))
+	select {
+	case h := <-aJudge.refusal:
+		if h.Code != apiv1.CodeNotMember || h.ConfigIndex != 9 {
+			t.Fatalf("refusal %+v", h)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the refusal was not judged")
+	}
+	if a.peerUp("b") {
+		t.Fatal("a refused link is up")
+	}
+	select {
+	case c := <-bs.calls:
+		t.Fatalf("a refused link carried routes: %+v", c)
+	default:
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-deadline:
+			t.Fatal("condition not met in 5s")
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+)
+
+// takeover runs before a client attaches here (the node is a member): the client ID's
+// owner orders the connect and ends the ID's sessions elsewhere; a persistent one
+// comes back to continue here.
+func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.Handover, error) {
+	var (
+		snap   *session.Snapshot
+		source string
+		epoch  uint64
+		err    error
+	)
+	if owner := o.owner(id); owner == o.self {
+		if snap, source, epoch, err = o.ownerTakeover(id, clean, o.self, claim); err != nil {
+			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
+		}
+	} else {
+		var resp *response
+		req := &request{Op: opTakeover, ClientID: id, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check}
+		if resp, err = o.peers.request(owner, req); err == nil {
+			err = resp.err()
+		}
+		if CodeOf(err) == apiv1.CodeClientIDOwned {
+			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
+		}
+		if err != nil {
+			return server.Handover{}, err
+		}
+		if snap, err = decodeSnap(resp.Data); err != nil {
+			return server.Handover{}, err
+		}
+		source, epoch = resp.Node, resp.Epoch
+	}
+	ho := server.Handover{Session: snap, Epoch: epoch}
+	if snap != nil {
+		ho.Finish = func() []*session.Delivery { return o.settle(id, source) }
+		ho.GiveBack = func() { o.giveBack(snap, source) }
+	}
+	return ho, nil
+}
+
+// ownerTakeover runs on the owner of id: connects for one ID go through it one at a
+// time; each gets a larger epoch and kicks the ID on every node but the requester.
+// It returns the newest persistent session found and the node holding it. A node
+// whose session of id belongs to another user than claim's keeps it, and the
+// takeover fails with apiv1.CodeClientIDOwned.
+func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, uint64, error) {
+	mu := &o.lockIDs[lockIndex(id)]
+	mu.Lock()
+	defer mu.Unlock()
+	epoch := o.nextEpoch()
+	var peers []string
+	for _, name := range o.peers.memberNames() {
+		if name != requester && name != o.self {
+			peers = append(peers, name)
+		}
+	}
+	var (
+		wg     sync.WaitGroup
+		smu    lockorder.Mutex
+		best   *session.Snapshot
+		source string
+		owned  error
+	)
+	keep := func(s *session.Snapshot, from string) {
+		smu.Lock()
+		defer smu.Unlock()
+		if s != nil && (best == nil || s.Disconnected.After(best.Disconnected)) {
+			best, source = s, from
+		}
+	}
+	if requester != o.self {
+		s, err := o.srv.Kick(id, epoch, !clean, claim)
+		if err != nil {
+			owned = ownedError(err)
+		}
+		keep(s, o.self)
+	}
+	for _, p := range peers {
+		if !o.peers.peerUp(p) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := o.peers.request(p, &request{Op: opKick, ClientID: id, Epoch: epoch, Clean: clean,
+				Owner: claim.Owner, CheckOwner: claim.Check})
+			if err == nil {
+				err = resp.err()
+			}
+			if CodeOf(err) == apiv1.CodeClientIDOwned {
+				smu.Lock()
+				owned = err
+				smu.Unlock()
+				return
+			}
+			if err != nil {
+				o.log.Warn("takeover could not reach a node", "client", id, "peer", p, "error", err)
+				return
+			}
+			s, err := decodeSnap(resp.Data)
+			if err != nil {
+				o.log.Error("undecodable session in a takeover", "client", id, "peer", p, "error", err)
+				return
+			}
+			keep(s, p)
+		}()
+	}
+	wg.Wait()
+	if owned == nil && best != nil && !claim.Allows(best.Owner) {
+		// Every node let the claim through, yet the newest copy is another user's.
+		owned = errorf(apiv1.CodeClientIDOwned, "%v", server.ErrClientIDOwned)
+	}
+	if owned != nil {
+		if best != nil && source != requester {
+			// Another node already handed its copy over: it keeps it again.
+			o.giveBack(best, source)
+		}
+		return nil, "", epoch, owned
+	}
+	return best, source, epoch, nil
+}
+
+// ownedError turns the server's ErrClientIDOwned into the stable code peers match.
+func ownedError(err error) error {
+	if errors.Is(err, server.ErrClientIDOwned) {
+		return errorf(apiv1.CodeClientIDOwned, "%v", err)
+	}
+	return err
+}
