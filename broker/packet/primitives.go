@@ -31,6 +31,15 @@ func (r *reader) bit(what string) byte {
 	return v
 }
 
+// nonZeroU16 reads a two-byte integer that must not be 0; 0 fails with code and why.
+func (r *reader) nonZeroU16(code Code, why string) uint16 {
+	v := r.u16()
+	if r.err == nil && v == 0 {
+		r.fail(code, why)
+	}
+	return v
+}
+
 func (r *reader) u8() byte {
 	if r.err != nil {
 		return 0

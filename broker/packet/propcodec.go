@@ -86,17 +86,11 @@ func (r *reader) property(p *Properties, id PropID) {
 	case PropReasonString:
 		p.ReasonString = r.str()
 	case PropReceiveMaximum:
-		p.ReceiveMaximum = r.u16()
-		if r.err == nil && p.ReceiveMaximum == 0 {
-			r.fail(ProtocolError, "receive maximum 0")
-		}
+		p.ReceiveMaximum = r.nonZeroU16(ProtocolError, "receive maximum 0")
 	case PropTopicAliasMaximum:
 		p.TopicAliasMaximum = r.u16()
 	case PropTopicAlias:
-		p.TopicAlias = r.u16()
-		if r.err == nil && p.TopicAlias == 0 {
-			r.fail(TopicAliasInvalid, "topic alias 0")
-		}
+		p.TopicAlias = r.nonZeroU16(TopicAliasInvalid, "topic alias 0")
 	case PropMaximumQoS:
 		p.MaximumQoS = r.bit("maximum qos")
 	case PropRetainAvailable:
@@ -132,113 +126,46 @@ func (w *writer) properties(p *Properties) {
 }
 
 func (w *writer) propertyBody(p *Properties) {
-	if p.Has(PropPayloadFormat) {
-		w.u8(byte(PropPayloadFormat))
-		w.u8(p.PayloadFormat)
-	}
-	if p.Has(PropMessageExpiry) {
-		w.u8(byte(PropMessageExpiry))
-		w.u32(p.MessageExpiry)
-	}
-	if p.Has(PropContentType) {
-		w.u8(byte(PropContentType))
-		w.str(p.ContentType)
-	}
-	if p.Has(PropResponseTopic) {
-		w.u8(byte(PropResponseTopic))
-		w.str(p.ResponseTopic)
-	}
-	if p.Has(PropCorrelationData) {
-		w.u8(byte(PropCorrelationData))
-		w.binary(p.CorrelationData)
-	}
+	prop(w, p, PropPayloadFormat, p.PayloadFormat, (*writer).u8)
+	prop(w, p, PropMessageExpiry, p.MessageExpiry, (*writer).u32)
+	prop(w, p, PropContentType, p.ContentType, (*writer).str)
+	prop(w, p, PropResponseTopic, p.ResponseTopic, (*writer).str)
+	prop(w, p, PropCorrelationData, p.CorrelationData, (*writer).binary)
 	for _, id := range p.SubscriptionIdentifier {
 		w.u8(byte(PropSubscriptionIdentifier))
 		w.varint(int(id))
 	}
-	if p.Has(PropSessionExpiry) {
-		w.u8(byte(PropSessionExpiry))
-		w.u32(p.SessionExpiry)
-	}
-	if p.Has(PropAssignedClientID) {
-		w.u8(byte(PropAssignedClientID))
-		w.str(p.AssignedClientID)
-	}
-	if p.Has(PropServerKeepAlive) {
-		w.u8(byte(PropServerKeepAlive))
-		w.u16(p.ServerKeepAlive)
-	}
-	if p.Has(PropAuthMethod) {
-		w.u8(byte(PropAuthMethod))
-		w.str(p.AuthMethod)
-	}
-	if p.Has(PropAuthData) {
-		w.u8(byte(PropAuthData))
-		w.binary(p.AuthData)
-	}
-	if p.Has(PropRequestProblemInfo) {
-		w.u8(byte(PropRequestProblemInfo))
-		w.u8(p.RequestProblemInfo)
-	}
-	if p.Has(PropWillDelay) {
-		w.u8(byte(PropWillDelay))
-		w.u32(p.WillDelay)
-	}
-	if p.Has(PropRequestResponseInfo) {
-		w.u8(byte(PropRequestResponseInfo))
-		w.u8(p.RequestResponseInfo)
-	}
-	if p.Has(PropResponseInfo) {
-		w.u8(byte(PropResponseInfo))
-		w.str(p.ResponseInfo)
-	}
-	if p.Has(PropServerReference) {
-		w.u8(byte(PropServerReference))
-		w.str(p.ServerReference)
-	}
-	if p.Has(PropReasonString) {
-		w.u8(byte(PropReasonString))
-		w.str(p.ReasonString)
-	}
-	if p.Has(PropReceiveMaximum) {
-		w.u8(byte(PropReceiveMaximum))
-		w.u16(p.ReceiveMaximum)
-	}
-	if p.Has(PropTopicAliasMaximum) {
-		w.u8(byte(PropTopicAliasMaximum))
-		w.u16(p.TopicAliasMaximum)
-	}
-	if p.Has(PropTopicAlias) {
-		w.u8(byte(PropTopicAlias))
-		w.u16(p.TopicAlias)
-	}
-	if p.Has(PropMaximumQoS) {
-		w.u8(byte(PropMaximumQoS))
-		w.u8(p.MaximumQoS)
-	}
-	if p.Has(PropRetainAvailable) {
-		w.u8(byte(PropRetainAvailable))
-		w.u8(p.RetainAvailable)
-	}
+	prop(w, p, PropSessionExpiry, p.SessionExpiry, (*writer).u32)
+	prop(w, p, PropAssignedClientID, p.AssignedClientID, (*writer).str)
+	prop(w, p, PropServerKeepAlive, p.ServerKeepAlive, (*writer).u16)
+	prop(w, p, PropAuthMethod, p.AuthMethod, (*writer).str)
+	prop(w, p, PropAuthData, p.AuthData, (*writer).binary)
+	prop(w, p, PropRequestProblemInfo, p.RequestProblemInfo, (*writer).u8)
+	prop(w, p, PropWillDelay, p.WillDelay, (*writer).u32)
+	prop(w, p, PropRequestResponseInfo, p.RequestResponseInfo, (*writer).u8)
+	prop(w, p, PropResponseInfo, p.ResponseInfo, (*writer).str)
+	prop(w, p, PropServerReference, p.ServerReference, (*writer).str)
+	prop(w, p, PropReasonString, p.ReasonString, (*writer).str)
+	prop(w, p, PropReceiveMaximum, p.ReceiveMaximum, (*writer).u16)
+	prop(w, p, PropTopicAliasMaximum, p.TopicAliasMaximum, (*writer).u16)
+	prop(w, p, PropTopicAlias, p.TopicAlias, (*writer).u16)
+	prop(w, p, PropMaximumQoS, p.MaximumQoS, (*writer).u8)
+	prop(w, p, PropRetainAvailable, p.RetainAvailable, (*writer).u8)
 	for _, u := range p.User {
 		w.u8(byte(PropUserProperty))
 		w.str(u.Key)
 		w.str(u.Value)
 	}
-	if p.Has(PropMaximumPacketSize) {
-		w.u8(byte(PropMaximumPacketSize))
-		w.u32(p.MaximumPacketSize)
-	}
-	if p.Has(PropWildcardSubAvailable) {
-		w.u8(byte(PropWildcardSubAvailable))
-		w.u8(p.WildcardSubAvailable)
-	}
-	if p.Has(PropSubIDAvailable) {
-		w.u8(byte(PropSubIDAvailable))
-		w.u8(p.SubIDAvailable)
-	}
-	if p.Has(PropSharedSubAvailable) {
-		w.u8(byte(PropSharedSubAvailable))
-		w.u8(p.SharedSubAvailable)
+	prop(w, p, PropMaximumPacketSize, p.MaximumPacketSize, (*writer).u32)
+	prop(w, p, PropWildcardSubAvailable, p.WildcardSubAvailable, (*writer).u8)
+	prop(w, p, PropSubIDAvailable, p.SubIDAvailable, (*writer).u8)
+	prop(w, p, PropSharedSubAvailable, p.SharedSubAvailable, (*writer).u8)
+}
+
+// prop writes property id with its value, put by put, when p has it.
+func prop[T any](w *writer, p *Properties, id PropID, v T, put func(*writer, T)) {
+	if p.Has(id) {
+		w.u8(byte(id))
+		put(w, v)
 	}
 }
