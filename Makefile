@@ -8,6 +8,10 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 #   make test TEST_ARGS='-run TestConnect ./broker/server'
 TEST_ARGS ?= ./...
 
+# Arguments to `go test` in `make test-lockorder`: the broker's tests and the process
+# tests, whose mqttd is built with the same tags (test/mqttdproc).
+LOCKORDER_TEST_ARGS ?= -timeout 30m ./broker/... ./test/cluster/ ./test/abuse/
+
 # How long `make fuzz` runs the decoder fuzz target.
 FUZZTIME ?= 60s
 
@@ -132,6 +136,10 @@ test-deps: ## Ensure test prerequisites (mosquitto_pub/mosquitto_sub) exist; ins
 test: test-deps envtest-binaries helm ## Run all tests with the race detector (TEST_ARGS overrides the package list and flags).
 	assets="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-binaries.sh)" && \
 	KUBEBUILDER_ASSETS="$$assets" go test -race -count=1 $(TEST_ARGS)
+
+.PHONY: test-lockorder
+test-lockorder: test-deps ## Run the broker and process tests with -race and the lock-order checker (-tags lockorder, broker/LOCKS.md); an inversion exits 66.
+	go test -race -tags lockorder -count=1 $(LOCKORDER_TEST_ARGS)
 
 .PHONY: bench
 bench: ## Run the broker benchmarks.

@@ -11,9 +11,10 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 )
 
 // Config configures an Authenticator.
@@ -68,12 +69,12 @@ type Authenticator struct {
 	log *slog.Logger
 	cur atomic.Pointer[rules]
 
-	reloadMu sync.Mutex // serializes reloads and the change callbacks
+	reloadMu lockorder.Mutex // serializes reloads and the change callbacks
 	onChange []func()
 
 	// Verified passwords, as HMACs under a key of this process: reconnect storms do
 	// not pay one bcrypt per CONNECT. Emptied whenever the users file changes.
-	cacheMu  sync.Mutex
+	cacheMu  lockorder.Mutex
 	cache    map[string]verified
 	cacheKey [32]byte
 

@@ -155,11 +155,12 @@ func (s *Server) dueWill(e *entry) *session.Message {
 
 // recheckEntry applies the ACL in force to one session on behalf of p: it removes the
 // subscriptions p may not have (from the trie too when routed) and the queued and
-// inflight messages p may not read. Lock held on entry.
-func (s *Server) recheckEntry(id string, e *entry, p auth.Principal, routed bool) (revoked int) {
+// inflight messages p may not read. routes is the last route change it queued (see
+// flushRoutes). Lock held on entry.
+func (s *Server) recheckEntry(id string, e *entry, p auth.Principal, routed bool) (revoked int, routes uint64) {
 	a := s.opts.Auth
 	if a == nil {
-		return 0
+		return 0, 0
 	}
 	for key, sub := range e.sess.SubscriptionsByKey() {
 		if a.StillAllowed(p, sub.Filter) {
@@ -167,7 +168,7 @@ func (s *Server) recheckEntry(id string, e *entry, p auth.Principal, routed bool
 		}
 		e.sess.Unsubscribe(key)
 		if routed {
-			s.removeSub(id, sub.ShareGroup, sub.Filter)
+			routes = max(routes, s.removeSub(id, sub.ShareGroup, sub.Filter))
 		}
 		revoked++
 		s.log.Info("subscription revoked by the ACL", "client", id, "username", p.Username, "filter", key)
@@ -177,7 +178,7 @@ func (s *Server) recheckEntry(id string, e *entry, p auth.Principal, routed bool
 		s.log.Info("queued messages dropped: the ACL does not let the session's user read them", "client", id, "username", p.Username, "messages", n)
 		revoked++
 	}
-	return revoked
+	return revoked, routes
 }
 
 // recheckSubscriptions applies the ACL in force to every session's subscriptions and
@@ -189,6 +190,9 @@ func (s *Server) recheckSubscriptions() {
 	if a == nil {
 		return
 	}
+	var routes uint64
+	// After both unlocks: a SUBSCRIBE and a connect do not wait for a slow link.
+	defer func() { s.flushRoutes(routes) }()
 	s.aclMu.Lock() // no SUBSCRIBE between its verdict and its subscription meanwhile
 	defer s.aclMu.Unlock()
 	s.mu.Lock()
@@ -201,7 +205,9 @@ func (s *Server) recheckSubscriptions() {
 		if !ok {
 			continue
 		}
-		if s.recheckEntry(id, e, p, true) > 0 && e.client == nil && e.expiry != 0 {
+		revoked, r := s.recheckEntry(id, e, p, true)
+		routes = max(routes, r)
+		if revoked > 0 && e.client == nil && e.expiry != 0 {
 			s.saveSession(e)
 		}
 	}

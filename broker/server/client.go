@@ -13,6 +13,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 )
@@ -70,7 +71,7 @@ type client struct {
 	batch     []session.Delivery
 	ctrlSpare []packet.Packet
 
-	mu      sync.Mutex
+	mu      lockorder.Mutex
 	drained sync.Cond // signaled when the writer takes the control queue or closes
 	ctrl    []packet.Packet
 	closing bool

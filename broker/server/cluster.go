@@ -16,7 +16,8 @@ import (
 type Cluster interface {
 	// RouteAdded reports the first local subscription to a filter (per share group),
 	// RouteRemoved the last one going away. Both are called in the order the changes
-	// happen and must not block.
+	// happen, one at a time and with no lock of the server held (see localroutes.go):
+	// they may wait for a slow link, but every wait delays the next route change.
 	RouteAdded(r Route)
 	RouteRemoved(r Route)
 	// Forward sends msg to the nodes in targets (node name -> the shared
@@ -82,50 +83,6 @@ func (s *Server) clusterOf() Cluster {
 		return *c
 	}
 	return nil
-}
-
-// addSub adds a local subscription to the trie and counts its route.
-func (s *Server) addSub(sub topic.Subscription) {
-	s.routesMu.Lock()
-	defer s.routesMu.Unlock()
-	if s.trie.Subscribe(sub) {
-		return // the same client re-subscribed: options changed, the route did not
-	}
-	r := Route{Group: sub.ShareGroup, Filter: sub.Filter}
-	s.routeRefs[r]++
-	if c := s.clusterOf(); s.routeRefs[r] == 1 && c != nil {
-		c.RouteAdded(r)
-	}
-}
-
-// removeSub removes a local subscription from the trie and uncounts its route.
-func (s *Server) removeSub(id, group, filter string) {
-	s.routesMu.Lock()
-	defer s.routesMu.Unlock()
-	if !s.trie.Unsubscribe(id, group, filter) {
-		return
-	}
-	r := Route{Group: group, Filter: filter}
-	s.routeRefs[r]--
-	if s.routeRefs[r] <= 0 {
-		delete(s.routeRefs, r)
-		if c := s.clusterOf(); c != nil {
-			c.RouteRemoved(r)
-		}
-	}
-}
-
-// WithLocalRoutes calls fn with this node's routes while no route change can happen:
-// a link that starts sending deltas inside fn sends its snapshot first, so no delta
-// is older than the snapshot that follows it.
-func (s *Server) WithLocalRoutes(fn func([]Route)) {
-	s.routesMu.Lock()
-	defer s.routesMu.Unlock()
-	out := make([]Route, 0, len(s.routeRefs))
-	for r := range s.routeRefs {
-		out = append(out, r)
-	}
-	fn(out)
 }
 
 // SetRemoteRoutes applies a peer's routes: with full, they replace what the peer had.
@@ -230,6 +187,8 @@ func (s *Server) ReplaceRetained(msgs []*session.Message) {
 func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session.Snapshot, error) {
 	var wills []*session.Message
 	defer func() { s.publishWills(wills) }()
+	var routes uint64
+	defer func() { s.flushRoutes(routes) }() // after the unlock, before the takeover is answered
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.sessions[id]
@@ -262,7 +221,7 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 	}
 	e.will = nil
 	if !want || expiry == 0 {
-		s.dropSession(id, e)
+		routes = s.dropSession(id, e)
 		return nil, nil
 	}
 	snap := e.sess.Handover()
@@ -289,6 +248,8 @@ const moveTimeout = 30 * time.Second
 // Release ends a moving session (its new node has it and its routes) and returns what
 // was queued for it since it moved.
 func (s *Server) Release(id string) []*session.Delivery {
+	var routes uint64
+	defer func() { s.flushRoutes(routes) }() // after the unlock, before the answer
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.sessions[id]
@@ -299,7 +260,7 @@ func (s *Server) Release(id string) []*session.Delivery {
 	extra := e.sess.Drain()
 	delete(s.sessions, id)
 	for _, sub := range e.sess.Subscriptions() {
-		s.removeSub(id, sub.ShareGroup, sub.Filter)
+		routes = max(routes, s.removeSub(id, sub.ShareGroup, sub.Filter))
 	}
 	return extra
 }
@@ -342,28 +303,31 @@ func (s *Server) AppendDeliveries(id string, ds []*session.Delivery) {
 
 // installSession makes a session handed over by another node this node's. Its
 // subscriptions are judged by this node's rules first: nodes reload at different
-// times. Lock held.
-func (s *Server) installSession(snap session.Snapshot) *entry {
-	e := &entry{sess: session.Restore(snap, s.sessionLimits()), expiry: snap.Expiry, disconnected: snap.Disconnected}
+// times. routes is the last route change it queued (see flushRoutes). Lock held.
+func (s *Server) installSession(snap session.Snapshot) (e *entry, routes uint64) {
+	e = &entry{sess: session.Restore(snap, s.sessionLimits()), expiry: snap.Expiry, disconnected: snap.Disconnected}
 	if p, ok := principalOf(snap.ID, snap.Owner); ok {
-		s.recheckEntry(snap.ID, e, p, false)
+		s.recheckEntry(snap.ID, e, p, false) // not routed yet: no route change
 	}
 	s.sessions[snap.ID] = e
 	for _, sub := range e.sess.Subscriptions() {
-		s.addSub(sub)
+		routes = max(routes, s.addSub(sub))
 	}
-	return e
+	return e, routes
 }
 
 // AdoptSession takes a detached persistent session moved here from an evacuating
 // node; a session already here (the client reconnected first) wins.
 func (s *Server) AdoptSession(snap session.Snapshot) bool {
+	var routes uint64
+	defer func() { s.flushRoutes(routes) }() // after the unlock, before the cluster's route barrier
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions[snap.ID] != nil || s.closing {
 		return false
 	}
-	e := s.installSession(snap)
+	var e *entry
+	e, routes = s.installSession(snap)
 	s.armExpiry(snap.ID, e, snap.Disconnected)
 	s.saveSession(e)
 	return true

@@ -192,6 +192,8 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			}
 		}
 	}()
+	var routes uint64
+	defer func() { s.flushRoutes(routes) }() // after the unlock, before Finish: its route barrier needs them
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	code, why = s.refusalLocked()
@@ -214,7 +216,8 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		// Refused after the takeover: a session that came here stays, detached, so
 		// nothing it held is lost (unless it is another user's: that one goes back).
 		if moved != nil && !clean && s.sessions[c.id] == nil && !s.closing && claim.Allows(moved.Owner) {
-			e := s.installSession(*moved)
+			var e *entry
+			e, routes = s.installSession(*moved)
 			s.armExpiry(c.id, e, moved.Disconnected)
 			s.saveSession(e)
 			installed = true
@@ -226,12 +229,14 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		stopTimer(e.moveTimer)
 		delete(s.sessions, c.id)
 		for _, sub := range e.sess.Subscriptions() {
-			s.removeSub(c.id, sub.ShareGroup, sub.Filter)
+			routes = max(routes, s.removeSub(c.id, sub.ShareGroup, sub.Filter))
 		}
 		e = nil
 	}
 	if e == nil && moved != nil && !clean {
-		e = s.installSession(*moved)
+		var r uint64
+		e, r = s.installSession(*moved)
+		routes = max(routes, r)
 		installed = true
 	}
 	if e != nil {
@@ -254,7 +259,7 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		}
 		e.will = nil
 		if clean {
-			s.dropSession(c.id, e)
+			routes = max(routes, s.dropSession(c.id, e))
 			e = nil
 		}
 	}
@@ -266,7 +271,8 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	if e.sess.Owner() != claim.Owner {
 		// A session changing hands (owner unknown or anonymous, or ownership off):
 		// it keeps only the subscriptions and messages its new user may read.
-		s.recheckEntry(c.id, e, c.principal, true)
+		_, r := s.recheckEntry(c.id, e, c.principal, true)
+		routes = max(routes, r)
 		e.sess.SetOwner(claim.Owner)
 	}
 	e.client = c
@@ -326,6 +332,8 @@ func (s *Server) refusalLocked() (packet.Code, string) {
 func (s *Server) disconnected(c *client) {
 	var wills []*session.Message
 	defer func() { s.publishWills(wills) }()
+	var routes uint64
+	defer func() { s.flushRoutes(routes) }() // a session that ends takes its routes along
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := c.entry
@@ -345,7 +353,7 @@ func (s *Server) disconnected(c *client) {
 		}
 	}
 	if expiry == 0 {
-		s.dropSession(c.id, e)
+		routes = s.dropSession(c.id, e)
 		if e.will != nil {
 			stopTimer(e.willTimer)
 			wills = append(wills, s.dueWill(e))
@@ -400,7 +408,7 @@ func (s *Server) expire(id string, e *entry) {
 		s.mu.Unlock()
 		return
 	}
-	s.dropSession(id, e)
+	routes := s.dropSession(id, e)
 	var w *session.Message
 	if e.will != nil {
 		w = s.dueWill(e)
@@ -408,20 +416,23 @@ func (s *Server) expire(id string, e *entry) {
 	e.will = nil
 	stopTimer(e.willTimer)
 	s.mu.Unlock()
+	s.flushRoutes(routes)
 	s.log.Debug("session expired", "client", id)
 	if w != nil {
 		s.publish(w)
 	}
 }
 
-// dropSession removes a session and its subscriptions. Lock held on entry.
-func (s *Server) dropSession(id string, e *entry) {
+// dropSession removes a session and its subscriptions; routes is the last route change
+// it queued (see flushRoutes). Lock held on entry.
+func (s *Server) dropSession(id string, e *entry) (routes uint64) {
 	delete(s.sessions, id)
 	for _, sub := range e.sess.Subscriptions() {
-		s.removeSub(id, sub.ShareGroup, sub.Filter)
+		routes = max(routes, s.removeSub(id, sub.ShareGroup, sub.Filter))
 	}
 	if err := s.opts.Store.DeleteSession(id); err != nil {
 		s.stats.storeErrors.Add(1)
 		s.log.Error("deleting session failed", "client", id, "error", err)
 	}
+	return routes
 }

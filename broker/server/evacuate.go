@@ -73,6 +73,7 @@ func (s *Server) DetachedSessions() []string {
 // Reset disconnects every client and forgets every session and retained message, in
 // memory and in the store: the node's store is being wiped.
 func (s *Server) Reset() {
+	var routes uint64
 	s.mu.Lock()
 	for c := range s.clients {
 		c.shutdown(packet.AdministrativeAction, "this node's store was reset")
@@ -84,11 +85,12 @@ func (s *Server) Reset() {
 		}
 		stopTimer(e.expiryTimer)
 		stopTimer(e.willTimer)
-		s.dropSession(id, e)
+		routes = max(routes, s.dropSession(id, e))
 	}
 	clear(s.kicked)
 	s.draining = false
 	s.mu.Unlock()
+	s.flushRoutes(routes)
 	for _, m := range s.RetainedMessages() {
 		s.setRetained(&session.Message{Topic: m.Topic})
 	}

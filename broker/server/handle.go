@@ -220,9 +220,20 @@ func (c *client) ackPublish(p *packet.Packet, code packet.Code, first bool, why 
 }
 
 func (c *client) handleSubscribe(p *packet.Packet) error {
+	routes, err := c.subscribe(p)
+	// New routes go to the cluster outside aclMu (a reload's re-check does not wait for
+	// a slow link) and before the client's next packet is read. Peers apply them
+	// asynchronously anyway: SUBACK never meant they had them.
+	c.s.flushRoutes(routes)
+	return err
+}
+
+// subscribe judges and applies a SUBSCRIBE and queues its SUBACK. The ACL verdicts, the
+// subscriptions and their retained messages happen under aclMu (read): a reload's
+// re-check (write) sees all of them or none. routes is the last route change it queued
+// (see flushRoutes).
+func (c *client) subscribe(p *packet.Packet) (routes uint64, err error) {
 	s := c.s
-	// The ACL verdicts, the subscriptions and their retained messages happen under
-	// aclMu (read): a reload's re-check (write) sees all of them or none.
 	s.aclMu.RLock()
 	defer s.aclMu.RUnlock()
 	ack := packet.Packet{Type: packet.Suback, PacketID: p.PacketID, ReasonCodes: make([]packet.Code, len(p.Subscriptions))}
@@ -251,7 +262,7 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			continue
 		}
 		if shared && req.NoLocal {
-			return packet.Errorf(packet.ProtocolError, "no local on a shared subscription")
+			return routes, packet.Errorf(packet.ProtocolError, "no local on a shared subscription")
 		}
 		if code := c.checkSubscription(req.Filter, filter); code != packet.Success {
 			ack.ReasonCodes[i] = code
@@ -267,7 +278,7 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 			NoLocal: req.NoLocal, RetainAsPublished: req.RetainAsPublished, RetainHandling: req.RetainHandling,
 			Identifier: subID}
 		existed := c.sess.Subscribe(req.Filter, sub)
-		s.addSub(sub)
+		routes = max(routes, s.addSub(sub))
 		ack.ReasonCodes[i] = packet.Code(req.QoS)
 		if !shared && (req.RetainHandling == 0 || (req.RetainHandling == 1 && !existed)) {
 			wantRetained = append(wantRetained, retainedReq{filter, sub})
@@ -288,10 +299,11 @@ func (c *client) handleSubscribe(p *packet.Packet) error {
 		c.explain(&ack, "not authorized: "+strings.Join(denied, ", "))
 	}
 	c.send(ack)
-	return nil
+	return routes, nil
 }
 
 func (c *client) handleUnsubscribe(p *packet.Packet) {
+	var routes uint64
 	ack := packet.Packet{Type: packet.Unsuback, PacketID: p.PacketID, ReasonCodes: make([]packet.Code, len(p.Filters))}
 	for i, f := range p.Filters {
 		sub, ok := c.sess.Unsubscribe(f)
@@ -299,7 +311,8 @@ func (c *client) handleUnsubscribe(p *packet.Packet) {
 			ack.ReasonCodes[i] = packet.NoSubscriptionExisted
 			continue
 		}
-		c.s.removeSub(c.id, sub.ShareGroup, sub.Filter)
+		routes = max(routes, c.s.removeSub(c.id, sub.ShareGroup, sub.Filter))
 	}
 	c.send(ack)
+	c.s.flushRoutes(routes) // before the client's next packet is read
 }

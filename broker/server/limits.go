@@ -5,12 +5,12 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 )
@@ -125,7 +125,7 @@ func (c *client) refuseOverLimit(code packet.Code, why string) {
 type admission struct {
 	node atomic.Int64
 
-	mu        sync.Mutex // leaf lock: guards listeners
+	mu        lockorder.Mutex // leaf lock: guards listeners
 	listeners map[string]*listenerState
 }
 

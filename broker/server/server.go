@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 	"github.com/mqtt-operator/mqtt-operator/broker/topic"
@@ -134,14 +135,14 @@ type Server struct {
 	stats Stats
 	start time.Time
 
-	mu        sync.RWMutex // guards sessions, clients, listeners, closing
+	mu        lockorder.RWMutex // guards sessions, clients, listeners, closing
 	sessions  map[string]*entry
 	clients   map[*client]struct{}
 	listeners map[net.Listener]struct{}
 	closing   bool
 	draining  bool // evacuating: new connections go elsewhere
 
-	retainedMu    sync.RWMutex
+	retainedMu    lockorder.RWMutex
 	retained      map[string]*session.Message
 	retainedBytes int // topic + payload bytes of retained; guarded by retainedMu
 
@@ -150,19 +151,27 @@ type Server struct {
 	authLog   logGate       // login failures: info level at most every logEvery
 	// aclMu orders SUBSCRIBEs (read) against a reload's re-check (write): a verdict
 	// and the subscription it grants are never split by a change of rules.
-	aclMu sync.RWMutex
+	aclMu lockorder.RWMutex
 
 	cluster atomic.Pointer[Cluster] // nil: a single node; set before serving (the $SYS loop may already run)
 
-	routesMu  sync.Mutex
-	routeRefs map[Route]int // local subscriptions per route
+	routesMu    lockorder.Mutex
+	routeRefs   map[Route]int // local subscriptions per route
+	routeOutbox []routeChange // route changes not yet handed to the cluster, oldest first; guarded by routesMu
+	// routesQueued numbers the route changes (guarded by routesMu); routesHanded is the
+	// number of the last one handed to the cluster.
+	routesQueued uint64
+	routesHanded atomic.Uint64
+	// routesFlushMu serializes handing route changes to the cluster (flushRoutes) and
+	// the links' route snapshots (WithLocalRoutes). Never taken with Server.mu held.
+	routesFlushMu lockorder.Mutex
 
-	remoteMu sync.Mutex
+	remoteMu lockorder.Mutex
 	remote   map[string]map[Route]struct{} // peer node -> its routes (in the trie)
 
 	kicked map[string]uint64 // client ID -> epoch of the last takeover by another node; guarded by mu
 
-	shareMu sync.Mutex
+	shareMu lockorder.Mutex
 	shareRR map[string]uint32 // round-robin position per "group\x00filter"
 
 	conns sync.WaitGroup // connection goroutines

@@ -1,10 +1,10 @@
 package session
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
 
@@ -49,7 +49,7 @@ func (d *Drops) add(overBytes bool) {
 type Session struct {
 	ID string
 
-	mu       sync.Mutex
+	mu       lockorder.Mutex
 	limits   Limits
 	subs     map[string]topic.Subscription // key: the filter as subscribed, $share prefix included
 	queue    []*Delivery                   // FIFO; head at index 0

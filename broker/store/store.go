@@ -4,8 +4,7 @@
 package store
 
 import (
-	"sync"
-
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 )
 
@@ -31,7 +30,7 @@ type Store interface {
 // Memory is a Store in process memory: state survives a broker restart inside one
 // process (tests, embedding) but not the process.
 type Memory struct {
-	mu       sync.Mutex
+	mu       lockorder.Mutex
 	retained map[string]*session.Message
 	sessions map[string]session.Snapshot
 }

@@ -2,7 +2,8 @@ package topic
 
 import (
 	"strings"
-	"sync"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 )
 
 // Subscription is one client's subscription to one filter.
@@ -270,7 +271,7 @@ func (n *node) removeShared(clientID, group string) bool {
 // concurrent use: mutations take the write lock, Match takes the read lock.
 // The zero value is not usable; create one with New.
 type Trie struct {
-	mu    sync.RWMutex
+	mu    lockorder.RWMutex
 	root  *node
 	count int
 }

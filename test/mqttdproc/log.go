@@ -3,12 +3,14 @@ package mqttdproc
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 )
 
-// raceHeader starts each report of the race detector.
-const raceHeader = "WARNING: DATA RACE"
+// reportHeaders start the reports that fail a process test: the race detector's, and
+// go-deadlock's in a lockorder build (a lock-order inversion or a lock held too long).
+var reportHeaders = []string{"WARNING: DATA RACE", "POTENTIAL DEADLOCK:"}
 
 // Log keeps every line a node's processes wrote, across restarts.
 type Log struct {
@@ -22,7 +24,7 @@ type Log struct {
 func (l *Log) Add(line string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.seen && strings.Contains(line, raceHeader) {
+	if !l.seen && slices.ContainsFunc(reportHeaders, func(h string) bool { return strings.Contains(line, h) }) {
 		l.seen, l.race = true, len(l.lines)
 	}
 	l.lines = append(l.lines, line)
@@ -48,7 +50,8 @@ func (l *Log) Contains(s string) bool {
 }
 
 // Race returns the first report of the race detector (a process built with -race
-// found a data race), or "" when there was none.
+// found a data race) or of the lock-order checker (built with -tags lockorder), or ""
+// when there was none.
 func (l *Log) Race() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()

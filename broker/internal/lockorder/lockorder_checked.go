@@ -1,5 +1,7 @@
 //go:build lockorder
 
+// Package lockorder provides the mutex types used across broker/; in this build (tag
+// lockorder) they are go-deadlock's, which check the lock order (see lockorder.go).
 package lockorder
 
 import (

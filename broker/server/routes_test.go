@@ -1,0 +1,171 @@
+package server_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
+)
+
+// fakeCluster is a server.Cluster without peers: it records the routes handed to it
+// and can hold a route change (as a full link buffer would) until released. The
+// cluster is outside what these tests check: the server's locking around it.
+type fakeCluster struct {
+	srv *server.Server
+
+	mu       sync.Mutex
+	routes   map[server.Route]bool
+	block    string        // the removal of a route to this filter waits on gate
+	gate     chan struct{} // closed to let blocked changes go
+	blocked  chan struct{} // receives once a change is blocked
+	handover server.Handover
+}
+
+func newFakeCluster(b *broker) *fakeCluster {
+	f := &fakeCluster{srv: b.Server, routes: make(map[server.Route]bool),
+		gate: make(chan struct{}), blocked: make(chan struct{}, 1)}
+	b.SetCluster(f)
+	return f
+}
+
+func (f *fakeCluster) RouteAdded(r server.Route)   { f.route(r, true) }
+func (f *fakeCluster) RouteRemoved(r server.Route) { f.route(r, false) }
+
+func (f *fakeCluster) route(r server.Route, add bool) {
+	f.mu.Lock()
+	block := !add && r.Filter == f.block
+	f.mu.Unlock()
+	if block {
+		select {
+		case f.blocked <- struct{}{}:
+		default:
+		}
+		<-f.gate
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if add {
+		f.routes[r] = true
+	} else {
+		delete(f.routes, r)
+	}
+}
+
+// has reports whether the cluster was told of a route to filter.
+func (f *fakeCluster) has(filter string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.routes[server.Route{Filter: filter}]
+}
+
+func (f *fakeCluster) Forward(*session.Message, map[string][]server.Route) func() int { return nil }
+func (f *fakeCluster) PeerUp(string) bool                                             { return false }
+
+func (f *fakeCluster) Retain(msg *session.Message) error {
+	f.srv.ApplyRetained(msg)
+	return nil
+}
+
+func (f *fakeCluster) Takeover(string, bool, server.Claim) (server.Handover, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ho := f.handover
+	f.handover = server.Handover{} // once
+	return ho, nil
+}
+
+// TestRouteSendDoesNotBlockServer holds the cluster's RouteRemoved of a session that
+// ends (as a slow peer's full link buffer would): other clients still connect,
+// subscribe and get messages meanwhile. When the route was sent under Server.mu,
+// every connect and publish waited for the slow peer.
+func TestRouteSendDoesNotBlockServer(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	f.block = "slow/t"
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(f.gate)
+		}
+	}
+	t.Cleanup(release)
+
+	staying, _ := connectRaw(t, b, "staying", 0, nil)
+	rawSubscribe(t, staying, 1, 0, packet.Subscription{Filter: "fast/t"})
+	leaving, _ := connectRaw(t, b, "leaving", 0, nil)
+	rawSubscribe(t, leaving, 1, 0, packet.Subscription{Filter: "other/t"}, packet.Subscription{Filter: "slow/t"})
+	leaving.send(&packet.Packet{Type: packet.Disconnect}) // clean session: its routes go
+	select {
+	case <-f.blocked:
+	case <-time.After(waitFor):
+		t.Fatal("the route change of the ending session never reached the cluster")
+	}
+
+	// The route is being sent: the server still connects clients and routes messages
+	// (both take Server.mu). A SUBSCRIBE would wait: SUBACK follows its route.
+	newcomer, _ := connectRaw(t, b, "newcomer", 0, nil)
+	newcomer.send(&packet.Packet{Type: packet.Publish, Topic: "fast/t", Payload: []byte("served")})
+	if p := staying.expect(packet.Publish); string(p.Payload) != "served" {
+		t.Fatalf("got %q", p.Payload)
+	}
+
+	release()
+	eventually(t, waitFor, "the ending session's routes to be removed", func() bool {
+		return !f.has("slow/t") && !f.has("other/t")
+	})
+}
+
+// TestRoutesSentBeforeTakeoverFinishes hands a session over from another node:
+// Finish (which waits for the peers to have the new routes, then releases the old
+// node's copy) must run after the session's routes reached the cluster.
+func TestRoutesSentBeforeTakeoverFinishes(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	var routedAtFinish, finished bool
+	f.handover = server.Handover{
+		Session: &session.Snapshot{ID: "mover", Expiry: 3600,
+			Subscriptions: map[string]topic.Subscription{"moved/t": {ClientID: "mover", Filter: "moved/t", QoS: 1}}},
+		Epoch: 1,
+		Finish: func() []*session.Delivery {
+			routedAtFinish, finished = f.has("moved/t"), true
+			return nil
+		},
+	}
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	props := &packet.Properties{SessionExpiry: 3600}
+	props.Set(packet.PropSessionExpiry)
+	ack := rc.connect("mover", false, 0, props)
+	if ack.ReasonCode != packet.Success || !ack.SessionPresent {
+		t.Fatalf("CONNACK 0x%02X, session present %v: the handed-over session was not taken", byte(ack.ReasonCode), ack.SessionPresent)
+	}
+	// Finish runs before CONNACK is queued (attach returns after it).
+	if !finished || !routedAtFinish {
+		t.Fatalf("Finish ran %v, with the moved session's route at the cluster %v", finished, routedAtFinish)
+	}
+}
+
+// TestKickSendsRoutesBeforeReturning: the node that took a session over asks its old
+// node to end it (Kick); the routes it leaves are handed to the cluster before the
+// answer, not whenever another route change comes by.
+func TestKickSendsRoutesBeforeReturning(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	rc, _ := connectRaw(t, b, "kicked", 0, nil)
+	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "kicked/t"})
+	eventually(t, waitFor, "the route to reach the cluster", func() bool { return f.has("kicked/t") })
+	if _, err := b.Kick("kicked", 1, false, server.Claim{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.has("kicked/t") {
+		t.Fatal("Kick returned before the session's route removal reached the cluster")
+	}
+	expectServerDisconnect(t, rc, packet.SessionTakenOver, waitFor)
+}

@@ -1,0 +1,5 @@
+//go:build lockorder
+
+package mqttdproc
+
+const lockorderEnabled = true
