@@ -250,7 +250,7 @@ func (s *Server) restore() error {
 		}
 		e := &entry{sess: session.Restore(snap, s.sessionLimits()), expiry: snap.Expiry, disconnected: snap.Disconnected}
 		for _, sub := range snap.Subscriptions {
-			s.addSub(sub)
+			s.addSub(sub) // no cluster yet: nothing is queued, a link's snapshot carries them
 		}
 		s.sessions[snap.ID] = e
 		s.armExpiry(snap.ID, e, now)
