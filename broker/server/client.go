@@ -76,6 +76,9 @@ type client struct {
 	ctrl    []packet.Packet
 	closing bool
 	writing bool // the writer goroutine runs
+	// holdBatch: a SUBSCRIBE is queueing retained messages; the writer keeps the
+	// deliveries it took until the SUBACK is in ctrl, so SUBACK goes first.
+	holdBatch bool
 
 	wake       chan struct{}
 	writerDone chan struct{}
@@ -122,7 +125,11 @@ func (c *client) notify() {
 const maxCtrl = 1024
 
 // send queues a control packet for the writer.
-func (c *client) send(p packet.Packet) {
+func (c *client) send(p packet.Packet) { c.queueCtrl(p, false) }
+
+// queueCtrl queues p and, with release, in the same step ends holdBatch (see
+// holdDeliveries).
+func (c *client) queueCtrl(p packet.Packet, release bool) {
 	c.mu.Lock()
 	for len(c.ctrl) >= maxCtrl && !c.closing {
 		c.notify()
@@ -131,9 +138,24 @@ func (c *client) send(p packet.Packet) {
 	if !c.closing {
 		c.ctrl = append(c.ctrl, p)
 	}
+	if release {
+		c.holdBatch = false
+	}
 	c.mu.Unlock()
 	c.notify()
 }
+
+// holdDeliveries makes the writer keep what it takes from the session until
+// sendReleasing queues the packet that must precede it.
+func (c *client) holdDeliveries() {
+	c.mu.Lock()
+	c.holdBatch = true
+	c.mu.Unlock()
+}
+
+// sendReleasing queues p (as send does) and, in the same step, lets the writer write
+// the deliveries held since holdDeliveries: they follow p.
+func (c *client) sendReleasing(p packet.Packet) { c.queueCtrl(p, true) }
 
 // shutdown asks the writer to flush, send DISCONNECT with code and reason string why
 // (v5 only, unless code is noCode) and close the connection. It is idempotent and does
@@ -340,7 +362,7 @@ func (c *client) writeLoop() {
 		for {
 			now := time.Now()
 			var expired int
-			c.batch, expired = c.sess.NextBatch(c.gen, c.batch[:0], now)
+			c.batch, expired = c.sess.NextBatch(c.gen, c.batch, now) // after any held back
 			if expired > 0 {
 				c.s.stats.expired.Add(uint64(expired))
 			}
@@ -348,6 +370,7 @@ func (c *client) writeLoop() {
 			ctrl := c.ctrl
 			c.ctrl = c.ctrlSpare[:0]
 			closing := c.closing
+			hold := c.holdBatch && !closing
 			c.drained.Broadcast()
 			c.mu.Unlock()
 
@@ -357,10 +380,13 @@ func (c *client) writeLoop() {
 			}
 			clear(ctrl)
 			c.ctrlSpare = ctrl
-			for i := range c.batch {
-				buf = c.appendDelivery(buf, &c.batch[i], now)
+			if !hold { // held: written after the SUBACK, which releases them (sendReleasing)
+				for i := range c.batch {
+					buf = c.appendDelivery(buf, &c.batch[i], now)
+				}
+				clear(c.batch)
+				c.batch = c.batch[:0]
 			}
-			clear(c.batch)
 			c.wbuf = buf
 			if len(buf) > 0 {
 				_ = c.conn.SetWriteDeadline(now.Add(c.s.opts.WriteTimeout))

@@ -284,9 +284,13 @@ func (c *client) subscribe(p *packet.Packet) (routes uint64, err error) {
 			wantRetained = append(wantRetained, retainedReq{filter, sub})
 		}
 	}
-	// Retained messages are queued before SUBACK (MQTT-3.8.4 lets PUBLISH come first): a
-	// message published once the client saw SUBACK then reaches it once, live with
-	// RETAIN 0, instead of a second time as a retained message (MQTT-3.3.1-9).
+	// Retained messages are queued before SUBACK: a message published once the client
+	// saw SUBACK then reaches it once, live with RETAIN 0, instead of a second time as a
+	// retained message (MQTT-3.3.1-9). The writer holds them back until SUBACK is queued
+	// (sendReleasing), so SUBACK is written first (MQTT-3.8.4 would allow either).
+	if len(wantRetained) > 0 {
+		c.holdDeliveries()
+	}
 	for _, r := range wantRetained {
 		s.deliverRetained(c.sess, r.filter, r.sub)
 	}
@@ -298,7 +302,7 @@ func (c *client) subscribe(p *packet.Packet) (routes uint64, err error) {
 	case len(denied) > 0:
 		c.explain(&ack, "not authorized: "+strings.Join(denied, ", "))
 	}
-	c.send(ack)
+	c.sendReleasing(ack)
 	return routes, nil
 }
 
