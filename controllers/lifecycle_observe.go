@@ -32,7 +32,7 @@ type observation struct {
 	deleteScaledVolumes bool          // spec.storage.retention.whenScaled Delete
 	clusterID           string        // the cluster recorded in status (bootstrap may set it)
 	pods                []*brokerPod  // one per ordinal, 0 up to the larger of size and the highest pod
-	claims              []dataClaim   // the data volume claims of this cluster's ordinals
+	claims              []dataClaim   // the data volume claims of this cluster's ordinals (read when deleteScaledVolumes)
 }
 
 // brokerPod is what one reconcile learns about one ordinal.
@@ -72,10 +72,6 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 	if err := r.List(ctx, pods, client.InNamespace(mc.Namespace), client.MatchingLabels(resource.SelectorLabels(mc))); err != nil {
 		return nil, err
 	}
-	claims := &corev1.PersistentVolumeClaimList{}
-	if err := r.List(ctx, claims, client.InNamespace(mc.Namespace)); err != nil {
-		return nil, err
-	}
 	o := &observation{
 		desired:             desired(mc),
 		size:                int(ptr.Deref(sts.Spec.Replicas, 0)),
@@ -88,11 +84,17 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 	if t := mc.Spec.UpdateStrategy.PodReadyTimeout; t != nil {
 		o.evacuationTimeout = t.Duration
 	}
-	claimPrefix := resource.DataClaimName(mc, resource.StatefulSetName(mc)) + "-"
-	for i := range claims.Items {
-		c := &claims.Items[i]
-		if k := ordinalAfter(claimPrefix, c.Name); k >= 0 {
-			o.claims = append(o.claims, dataClaim{name: c.Name, ordinal: k, deleting: !c.DeletionTimestamp.IsZero()})
+	if o.deleteScaledVolumes { // only the volume rule reads them
+		claims := &corev1.PersistentVolumeClaimList{}
+		if err := r.List(ctx, claims, client.InNamespace(mc.Namespace)); err != nil {
+			return nil, err
+		}
+		claimPrefix := resource.DataClaimName(mc, resource.StatefulSetName(mc)) + "-"
+		for i := range claims.Items {
+			c := &claims.Items[i]
+			if k := ordinalAfter(claimPrefix, c.Name); k >= 0 {
+				o.claims = append(o.claims, dataClaim{name: c.Name, ordinal: k, deleting: !c.DeletionTimestamp.IsZero()})
+			}
 		}
 	}
 	n := o.size

@@ -358,19 +358,25 @@ func (c *client) readLoop() (code packet.Code, why string) {
 // into one buffer per wake-up and writes it with a single call.
 func (c *client) writeLoop() {
 	defer close(c.writerDone)
+	held := false // the last round kept c.batch back for a SUBACK (holdDeliveries)
 	for range c.wake {
 		for {
 			now := time.Now()
-			var expired int
-			c.batch, expired = c.sess.NextBatch(c.gen, c.batch, now) // after any held back
-			if expired > 0 {
-				c.s.stats.expired.Add(uint64(expired))
+			// While deliveries are held, what was taken stays the only batch: the rest
+			// waits in the session's queue, whose limits apply.
+			if !held || len(c.batch) == 0 {
+				var expired int
+				c.batch, expired = c.sess.NextBatch(c.gen, c.batch, now) // after any held back
+				if expired > 0 {
+					c.s.stats.expired.Add(uint64(expired))
+				}
 			}
 			c.mu.Lock()
 			ctrl := c.ctrl
 			c.ctrl = c.ctrlSpare[:0]
 			closing := c.closing
 			hold := c.holdBatch && !closing
+			held = hold
 			c.drained.Broadcast()
 			c.mu.Unlock()
 

@@ -220,23 +220,29 @@ func (c *client) ackPublish(p *packet.Packet, code packet.Code, first bool, why 
 }
 
 func (c *client) handleSubscribe(p *packet.Packet) error {
-	routes, err := c.subscribe(p)
+	ack, routes, err := c.subscribe(p)
 	// New routes go to the cluster outside aclMu (a reload's re-check does not wait for
-	// a slow link) and before the client's next packet is read. Peers apply them
-	// asynchronously anyway: SUBACK never meant they had them.
+	// a slow link) and before SUBACK, as when they were sent under the lock: a client
+	// that saw SUBACK publishes through another node to a peer that has its route
+	// (the peer applies it asynchronously, as always).
 	c.s.flushRoutes(routes)
-	return err
+	if err != nil {
+		return err
+	}
+	c.sendReleasing(ack)
+	return nil
 }
 
-// subscribe judges and applies a SUBSCRIBE and queues its SUBACK. The ACL verdicts, the
-// subscriptions and their retained messages happen under aclMu (read): a reload's
-// re-check (write) sees all of them or none. routes is the last route change it queued
-// (see flushRoutes).
-func (c *client) subscribe(p *packet.Packet) (routes uint64, err error) {
+// subscribe judges and applies a SUBSCRIBE and returns its SUBACK, which the caller
+// queues with sendReleasing: the retained messages it queued are held until then. The
+// ACL verdicts, the subscriptions and their retained messages happen under aclMu
+// (read): a reload's re-check (write) sees all of them or none. routes is the last
+// route change it queued (see flushRoutes).
+func (c *client) subscribe(p *packet.Packet) (ack packet.Packet, routes uint64, err error) {
 	s := c.s
 	s.aclMu.RLock()
 	defer s.aclMu.RUnlock()
-	ack := packet.Packet{Type: packet.Suback, PacketID: p.PacketID, ReasonCodes: make([]packet.Code, len(p.Subscriptions))}
+	ack = packet.Packet{Type: packet.Suback, PacketID: p.PacketID, ReasonCodes: make([]packet.Code, len(p.Subscriptions))}
 	var subID uint32
 	if len(p.Properties.SubscriptionIdentifier) > 0 {
 		subID = p.Properties.SubscriptionIdentifier[0]
@@ -262,7 +268,7 @@ func (c *client) subscribe(p *packet.Packet) (routes uint64, err error) {
 			continue
 		}
 		if shared && req.NoLocal {
-			return routes, packet.Errorf(packet.ProtocolError, "no local on a shared subscription")
+			return ack, routes, packet.Errorf(packet.ProtocolError, "no local on a shared subscription")
 		}
 		if code := c.checkSubscription(req.Filter, filter); code != packet.Success {
 			ack.ReasonCodes[i] = code
@@ -302,8 +308,7 @@ func (c *client) subscribe(p *packet.Packet) (routes uint64, err error) {
 	case len(denied) > 0:
 		c.explain(&ack, "not authorized: "+strings.Join(denied, ", "))
 	}
-	c.sendReleasing(ack)
-	return routes, nil
+	return ack, routes, nil
 }
 
 func (c *client) handleUnsubscribe(p *packet.Packet) {
@@ -317,6 +322,6 @@ func (c *client) handleUnsubscribe(p *packet.Packet) {
 		}
 		routes = max(routes, c.s.removeSub(c.id, sub.ShareGroup, sub.Filter))
 	}
+	c.s.flushRoutes(routes) // before UNSUBACK, as when routes were sent under the lock
 	c.send(ack)
-	c.s.flushRoutes(routes) // before the client's next packet is read
 }

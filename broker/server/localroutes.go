@@ -15,12 +15,13 @@ import (
 // published. Each change gets a number; the path that made it passes the largest of
 // its numbers to flushRoutes before it returns, so the cluster has it by then: before a
 // takeover's Finish (its route barrier asks the peers to confirm they have the routes),
-// before the answers of Kick, Release and AdoptSession, before a client's packet after
-// its SUBSCRIBE or UNSUBSCRIBE is read. A path that changed no route never waits for
+// before the answers of Kick, Release and AdoptSession, before a SUBSCRIBE's SUBACK or an
+// UNSUBSCRIBE's UNSUBACK is queued. A path that changed no route never waits for
 // another one's slow link.
 //
 // Ordering. Changes are appended under routesMu, so the outbox holds them in refcount
-// order; flushRoutes pops the whole outbox under routesMu and hands the popped changes
+// order; flushRoutes pops the whole outbox under routesMu (and Server.mu, read, so the
+// changes of one Server.mu hold are popped together) and hands the popped changes
 // to the cluster while holding routesFlushMu, so drains run one at a time, oldest
 // first, and the cluster sees every change once, in refcount order. A flush for change
 // n returns once routesHanded >= n: it pops the change itself, or finds that a drain
@@ -105,10 +106,16 @@ func (s *Server) flushRoutes(upTo uint64) {
 		return // the flush before this one took it
 	}
 	c := s.clusterOf()
+	// Pop under Server.mu (read) as well: changes made under one hold of Server.mu
+	// (attach dropping a session that was handed away and installing the moved copy:
+	// remove, then add of the same routes) reach the cluster in one drain, back to
+	// back, never the remove alone while the add waits behind a slow link.
+	s.mu.RLock()
 	s.routesMu.Lock()
 	out := s.routeOutbox
 	s.routeOutbox = nil
 	s.routesMu.Unlock()
+	s.mu.RUnlock()
 	for _, ch := range out {
 		switch {
 		case c == nil: // the cluster was unset: nobody to tell

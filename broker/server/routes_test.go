@@ -20,6 +20,7 @@ type fakeCluster struct {
 	mu       sync.Mutex
 	routes   map[server.Route]bool
 	block    string        // the removal of a route to this filter waits on gate
+	blockAdd string        // so does the addition of a route to this filter
 	gate     chan struct{} // closed to let blocked changes go
 	blocked  chan struct{} // receives once a change is blocked
 	handover server.Handover
@@ -37,7 +38,7 @@ func (f *fakeCluster) RouteRemoved(r server.Route) { f.route(r, false) }
 
 func (f *fakeCluster) route(r server.Route, add bool) {
 	f.mu.Lock()
-	block := !add && r.Filter == f.block
+	block := (!add && r.Filter == f.block) || (add && r.Filter == f.blockAdd)
 	f.mu.Unlock()
 	if block {
 		select {
@@ -168,4 +169,40 @@ func TestKickSendsRoutesBeforeReturning(t *testing.T) {
 		t.Fatal("Kick returned before the session's route removal reached the cluster")
 	}
 	expectServerDisconnect(t, rc, packet.SessionTakenOver, waitFor)
+}
+
+// TestSubackFollowsItsRoute: a SUBSCRIBE's SUBACK is queued only once its new route
+// was handed to the cluster (as when routes were sent under the lock), so a client
+// that saw SUBACK and publishes through another node finds the route there.
+func TestSubackFollowsItsRoute(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	f.blockAdd = "held/t"
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(f.gate)
+		}
+	}
+	t.Cleanup(release)
+
+	rc, _ := connectRaw(t, b, "subscriber", 0, nil)
+	rc.send(&packet.Packet{Type: packet.Subscribe, PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "held/t"}}})
+	select {
+	case <-f.blocked:
+	case <-time.After(waitFor):
+		t.Fatal("the new route never reached the cluster")
+	}
+	// The route is being handed over and waits: SUBACK must not be out yet. (Before,
+	// SUBACK was queued first and would be readable here.)
+	if p, err := rc.tryRead(300 * time.Millisecond); err == nil {
+		t.Fatalf("got %v while the route was still being handed to the cluster", p.Type)
+	}
+	release()
+	rc.expect(packet.Suback)
+	if !f.has("held/t") {
+		t.Fatal("SUBACK came before the route reached the cluster")
+	}
 }
