@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -14,7 +15,17 @@ import (
 const (
 	prefixRetained = "retained/"
 	prefixSession  = "session/"
+	// keyFormat holds the store's Format, written when the store is created.
+	keyFormat = "meta/format"
 )
+
+// Format is the layout of the keys and records this mqttd reads and writes. A store
+// with a higher one was written by a newer mqttd: it is refused (ErrFormat), never
+// read half-understood. Raise it with a change that an older mqttd cannot read.
+const Format = 1
+
+// ErrFormat: the store was written by a newer mqttd (its format is higher than Format).
+var ErrFormat = errors.New("store format too new")
 
 // Pebble is a Store in an embedded pebble database under one directory: the node's
 // durable state across restarts. Writes are synced; pebble commits concurrent synced
@@ -31,7 +42,39 @@ func OpenPebble(dir string, log *slog.Logger) (*Pebble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the store in %s: %w", dir, err)
 	}
-	return &Pebble{db: db, dir: dir}, nil
+	p := &Pebble{db: db, dir: dir}
+	if err := p.checkFormat(); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	return p, nil
+}
+
+// checkFormat refuses a store of a newer format and records Format in one without
+// any (a new store, or one from before formats were recorded: format 1).
+func (p *Pebble) checkFormat() error {
+	v, closer, err := p.db.Get([]byte(keyFormat))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		return p.writeFormat()
+	case err != nil:
+		return fmt.Errorf("reading the store format in %s: %w", p.dir, err)
+	}
+	defer func() { _ = closer.Close() }()
+	f, err := strconv.Atoi(string(v))
+	if err != nil {
+		return fmt.Errorf("%w: the store in %s has format %q, not a number", ErrFormat, p.dir, v)
+	}
+	if f > Format {
+		return fmt.Errorf("%w: the store in %s has format %d, written by a newer mqttd; this one reads up to %d", ErrFormat, p.dir, f, Format)
+	}
+	return nil
+}
+
+func (p *Pebble) writeFormat() error {
+	if err := p.db.Set([]byte(keyFormat), []byte(strconv.Itoa(Format)), pebble.Sync); err != nil {
+		return fmt.Errorf("writing the store format in %s: %w", p.dir, err)
+	}
+	return nil
 }
 
 // Dir returns the directory the store was opened in.
@@ -67,7 +110,7 @@ func (p *Pebble) Wipe() (err error) {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("wiping the store in %s: %w", p.dir, err)
 	}
-	return nil
+	return p.writeFormat() // the range took the format key along
 }
 
 // PutRetained implements Store.

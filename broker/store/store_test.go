@@ -1,12 +1,14 @@
 package store
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -187,4 +189,50 @@ func TestMessageCodecRejectsGarbage(t *testing.T) {
 			t.Errorf("%s: decoded", name)
 		}
 	}
+}
+
+// TestPebbleFormat: a new store records its format; a store of a newer format (a newer
+// mqttd wrote it) is refused with ErrFormat and left as it was; a wipe keeps the format.
+func TestPebbleFormat(t *testing.T) {
+	dir := t.TempDir()
+	p, err := OpenPebble(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, closer, err := p.db.Get([]byte(keyFormat))
+	if err != nil || string(v) != strconv.Itoa(Format) {
+		t.Fatalf("format key %q, %v; want %d", v, err, Format)
+	}
+	_ = closer.Close()
+	if err := p.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if v, closer, err := p.db.Get([]byte(keyFormat)); err != nil || string(v) != strconv.Itoa(Format) {
+		t.Fatalf("after a wipe: format key %q, %v", v, err)
+	} else {
+		_ = closer.Close()
+	}
+	for _, f := range []string{strconv.Itoa(Format + 1), "x"} {
+		if err := p.db.Set([]byte(keyFormat), []byte(f), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenPebble(dir, quiet); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), dir) {
+			t.Fatalf("format %q: OpenPebble error %v, want ErrFormat naming %s", f, err, dir)
+		}
+		// Refused without a write: reopening the database shows the same format.
+		db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{quiet}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p = &Pebble{db: db, dir: dir}
+		if v, closer, err := db.Get([]byte(keyFormat)); err != nil || string(v) != f {
+			t.Fatalf("the refused store's format became %q (%v)", v, err)
+		} else {
+			_ = closer.Close()
+		}
+	}
+	_ = p.Close()
 }

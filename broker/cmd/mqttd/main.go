@@ -40,9 +40,14 @@ const (
 	exitOK     = 0
 	exitFailed = 1
 	exitConfig = 2
-	// exitStore: the store cannot be opened or read. mqttd never starts without its
-	// state; the operator tells this apart from other failures.
+	// The store cannot be used; mqttd never starts without its state. The operator
+	// tells these apart from other failures and from each other (docs/clustering.md).
+	// exitStore: it cannot be opened or read (an I/O error, a corrupt file, permissions).
 	exitStore = 3
+	// exitStoreFull: its volume has no space left.
+	exitStoreFull = 4
+	// exitStoreFormat: it was written by a newer mqttd (store.ErrFormat).
+	exitStoreFormat = 5
 )
 
 // errStore marks store failures for the exit code.
@@ -76,7 +81,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err := serve(ctx, cfg, log); err != nil {
 		log.Error("mqttd failed", "error", err)
 		if errors.Is(err, errStore) {
-			return exitStore
+			return storeExitCode(err)
 		}
 		if errors.Is(err, errAuth) {
 			return exitConfig
@@ -84,6 +89,17 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// storeExitCode is the exit code of a store failure.
+func storeExitCode(err error) int {
+	switch {
+	case errors.Is(err, store.ErrFormat):
+		return exitStoreFormat
+	case errors.Is(err, syscall.ENOSPC):
+		return exitStoreFull
+	}
+	return exitStore
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -19,13 +20,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
 	"github.com/mqtt-operator/mqtt-operator/test/mqttdproc"
 )
 
@@ -280,20 +284,59 @@ func TestStoreSurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestStoreCannotOpen: a store directory that cannot be opened stops mqttd with its
-// own exit code and a message naming the directory.
+// TestStoreCannotOpen: a store mqttd cannot use stops it with the exit code of the
+// cause and a message naming the directory: the operator reads the code (a volume is
+// never wiped for a store that is merely too new for this mqttd).
 func TestStoreCannotOpen(t *testing.T) {
-	file := t.TempDir() + "/not-a-dir"
-	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+	notADir := t.TempDir() + "/not-a-dir"
+	if err := os.WriteFile(notADir, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, mqttdBin, "--listeners.tcp", "127.0.0.1:0", "--listeners.websocket", "",
-		"--api.listen", "", "--store.dir", file).CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != exitStore || !strings.Contains(string(out), file) {
-		t.Fatalf("err %v, output %s", err, out)
+	newer := t.TempDir() // a store written by a newer mqttd
+	db, err := pebble.Open(newer, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte("meta/format"), []byte(strconv.Itoa(store.Format+1)), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, dir, says string
+		code            int
+	}{
+		{"cannot be opened", notADir, notADir, exitStore},
+		{"written by a newer mqttd", newer, "written by a newer mqttd", exitStoreFormat},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, mqttdBin, "--listeners.tcp", "127.0.0.1:0", "--listeners.websocket", "",
+				"--api.listen", "", "--store.dir", c.dir).CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != c.code || !strings.Contains(string(out), c.says) {
+				t.Fatalf("err %v (want exit code %d), output %s", err, c.code, out)
+			}
+		})
+	}
+}
+
+// TestStoreExitCodes: each store failure's exit code, a full disk included (which a
+// test cannot make happen to a real volume here).
+func TestStoreExitCodes(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code int
+	}{
+		{fmt.Errorf("%w: %w", errStore, io.ErrUnexpectedEOF), exitStore},
+		{fmt.Errorf("%w: %w", errStore, &os.PathError{Op: "write", Path: "/data/000001.log", Err: syscall.ENOSPC}), exitStoreFull},
+		{fmt.Errorf("%w: %w", errStore, fmt.Errorf("opening: %w", store.ErrFormat)), exitStoreFormat},
+	} {
+		if got := storeExitCode(c.err); got != c.code {
+			t.Errorf("%v: exit code %d, want %d", c.err, got, c.code)
+		}
 	}
 }
 
