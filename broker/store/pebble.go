@@ -24,7 +24,7 @@ const (
 // read half-understood. Raise it with a change that an older mqttd cannot read.
 const Format = 1
 
-// ErrFormat: the store was written by a newer mqttd (its format is higher than Format).
+// ErrFormat means the store was written by a newer mqttd (its format is higher than Format).
 var ErrFormat = errors.New("store format too new")
 
 // Pebble is a Store in an embedded pebble database under one directory: the node's
