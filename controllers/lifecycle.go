@@ -36,8 +36,6 @@ const (
 	lifecycleBusy = time.Second
 	// lifecycleIdle refreshes the members in status when nothing is in progress.
 	lifecycleIdle = 30 * time.Second
-	// storeExitCode is mqttd's exit code when its store cannot be opened.
-	storeExitCode = 3
 )
 
 // lifecycle is the step's observation, kept in state for the status.
@@ -47,6 +45,8 @@ type lifecycle struct {
 	// resets counts the stale stores reset by this reconcile; status adds it to the
 	// count it holds (recomputed if the status write conflicts).
 	resets int32
+	// lastReset is the reset this reconcile made, for status.lastStoreReset.
+	lastReset *v1alpha1.StoreReset
 }
 
 // reconcileLifecycle observes the cluster, decides its next action and takes it.

@@ -5,12 +5,13 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/controllers/brokerclient"
-	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
 // act carries out one decision: the only lifecycle code that calls a broker's API or
@@ -32,21 +33,25 @@ func (r *MQTTClusterReconciler) act(ctx context.Context, st *state, lc *lifecycl
 			return false, fmt.Errorf("resetting the stale store of %s: %w", b.name, err)
 		}
 		lc.resets++
+		lc.lastReset = &v1alpha1.StoreReset{Node: b.name, Time: metav1.NewTime(r.now())}
 		r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "reset the stale store of %s (%s); it joins again", b.name, a.why)
 		return true, nil
 	case actWipeVolume:
 		// mqttd exits with 3 when it cannot open its store: the volume goes, the
 		// StatefulSet recreates pod and volume, the node joins again empty.
+		// Recorded first: a wipe that fails half-way still counts for the next one's
+		// interval (the status is written at the end of the reconcile either way).
+		lc.resets++
+		lc.lastReset = &v1alpha1.StoreReset{Node: b.name, Time: metav1.NewTime(r.now()), VolumeDeleted: true}
 		claim := &corev1.PersistentVolumeClaim{}
-		claim.Name, claim.Namespace = resource.DataClaimName(mc, b.name), mc.Namespace
+		claim.Name, claim.Namespace = a.claim, mc.Namespace
 		if err := r.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
 			return false, err
 		}
 		if err := r.Delete(ctx, b.pod); client.IgnoreNotFound(err) != nil {
 			return false, err
 		}
-		lc.resets++
-		r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "%s cannot open its store (exit code %d): deleted its volume and pod", b.name, storeExitCode)
+		r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "%s %s: deleted its volume %s and pod", b.name, a.why, a.claim)
 		return true, nil
 	case actBootstrap:
 		if a.why != "" { // every node lost its store: say so loudly, then start over
@@ -86,6 +91,10 @@ func (r *MQTTClusterReconciler) act(ctx context.Context, st *state, lc *lifecycl
 		if err := r.Patch(ctx, sts, patch); err != nil {
 			return false, err
 		}
+		if a.replicas == 0 {
+			r.event(mc, corev1.EventTypeNormal, "ScaledToZero", "%s: %s", b.name, a.why)
+			return true, nil
+		}
 		r.event(mc, corev1.EventTypeNormal, "ScaledDown", "%s left the cluster; the StatefulSet now has %d pods", b.name, a.replicas)
 		return true, nil
 	case actDeleteClaim:
@@ -96,6 +105,9 @@ func (r *MQTTClusterReconciler) act(ctx context.Context, st *state, lc *lifecycl
 		}
 		r.event(mc, corev1.EventTypeNormal, "VolumeDeleted", "deleted the volume %s of a removed node (retention whenScaled: Delete)", a.claim)
 		return true, nil
+	case actReport:
+		r.report(st, needsAttention, a.reason, a.why)
+		return false, nil
 	case actReplacePod:
 		if err := r.Delete(ctx, b.pod); client.IgnoreNotFound(err) != nil {
 			return false, err

@@ -29,6 +29,7 @@ const (
 	actShrink                         // the StatefulSet goes down to replicas
 	actDeleteClaim                    // delete the volume claim named claim
 	actReplacePod                     // delete target's pod: the StatefulSet recreates it
+	actReport                         // a person is needed: Degraded says reason and why; nothing is done
 )
 
 // action is one decision: what to do, to whom, and why (for the event).
@@ -39,8 +40,9 @@ type action struct {
 	via       *brokerPod // the member a join or a force-leave goes through
 	clusterID string     // actAdoptCluster
 	replicas  int        // actShrink
-	claim     string     // actDeleteClaim
-	why       string     // what the event says about the reason
+	claim     string     // actDeleteClaim, actWipeVolume
+	reason    string     // actReport: the Degraded reason
+	why       string     // what the event (for actReport, the Degraded message) says
 	err       error      // actFail
 }
 
@@ -76,36 +78,151 @@ func decide(o *observation, now time.Time) action {
 // wanted is the ordinals the spec wants, as far as they were observed.
 func (o *observation) wanted() []*brokerPod { return o.pods[:min(len(o.pods), o.desired)] }
 
-// resetStale resets a node that reports a stale store, or whose pod crash-loops on a
-// store it cannot open, and that the cluster still wants. A healthy member is never
-// touched: the decision needs the broker's own report (or its exit code).
-func resetStale(o *observation, _ time.Time) *action {
+// resetStale resets a node that reports a stale store (its store belongs to another
+// cluster, or it was removed from this one), or deletes the volume of a node whose
+// pod crash-loops on a store mqttd cannot use, for a node the cluster still wants. A
+// member that answers is never touched: the decision needs the broker's own report
+// (or its exit code). Both pass resetGuard, or wait for a person (Degraded).
+func resetStale(o *observation, now time.Time) *action {
 	for _, b := range o.wanted() { // a leaving node reports stale on purpose
 		switch {
 		case b.reachable() && b.node.StoreState == apiv1.StoreStale:
+			if reason, why, ok := o.resetGuard(b, false, now); !ok {
+				return &action{kind: actReport, target: b, reason: reason,
+					why: fmt.Sprintf("the stale store of %s (%s) is kept: %s", b.name, b.node.StaleReason, why)}
+			}
 			return &action{kind: actResetStore, target: b, why: b.node.StaleReason}
-		case b.pod != nil && !b.reachable() && crashLoopsOnStore(b.pod):
-			return &action{kind: actWipeVolume, target: b}
+		case b.pod != nil && !b.reachable() && storeFailure(b.pod) != 0:
+			if outdated(o.updateRevision, b.pod) {
+				continue // rollPods replaces it from the current template first
+			}
+			code := storeFailure(b.pod)
+			claim := o.claimOf(b.ordinal)
+			reason, why, ok := o.resetGuard(b, true, now)
+			if ok && claim == "" {
+				reason, why, ok = "VolumeNotFound", "no volume claim with this cluster's labels was found for it", false
+			}
+			if !ok {
+				return &action{kind: actReport, target: b, reason: reason,
+					why: fmt.Sprintf("%s %s (exit code %d); its volume is kept: %s", b.name, storeExitMeaning[code], code, why)}
+			}
+			return &action{kind: actWipeVolume, target: b, claim: claim, why: fmt.Sprintf("%s (exit code %d)", storeExitMeaning[code], code)}
 		}
 	}
 	return nil
 }
 
-// crashLoopsOnStore reports whether the broker container is down right now, in a
-// crash loop whose last exit had the store's exit code. A container that recovered
-// keeps its last termination and restart count: it must be waiting now to count.
-func crashLoopsOnStore(pod *corev1.Pod) bool {
+// storeExitMeaning says what each of mqttd's store exit codes means.
+var storeExitMeaning = map[int32]string{
+	3: "cannot open or read its store (an I/O error, a corrupt file or permissions)",
+	4: "has no space left on its volume",
+	5: "holds a store written by a newer mqttd",
+}
+
+// wipeInterval is the least time between a reset and the next volume wipe of a
+// cluster: a node whose new volume fails again (a bad disk or storage class) is not
+// wiped in a loop.
+const wipeInterval = 10 * time.Minute
+
+// resetGuard is the rule every automatic reset of b's store (volume: the deletion of
+// its volume) passes, so that no single fault and no cluster-wide fault can make the
+// operator delete data that was still good:
+//   - the cluster's data is safe elsewhere: a quorum of the cluster's configuration
+//     (as its lowest healthy member sees it), b left out, is healthy: joined, ready
+//     and reachable. When every node fails the same way (a bad upgrade, a storage
+//     outage), nothing is healthy and nothing is reset;
+//   - one at a time: the node reset last has rejoined;
+//   - volumes: at least wipeInterval since the last reset;
+//   - never a node on the new template while a rolling update is in progress: the new
+//     image may be what fails (revert the change; the pod is then replaced from the
+//     old template, its volume kept).
+func (o *observation) resetGuard(b *brokerPod, volume bool, now time.Time) (reason, why string, ok bool) {
+	ref := o.healthyReference(b)
+	if ref == nil {
+		return "NoHealthyQuorum", "no other member is healthy to hold the cluster's data", false
+	}
+	healthy := 0
+	for _, m := range ref.view.Members {
+		if p := o.byName(m.Name); m.Reachable && p != nil && p != b && p.joined(o.clusterID) && p.node.Ready {
+			healthy++
+		}
+	}
+	if need := len(ref.view.Members)/2 + 1; healthy < need {
+		return "NoHealthyQuorum", fmt.Sprintf("%d of the cluster's %d members other than %s are healthy, %d must be",
+			healthy, len(ref.view.Members), b.name, need), false
+	}
+	if lr := o.lastReset; lr != nil {
+		if p := o.byName(lr.Node); lr.Node != b.name && p != nil && !p.readyMember(o.clusterID) {
+			return "ResetInProgress", fmt.Sprintf("%s, reset at %s, has not rejoined yet", lr.Node, lr.Time.UTC().Format(time.RFC3339)), false
+		}
+		if next := lr.Time.Add(wipeInterval); volume && now.Before(next) {
+			return "ResetTooSoon", fmt.Sprintf("the last reset (%s) was at %s; the next volume may go at %s",
+				lr.Node, lr.Time.UTC().Format(time.RFC3339), next.UTC().Format(time.RFC3339)), false
+		}
+	}
+	if o.rolling() && !outdated(o.updateRevision, b.pod) {
+		return "NewRevisionFailing", "it runs the new pod template of a rolling update, which may be what fails: revert the change to go back", false
+	}
+	return "", "", true
+}
+
+// healthyReference is the lowest ready member other than skip whose cluster view was
+// read.
+func (o *observation) healthyReference(skip *brokerPod) *brokerPod {
+	for _, p := range o.pods {
+		if p != skip && p.joined(o.clusterID) && p.node.Ready && p.view != nil {
+			return p
+		}
+	}
+	return nil
+}
+
+// byName is the observed pod named name, or nil.
+func (o *observation) byName(name string) *brokerPod {
+	for _, p := range o.pods {
+		if p.name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// claimOf is the name of ordinal k's data volume claim ("" when none was observed).
+func (o *observation) claimOf(k int) string {
+	for _, c := range o.claims {
+		if c.ordinal == k && !c.deleting {
+			return c.name
+		}
+	}
+	return ""
+}
+
+// rolling reports whether a rolling update is in progress: some pod runs an older
+// template.
+func (o *observation) rolling() bool {
+	for _, p := range o.pods {
+		if outdated(o.updateRevision, p.pod) {
+			return true
+		}
+	}
+	return false
+}
+
+// storeFailure is mqttd's store exit code (3, 4 or 5) when the broker container is
+// down right now in a crash loop whose last exit had it, otherwise 0. A container that
+// recovered keeps its last termination and restart count: it must be waiting now.
+func storeFailure(pod *corev1.Pod) int32 {
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name != resource.ContainerName {
 			continue
 		}
 		t := cs.LastTerminationState.Terminated
 		waiting := cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff"
-		if waiting && t != nil && t.ExitCode == storeExitCode && cs.RestartCount >= 2 {
-			return true
+		if waiting && t != nil && storeExitMeaning[t.ExitCode] != "" && cs.RestartCount >= 2 {
+			return t.ExitCode
 		}
 	}
-	return false
+	return 0
 }
 
 // bootstrap makes pod-0 create the cluster when no broker belongs to one yet, or

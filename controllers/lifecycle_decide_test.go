@@ -3,6 +3,7 @@ package controllers
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/controllers/brokerclient"
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
@@ -220,20 +222,105 @@ func TestDecideStaleStores(t *testing.T) {
 		{name: "a leaving node reporting stale is not reset (it left on purpose)",
 			obs: obs(2, 3, bp(0, sees(0, 1)), bp(1, sees(0, 1)), bp(2, stale)), kind: actShrink, target: 2},
 		{name: "an unreachable pod crash-looping on the store's exit code loses its volume",
-			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", storeExitCode, 3))), kind: actWipeVolume, target: 2},
+			obs: withClaims(obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, 3))), 0, 1, 2), kind: actWipeVolume, target: 2,
+			check: func(t *testing.T, a action) {
+				if a.claim != "data-mq-2" {
+					t.Errorf("claim %q", a.claim)
+				}
+			}},
 		{name: "never wipe a member that answers, whatever its pod status says",
-			obs: obs(3, 3, bp(0), bp(1), bp(2, waiting("CrashLoopBackOff", storeExitCode, 3))), kind: actNone},
+			obs: obs(3, 3, bp(0), bp(1), bp(2, waiting("CrashLoopBackOff", 3, 3))), kind: actNone},
 		{name: "a crash loop with another exit code is not a store problem",
 			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 1, 3))), kind: actNone},
 		{name: "one restart is not a loop",
-			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", storeExitCode, 1))), kind: actNone},
+			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, 1))), kind: actNone},
 		{name: "a container that runs again keeps its last exit code but is not wiped",
-			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, runningAfter(storeExitCode))), kind: actNone},
+			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, runningAfter(3))), kind: actNone},
 		{name: "a leaving node crash-looping on its store is not wiped",
-			obs:  obs(2, 3, bp(0, sees(0, 1, 2)), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", storeExitCode, 3))),
+			obs:  obs(2, 3, bp(0, sees(0, 1, 2)), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, 3))),
 			kind: actForceLeave, target: 2, via: 0},
 		{name: "the lowest stale ordinal first",
-			obs: obs(3, 3, bp(0), bp(1, stale), bp(2, stale)), kind: actResetStore, target: 1},
+			obs: obs(5, 5, bp(0, sees(0, 1, 2, 3, 4)), bp(1, stale), bp(2, stale), bp(3), bp(4)), kind: actResetStore, target: 1},
+	})
+}
+
+// TestDecideResetGuards: every reset of a store and every volume wipe needs the
+// cluster's data safe elsewhere (a healthy quorum of the configuration without the
+// node), one at a time, an interval between volume wipes, and never a node on the new
+// template during a roll. Otherwise a person is asked (Degraded), and nothing is done.
+func TestDecideResetGuards(t *testing.T) {
+	loops := func(code int32) bpOpt { return waiting("CrashLoopBackOff", code, 3) }
+	all3 := sees(0, 1, 2)
+	reset := func(node string, ago time.Duration, volume bool) func(*observation) *observation {
+		return func(o *observation) *observation {
+			o.lastReset = &v1alpha1.StoreReset{Node: node, Time: metav1.NewTime(testNow.Add(-ago)), VolumeDeleted: volume}
+			return o
+		}
+	}
+	rollingTo := func(o *observation) *observation { o.updateRevision = "rev-newer"; return o }
+	newer := func(b *brokerPod) { b.pod.Labels[appsv1.ControllerRevisionHashLabelKey] = "rev-newer" }
+	wants := func(reason string) func(t *testing.T, a action) {
+		return func(t *testing.T, a action) {
+			t.Helper()
+			if a.reason != reason {
+				t.Errorf("reason %q (%s), want %q", a.reason, a.why, reason)
+			}
+		}
+	}
+	runDecide(t, []decideCase{
+		{name: "every node crash-looping on its store at once (a bad upgrade, a storage outage): no volume goes",
+			obs:  withClaims(obs(3, 3, bp(0, unreachable, loops(3)), bp(1, unreachable, loops(3)), bp(2, unreachable, loops(3))), 0, 1, 2),
+			kind: actReport, target: 0, check: wants("NoHealthyQuorum")},
+		{name: "two of three crash-looping: the one left is not a quorum, no volume goes",
+			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, unreachable, loops(3)), bp(2, unreachable, loops(3))), 0, 1, 2),
+			kind: actReport, target: 1, check: wants("NoHealthyQuorum")},
+		{name: "one crash-looping, two healthy members: its volume goes",
+			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2),
+			kind: actWipeVolume, target: 2},
+		{name: "a full volume and a store too new for this mqttd are store failures too",
+			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(4))), 0, 1, 2),
+			kind: actWipeVolume, target: 2,
+			check: func(t *testing.T, a action) {
+				if !strings.Contains(a.why, "no space left") {
+					t.Errorf("why %q", a.why)
+				}
+			}},
+		{name: "a healthy member that does not see the others reachable does not count",
+			obs:  withClaims(obs(3, 3, bp(0, all3, seesDown(1)), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2),
+			kind: actReport, target: 2, check: wants("NoHealthyQuorum")},
+		{name: "a stale node with two healthy members is reset",
+			obs: obs(3, 3, bp(0, all3), bp(1, all3), bp(2, stale)), kind: actResetStore, target: 2},
+		{name: "every node stale: none is reset",
+			obs:  obs(3, 3, bp(0, stale), bp(1, stale), bp(2, stale)),
+			kind: actReport, target: 0, check: wants("NoHealthyQuorum")},
+		{name: "the only node stale: nobody else holds the data, it is kept",
+			obs: obs(1, 1, bp(0, stale)), kind: actReport, target: 0, check: wants("NoHealthyQuorum")},
+		{name: "a node that left the configuration is reset against the members that remain (scaling up again)",
+			obs: obs(3, 3, bp(0, sees(0)), bp(1, stale), bp(2, empty)), kind: actResetStore, target: 1},
+		{name: "one at a time: the node reset last has not rejoined",
+			obs:  reset("mq-1", time.Hour, false)(obs(5, 5, bp(0, sees(0, 1, 2, 3, 4)), bp(1, empty), bp(2, stale), bp(3), bp(4))),
+			kind: actReport, target: 2, check: wants("ResetInProgress")},
+		{name: "one at a time: once it rejoined, the next",
+			obs:  reset("mq-1", time.Minute, false)(obs(5, 5, bp(0, sees(0, 1, 2, 3, 4)), bp(1), bp(2, stale), bp(3), bp(4))),
+			kind: actResetStore, target: 2},
+		{name: "volumes: not within the interval after the last reset",
+			obs:  reset("mq-1", wipeInterval-time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
+			kind: actReport, target: 2, check: wants("ResetTooSoon")},
+		{name: "volumes: the same node failing again waits for the interval too",
+			obs:  reset("mq-2", time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
+			kind: actReport, target: 2, check: wants("ResetTooSoon")},
+		{name: "volumes: after the interval",
+			obs:  reset("mq-1", wipeInterval+time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
+			kind: actWipeVolume, target: 2},
+		{name: "a rolling update whose new template fails on the store: no wipe, a person decides",
+			obs:  rollingTo(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, newer, unreachable, loops(3))), 0, 1, 2)),
+			kind: actReport, target: 2, check: wants("NewRevisionFailing")},
+		{name: "the change reverted: the failing pod now runs an older template and is replaced, its volume kept",
+			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, older, unreachable, loops(3))), 0, 1, 2),
+			kind: actReplacePod, target: 2},
+		{name: "a volume claim without the cluster's labels is never deleted",
+			obs:  obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))),
+			kind: actReport, target: 2, check: wants("VolumeNotFound")},
 	})
 }
 
@@ -279,8 +366,8 @@ func TestDecideBootstrap(t *testing.T) {
 					t.Errorf("reason %q", a.why)
 				}
 			}},
-		{name: "a stale node is reset before anything is bootstrapped",
-			obs: fresh(func(o *observation) { stale(o.pods[1]) }), kind: actResetStore, target: 1},
+		{name: "a stale node before any cluster exists: nobody holds data to reset it against, a person decides; nothing is bootstrapped",
+			obs: fresh(func(o *observation) { stale(o.pods[1]) }), kind: actReport, target: 1},
 		{name: "nodes beyond the wanted ones are not waited for",
 			obs: func() *observation { o := fresh(); o.desired = 2; return o }(), kind: actBootstrap, target: 0},
 	})
@@ -355,6 +442,23 @@ func TestDecideScaleDown(t *testing.T) {
 			obs: obs(2, 4, bp(0), bp(1), bp(2), bp(3, evacuating("running", 1))), kind: actWait, target: 3},
 		{name: "no member left to ask: wait",
 			obs: obs(1, 2, bp(0, unreachable), bp(1)), kind: actNone},
+		{name: "scaling to zero goes through the other nodes first, highest first",
+			obs: obs(0, 3, bp(0), bp(1), bp(2)), kind: actEvacuate, target: 2},
+		{name: "scaling to zero: the last node stops, a member still (its volume holds the cluster)",
+			obs: obs(0, 1, bp(0)), kind: actShrink, target: 0,
+			check: func(t *testing.T, a action) {
+				if a.replicas != 0 {
+					t.Errorf("replicas %d", a.replicas)
+				}
+			}},
+		{name: "an evacuation past podReadyTimeout is reported, and the scale-down waits (its sessions would go with it)",
+			obs:  obs(2, 3, bp(0), bp(1), bp(2, evacuating("running", 3), unreadySince(11*time.Minute))),
+			kind: actReport, target: 2,
+			check: func(t *testing.T, a action) {
+				if a.reason != "EvacuationTimedOut" {
+					t.Errorf("reason %q", a.reason)
+				}
+			}},
 		{name: "pods not observed up to the StatefulSet's size: wait",
 			obs: obs(2, 3, bp(0), bp(1)), kind: actNone},
 	})
@@ -383,6 +487,15 @@ func TestDecideScaledVolumes(t *testing.T) {
 			obs: withClaims(retain, 3), kind: actNone},
 		{name: "one already being deleted is left alone",
 			obs: deleting, kind: actNone},
+		{name: "scaled to zero: ordinal 0's volume is kept, the others go",
+			obs: withClaims(obs(0, 0), 0, 1), kind: actDeleteClaim,
+			check: func(t *testing.T, a action) {
+				if a.claim != "data-mq-1" {
+					t.Errorf("claim %q", a.claim)
+				}
+			}},
+		{name: "scaled to zero: never ordinal 0's",
+			obs: withClaims(obs(0, 0), 0), kind: actNone},
 	})
 }
 
@@ -437,9 +550,9 @@ func TestDecideRollingUpdate(t *testing.T) {
 // TestDecideOneRuleWins: the rules' order is the precedence, and each observation
 // gets exactly one action from the first rule that has one.
 func TestDecideOneRuleWins(t *testing.T) {
-	o := obs(2, 3, bp(0), bp(1, stale), bp(2, older))
+	o := obs(2, 3, bp(0), bp(1, stale), bp(2))
 	if a := decide(o, testNow); a.rule != "resetStale" || a.kind != actResetStore {
-		t.Fatalf("rule %s action %v: a stale wanted store goes first", a.rule, a.kind)
+		t.Fatalf("rule %s action %v (%s): a stale wanted store goes before the scale-down", a.rule, a.kind, a.why)
 	}
 	var names []string
 	for _, r := range lifecycleRules {

@@ -24,15 +24,16 @@ import (
 // ordinal's pod and what its broker said, and the data volumes. decide reads nothing
 // else; observe is the only code that asks the brokers for it.
 type observation struct {
-	desired             int           // nodes the spec asks for
-	size                int           // the StatefulSet's spec.replicas: the record of scale-down progress
-	updateRevision      string        // the StatefulSet's current template revision ("": not known yet)
-	manualUpdate        bool          // spec.updateStrategy.type Manual: pods are not replaced
-	evacuationTimeout   time.Duration // spec.updateStrategy.podReadyTimeout
-	deleteScaledVolumes bool          // spec.storage.retention.whenScaled Delete
-	clusterID           string        // the cluster recorded in status (bootstrap may set it)
-	pods                []*brokerPod  // one per ordinal, 0 up to the larger of size and the highest pod
-	claims              []dataClaim   // the data volume claims of this cluster's ordinals (read when deleteScaledVolumes)
+	desired             int                  // nodes the spec asks for
+	size                int                  // the StatefulSet's spec.replicas: the record of scale-down progress
+	updateRevision      string               // the StatefulSet's current template revision ("": not known yet)
+	manualUpdate        bool                 // spec.updateStrategy.type Manual: pods are not replaced
+	evacuationTimeout   time.Duration        // spec.updateStrategy.podReadyTimeout
+	deleteScaledVolumes bool                 // spec.storage.retention.whenScaled Delete
+	clusterID           string               // the cluster recorded in status (bootstrap may set it)
+	lastReset           *v1alpha1.StoreReset // the operator's last store reset or volume wipe (status)
+	pods                []*brokerPod         // one per ordinal, 0 up to the larger of size and the highest pod
+	claims              []dataClaim          // the data volume claims of this cluster's ordinals (selected by its labels)
 }
 
 // brokerPod is what one reconcile learns about one ordinal.
@@ -60,6 +61,9 @@ type dataClaim struct {
 
 func (b *brokerPod) reachable() bool { return b.node != nil }
 
+// readyMember reports whether the broker is a ready member of the cluster clusterID.
+func (b *brokerPod) readyMember(clusterID string) bool { return b.joined(clusterID) && b.node.Ready }
+
 // joined reports whether the broker is a member of the cluster clusterID.
 func (b *brokerPod) joined(clusterID string) bool {
 	return b.node != nil && b.node.StoreState == apiv1.StoreMember && clusterID != "" && b.node.ClusterID == clusterID
@@ -80,21 +84,22 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 		evacuationTimeout:   10 * time.Minute,
 		deleteScaledVolumes: mc.Spec.Storage.Retention.WhenScaled == v1alpha1.Delete,
 		clusterID:           mc.Status.ClusterID,
+		lastReset:           mc.Status.LastStoreReset,
 	}
 	if t := mc.Spec.UpdateStrategy.PodReadyTimeout; t != nil {
 		o.evacuationTimeout = t.Duration
 	}
-	if o.deleteScaledVolumes { // only the volume rule reads them
-		claims := &corev1.PersistentVolumeClaimList{}
-		if err := r.List(ctx, claims, client.InNamespace(mc.Namespace)); err != nil {
-			return nil, err
-		}
-		claimPrefix := resource.DataClaimName(mc, resource.StatefulSetName(mc)) + "-"
-		for i := range claims.Items {
-			c := &claims.Items[i]
-			if k := ordinalAfter(claimPrefix, c.Name); k >= 0 {
-				o.claims = append(o.claims, dataClaim{name: c.Name, ordinal: k, deleting: !c.DeletionTimestamp.IsZero()})
-			}
+	// Claims are the cluster's by its labels and an ordinal by name, never by a name
+	// pattern alone.
+	claims := &corev1.PersistentVolumeClaimList{}
+	if err := r.List(ctx, claims, client.InNamespace(mc.Namespace), client.MatchingLabels(resource.SelectorLabels(mc))); err != nil {
+		return nil, err
+	}
+	claimPrefix := resource.DataClaimName(mc, resource.StatefulSetName(mc)) + "-"
+	for i := range claims.Items {
+		c := &claims.Items[i]
+		if k := ordinalAfter(claimPrefix, c.Name); k >= 0 {
+			o.claims = append(o.claims, dataClaim{name: c.Name, ordinal: k, deleting: !c.DeletionTimestamp.IsZero()})
 		}
 	}
 	n := o.size

@@ -14,11 +14,18 @@ import (
 // longer list it, then shrink the StatefulSet by one. The StatefulSet's size is the
 // record of progress, and each sub-step is read back from the brokers, so an operator
 // restart resumes where it stopped; one node at a time keeps raft's quorum.
-func scaleDown(o *observation, _ time.Time) *action {
+func scaleDown(o *observation, now time.Time) *action {
 	if o.size <= o.desired || o.size > len(o.pods) {
 		return nil
 	}
 	target := o.pods[o.size-1]
+	if o.desired == 0 && o.size == 1 {
+		// Scaling to zero: the last node has nowhere to move its clients and sessions
+		// and no member to leave to. It stops, a member still, and its volume is kept
+		// whatever the retention policy: it holds the cluster, which comes back from
+		// it when the cluster is scaled up again.
+		return &action{kind: actShrink, target: target, replicas: 0, why: "the last node stopped; its volume, with the cluster's data, is kept"}
+	}
 	ref := o.referenceMember(target.ordinal)
 	if ref == nil {
 		return nil // no member left to ask: wait
@@ -46,6 +53,12 @@ func scaleDown(o *observation, _ time.Time) *action {
 			return &action{kind: actFail, target: target, err: fmt.Errorf("evacuation of %s: %w", target.name, target.evacErr)}
 		}
 		if target.evac.State != "done" {
+			if evacuationTimedOut(o.evacuationTimeout, target.pod, now) {
+				// Its sessions would leave with it: report, and keep waiting.
+				return &action{kind: actReport, target: target, reason: "EvacuationTimedOut",
+					why: fmt.Sprintf("scale-down: %s has been evacuating for longer than podReadyTimeout (%s), %d of %d sessions moved; the scale-down waits (scale back up to cancel it)",
+						target.name, o.evacuationTimeout, target.evac.Moved, target.evac.Sessions)}
+			}
 			return &action{kind: actWait, target: target} // in progress; a disconnect rate bounds it
 		}
 		return &action{kind: actLeave, target: target, why: fmt.Sprintf("%d sessions moved", target.evac.Moved)}
@@ -85,12 +98,14 @@ func (o *observation) referenceMember(skip int) *brokerPod {
 
 // deleteScaledVolume deletes the volume of a node a scale-down removed, when the
 // retention policy says so: only ordinals at or above both the StatefulSet's size and
-// the spec's, whose pod is gone. One volume per reconcile.
+// the spec's, whose pod is gone, and never ordinal 0's (after a scale to zero it holds
+// the cluster). One volume per reconcile. The claims are the cluster's by their
+// labels (observe), not by a name pattern.
 func deleteScaledVolume(o *observation, _ time.Time) *action {
 	if !o.deleteScaledVolumes {
 		return nil
 	}
-	from := max(o.size, o.desired)
+	from := max(o.size, o.desired, 1)
 	for _, c := range o.claims {
 		if c.ordinal < from || c.deleting || (c.ordinal < len(o.pods) && o.pods[c.ordinal].pod != nil) {
 			continue

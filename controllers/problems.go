@@ -26,6 +26,10 @@ const (
 	// listener, the dashboard). The cluster fails closed: Ready is False and the
 	// client Service is not exposed beyond ClusterIP while the spec asks for it.
 	unsupportedFeature
+	// needsAttention: the operator holds back an automatic action a person must decide
+	// on (a volume it will not wipe while the cluster's data is not safe elsewhere).
+	// Degraded says why; the reconcile goes on.
+	needsAttention
 )
 
 // problem is one finding about the spec.

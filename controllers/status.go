@@ -62,6 +62,9 @@ func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems [
 			out.ClusterID = lc.clusterID
 		}
 		out.StaleStoreResets += lc.resets
+		if lc.lastReset != nil {
+			out.LastStoreReset = lc.lastReset
+		}
 		out.Members = memberStatuses(lc)
 	}
 	out.ObservedGeneration = mc.Generation

@@ -299,12 +299,28 @@ type UpdateStrategy struct {
 	// +kubebuilder:default=RollingUpdate
 	// +optional
 	Type UpdateStrategyType `json:"type,omitempty"`
-	// PodReadyTimeout bounds the wait for a replaced pod to be ready and rejoined.
+	// PodReadyTimeout bounds a pod's evacuation (counted from its readiness change:
+	// evacuating makes it unready). In a rolling update the pod is replaced when the
+	// time runs out (its volume, and the sessions left on it, stay); in a scale-down
+	// the operator reports Degraded EvacuationTimedOut and keeps waiting, since the
+	// node's sessions would leave with it.
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="podReadyTimeout must be a duration of at least 1s, such as 10m"
 	// +optional
 	PodReadyTimeout *metav1.Duration `json:"podReadyTimeout,omitempty"`
+}
+
+// StoreReset records one reset of a node's store by the operator.
+type StoreReset struct {
+	// Node is the pod whose store was reset.
+	Node string `json:"node"`
+	// Time is when it was reset.
+	Time metav1.Time `json:"time"`
+	// VolumeDeleted is true when the node's volume was deleted (mqttd could not use its
+	// store) rather than its store reset through the broker's API (a stale store).
+	// +optional
+	VolumeDeleted bool `json:"volumeDeleted,omitempty"`
 }
 
 // MemberStatus is one broker node as the cluster reports it.
@@ -354,6 +370,11 @@ type MQTTClusterStatus struct {
 	// StaleStoreResets counts the nodes whose stale store the operator reset.
 	// +optional
 	StaleStoreResets int32 `json:"staleStoreResets,omitempty"`
+	// LastStoreReset is the operator's last reset of a node's store or deletion of a
+	// node's volume: the next one waits until that node rejoined (and, for a volume,
+	// a minimum interval).
+	// +optional
+	LastStoreReset *StoreReset `json:"lastStoreReset,omitempty"`
 	// Members as the brokers report them.
 	// +listType=map
 	// +listMapKey=ordinal

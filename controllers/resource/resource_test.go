@@ -502,7 +502,9 @@ func TestStatefulSetBuilderCreate(t *testing.T) {
 		s.PodManagementPolicy != appsv1.ParallelPodManagement || s.UpdateStrategy.Type != appsv1.OnDeleteStatefulSetStrategyType {
 		t.Fatalf("statefulset spec %+v", s)
 	}
-	if s.PersistentVolumeClaimRetentionPolicy.WhenScaled != appsv1.DeletePersistentVolumeClaimRetentionPolicyType ||
+	// whenScaled Delete is the operator's to apply (never to ordinal 0's volume): the
+	// StatefulSet controller keeps every scaled-away volume.
+	if s.PersistentVolumeClaimRetentionPolicy.WhenScaled != appsv1.RetainPersistentVolumeClaimRetentionPolicyType ||
 		s.PersistentVolumeClaimRetentionPolicy.WhenDeleted != appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
 		t.Fatalf("retention %+v", s.PersistentVolumeClaimRetentionPolicy)
 	}

@@ -69,8 +69,11 @@ func (b *StatefulSetBuilder) Mutate(obj client.Object) error {
 	}
 	// The operator replaces pods itself, one at a time, after evacuating them.
 	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}
+	// Scaled-away volumes are the operator's to delete (spec.storage.retention.whenScaled,
+	// applied by the lifecycle step, which keeps the last node's volume on a scale to
+	// zero): the StatefulSet controller deletes none.
 	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
-		WhenScaled:  retention(mc.Spec.Storage.Retention.WhenScaled, appsv1.DeletePersistentVolumeClaimRetentionPolicyType),
+		WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
 		WhenDeleted: retention(mc.Spec.Storage.Retention.WhenDeleted, appsv1.RetainPersistentVolumeClaimRetentionPolicyType),
 	}
 

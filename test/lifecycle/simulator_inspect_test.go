@@ -46,6 +46,25 @@ func (s *simulator) replaceStore(ctx context.Context, ord int, src string) {
 	must(k8sClient.Delete(ctx, pod, client.Preconditions{UID: &pod.UID}), "delete the pod")
 }
 
+// setStoreOutage starts (on) or ends an outage of the storage under every node: while
+// it lasts, every container that starts cannot open its store and exits with code 3;
+// at its start the running ones die (SIGKILL, as a node losing its disk). The volumes
+// keep their data.
+func (s *simulator) setStoreOutage(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.storeOutage = on
+	if !on {
+		return
+	}
+	for _, sl := range s.slots {
+		if sl.proc != nil {
+			sl.logs.Add("=== storage outage: the container dies")
+			sl.proc.kill()
+		}
+	}
+}
+
 // setCookie makes the next container of pod start with cookie instead of the
 // cluster's (a pod started with another cookie); nil gives it the cluster's again.
 // A running container keeps the cookie it started with.

@@ -64,6 +64,9 @@ type simulator struct {
 	unready    unreadyWatch
 	replicas   int // spec.replicas of the StatefulSet, as last seen
 	lastErr    string
+	// storeOutage: every container that starts finds a store it cannot open (exit code
+	// 3), as in an outage of the storage under every node at once.
+	storeOutage bool
 	// volumeCache holds the Secrets and ConfigMaps pods mount, for one tick.
 	volumeCache volumeObjects
 }
@@ -84,6 +87,7 @@ type slot struct {
 	heldUID     types.UID     // the spec keeps this pod's container down
 	restarts    int32
 	pullFailed  bool      // the pod's image cannot be pulled (unpullableTag)
+	image       string    // the pod's image
 	crashed     bool      // the last process exited on its own
 	crashedAt   time.Time // when
 	lastExit    int32     // its exit code
@@ -101,6 +105,10 @@ type podEvent struct {
 
 // unpullableTag ends an image reference the simulated kubelet cannot pull.
 const unpullableTag = ":unpullable"
+
+// storeFailsTag ends an image reference whose mqttd cannot open the store it finds
+// (exit code 3 at every start), as a bad release would.
+const storeFailsTag = ":cannot-open-store"
 
 // removal is a broker's state when its pod went away (deleted or scaled down).
 type removal struct {
@@ -410,7 +418,8 @@ func (s *simulator) kubelet(ctx context.Context, sl *slot, pod *corev1.Pod) erro
 		return err
 	}
 	// An image the kubelet cannot pull never starts: the pod waits in ImagePullBackOff.
-	sl.pullFailed = strings.HasSuffix(pod.Spec.Containers[0].Image, unpullableTag)
+	sl.image = pod.Spec.Containers[0].Image
+	sl.pullFailed = strings.HasSuffix(sl.image, unpullableTag)
 	if sl.proc == nil && mounted && !sl.pullFailed && sl.heldUID != pod.UID && sl.dataDir != "" && !sl.backingOff() {
 		if b, err := s.startProcess(sl); err != nil {
 			sl.logs.Add("=== start failed: " + err.Error())
@@ -456,8 +465,18 @@ func (s *simulator) startProcess(sl *slot) (*broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	dataDir := sl.dataDir
+	if s.storeOutage || strings.HasSuffix(sl.image, storeFailsTag) {
+		// A file where the store should be: mqttd cannot open it and exits with 3. The
+		// volume itself is left as it was.
+		dataDir = filepath.Join(s.dir, "not-a-store")
+		if err := os.WriteFile(dataDir, []byte("not a store"), 0o600); err != nil {
+			return nil, err
+		}
+		sl.logs.Add("=== this container cannot open its store (storage outage or image " + sl.image + ")")
+	}
 	b, err := startBroker(brokerOptions{
-		name: sl.pod, clusterAddr: sl.clusterAddr, dataDir: sl.dataDir,
+		name: sl.pod, clusterAddr: sl.clusterAddr, dataDir: dataDir,
 		cookieFile: cookieFile, tokenFile: s.tokenFile, configFile: configFile,
 	}, sl.logs)
 	if err != nil {
