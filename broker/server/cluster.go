@@ -208,7 +208,7 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 		e.client = nil
 		old.takenOver.Store(true)
 		e.sess.Detach(old.gen)
-		if old.willDelay == 0 || !want {
+		if old.willDelay == 0 || !want || expiry == 0 { // the session ends: its will is due
 			wills = append(wills, old.pendingWill())
 		}
 		old.shutdown(packet.SessionTakenOver, "a connection on another node took over the session")

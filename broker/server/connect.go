@@ -240,13 +240,19 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		installed = true
 	}
 	if e != nil {
+		ends := clean // the session ends here rather than continuing on c
 		if old := e.client; old != nil {
 			e.client = nil
 			old.takenOver.Store(true)
 			e.sess.Detach(old.gen)
+			// A session with expiry 0 (MQTT 3.1.1 Clean Session 1, MQTT 5 Session Expiry
+			// 0) ends when its network connection closes, which this takeover does: it is
+			// never resumed, whether or not the old connection's DISCONNECT was read
+			// before this CONNECT (the same rule as a takeover from another node, Kick).
+			ends = ends || old.sessionExpiry == 0
 			// The old connection ends without DISCONNECT: its will goes out now unless
 			// it is delayed and the session continues (MQTT-3.1.3-9).
-			if old.willDelay == 0 || clean {
+			if old.willDelay == 0 || ends {
 				wills = append(wills, old.pendingWill())
 			}
 			old.shutdown(packet.SessionTakenOver, "another connection took over the session")
@@ -254,11 +260,11 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		}
 		stopTimer(e.expiryTimer)
 		stopTimer(e.willTimer)
-		if e.will != nil && clean {
+		if e.will != nil && ends {
 			wills = append(wills, s.dueWill(e)) // the session ends: a delayed will is due
 		}
 		e.will = nil
-		if clean {
+		if ends {
 			routes = max(routes, s.dropSession(c.id, e))
 			e = nil
 		}

@@ -286,7 +286,9 @@ func TestV5SessionTakeover(t *testing.T) {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
 			b := startBroker(t, server.Options{})
-			first, _ := connectRaw(t, b, "twin", 0, nil)
+			props := &packet.Properties{SessionExpiry: 3600} // a session that outlives its connection
+			props.Set(packet.PropSessionExpiry)
+			first, _ := connectRaw(t, b, "twin", 0, props)
 			rawSubscribe(t, first, 1, 0, packet.Subscription{Filter: "twin/t", QoS: 1})
 
 			second := tr.connect(t, b, &paho.Connect{ClientID: "twin", CleanStart: false})
@@ -298,6 +300,33 @@ func TestV5SessionTakeover(t *testing.T) {
 			second.publish(t, msg("twin/t", 1, "to the new connection"))
 			if p := second.nextPayload(t); p != "to the new connection" {
 				t.Fatalf("got %q", p)
+			}
+		})
+	}
+}
+
+// TestV5TakeoverEndsExpiryZeroSession: a session with Session Expiry 0 ends when its
+// network connection closes, which a takeover does: the new connection never resumes
+// it, even with Clean Start 0 (and the old subscription delivers nothing more).
+func TestV5TakeoverEndsExpiryZeroSession(t *testing.T) {
+	t.Parallel()
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			b := startBroker(t, server.Options{})
+			first, _ := connectRaw(t, b, "brief", 0, nil) // Clean Start, Session Expiry 0
+			rawSubscribe(t, first, 1, 0, packet.Subscription{Filter: "brief/t", QoS: 1})
+
+			second := tr.connect(t, b, &paho.Connect{ClientID: "brief", CleanStart: false})
+			expectServerDisconnect(t, first, packet.SessionTakenOver, waitFor)
+			if second.Connack.SessionPresent {
+				t.Fatal("a taken-over session with expiry 0 was resumed")
+			}
+			second.subscribe(t, 0, paho.SubscribeOptions{Topic: "sentinel/t", QoS: 1})
+			second.publish(t, msg("brief/t", 1, "to the old subscription"))
+			second.publish(t, msg("sentinel/t", 1, "sentinel"))
+			if p := second.nextPayload(t); p != "sentinel" {
+				t.Fatalf("got %q: the ended session's subscription still delivers", p)
 			}
 		})
 	}
