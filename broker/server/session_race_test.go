@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
