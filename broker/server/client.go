@@ -84,6 +84,9 @@ type client struct {
 	writerDone chan struct{}
 	acks       chan pendingAck // QoS 1 PUBACKs waiting for other nodes (nil: none yet)
 	takenOver  atomic.Bool
+	// ended: the writer sent its last packet and half-closed the connection; the
+	// reader stops (its read deadline is now) and serve drains the input (drainInput).
+	ended atomic.Bool
 }
 
 func newClient(s *Server, conn net.Conn) *client {
@@ -233,6 +236,7 @@ func (c *client) serve() {
 	}
 	c.shutdown(code, why)
 	<-c.writerDone
+	c.drainInput()
 	_ = c.conn.Close()
 	s.disconnected(c)
 }
@@ -320,9 +324,14 @@ func (c *client) readLoop() (code packet.Code, why string) {
 		} else {
 			_ = c.conn.SetReadDeadline(time.Time{})
 		}
+		// Checked after setting the deadline: endWrites sets ended before its own
+		// deadline of now, so one of the two stops this reader.
+		if c.ended.Load() {
+			return noCode, ""
+		}
 		err := packet.ReadInto(c.br, &p, c.version, s.opts.MaxPacketSize)
-		if err == nil && c.takenOver.Load() {
-			return noCode, "" // the session is another connection's now: nothing more of this one counts
+		if err == nil && (c.takenOver.Load() || c.ended.Load()) {
+			return noCode, "" // the session is another connection's now, or the server ended this one: nothing more of it counts
 		}
 		if err == nil {
 			err = c.handle(&p)
@@ -338,8 +347,8 @@ func (c *client) readLoop() (code packet.Code, why string) {
 		}
 		var ne net.Error
 		switch {
-		case c.takenOver.Load():
-			return noCode, ""
+		case c.takenOver.Load(), c.ended.Load():
+			return noCode, "" // another connection took over, or the server ended this one
 		case isCode(err):
 			c.countBadInput(err)
 			s.log.Info("closing client after protocol violation", "client", c.id, "remote", c.addr, "error", err)
@@ -411,7 +420,7 @@ func (c *client) writeLoop() {
 				c.wbuf = nil // do not pin a large buffer for an idle client
 			}
 			if closing {
-				_ = c.conn.Close()
+				c.endWrites()
 				return
 			}
 			if len(buf) == 0 {
@@ -419,6 +428,40 @@ func (c *client) writeLoop() {
 			}
 		}
 	}
+}
+
+// Draining after the last packet: a client may still be writing when the server
+// closes its connection (a protocol error, a takeover). Closing a socket with unread
+// input answers the client's next segment with a reset, and a client whose write fails
+// reports "connection reset", never the DISCONNECT's reason code. So the writer
+// half-closes (FIN after the DISCONNECT) and serve reads and drops what the client
+// still sends, for at most drainTimeout and drainBytes, before it closes.
+const (
+	drainTimeout = time.Second
+	drainBytes   = 256 << 10
+)
+
+// endWrites ends the server's side of the stream after the last packet: a half-close
+// where the transport has one (TCP), then the reader is woken (a read deadline of
+// now) and stops; serve drains and closes. Other transports are closed at once.
+func (c *client) endWrites() {
+	cw, ok := c.conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		_ = c.conn.Close()
+		return
+	}
+	c.ended.Store(true)
+	_ = c.conn.SetReadDeadline(time.Now())
+}
+
+// drainInput reads and drops what the client still sends after a half-close, until
+// it closes its side, drainTimeout passes or drainBytes were read.
+func (c *client) drainInput() {
+	if !c.ended.Load() {
+		return
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(drainTimeout))
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.conn, drainBytes))
 }
 
 // appendDelivery encodes one delivery: PUBREL when the client already sent PUBREC,
