@@ -191,6 +191,14 @@ func (s setting) env() string {
 
 func (s setting) flag() string { return strings.ReplaceAll(s.key, "_", "-") }
 
+// Name spells a setting the way each source does, for error messages: the YAML key,
+// the flag and the environment variable, as in
+// "cluster.cookie_file (--cluster.cookie-file, MQTTD_CLUSTER_COOKIE_FILE)".
+func Name(key string) string {
+	s := setting{key: key}
+	return fmt.Sprintf("%s (--%s, %s)", key, s.flag(), s.env())
+}
+
 func str(key, help string, p func(*Config) *string) setting {
 	return setting{key, help,
 		func(c *Config, v string) error { *p(c) = v; return nil },
@@ -248,7 +256,7 @@ var settings = []setting{
 	str("listeners.tcp", "MQTT over TCP listen address (empty: off)", func(c *Config) *string { return &c.Listeners.TCP }),
 	str("listeners.websocket", "MQTT over WebSocket listen address (empty: off)", func(c *Config) *string { return &c.Listeners.WebSocket }),
 	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
-	str("api.token_file", "file with the bearer token of /api/v1 (empty: /api/v1 off)", func(c *Config) *string { return &c.API.TokenFile }),
+	str("api.token_file", "file with the bearer token of /api/v1, at least 16 characters (empty: /api/v1 off)", func(c *Config) *string { return &c.API.TokenFile }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
 	str("cluster.listen", "cluster port address (empty: no clustering)", func(c *Config) *string { return &c.Cluster.Listen }),
 	str("cluster.cookie_file", "file with the cluster cookie, at least 16 bytes", func(c *Config) *string { return &c.Cluster.CookieFile }),

@@ -56,6 +56,10 @@ var errStore = errors.New("store")
 // errAuth marks users or ACL files that cannot be loaded: a configuration error.
 var errAuth = errors.New("auth")
 
+// errConfig marks a setting found wrong only when it is used (a token or cookie file
+// that is missing or too short): the configuration exit code, like config.Load's.
+var errConfig = errors.New("configuration")
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
@@ -83,7 +87,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, errStore) {
 			return storeExitCode(err)
 		}
-		if errors.Is(err, errAuth) {
+		if errors.Is(err, errAuth) || errors.Is(err, errConfig) {
 			return exitConfig
 		}
 		return exitFailed
@@ -285,6 +289,9 @@ func reloadOnHangup(ctx context.Context, a *auth.Authenticator) {
 	}
 }
 
+// minSecret is the least length of the API token and of the cluster cookie.
+const minSecret = 16
+
 // readToken reads the API bearer token (empty file name: no token, /api/v1 off).
 func readToken(file string) (string, error) {
 	if file == "" {
@@ -292,11 +299,12 @@ func readToken(file string) (string, error) {
 	}
 	raw, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("api token: %w", err)
+		return "", fmt.Errorf("%w: %s: %w", errConfig, config.Name("api.token_file"), err)
 	}
 	t := strings.TrimSpace(string(raw))
-	if len(t) < 16 {
-		return "", fmt.Errorf("api token in %s: must be at least 16 characters", file)
+	if len(t) < minSecret {
+		return "", fmt.Errorf("%w: %s: the token in %s must be at least %d characters (it has %d)",
+			errConfig, config.Name("api.token_file"), file, minSecret, len(t))
 	}
 	return t, nil
 }
@@ -310,11 +318,15 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 	}
 	pebbleStore, ok := st.(*store.Pebble)
 	if !ok {
-		return nil, errors.New("clustering needs store.dir")
+		return nil, fmt.Errorf("%w: clustering needs %s", errConfig, config.Name("store.dir")) // config.Load checks it first
 	}
 	raw, err := os.ReadFile(cfg.CookieFile)
 	if err != nil {
-		return nil, fmt.Errorf("cluster cookie: %w", err)
+		return nil, fmt.Errorf("%w: %s: %w", errConfig, config.Name("cluster.cookie_file"), err)
+	}
+	if cookie := bytes.TrimSpace(raw); len(cookie) < minSecret {
+		return nil, fmt.Errorf("%w: %s: the cookie in %s must be at least %d bytes (it has %d)",
+			errConfig, config.Name("cluster.cookie_file"), cfg.CookieFile, minSecret, len(cookie))
 	}
 	name := cfg.NodeName
 	if name == "" {

@@ -584,3 +584,36 @@ func TestClusterTLS(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretsAreConfiguration: a token or cookie file that is missing or too short,
+// and clustering without a store, exit with the configuration code (2) and a message
+// naming the setting the way the YAML, the flags and the environment spell it.
+func TestSecretsAreConfiguration(t *testing.T) {
+	short, good := writeCookie(t, "too-short"), writeCookie(t, "a-cookie-long-enough-0123")
+	missing := t.TempDir() + "/absent"
+	base := []string{"--listeners.tcp", "127.0.0.1:0", "--listeners.websocket", "", "--api.listen", "127.0.0.1:0"}
+	for _, c := range []struct {
+		name string
+		args []string
+		says string
+	}{
+		{"short token", []string{"--api.token-file", short}, "api.token_file (--api.token-file, MQTTD_API_TOKEN_FILE): the token in " + short + " must be at least 16 characters (it has 9)"},
+		{"missing token", []string{"--api.token-file", missing}, "api.token_file (--api.token-file, MQTTD_API_TOKEN_FILE)"},
+		{"short cookie", []string{"--store.dir", t.TempDir(), "--cluster.listen", "127.0.0.1:0", "--cluster.cookie-file", short},
+			"cluster.cookie_file (--cluster.cookie-file, MQTTD_CLUSTER_COOKIE_FILE): the cookie in " + short + " must be at least 16 bytes (it has 9)"},
+		{"missing cookie", []string{"--store.dir", t.TempDir(), "--cluster.listen", "127.0.0.1:0", "--cluster.cookie-file", missing},
+			"cluster.cookie_file (--cluster.cookie-file, MQTTD_CLUSTER_COOKIE_FILE)"},
+		{"cluster without a store", []string{"--cluster.listen", "127.0.0.1:0", "--cluster.cookie-file", good},
+			"store.dir: required with cluster.listen"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, mqttdBin, append(base, c.args...)...).CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != exitConfig || !strings.Contains(string(out), c.says) {
+				t.Fatalf("err %v (want exit code %d), output does not say %q:\n%s", err, exitConfig, c.says, out)
+			}
+		})
+	}
+}
