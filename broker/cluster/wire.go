@@ -115,45 +115,72 @@ func errResponse(err error) *response {
 	return &response{Code: apiv1.CodeInternal, Message: err.Error()}
 }
 
-// codec reads and writes frames on one connection. Writers encode into a buffer under
-// a mutex and wake a flusher goroutine, which writes the buffer out: frames queued
-// while a write is in progress leave together in the next one, so a busy link makes
-// few, large writes. A write error is sticky and closes the connection.
+// codec reads and writes the frames of one connection. Writers encode frames into a
+// pending buffer under mu and return; one flusher goroutine takes the whole buffer and
+// writes it with no lock held, so a peer that stops reading delays only the flusher
+// (its write fails after writeTimeout and ends the connection), never the writers
+// (route changes, forwards, requests), until maxPending bytes wait: then a writer
+// waits for room, at most until that write fails. Frames queued while a write is in
+// progress leave together in the next one, so a busy link makes few, large writes. An
+// error is sticky and closes the connection.
 type codec struct {
 	conn net.Conn
 	dec  *gob.Decoder
 
-	mu    lockorder.Mutex
-	bw    *bufio.Writer
-	enc   *gob.Encoder
-	dirty bool
-	err   error
+	mu      lockorder.Mutex
+	room    *sync.Cond // signaled when the flusher took the pending bytes, or on an error
+	pending []byte     // encoded frames the flusher has not taken yet
+	spare   []byte     // the flusher's last buffer, for reuse
+	enc     *gob.Encoder
+	err     error
 
-	kick chan struct{}
-	done chan struct{}
-	once sync.Once
+	kick    chan struct{}
+	done    chan struct{}
+	stopped chan struct{} // closed when the flusher has returned
+	once    sync.Once
+}
+
+// maxPending bounds what waits for the flusher; a single larger frame still goes.
+const maxPending = 8 << 20
+
+// pendingWriter appends the encoder's output to the codec's pending bytes (mu held by
+// the caller of Encode).
+type pendingWriter struct{ c *codec }
+
+func (w pendingWriter) Write(p []byte) (int, error) {
+	w.c.pending = append(w.c.pending, p...)
+	return len(p), nil
 }
 
 func newCodec(c net.Conn) *codec {
-	bw := bufio.NewWriterSize(c, 64<<10)
-	cd := &codec{conn: c, dec: gob.NewDecoder(bufio.NewReaderSize(c, 64<<10)), bw: bw, enc: gob.NewEncoder(bw),
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	cd := &codec{conn: c, dec: gob.NewDecoder(bufio.NewReaderSize(c, 64<<10)),
+		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
+	cd.room = sync.NewCond(&cd.mu)
+	cd.enc = gob.NewEncoder(pendingWriter{cd})
 	go cd.flusher()
 	return cd
 }
 
-// close writes out what is buffered and stops the flusher (the connection's owner
-// closes the connection itself, after this).
+// close stops the flusher, writes out what is still pending (bounded by writeTimeout)
+// and fails later writes (the connection's owner closes the connection itself, after
+// this).
 func (c *codec) close() {
 	c.once.Do(func() {
 		close(c.done)
+		<-c.stopped // no write of the flusher's is in progress: this one comes after
 		c.mu.Lock()
-		if c.dirty && c.err == nil {
-			if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err == nil {
-				_ = c.bw.Flush()
+		out, err := c.pending, c.err
+		c.pending = nil
+		if c.err == nil {
+			c.err = net.ErrClosed
+		}
+		c.room.Broadcast()
+		c.mu.Unlock()
+		if err == nil && len(out) > 0 {
+			if c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)) == nil {
+				_, _ = c.conn.Write(out)
 			}
 		}
-		c.mu.Unlock()
 	})
 }
 
@@ -165,24 +192,21 @@ func (c *codec) read(f *frame) error {
 // write queues f for the flusher.
 func (c *codec) write(f *frame) error {
 	c.mu.Lock()
+	for c.err == nil && len(c.pending) >= maxPending {
+		c.room.Wait() // the flusher takes it, or its write fails within writeTimeout
+	}
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
 		return err
 	}
-	// A frame larger than the buffer is written through at once: bound that write too.
-	if err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
-		c.err = err
-		c.mu.Unlock()
-		return err
-	}
 	if err := c.enc.Encode(f); err != nil {
 		c.err = err
+		c.room.Broadcast()
 		c.mu.Unlock()
 		_ = c.conn.Close()
 		return err
 	}
-	c.dirty = true
 	c.mu.Unlock()
 	select {
 	case c.kick <- struct{}{}:
@@ -191,7 +215,9 @@ func (c *codec) write(f *frame) error {
 	return nil
 }
 
+// flusher writes out the pending frames, all of them in one write, with no lock held.
 func (c *codec) flusher() {
+	defer close(c.stopped)
 	for {
 		select {
 		case <-c.done:
@@ -199,18 +225,30 @@ func (c *codec) flusher() {
 		case <-c.kick:
 		}
 		c.mu.Lock()
-		if c.dirty && c.err == nil {
-			c.dirty = false
-			err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if err == nil {
-				err = c.bw.Flush()
-			}
-			if err != nil {
-				c.err = err
-				_ = c.conn.Close()
-			}
+		out := c.pending
+		c.pending, c.spare = c.spare[:0], nil
+		failed := c.err != nil
+		c.room.Broadcast()
+		c.mu.Unlock()
+		if failed || len(out) == 0 {
+			continue
+		}
+		err := c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if err == nil {
+			_, err = c.conn.Write(out)
+		}
+		c.mu.Lock()
+		if cap(out) <= 1<<20 {
+			c.spare = out[:0] // reused; a large one is let go
+		}
+		if err != nil && c.err == nil {
+			c.err = err
+			c.room.Broadcast()
 		}
 		c.mu.Unlock()
+		if err != nil {
+			_ = c.conn.Close()
+		}
 	}
 }
 
