@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Arguments to `go test` in `make test`; override to narrow a run (which then skips
 # test-lockorder), e.g.
 #   make test TEST_ARGS='-run TestConnect ./broker/server'
-TEST_ARGS ?= ./...
+TEST_ARGS ?= -timeout 30m ./...
 
 # Arguments to `go test` in `make test-lockorder`: the broker's tests and the process
 # tests, whose mqttd is built with the same tags (test/mqttdproc).

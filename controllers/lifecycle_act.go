@@ -29,29 +29,41 @@ func (r *MQTTClusterReconciler) act(ctx context.Context, st *state, lc *lifecycl
 		lc.clusterID = a.clusterID
 		return true, nil
 	case actResetStore:
+		rec := &v1alpha1.StoreReset{Node: b.name, Time: metav1.NewTime(r.now())}
+		if err := r.recordReset(ctx, st, rec); err != nil {
+			return false, err
+		}
+		lc.lastReset = rec
 		if _, err := b.api.Reset(ctx); err != nil {
 			return false, fmt.Errorf("resetting the stale store of %s: %w", b.name, err)
 		}
 		lc.resets++
-		lc.lastReset = &v1alpha1.StoreReset{Node: b.name, Time: metav1.NewTime(r.now())}
 		r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "reset the stale store of %s (%s); it joins again", b.name, a.why)
 		return true, nil
 	case actWipeVolume:
 		// mqttd exits with 3 when it cannot open its store: the volume goes, the
 		// StatefulSet recreates pod and volume, the node joins again empty.
-		// Recorded first: a wipe that fails half-way still counts for the next one's
-		// interval (the status is written at the end of the reconcile either way).
-		lc.resets++
-		lc.lastReset = &v1alpha1.StoreReset{Node: b.name, Time: metav1.NewTime(r.now()), VolumeDeleted: true}
+		rec := &v1alpha1.StoreReset{Node: b.name, Time: metav1.NewTime(r.now()), VolumeDeleted: true}
+		if err := r.recordReset(ctx, st, rec); err != nil {
+			return false, err
+		}
+		lc.lastReset = rec
 		claim := &corev1.PersistentVolumeClaim{}
 		claim.Name, claim.Namespace = a.claim, mc.Namespace
 		if err := r.Delete(ctx, claim); client.IgnoreNotFound(err) != nil {
 			return false, err
 		}
+		lc.resets++
+		if err := r.Delete(ctx, b.pod); client.IgnoreNotFound(err) != nil {
+			return false, err // the next reconcile finishes it (finishWipe)
+		}
+		r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "%s %s: deleted its volume %s and pod", b.name, a.why, a.claim)
+		return true, nil
+	case actFinishWipe:
 		if err := r.Delete(ctx, b.pod); client.IgnoreNotFound(err) != nil {
 			return false, err
 		}
-		r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "%s %s: deleted its volume %s and pod", b.name, a.why, a.claim)
+		r.event(mc, corev1.EventTypeWarning, "StaleStoreReset", "%s: deleted its pod, whose volume is being deleted", b.name)
 		return true, nil
 	case actBootstrap:
 		if a.why != "" { // every node lost its store: say so loudly, then start over
@@ -116,6 +128,22 @@ func (r *MQTTClusterReconciler) act(ctx context.Context, st *state, lc *lifecycl
 		return true, nil
 	}
 	return false, fmt.Errorf("lifecycle: unknown action %d from rule %s", a.kind, a.rule)
+}
+
+// recordReset writes status.lastStoreReset before the reset it records is made, with
+// the optimistic lock on the cluster as this reconcile read it. So a reset is never
+// made without its record (the guard's "one at a time" and interval hold across
+// failures and operator restarts), and never decided on a copy older than the last
+// record: a cache that has not caught up with the previous reset conflicts, and the
+// reconcile is retried on a fresh copy.
+func (r *MQTTClusterReconciler) recordReset(ctx context.Context, st *state, rec *v1alpha1.StoreReset) error {
+	mc := st.cluster
+	patch := client.MergeFromWithOptions(mc.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	mc.Status.LastStoreReset = rec
+	if err := r.Status().Patch(ctx, mc, patch); err != nil {
+		return fmt.Errorf("recording the reset of %s before making it: %w", rec.Node, err)
+	}
+	return nil
 }
 
 // join asks b to join the cluster through the member seed and reads the answer.

@@ -30,6 +30,7 @@ const (
 	actDeleteClaim                    // delete the volume claim named claim
 	actReplacePod                     // delete target's pod: the StatefulSet recreates it
 	actReport                         // a person is needed: Degraded says reason and why; nothing is done
+	actFinishWipe                     // delete target's pod: its volume is being deleted already
 )
 
 // action is one decision: what to do, to whom, and why (for the event).
@@ -92,14 +93,27 @@ func resetStale(o *observation, now time.Time) *action {
 					why: fmt.Sprintf("the stale store of %s (%s) is kept: %s", b.name, b.node.StaleReason, why)}
 			}
 			return &action{kind: actResetStore, target: b, why: b.node.StaleReason}
-		case b.pod != nil && !b.reachable() && storeFailure(b.pod) != 0:
+		case b.pod != nil && b.pod.DeletionTimestamp.IsZero() && !b.reachable() && storeFailure(b.pod) != 0:
 			if outdated(o.updateRevision, b.pod) {
 				continue // rollPods replaces it from the current template first
+			}
+			if o.claimDeleting(b.ordinal) {
+				// Its volume is going (a wipe whose pod deletion failed, or a person):
+				// the claim waits for the pod, so the pod goes.
+				return &action{kind: actFinishWipe, target: b}
 			}
 			code := storeFailure(b.pod)
 			claim := o.claimOf(b.ordinal)
 			reason, why, ok := o.resetGuard(b, true, now)
-			if ok && claim == "" {
+			switch {
+			case ok && code == 4:
+				// A new volume of the same size fills again while the node catches up.
+				reason, why, ok = "VolumeFull", "a new volume of the same size would fill again: expand the volume (spec.storage.size, where the storage class allows it) or free space", false
+			case ok && o.lastReset != nil && o.lastReset.Node == b.name && o.lastReset.VolumeDeleted:
+				// Its last volume was wiped already and the new one fails too: the cause
+				// is not the data (a bad node, disk or storage class).
+				reason, why, ok = "FailsAfterWipe", "its volume was deleted at "+o.lastReset.Time.UTC().Format(time.RFC3339)+" and the new one fails too", false
+			case ok && claim == "":
 				reason, why, ok = "VolumeNotFound", "no volume claim with this cluster's labels was found for it", false
 			}
 			if !ok {
@@ -114,7 +128,7 @@ func resetStale(o *observation, now time.Time) *action {
 
 // storeExitMeaning says what each of mqttd's store exit codes means.
 var storeExitMeaning = map[int32]string{
-	3: "cannot open or read its store (an I/O error, a corrupt file or permissions)",
+	3: "cannot open its store (an I/O error, a corrupt file or permissions)",
 	4: "has no space left on its volume",
 	5: "holds a store written by a newer mqttd",
 }
@@ -132,7 +146,8 @@ const wipeInterval = 10 * time.Minute
 //     and reachable. When every node fails the same way (a bad upgrade, a storage
 //     outage), nothing is healthy and nothing is reset;
 //   - one at a time: the node reset last has rejoined;
-//   - volumes: at least wipeInterval since the last reset;
+//   - volumes: at least wipeInterval since the last reset (and never the same node's
+//     twice in a row, nor for a full volume: resetStale);
 //   - never a node on the new template while a rolling update is in progress: the new
 //     image may be what fails (revert the change; the pod is then replaced from the
 //     old template, its volume kept).
@@ -141,14 +156,21 @@ func (o *observation) resetGuard(b *brokerPod, volume bool, now time.Time) (reas
 	if ref == nil {
 		return "NoHealthyQuorum", "no other member is healthy to hold the cluster's data", false
 	}
+	// The largest configuration any healthy member reports: a member that lags
+	// behind with an older, smaller one must not lower the bar.
+	for _, p := range o.pods {
+		if p != b && p.readyMember(o.clusterID) && p.view != nil && len(p.view.Members) > len(ref.view.Members) {
+			ref = p
+		}
+	}
 	healthy := 0
 	for _, m := range ref.view.Members {
-		if p := o.byName(m.Name); m.Reachable && p != nil && p != b && p.joined(o.clusterID) && p.node.Ready {
+		if p := o.byName(m.Name); m.Reachable && p != nil && p != b && p.readyMember(o.clusterID) {
 			healthy++
 		}
 	}
 	if need := len(ref.view.Members)/2 + 1; healthy < need {
-		return "NoHealthyQuorum", fmt.Sprintf("%d of the cluster's %d members other than %s are healthy, %d must be",
+		return "NoHealthyQuorum", fmt.Sprintf("%d of the cluster's %d members other than %s are healthy (joined, ready and caught up, reachable), %d must be",
 			healthy, len(ref.view.Members), b.name, need), false
 	}
 	if lr := o.lastReset; lr != nil {
@@ -187,6 +209,16 @@ func (o *observation) byName(name string) *brokerPod {
 	return nil
 }
 
+// claimDeleting reports whether ordinal k's data volume claim is being deleted.
+func (o *observation) claimDeleting(k int) bool {
+	for _, c := range o.claims {
+		if c.ordinal == k && c.deleting {
+			return true
+		}
+	}
+	return false
+}
+
 // claimOf is the name of ordinal k's data volume claim ("" when none was observed).
 func (o *observation) claimOf(k int) string {
 	for _, c := range o.claims {
@@ -208,9 +240,16 @@ func (o *observation) rolling() bool {
 	return false
 }
 
+// storeFailureRestarts is how many restarts a store failure must last before the
+// operator acts on it: with the kubelet's back-off (10 s doubling) about five minutes,
+// so a short storage fault (a CSI driver restarting, a path failing over) never costs a
+// volume.
+const storeFailureRestarts = 5
+
 // storeFailure is mqttd's store exit code (3, 4 or 5) when the broker container is
-// down right now in a crash loop whose last exit had it, otherwise 0. A container that
-// recovered keeps its last termination and restart count: it must be waiting now.
+// down right now in a crash loop whose last exit had it and that has lasted
+// storeFailureRestarts restarts, otherwise 0. A container that recovered keeps its
+// last termination and restart count: it must be waiting now.
 func storeFailure(pod *corev1.Pod) int32 {
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name != resource.ContainerName {
@@ -218,7 +257,7 @@ func storeFailure(pod *corev1.Pod) int32 {
 		}
 		t := cs.LastTerminationState.Terminated
 		waiting := cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff"
-		if waiting && t != nil && storeExitMeaning[t.ExitCode] != "" && cs.RestartCount >= 2 {
+		if waiting && t != nil && storeExitMeaning[t.ExitCode] != "" && cs.RestartCount >= storeFailureRestarts {
 			return t.ExitCode
 		}
 	}

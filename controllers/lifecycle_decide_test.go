@@ -222,22 +222,22 @@ func TestDecideStaleStores(t *testing.T) {
 		{name: "a leaving node reporting stale is not reset (it left on purpose)",
 			obs: obs(2, 3, bp(0, sees(0, 1)), bp(1, sees(0, 1)), bp(2, stale)), kind: actShrink, target: 2},
 		{name: "an unreachable pod crash-looping on the store's exit code loses its volume",
-			obs: withClaims(obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, 3))), 0, 1, 2), kind: actWipeVolume, target: 2,
+			obs: withClaims(obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, storeFailureRestarts))), 0, 1, 2), kind: actWipeVolume, target: 2,
 			check: func(t *testing.T, a action) {
 				if a.claim != "data-mq-2" {
 					t.Errorf("claim %q", a.claim)
 				}
 			}},
 		{name: "never wipe a member that answers, whatever its pod status says",
-			obs: obs(3, 3, bp(0), bp(1), bp(2, waiting("CrashLoopBackOff", 3, 3))), kind: actNone},
+			obs: obs(3, 3, bp(0), bp(1), bp(2, waiting("CrashLoopBackOff", 3, storeFailureRestarts))), kind: actNone},
 		{name: "a crash loop with another exit code is not a store problem",
-			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 1, 3))), kind: actNone},
-		{name: "one restart is not a loop",
-			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, 1))), kind: actNone},
+			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 1, storeFailureRestarts))), kind: actNone},
+		{name: "a failure shorter than storeFailureRestarts restarts may be a passing storage fault: nothing yet",
+			obs: withClaims(obs(3, 3, bp(0), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, storeFailureRestarts-1))), 0, 1, 2), kind: actNone},
 		{name: "a container that runs again keeps its last exit code but is not wiped",
 			obs: obs(3, 3, bp(0), bp(1), bp(2, unreachable, runningAfter(3))), kind: actNone},
 		{name: "a leaving node crash-looping on its store is not wiped",
-			obs:  obs(2, 3, bp(0, sees(0, 1, 2)), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, 3))),
+			obs:  obs(2, 3, bp(0, sees(0, 1, 2)), bp(1), bp(2, unreachable, waiting("CrashLoopBackOff", 3, storeFailureRestarts))),
 			kind: actForceLeave, target: 2, via: 0},
 		{name: "the lowest stale ordinal first",
 			obs: obs(5, 5, bp(0, sees(0, 1, 2, 3, 4)), bp(1, stale), bp(2, stale), bp(3), bp(4)), kind: actResetStore, target: 1},
@@ -249,7 +249,7 @@ func TestDecideStaleStores(t *testing.T) {
 // node), one at a time, an interval between volume wipes, and never a node on the new
 // template during a roll. Otherwise a person is asked (Degraded), and nothing is done.
 func TestDecideResetGuards(t *testing.T) {
-	loops := func(code int32) bpOpt { return waiting("CrashLoopBackOff", code, 3) }
+	loops := func(code int32) bpOpt { return waiting("CrashLoopBackOff", code, storeFailureRestarts) }
 	all3 := sees(0, 1, 2)
 	reset := func(node string, ago time.Duration, volume bool) func(*observation) *observation {
 		return func(o *observation) *observation {
@@ -277,14 +277,35 @@ func TestDecideResetGuards(t *testing.T) {
 		{name: "one crash-looping, two healthy members: its volume goes",
 			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2),
 			kind: actWipeVolume, target: 2},
-		{name: "a full volume and a store too new for this mqttd are store failures too",
-			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(4))), 0, 1, 2),
+		{name: "a store too new for this mqttd is a store failure too",
+			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(5))), 0, 1, 2),
 			kind: actWipeVolume, target: 2,
 			check: func(t *testing.T, a action) {
-				if !strings.Contains(a.why, "no space left") {
+				if !strings.Contains(a.why, "written by a newer mqttd") {
 					t.Errorf("why %q", a.why)
 				}
 			}},
+		{name: "a full volume is never wiped: a new one of the same size fills again",
+			obs:  withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(4))), 0, 1, 2),
+			kind: actReport, target: 2, check: wants("VolumeFull")},
+		{name: "a lagging member with an older, smaller configuration does not lower the bar",
+			obs:  withClaims(obs(5, 5, bp(0, sees(0, 1)), bp(1, sees(0, 1, 2, 3, 4)), bp(2, unreachable, loops(3)), bp(3, unreachable, loops(3)), bp(4, unreachable, loops(3))), 0, 1, 2, 3, 4),
+			kind: actReport, target: 2, check: wants("NoHealthyQuorum")},
+		{name: "a volume already being deleted: its pod goes, so the claim can",
+			obs: func() *observation {
+				o := obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3)))
+				o.claims = []dataClaim{{name: "data-mq-2", ordinal: 2, deleting: true}}
+				return o
+			}(),
+			kind: actFinishWipe, target: 2},
+		{name: "a pod being deleted is left to go",
+			obs: func() *observation {
+				o := withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)
+				now := metav1.NewTime(testNow)
+				o.pods[2].pod.DeletionTimestamp = &now
+				return o
+			}(),
+			kind: actNone},
 		{name: "a healthy member that does not see the others reachable does not count",
 			obs:  withClaims(obs(3, 3, bp(0, all3, seesDown(1)), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2),
 			kind: actReport, target: 2, check: wants("NoHealthyQuorum")},
@@ -306,9 +327,9 @@ func TestDecideResetGuards(t *testing.T) {
 		{name: "volumes: not within the interval after the last reset",
 			obs:  reset("mq-1", wipeInterval-time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
 			kind: actReport, target: 2, check: wants("ResetTooSoon")},
-		{name: "volumes: the same node failing again waits for the interval too",
-			obs:  reset("mq-2", time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
-			kind: actReport, target: 2, check: wants("ResetTooSoon")},
+		{name: "volumes: the same node failing again on its new volume is never wiped again (the cause is not the data)",
+			obs:  reset("mq-2", 2*wipeInterval, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
+			kind: actReport, target: 2, check: wants("FailsAfterWipe")},
 		{name: "volumes: after the interval",
 			obs:  reset("mq-1", wipeInterval+time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
 			kind: actWipeVolume, target: 2},

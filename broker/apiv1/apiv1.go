@@ -37,6 +37,13 @@ type Node struct {
 	Version     string `json:"version"`
 	Ready       bool   `json:"ready"`
 	Connections int64  `json:"connections"`
+	// AppliedIndex and CommitIndex are this node's raft log positions (members only):
+	// the gap is how far it lags behind what it knows is committed.
+	AppliedIndex uint64 `json:"appliedIndex,omitempty"`
+	CommitIndex  uint64 `json:"commitIndex,omitempty"`
+	// CaughtUp: the node applied the leader's commit index as it was when the node came
+	// back (a member is not ready before, within the link grace period).
+	CaughtUp bool `json:"caughtUp,omitempty"`
 }
 
 // Member is one node of the cluster in GET /api/v1/cluster.

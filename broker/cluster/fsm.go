@@ -25,6 +25,7 @@ type command struct {
 type fsm struct{ m *membership }
 
 func (f *fsm) Apply(l *raft.Log) any {
+	defer f.m.applied.Store(l.Index)
 	var c command
 	if err := json.Unmarshal(l.Data, &c); err != nil {
 		f.m.log.Error("undecodable raft log entry", "index", l.Index, "error", err)
@@ -68,6 +69,9 @@ func (m *membership) adoptClusterID(id string) {
 // committed configuration (snapshots carry it, for a node that catches up from one)
 // and notes it for configView.
 func (f *fsm) StoreConfiguration(index uint64, c raft.Configuration) {
+	if index > f.m.applied.Load() { // Restore notes an older one too
+		f.m.applied.Store(index)
+	}
 	f.m.mu.Lock()
 	if index >= f.m.committedIndex {
 		f.m.committedIndex, f.m.committedServers = index, c.Servers
@@ -77,6 +81,7 @@ func (f *fsm) StoreConfiguration(index uint64, c raft.Configuration) {
 }
 
 type fsmState struct {
+	Applied     uint64 // the last entry the state machine applied (0 in snapshots of older versions)
 	ConfigIndex uint64
 	Servers     []raft.Server // the committed configuration at ConfigIndex
 	ClusterID   string
@@ -85,7 +90,7 @@ type fsmState struct {
 
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.m.mu.Lock()
-	st := fsmState{ClusterID: f.m.clusterID, ConfigIndex: f.m.committedIndex, Servers: f.m.committedServers}
+	st := fsmState{ClusterID: f.m.clusterID, ConfigIndex: f.m.committedIndex, Servers: f.m.committedServers, Applied: f.m.applied.Load()}
 	f.m.mu.Unlock()
 	for _, msg := range f.m.srv.RetainedMessages() {
 		st.Retained = append(st.Retained, store.EncodeMessage(msg))
@@ -114,6 +119,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		msgs = append(msgs, m)
 	}
 	f.m.srv.ReplaceRetained(msgs)
+	f.m.applied.Store(st.Applied)
 	return nil
 }
 

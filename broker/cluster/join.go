@@ -228,6 +228,13 @@ func (m *membership) handleLeaderOp(req *request) *response {
 		}
 	case opApply:
 		err = r.Apply(req.Data, requestTimeout).Error()
+	case opReadIndex:
+		// A barrier first: once it returns, everything committed is applied here, and
+		// the index of the last entry the state machine applied is what a member that
+		// comes back must reach.
+		if err = r.Barrier(requestTimeout).Error(); err == nil {
+			return &response{ClusterID: id, Index: m.applied.Load()}
+		}
 	}
 	if err != nil {
 		return errResponse(applyErr(err))

@@ -159,26 +159,39 @@ func judgeClusterID(mine, logs string) (adoption, string) {
 type readiness struct {
 	view       memberView
 	settled    bool          // ready once already: stays ready
+	caughtUp   bool          // applied the leader's commit index as of its return
 	evacuating bool          // moving its clients away: never ready
-	sinceStart time.Duration // how long the node has run
+	memberFor  time.Duration // how long it has been a member since it started or was reset
 	peers      []string      // the other members of the configuration
 	linked     func(peer string) bool
 }
 
 // judgeReady decides readiness: not stale, not evacuating, and, for a member that just
-// started, linked both ways to every other member (so it has their routes and they
-// have its) or linkGrace past its start (a dead member must not keep it unready).
+// started (or rejoined after a reset), caught up with the leader's log as it was when
+// the node came back (so it serves the cluster's retained set, not an older one) and
+// linked both ways to every other member (so it has their routes and they have its),
+// or linkGrace after it became a member (a dead member, or a cluster without a leader,
+// must not keep it unready forever).
 // settle reports that the node is settled from now on: a peer going away later does
 // not make it unready.
 func judgeReady(in readiness) (ready, settle bool) {
 	if in.view.State == apiv1.StoreStale || in.evacuating {
 		return false, false
 	}
-	if in.settled || !in.view.member() {
+	if in.settled {
 		return true, false
 	}
-	if in.sinceStart > linkGrace {
+	if !in.view.member() {
+		// An empty node serves alone until it joins; one whose store holds a cluster
+		// (restarted, or just joined) waits until it sees itself in that cluster's
+		// configuration, then catches up like any member that comes back.
+		return in.view.State != apiv1.StoreMember, false
+	}
+	if in.memberFor > linkGrace {
 		return true, true
+	}
+	if !in.caughtUp {
+		return false, false
 	}
 	for _, p := range in.peers {
 		if !in.linked(p) {

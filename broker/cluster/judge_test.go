@@ -227,12 +227,15 @@ func TestJudgeReady(t *testing.T) {
 		{"evacuating, even settled", readiness{view: aMember, settled: true, evacuating: true, linked: linkedTo()}, false, false},
 		{"settled member with a peer gone", readiness{view: aMember, settled: true, peers: []string{"b"}, linked: linkedTo()}, true, false},
 		{"fresh node", readiness{view: aEmpty, peers: []string{"b"}, linked: linkedTo()}, true, false},
-		{"joined, not yet listed", readiness{view: aJoining, peers: []string{"b"}, linked: linkedTo()}, true, false},
-		{"new member linked to all", readiness{view: aMember, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, true, true},
-		{"new member missing a link", readiness{view: aMember, peers: []string{"b", "c"}, linked: linkedTo("b")}, false, false},
-		{"new member alone", readiness{view: aMember, linked: linkedTo()}, true, true},
-		{"grace passed with a dead member", readiness{view: aMember, sinceStart: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true},
-		{"within grace with a dead member", readiness{view: aMember, sinceStart: linkGrace - time.Second, peers: []string{"b"}, linked: linkedTo()}, false, false},
+		{"its store holds a cluster, not yet listed (restarted or just joined)", readiness{view: aJoining, peers: []string{"b"}, linked: linkedTo()}, false, false},
+		{"new member caught up, linked to all", readiness{view: aMember, caughtUp: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, true, true},
+		{"new member caught up, missing a link", readiness{view: aMember, caughtUp: true, peers: []string{"b", "c"}, linked: linkedTo("b")}, false, false},
+		{"new member linked to all, still applying the leader's log", readiness{view: aMember, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false},
+		{"new member alone, caught up", readiness{view: aMember, caughtUp: true, linked: linkedTo()}, true, true},
+		{"new member alone, not caught up", readiness{view: aMember, linked: linkedTo()}, false, false},
+		{"grace passed without a leader to catch up with", readiness{view: aMember, memberFor: linkGrace + time.Second, linked: linkedTo()}, true, true},
+		{"grace passed with a dead member", readiness{view: aMember, memberFor: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true},
+		{"within grace with a dead member", readiness{view: aMember, memberFor: linkGrace - time.Second, peers: []string{"b"}, linked: linkedTo()}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ready, settle := judgeReady(tc.in)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -35,12 +36,23 @@ type membership struct {
 	done <-chan struct{}
 	wg   *sync.WaitGroup
 
+	// applied is the index of the last entry the state machine applied (a command or
+	// a configuration, or what a restored snapshot covered). Unlike raft's
+	// AppliedIndex, which counts entries handed to the state machine's goroutine and
+	// no-op entries, it says the retained messages are in place: catchUp waits on it.
+	applied atomic.Uint64
+
 	mu          lockorder.Mutex // guards the fields below; a leaf
 	state       string
 	staleReason string
 	clusterID   string
-	wasMember   bool          // this node saw itself in the raft configuration
-	settled     bool          // ready once: see judgeReady
+	wasMember   bool // this node saw itself in the raft configuration
+	settled     bool // ready once: see judgeReady
+	// caughtUp: this raft instance applied the leader's commit index as it was when the
+	// node came back (started, joined or reset): see catchUp.
+	caughtUp    bool
+	catchingUp  bool          // a catch-up attempt runs
+	memberSince time.Time     // when this node was first seen a member since it started or was reset
 	raft        *raft.Raft    // nil while stale or closed
 	stream      *streamLayer  // the raft instance's stream layer
 	members     []raft.Server // latest configuration (polled by watch)
@@ -126,8 +138,59 @@ func (m *membership) watch() {
 			return
 		case <-t.C:
 			m.syncMembers()
+			m.startCatchUp()
 		}
 	}
+}
+
+// startCatchUp starts a catch-up attempt (catchUp) unless one runs, the node caught
+// up already or is not a member.
+func (m *membership) startCatchUp() {
+	m.mu.Lock()
+	r := m.raft
+	member := m.viewLocked().member()
+	if member && m.memberSince.IsZero() {
+		m.memberSince = time.Now()
+	}
+	start := r != nil && !m.caughtUp && !m.catchingUp && member
+	m.catchingUp = m.catchingUp || start
+	m.mu.Unlock()
+	if !start {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ok := m.catchUp()
+		m.mu.Lock()
+		m.catchingUp = false
+		if ok && m.raft == r { // the same raft instance: a reset starts over
+			m.caughtUp = true
+		}
+		m.mu.Unlock()
+	}()
+}
+
+// catchUp is the read-index step of a node that comes back: it asks the leader what
+// its state machine applied (the leader answers after a barrier, so that is everything
+// committed) and waits until this node's state machine applied as much, so a node never serves an older retained set than the cluster had when
+// it returned. False when there is no leader to ask or the wait ran out: the next
+// watch tick tries again.
+func (m *membership) catchUp() bool {
+	resp, err := m.requestLeader(&request{Op: opReadIndex})
+	if err == nil {
+		err = resp.err()
+	}
+	if err != nil {
+		return false
+	}
+	target := resp.Index
+	if err := m.waitFor(requestTimeout, func() bool { return m.applied.Load() >= target }); err != nil {
+		m.log.Info("still catching up with the leader's log", "applied", m.applied.Load(), "target", target)
+		return false
+	}
+	m.log.Info("caught up with the leader's log", "index", target)
+	return true
 }
 
 func (m *membership) syncMembers() {
@@ -231,6 +294,9 @@ func (m *membership) forget() {
 	defer m.mu.Unlock()
 	m.state, m.staleReason, m.clusterID, m.wasMember, m.members = apiv1.StoreEmpty, "", "", false, nil
 	m.configIndex, m.configServers, m.committedIndex, m.committedServers = 0, nil, 0, nil
+	// An empty node that joins again is a member coming back: it catches up and links
+	// before it is ready, as after a start.
+	m.settled, m.caughtUp, m.memberSince = false, false, time.Time{}
 }
 
 // waitFor polls cond until it holds or d passes.
@@ -269,6 +335,7 @@ func (m *membership) info() apiv1.Node {
 	in := apiv1.Node{Name: m.cfg.Name, ClusterID: m.clusterID, StoreState: m.state, StaleReason: m.staleReason}
 	if m.raft != nil && m.state == apiv1.StoreMember {
 		in.RaftState = m.raft.State().String()
+		in.AppliedIndex, in.CommitIndex, in.CaughtUp = m.raft.AppliedIndex(), m.raft.CommitIndex(), m.caughtUp
 	}
 	return in
 }
@@ -293,7 +360,7 @@ func (m *membership) clusterView() (View, error) {
 
 // readyView returns what Ready judges: the state, whether the node settled, and the
 // other members of the configuration.
-func (m *membership) readyView() (v memberView, settled bool, peers []string) {
+func (m *membership) readyView() (v memberView, settled, caughtUp bool, memberFor time.Duration, peers []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range m.members {
@@ -301,5 +368,8 @@ func (m *membership) readyView() (v memberView, settled bool, peers []string) {
 			peers = append(peers, string(s.ID))
 		}
 	}
-	return m.viewLocked(), m.settled, peers
+	if !m.memberSince.IsZero() {
+		memberFor = time.Since(m.memberSince)
+	}
+	return m.viewLocked(), m.settled, m.caughtUp, memberFor, peers
 }

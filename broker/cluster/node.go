@@ -55,10 +55,9 @@ type Config struct {
 //
 // requests.go answers the requests members send each other, dispatching to the parts.
 type Node struct {
-	cfg     Config
-	srv     *server.Server
-	log     *slog.Logger
-	started time.Time
+	cfg Config
+	srv *server.Server
+	log *slog.Logger
 
 	tr     *transport
 	mem    *membership
@@ -83,7 +82,7 @@ func NewNode(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, srv: cfg.Server, log: cfg.Logger, started: time.Now(), done: make(chan struct{})}
+	n := &Node{cfg: cfg, srv: cfg.Server, log: cfg.Logger, done: make(chan struct{})}
 	n.wire()
 	id, err := n.mem.storedClusterID()
 	if err != nil {
@@ -190,9 +189,9 @@ func (n *Node) View() (View, error) {
 // their routes and they have its) or linkGrace past its start (a dead member must not
 // keep it unready). Once settled, a peer going away later does not make it unready.
 func (n *Node) Ready() bool {
-	v, settled, peers := n.mem.readyView()
-	ready, settle := judgeReady(readiness{view: v, settled: settled, evacuating: n.evac.running(),
-		sinceStart: time.Since(n.started), peers: peers, linked: n.routes.linkedBothWays})
+	v, settled, caughtUp, memberFor, peers := n.mem.readyView()
+	ready, settle := judgeReady(readiness{view: v, settled: settled, caughtUp: caughtUp, evacuating: n.evac.running(),
+		memberFor: memberFor, peers: peers, linked: n.routes.linkedBothWays})
 	if settle {
 		n.mem.markSettled()
 	}

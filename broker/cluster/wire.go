@@ -61,15 +61,16 @@ type routes struct {
 
 // Request operations.
 const (
-	opJoin     = "join"     // add Name at Addr as a voter (forwarded to the leader)
-	opRemove   = "remove"   // remove Node (leave and force-leave; forwarded to the leader)
-	opApply    = "apply"    // apply Data to the raft log (forwarded to the leader)
-	opTakeover = "takeover" // to the owner of ClientID: order this connect, kick elsewhere
-	opKick     = "kick"     // end ClientID's session here, return it when Clean is false
-	opAdopt    = "adopt"    // take the detached session in Data (evacuation)
-	opRelease  = "release"  // drop the moved session ClientID, answer what arrived since
-	opSync     = "sync"     // no-op: answered once the routes sent before it are applied
-	opUnmove   = "unmove"   // take back the moving session in Data: its takeover failed
+	opJoin      = "join"      // add Name at Addr as a voter (forwarded to the leader)
+	opRemove    = "remove"    // remove Node (leave and force-leave; forwarded to the leader)
+	opApply     = "apply"     // apply Data to the raft log (forwarded to the leader)
+	opReadIndex = "readindex" // what the leader's state machine applied, after a barrier (forwarded to the leader)
+	opTakeover  = "takeover"  // to the owner of ClientID: order this connect, kick elsewhere
+	opKick      = "kick"      // end ClientID's session here, return it when Clean is false
+	opAdopt     = "adopt"     // take the detached session in Data (evacuation)
+	opRelease   = "release"   // drop the moved session ClientID, answer what arrived since
+	opSync      = "sync"      // no-op: answered once the routes sent before it are applied
+	opUnmove    = "unmove"    // take back the moving session in Data: its takeover failed
 )
 
 type request struct {
@@ -98,6 +99,7 @@ type response struct {
 	Data      []byte
 	OK        bool
 	Node      string // takeover: the node the session came from
+	Index     uint64 // readindex: the last entry the leader's state machine applied
 }
 
 func (r *response) err() error {

@@ -236,9 +236,9 @@ func (c *client) serve() {
 	}
 	c.shutdown(code, why)
 	<-c.writerDone
+	s.disconnected(c) // the will and the session do not wait for the drain
 	c.drainInput()
 	_ = c.conn.Close()
-	s.disconnected(c)
 }
 
 // refuseFirst answers a first packet that is not a usable CONNECT.
@@ -390,17 +390,16 @@ func (c *client) writeLoop() {
 			c.mu.Unlock()
 
 			buf := c.wbuf[:0]
+			if closing { // the last round: nothing may follow its DISCONNECT
+				buf = c.appendBatch(buf, now)
+			}
 			for i := range ctrl {
 				buf = ctrl[i].Encode(buf, c.version)
 			}
 			clear(ctrl)
 			c.ctrlSpare = ctrl
 			if !hold { // held: written after the SUBACK, which releases them (sendReleasing)
-				for i := range c.batch {
-					buf = c.appendDelivery(buf, &c.batch[i], now)
-				}
-				clear(c.batch)
-				c.batch = c.batch[:0]
+				buf = c.appendBatch(buf, now)
 			}
 			c.wbuf = buf
 			if len(buf) > 0 {
@@ -462,6 +461,16 @@ func (c *client) drainInput() {
 	}
 	_ = c.conn.SetReadDeadline(time.Now().Add(drainTimeout))
 	_, _ = io.Copy(io.Discard, io.LimitReader(c.conn, drainBytes))
+}
+
+// appendBatch encodes the deliveries taken from the session and empties the batch.
+func (c *client) appendBatch(buf []byte, now time.Time) []byte {
+	for i := range c.batch {
+		buf = c.appendDelivery(buf, &c.batch[i], now)
+	}
+	clear(c.batch)
+	c.batch = c.batch[:0]
+	return buf
 }
 
 // appendDelivery encodes one delivery: PUBREL when the client already sent PUBREC,

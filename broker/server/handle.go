@@ -56,6 +56,10 @@ func (c *client) handlePubrec(p *packet.Packet) {
 }
 
 func (c *client) handleDisconnect(p *packet.Packet) error {
+	// The session expiry and the will are written under Server.mu: a new connection
+	// taking over the session reads them in attach (and another node's in Kick).
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
 	if c.version == packet.V5 && p.Properties.Has(packet.PropSessionExpiry) {
 		if c.sessionExpiry == 0 && p.Properties.SessionExpiry != 0 {
 			return packet.Errorf(packet.ProtocolError, "session expiry changed from 0 at DISCONNECT")
@@ -65,11 +69,8 @@ func (c *client) handleDisconnect(p *packet.Packet) error {
 			c.sessionExpiry = m
 		}
 	}
-	// Only DISCONNECT 0x04 keeps the will (MQTT-3.14.4-3). Written under Server.mu:
-	// a new connection taking over the session reads it in attach.
-	c.s.mu.Lock()
+	// Only DISCONNECT 0x04 keeps the will (MQTT-3.14.4-3).
 	c.sendWill = c.version == packet.V5 && p.ReasonCode == packet.DisconnectWithWillMessage
-	c.s.mu.Unlock()
 	return errClientDisconnect
 }
 
