@@ -109,9 +109,10 @@ func resetStale(o *observation, now time.Time) *action {
 			case ok && code == 4:
 				// A new volume of the same size fills again while the node catches up.
 				reason, why, ok = "VolumeFull", "a new volume of the same size would fill again: expand the volume (spec.storage.size, where the storage class allows it) or free space", false
-			case ok && o.lastReset != nil && o.lastReset.Node == b.name && o.lastReset.VolumeDeleted:
-				// Its last volume was wiped already and the new one fails too: the cause
-				// is not the data (a bad node, disk or storage class).
+			case ok && o.lastReset != nil && o.lastReset.Node == b.name && o.lastReset.VolumeDeleted && o.claimCreatedAfter(b.ordinal, o.lastReset.Time.Time):
+				// Its last volume was wiped and the new one (made after that) fails too:
+				// the cause is not the data (a bad node, disk or storage class). A wipe
+				// recorded but not carried out (its claim is older) may still be made.
 				reason, why, ok = "FailsAfterWipe", "its volume was deleted at "+o.lastReset.Time.UTC().Format(time.RFC3339)+" and the new one fails too", false
 			case ok && claim == "":
 				reason, why, ok = "VolumeNotFound", "no volume claim with this cluster's labels was found for it", false
@@ -142,7 +143,7 @@ const wipeInterval = 10 * time.Minute
 // its volume) passes, so that no single fault and no cluster-wide fault can make the
 // operator delete data that was still good:
 //   - the cluster's data is safe elsewhere: a quorum of the cluster's configuration
-//     (as its lowest healthy member sees it), b left out, is healthy: joined, ready
+//     (the largest any healthy member reports), b left out, is healthy: joined, ready
 //     and reachable. When every node fails the same way (a bad upgrade, a storage
 //     outage), nothing is healthy and nothing is reset;
 //   - one at a time: the node reset last has rejoined;
@@ -214,6 +215,16 @@ func (o *observation) claimDeleting(k int) bool {
 	for _, c := range o.claims {
 		if c.ordinal == k && c.deleting {
 			return true
+		}
+	}
+	return false
+}
+
+// claimCreatedAfter reports whether ordinal k's data volume claim was made after t.
+func (o *observation) claimCreatedAfter(k int, t time.Time) bool {
+	for _, c := range o.claims {
+		if c.ordinal == k && !c.deleting {
+			return c.created.After(t)
 		}
 	}
 	return false

@@ -328,8 +328,19 @@ func TestDecideResetGuards(t *testing.T) {
 			obs:  reset("mq-1", wipeInterval-time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
 			kind: actReport, target: 2, check: wants("ResetTooSoon")},
 		{name: "volumes: the same node failing again on its new volume is never wiped again (the cause is not the data)",
-			obs:  reset("mq-2", 2*wipeInterval, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
+			obs: func() *observation {
+				o := reset("mq-2", 2*wipeInterval, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2))
+				o.claims[2].created = testNow.Add(-wipeInterval) // made after the wipe
+				return o
+			}(),
 			kind: actReport, target: 2, check: wants("FailsAfterWipe")},
+		{name: "volumes: a wipe recorded but not carried out (the claim predates it) may be made once the interval passed",
+			obs: func() *observation {
+				o := reset("mq-2", 2*wipeInterval, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2))
+				o.claims[2].created = testNow.Add(-24 * time.Hour)
+				return o
+			}(),
+			kind: actWipeVolume, target: 2},
 		{name: "volumes: after the interval",
 			obs:  reset("mq-1", wipeInterval+time.Minute, true)(withClaims(obs(3, 3, bp(0, all3), bp(1, all3), bp(2, unreachable, loops(3))), 0, 1, 2)),
 			kind: actWipeVolume, target: 2},

@@ -57,6 +57,7 @@ type dataClaim struct {
 	name     string
 	ordinal  int
 	deleting bool
+	created  time.Time
 }
 
 func (b *brokerPod) reachable() bool { return b.node != nil }
@@ -99,7 +100,7 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 	for i := range claims.Items {
 		c := &claims.Items[i]
 		if k := ordinalAfter(claimPrefix, c.Name); k >= 0 {
-			o.claims = append(o.claims, dataClaim{name: c.Name, ordinal: k, deleting: !c.DeletionTimestamp.IsZero()})
+			o.claims = append(o.claims, dataClaim{name: c.Name, ordinal: k, deleting: !c.DeletionTimestamp.IsZero(), created: c.CreationTimestamp.Time})
 		}
 	}
 	n := o.size

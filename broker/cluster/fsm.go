@@ -119,7 +119,19 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		msgs = append(msgs, m)
 	}
 	f.m.srv.ReplaceRetained(msgs)
-	f.m.applied.Store(st.Applied)
+	// The snapshot covers every entry up to its raft index (raft writes it to the
+	// store before restoring it, so it is the newest there); a snapshot of an older
+	// version has no Applied.
+	applied := st.Applied
+	f.m.mu.Lock()
+	snaps := f.m.snaps
+	f.m.mu.Unlock()
+	if snaps != nil {
+		if metas, err := snaps.List(); err == nil && len(metas) > 0 && metas[0].Index > applied {
+			applied = metas[0].Index
+		}
+	}
+	f.m.applied.Store(applied)
 	return nil
 }
 

@@ -51,11 +51,13 @@ type membership struct {
 	// caughtUp: this raft instance applied the leader's commit index as it was when the
 	// node came back (started, joined or reset): see catchUp.
 	caughtUp    bool
-	catchingUp  bool          // a catch-up attempt runs
-	memberSince time.Time     // when this node was first seen a member since it started or was reset
-	raft        *raft.Raft    // nil while stale or closed
-	stream      *streamLayer  // the raft instance's stream layer
-	members     []raft.Server // latest configuration (polled by watch)
+	catchingUp  bool               // a catch-up attempt runs
+	memberSince time.Time          // when this node was first seen a member since it started or was reset
+	catchUpAt   time.Time          // the last catch-up attempt's start
+	raft        *raft.Raft         // nil while stale or closed
+	stream      *streamLayer       // the raft instance's stream layer
+	snaps       raft.SnapshotStore // the raft instance's snapshots (Restore reads the newest's index)
+	members     []raft.Server      // latest configuration (polled by watch)
 	// The newest configuration this node's log holds (committed or not) and its
 	// index: what link handshakes compare (see configView). The committed one is
 	// what snapshots carry.
@@ -152,8 +154,13 @@ func (m *membership) startCatchUp() {
 	if member && m.memberSince.IsZero() {
 		m.memberSince = time.Now()
 	}
-	start := r != nil && !m.caughtUp && !m.catchingUp && member
+	// Not once settled (ready stays ready), and at most every catchUpRetry: each attempt
+	// costs the leader a barrier (a log entry).
+	start := r != nil && !m.caughtUp && !m.settled && !m.catchingUp && member && time.Since(m.catchUpAt) >= catchUpRetry
 	m.catchingUp = m.catchingUp || start
+	if start {
+		m.catchUpAt = time.Now()
+	}
 	m.mu.Unlock()
 	if !start {
 		return
@@ -161,7 +168,7 @@ func (m *membership) startCatchUp() {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		ok := m.catchUp()
+		ok := m.catchUp(r)
 		m.mu.Lock()
 		m.catchingUp = false
 		if ok && m.raft == r { // the same raft instance: a reset starts over
@@ -173,13 +180,24 @@ func (m *membership) startCatchUp() {
 
 // catchUp is the read-index step of a node that comes back: it asks the leader what
 // its state machine applied (the leader answers after a barrier, so that is everything
-// committed) and waits until this node's state machine applied as much, so a node never serves an older retained set than the cluster had when
-// it returned. False when there is no leader to ask or the wait ran out: the next
+// committed) and waits until this node's state machine applied as much, so a node
+// never serves an older retained set than the cluster had when it returned. False when there is no leader to ask or the wait ran out: the next
 // watch tick tries again.
-func (m *membership) catchUp() bool {
+func (m *membership) catchUp(r *raft.Raft) bool {
 	resp, err := m.requestLeader(&request{Op: opReadIndex})
 	if err == nil {
 		err = resp.err()
+	}
+	if CodeOf(err) == apiv1.CodeBadRequest {
+		// A leader of an older version (during a rolling upgrade) does not know the
+		// step: fall back on raft's own view, everything this node knows is committed
+		// handed to its state machine.
+		commit := r.CommitIndex()
+		if commit == 0 || m.waitFor(requestTimeout, func() bool { return r.AppliedIndex() >= commit }) != nil {
+			return false
+		}
+		m.log.Info("caught up with the log as far as this node knows it committed (the leader is of an older version)", "index", commit)
+		return true
 	}
 	if err != nil {
 		return false
@@ -297,7 +315,11 @@ func (m *membership) forget() {
 	// An empty node that joins again is a member coming back: it catches up and links
 	// before it is ready, as after a start.
 	m.settled, m.caughtUp, m.memberSince = false, false, time.Time{}
+	m.applied.Store(0) // the new raft instance starts empty
 }
+
+// catchUpRetry spaces catch-up attempts.
+const catchUpRetry = 2 * time.Second
 
 // waitFor polls cond until it holds or d passes.
 func (m *membership) waitFor(d time.Duration, cond func() bool) error {

@@ -61,6 +61,9 @@ func (m *membership) startRaft() error {
 		return fmt.Errorf("reading the raft log: %w", err)
 	}
 	m.noteConfig(idx, servers)
+	m.mu.Lock()
+	m.snaps = snaps
+	m.mu.Unlock()
 	r, err := raft.NewRaft(rc, &fsm{m: m}, configLog{rs, m}, rs, snaps, trans)
 	if err != nil {
 		_ = trans.Close()
