@@ -97,31 +97,32 @@ func resetStale(o *observation, now time.Time) *action {
 			if outdated(o.updateRevision, b.pod) {
 				continue // rollPods replaces it from the current template first
 			}
-			if o.claimDeleting(b.ordinal) {
+			claim := o.claimOf(b.ordinal) // nil when none with the cluster's labels
+			if claim != nil && claim.deleting {
 				// Its volume is going (a wipe whose pod deletion failed, or a person):
 				// the claim waits for the pod, so the pod goes.
 				return &action{kind: actFinishWipe, target: b}
 			}
 			code := storeFailure(b.pod)
-			claim := o.claimOf(b.ordinal)
 			reason, why, ok := o.resetGuard(b, true, now)
+			lr := o.lastReset
 			switch {
 			case ok && code == 4:
 				// A new volume of the same size fills again while the node catches up.
 				reason, why, ok = "VolumeFull", "a new volume of the same size would fill again: expand the volume (spec.storage.size, where the storage class allows it) or free space", false
-			case ok && o.lastReset != nil && o.lastReset.Node == b.name && o.lastReset.VolumeDeleted && o.claimCreatedAfter(b.ordinal, o.lastReset.Time.Time):
+			case ok && claim == nil:
+				reason, why, ok = "VolumeNotFound", "no volume claim with this cluster's labels was found for it", false
+			case ok && lr != nil && lr.Node == b.name && lr.VolumeDeleted && claim.created.After(lr.Time.Time):
 				// Its last volume was wiped and the new one (made after that) fails too:
 				// the cause is not the data (a bad node, disk or storage class). A wipe
 				// recorded but not carried out (its claim is older) may still be made.
-				reason, why, ok = "FailsAfterWipe", "its volume was deleted at "+o.lastReset.Time.UTC().Format(time.RFC3339)+" and the new one fails too", false
-			case ok && claim == "":
-				reason, why, ok = "VolumeNotFound", "no volume claim with this cluster's labels was found for it", false
+				reason, why, ok = "FailsAfterWipe", "its volume was deleted at "+lr.Time.UTC().Format(time.RFC3339)+" and the new one fails too", false
 			}
 			if !ok {
 				return &action{kind: actReport, target: b, reason: reason,
 					why: fmt.Sprintf("%s %s (exit code %d); its volume is kept: %s", b.name, storeExitMeaning[code], code, why)}
 			}
-			return &action{kind: actWipeVolume, target: b, claim: claim, why: fmt.Sprintf("%s (exit code %d)", storeExitMeaning[code], code)}
+			return &action{kind: actWipeVolume, target: b, claim: claim.name, why: fmt.Sprintf("%s (exit code %d)", storeExitMeaning[code], code)}
 		}
 	}
 	return nil
@@ -210,34 +211,14 @@ func (o *observation) byName(name string) *brokerPod {
 	return nil
 }
 
-// claimDeleting reports whether ordinal k's data volume claim is being deleted.
-func (o *observation) claimDeleting(k int) bool {
-	for _, c := range o.claims {
-		if c.ordinal == k && c.deleting {
-			return true
+// claimOf is ordinal k's data volume claim (one with the cluster's labels), or nil.
+func (o *observation) claimOf(k int) *dataClaim {
+	for i := range o.claims {
+		if o.claims[i].ordinal == k {
+			return &o.claims[i]
 		}
 	}
-	return false
-}
-
-// claimCreatedAfter reports whether ordinal k's data volume claim was made after t.
-func (o *observation) claimCreatedAfter(k int, t time.Time) bool {
-	for _, c := range o.claims {
-		if c.ordinal == k && !c.deleting {
-			return c.created.After(t)
-		}
-	}
-	return false
-}
-
-// claimOf is the name of ordinal k's data volume claim ("" when none was observed).
-func (o *observation) claimOf(k int) string {
-	for _, c := range o.claims {
-		if c.ordinal == k && !c.deleting {
-			return c.name
-		}
-	}
-	return ""
+	return nil
 }
 
 // rolling reports whether a rolling update is in progress: some pod runs an older

@@ -21,7 +21,8 @@ type fakeCluster struct {
 	routes   map[server.Route]bool
 	block    string        // the removal of a route to this filter waits on gate
 	blockAdd string        // so does the addition of a route to this filter
-	gate     chan struct{} // closed to let blocked changes go
+	gate     chan struct{} // closed (release) to let blocked changes go
+	gateOnce sync.Once
 	blocked  chan struct{} // receives once a change is blocked
 	handover server.Handover
 }
@@ -32,6 +33,9 @@ func newFakeCluster(b *broker) *fakeCluster {
 	b.SetCluster(f)
 	return f
 }
+
+// release lets the blocked route changes go (and every later one); idempotent.
+func (f *fakeCluster) release() { f.gateOnce.Do(func() { close(f.gate) }) }
 
 func (f *fakeCluster) RouteAdded(r server.Route)   { f.route(r, true) }
 func (f *fakeCluster) RouteRemoved(r server.Route) { f.route(r, false) }
@@ -88,14 +92,7 @@ func TestRouteSendDoesNotBlockServer(t *testing.T) {
 	b := startBroker(t, server.Options{})
 	f := newFakeCluster(b)
 	f.block = "slow/t"
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(f.gate)
-		}
-	}
-	t.Cleanup(release)
+	t.Cleanup(f.release)
 
 	staying, _ := connectRaw(t, b, "staying", 0, nil)
 	rawSubscribe(t, staying, 1, 0, packet.Subscription{Filter: "fast/t"})
@@ -116,7 +113,7 @@ func TestRouteSendDoesNotBlockServer(t *testing.T) {
 		t.Fatalf("got %q", p.Payload)
 	}
 
-	release()
+	f.release()
 	eventually(t, waitFor, "the ending session's routes to be removed", func() bool {
 		return !f.has("slow/t") && !f.has("other/t")
 	})
@@ -179,14 +176,7 @@ func TestSubackFollowsItsRoute(t *testing.T) {
 	b := startBroker(t, server.Options{})
 	f := newFakeCluster(b)
 	f.blockAdd = "held/t"
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(f.gate)
-		}
-	}
-	t.Cleanup(release)
+	t.Cleanup(f.release)
 
 	rc, _ := connectRaw(t, b, "subscriber", 0, nil)
 	rc.send(&packet.Packet{Type: packet.Subscribe, PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "held/t"}}})
@@ -200,7 +190,7 @@ func TestSubackFollowsItsRoute(t *testing.T) {
 	if p, err := rc.tryRead(300 * time.Millisecond); err == nil {
 		t.Fatalf("got %v while the route was still being handed to the cluster", p.Type)
 	}
-	release()
+	f.release()
 	rc.expect(packet.Suback)
 	if !f.has("held/t") {
 		t.Fatal("SUBACK came before the route reached the cluster")
