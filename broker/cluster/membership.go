@@ -181,8 +181,8 @@ func (m *membership) startCatchUp() {
 // catchUp is the read-index step of a node that comes back: it asks the leader what
 // its state machine applied (the leader answers after a barrier, so that is everything
 // committed) and waits until this node's state machine applied as much, so a node
-// never serves an older retained set than the cluster had when it returned. False when there is no leader to ask or the wait ran out: the next
-// watch tick tries again.
+// never serves an older retained set than the cluster had when it returned. False
+// when there is no leader to ask or the wait ran out: a later watch tick tries again.
 func (m *membership) catchUp(r *raft.Raft) bool {
 	resp, err := m.requestLeader(&request{Op: opReadIndex})
 	if err == nil {
