@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"strings"
 
 	// Auth plugins for out-of-cluster use (`make run` against a cloud cluster).
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers"
+	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=...").
@@ -33,18 +36,30 @@ func main() {
 		secureMetrics bool
 		enableHTTP2   bool
 		mqttdImage    string
+		operatorNS    string
+		operatorPods  string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health probe endpoint binds to")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "enable leader election, so that only one manager is active at a time")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "serve metrics over HTTPS with authentication and authorization (false: plain HTTP)")
 	flag.StringVar(&mqttdImage, "mqttd-image", "mqttd:dev", "broker image of MQTTClusters that do not set spec.image")
+	flag.StringVar(&operatorNS, "operator-namespace", ownNamespace(), "namespace of the operator's pods, which the brokers' NetworkPolicy admits to their API port (default: $POD_NAMESPACE, else the service account's namespace; empty: any namespace)")
+	flag.StringVar(&operatorPods, "operator-pod-labels", "control-plane=controller-manager,app.kubernetes.io/name=mqtt-operator", "labels of the operator's pods (k=v,...), which the brokers' NetworkPolicy admits to their API port")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "enable HTTP/2 for the metrics server (off: HTTP/2 stream attacks, CVE-2023-44487)")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	podLabels, err := labels.ConvertSelectorToLabelsMap(operatorPods)
+	if err != nil {
+		log.Error(err, "invalid --operator-pod-labels")
+		os.Exit(1)
+	}
+	if operatorNS == "" {
+		log.Info("the operator's namespace is unknown: the brokers' NetworkPolicies admit pods with its labels from every namespace to the API port")
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -78,6 +93,7 @@ func main() {
 		Scheme:       mgr.GetScheme(),
 		Recorder:     mgr.GetEventRecorder("mqtt-operator"),
 		DefaultImage: mqttdImage,
+		Operator:     resource.Operator{Namespace: operatorNS, PodLabels: podLabels},
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to create controller", "controller", "MQTTCluster")
 		os.Exit(1)
@@ -95,4 +111,18 @@ func main() {
 		log.Error(err, "manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// ownNamespace is the namespace the operator runs in: $POD_NAMESPACE (the chart and
+// config/manager set it from the pod), else the namespace of the mounted service
+// account; empty out of the cluster.
+func ownNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

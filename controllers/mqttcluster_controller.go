@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +40,9 @@ type MQTTClusterReconciler struct {
 	Pods PodAddresses
 	// Clock is the lifecycle's clock (default: the wall clock).
 	Clock clock.PassiveClock
+	// Operator identifies the operator's pods, which the NetworkPolicy admits to the
+	// brokers' API port.
+	Operator resource.Operator
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters,verbs=get;list;watch;update;patch
@@ -49,6 +53,7 @@ type MQTTClusterReconciler struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // errNameConflict: a child's name is taken by an object the cluster does not own.
@@ -78,7 +83,8 @@ type step struct {
 
 // Reconcile drives the cluster's children towards the spec, then reports status.
 // The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
-// mount them; the Services before the pods look each other up; the PodDisruptionBudget
+// mount them; the Services before the pods look each other up; the NetworkPolicy
+// before the pods, so that none starts unprotected; the PodDisruptionBudget
 // once there is something to protect. failclosed comes first of all: while the spec
 // asks for something mqttd does not enforce, the client Service falls back to
 // ClusterIP even when a later step stops on invalid input (a TLS listener whose
@@ -99,6 +105,7 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		{"secrets", r.reconcileSecrets},
 		{"config", r.reconcileConfig},
 		{"services", r.reconcileServices},
+		{"networkpolicy", r.reconcileNetworkPolicy},
 		{"statefulset", r.reconcileStatefulSet},
 		{"pdb", r.reconcilePDB},
 		{"lifecycle", r.reconcileLifecycle},
@@ -173,6 +180,7 @@ func (r *MQTTClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(clusterOfPod)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersReferringTo)).
 		Named("mqttcluster").

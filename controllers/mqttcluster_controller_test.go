@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -237,6 +238,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 			child(&corev1.Service{}, ns, "heal"),
 			child(&corev1.Service{}, ns, "heal-headless"),
 			child(&policyv1.PodDisruptionBudget{}, ns, "heal"),
+			child(&networkingv1.NetworkPolicy{}, ns, "heal"),
 			sts(mc),
 		} {
 			uid := obj.GetUID()
@@ -374,6 +376,7 @@ var _ = Describe("MQTTCluster reconciler", func() {
 			"services":     countWatchEvents(ns, &corev1.ServiceList{}),
 			"secrets":      countWatchEvents(ns, &corev1.SecretList{}),
 			"pdbs":         countWatchEvents(ns, &policyv1.PodDisruptionBudgetList{}),
+			"netpols":      countWatchEvents(ns, &networkingv1.NetworkPolicyList{}),
 		}
 		// Reconciles with nothing to do: a metadata-only change of the cluster, then a
 		// StatefulSet status change, whose effect on the cluster's status shows that

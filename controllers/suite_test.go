@@ -22,6 +22,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers"
+	res "github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
 // The suite runs the real controller in a manager against a real kube-apiserver and
@@ -35,6 +36,8 @@ var (
 	testEnv   *envtest.Environment
 	cancel    context.CancelFunc
 	scheme    = runtime.NewScheme()
+	// suiteOperator is who the reconciler believes it is (main.go's flags).
+	suiteOperator = res.Operator{Namespace: "mqtt-operator-system", PodLabels: map[string]string{"control-plane": "controller-manager"}}
 )
 
 func TestControllers(t *testing.T) {
@@ -69,6 +72,7 @@ var _ = BeforeSuite(func() {
 		Scheme:       mgr.GetScheme(),
 		Recorder:     mgr.GetEventRecorder("mqtt-operator"),
 		DefaultImage: "mqttd:suite-default",
+		Operator:     suiteOperator,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -63,6 +64,12 @@ type MQTTClusterSpec struct {
 	// Auth configures client authentication and authorization.
 	// +optional
 	Auth *AuthSpec `json:"auth,omitempty"`
+
+	// NetworkPolicy is the policy the operator writes for the broker pods (on unless
+	// turned off).
+	// +kubebuilder:default={}
+	// +optional
+	NetworkPolicy NetworkPolicySpec `json:"networkPolicy,omitempty"`
 
 	// CookieSecretRef names the Secret with the cluster cookie, the shared secret nodes
 	// prove to each other. When absent the operator generates one, once, and never
@@ -186,6 +193,26 @@ type DashboardSpec struct {
 	// dashboard's administrator.
 	// +optional
 	AdminSecretRef *corev1.LocalObjectReference `json:"adminSecretRef,omitempty"`
+}
+
+// NetworkPolicySpec shapes the NetworkPolicy "<name>" that admits traffic to the broker
+// pods: every listener port from anywhere, the cluster port only from the cluster's own
+// pods, the API port only from the operator's pods (and apiFrom), the dashboard port
+// from anywhere while the dashboard is enabled. Other ports are closed; egress is not
+// restricted. It takes effect only where the network plugin enforces NetworkPolicies.
+type NetworkPolicySpec struct {
+	// Enabled makes the operator write the NetworkPolicy; false deletes it (for a
+	// cluster whose own policies govern the pods). A pointer with a default, so that
+	// an explicit false is kept and an absent field means true.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// APIFrom are more peers admitted to the API port (8080), which also serves
+	// /metrics: a Prometheus that scrapes the brokers, for example. The operator's
+	// pods are always admitted.
+	// +kubebuilder:validation:MaxItems=20
+	// +optional
+	APIFrom []networkingv1.NetworkPolicyPeer `json:"apiFrom,omitempty"`
 }
 
 // AuthSpec is client authentication and authorization. mqttd re-reads the users and

@@ -1,0 +1,100 @@
+package resource
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+)
+
+// labelNamespaceName is the label the API server puts on every namespace with its
+// name (Kubernetes 1.22 and later).
+const labelNamespaceName = "kubernetes.io/metadata.name"
+
+// Operator identifies the operator's own pods, the clients of the brokers' API.
+type Operator struct {
+	// Namespace the operator runs in; empty: unknown (out of the cluster), and the
+	// operator's pods are then matched by their labels in every namespace.
+	Namespace string
+	// PodLabels select the operator's pods.
+	PodLabels map[string]string
+}
+
+// NetworkPolicyName is the NetworkPolicy's.
+func NetworkPolicyName(mc *v1alpha1.MQTTCluster) string { return mc.Name }
+
+// NetworkPolicyEnabled reports whether the cluster gets its NetworkPolicy (the
+// default; spec.networkPolicy.enabled false turns it off).
+func NetworkPolicyEnabled(mc *v1alpha1.MQTTCluster) bool {
+	e := mc.Spec.NetworkPolicy.Enabled
+	return e == nil || *e
+}
+
+// NetworkPolicyBuilder builds the NetworkPolicy of the broker pods: the listeners are
+// open to everyone, the cluster port only to the cluster's own pods (the cookie
+// handshake is the second lock), the API port (the cluster verbs, /metrics) only to
+// the operator and the peers of spec.networkPolicy.apiFrom, the dashboard port to
+// everyone while the dashboard is enabled. The kubelet's probes are not affected
+// (traffic from a pod's own node is always allowed).
+type NetworkPolicyBuilder struct {
+	Cluster  *v1alpha1.MQTTCluster
+	Operator Operator
+}
+
+// Object implements Builder.
+func (b *NetworkPolicyBuilder) Object() client.Object {
+	return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: NetworkPolicyName(b.Cluster), Namespace: b.Cluster.Namespace}}
+}
+
+// Mutate implements Builder.
+func (b *NetworkPolicyBuilder) Mutate(obj client.Object) error {
+	np, err := as[*networkingv1.NetworkPolicy](obj, "NetworkPolicyBuilder")
+	if err != nil {
+		return err
+	}
+	mc := b.Cluster
+	np.Labels = mergeLabels(np.Labels, Labels(mc))
+	np.Spec.PodSelector = metav1.LabelSelector{MatchLabels: SelectorLabels(mc)}
+	np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	np.Spec.Egress = nil
+
+	listeners := make([]networkingv1.NetworkPolicyPort, 0, len(mc.Spec.Listeners))
+	for _, l := range mc.Spec.Listeners {
+		listeners = append(listeners, policyPort(l.Port))
+	}
+	api := []networkingv1.NetworkPolicyPeer{b.operatorPeer()}
+	api = append(api, mc.Spec.NetworkPolicy.APIFrom...)
+	rules := []networkingv1.NetworkPolicyIngressRule{
+		{Ports: listeners}, // no From: every source
+		{Ports: []networkingv1.NetworkPolicyPort{policyPort(ClusterPort)},
+			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(mc)}}}},
+		{Ports: []networkingv1.NetworkPolicyPort{policyPort(APIPort)}, From: api},
+	}
+	if mc.Spec.Dashboard.Enabled {
+		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{policyPort(DashboardPort)}})
+	}
+	np.Spec.Ingress = rules
+	return nil
+}
+
+// operatorPeer selects the operator's pods: by their labels in the operator's
+// namespace, or in any namespace when it is not known.
+func (b *NetworkPolicyBuilder) operatorPeer() networkingv1.NetworkPolicyPeer {
+	ns := &metav1.LabelSelector{}
+	if b.Operator.Namespace != "" {
+		ns.MatchLabels = map[string]string{labelNamespaceName: b.Operator.Namespace}
+	}
+	return networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: ns,
+		PodSelector:       &metav1.LabelSelector{MatchLabels: b.Operator.PodLabels},
+	}
+}
+
+func policyPort(port int32) networkingv1.NetworkPolicyPort {
+	p := intstr.FromInt32(port)
+	tcp := corev1.ProtocolTCP
+	return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &p}
+}

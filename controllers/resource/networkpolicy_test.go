@@ -1,0 +1,90 @@
+package resource
+
+import (
+	"fmt"
+	"testing"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+)
+
+// TestNetworkPolicyBuilder tables who each port admits: "*" is everyone, a peer is
+// "ns=<namespace selector>/pods=<pod selector>" (ns absent: the policy's namespace).
+func TestNetworkPolicyBuilder(t *testing.T) {
+	operator := Operator{Namespace: "ops", PodLabels: map[string]string{"control-plane": "controller-manager"}}
+	prometheus := networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "prometheus"}}}
+	for _, tc := range []struct {
+		name     string
+		edit     func(*v1alpha1.MQTTCluster)
+		operator Operator
+		want     map[int32][]string
+	}{
+		{"defaults", nil, operator, map[int32][]string{
+			1883: {"*"}, 8083: {"*"},
+			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+			APIPort:     {"ns=kubernetes.io/metadata.name=ops/pods=control-plane=controller-manager"},
+		}},
+		{"operator's namespace unknown: its labels in any namespace", nil, Operator{PodLabels: operator.PodLabels}, map[int32][]string{
+			1883: {"*"}, 8083: {"*"},
+			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+			APIPort:     {"ns=<none>/pods=control-plane=controller-manager"},
+		}},
+		{"dashboard, one listener, a scraper", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Dashboard.Enabled = true
+			mc.Spec.Listeners = mc.Spec.Listeners[:1]
+			mc.Spec.NetworkPolicy = v1alpha1.NetworkPolicySpec{Enabled: ptr.To(true), APIFrom: []networkingv1.NetworkPolicyPeer{prometheus}}
+		}, operator, map[int32][]string{
+			1883:          {"*"},
+			ClusterPort:   {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+			APIPort:       {"ns=kubernetes.io/metadata.name=ops/pods=control-plane=controller-manager", "pods=app=prometheus"},
+			DashboardPort: {"*"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := cluster()
+			if tc.edit != nil {
+				tc.edit(mc)
+			}
+			b := &NetworkPolicyBuilder{Cluster: mc, Operator: tc.operator}
+			np := b.Object().(*networkingv1.NetworkPolicy)
+			if err := b.Mutate(np); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(np.Spec.PolicyTypes) != "[Ingress]" || np.Spec.PodSelector.MatchLabels[LabelInstance] != "demo" || np.Labels[LabelManagedBy] != managedBy {
+				t.Fatalf("policy %+v", np)
+			}
+			got := map[int32][]string{}
+			for _, r := range np.Spec.Ingress {
+				for _, p := range r.Ports {
+					if *p.Protocol != "TCP" {
+						t.Errorf("port %v: protocol %s", p.Port, *p.Protocol)
+					}
+					if len(r.From) == 0 {
+						got[p.Port.IntVal] = append(got[p.Port.IntVal], "*")
+					}
+					for _, f := range r.From {
+						s := "pods=" + metav1.FormatLabelSelector(f.PodSelector)
+						if f.NamespaceSelector != nil {
+							s = "ns=" + metav1.FormatLabelSelector(f.NamespaceSelector) + "/" + s
+						}
+						got[p.Port.IntVal] = append(got[p.Port.IntVal], s)
+					}
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("admitted:\n got %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+	if !NetworkPolicyEnabled(cluster()) {
+		t.Error("NetworkPolicyEnabled false without spec.networkPolicy")
+	}
+	off := cluster()
+	off.Spec.NetworkPolicy.Enabled = ptr.To(false)
+	if NetworkPolicyEnabled(off) {
+		t.Error("NetworkPolicyEnabled true with enabled: false")
+	}
+}
