@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"slices"
 	"strings"
 
 	// Auth plugins for out-of-cluster use (`make run` against a cloud cluster).
@@ -38,6 +39,8 @@ func main() {
 		mqttdImage    string
 		operatorNS    string
 		operatorPods  string
+		watchNS       string
+		leaderElectNS string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "address the metrics endpoint binds to: :8443 for HTTPS, :8080 for HTTP, 0 to disable")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health probe endpoint binds to")
@@ -46,6 +49,8 @@ func main() {
 	flag.StringVar(&mqttdImage, "mqttd-image", "mqttd:dev", "broker image of MQTTClusters that do not set spec.image")
 	flag.StringVar(&operatorNS, "operator-namespace", ownNamespace(), "namespace of the operator's pods, which the brokers' NetworkPolicy admits to their API port (default: $POD_NAMESPACE, else the service account's namespace; empty: any namespace)")
 	flag.StringVar(&operatorPods, "operator-pod-labels", "control-plane=controller-manager,app.kubernetes.io/name=mqtt-operator", "labels of the operator's pods (k=v,...), which the brokers' NetworkPolicy admits to their API port")
+	flag.StringVar(&watchNS, "watch-namespaces", "", "comma-separated namespaces whose MQTTClusters the operator manages and whose objects it caches (empty: every namespace; the chart's watchNamespaces)")
+	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "namespace of the leader election Lease (empty: the operator's own namespace, which in a pod is the service account's)")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "enable HTTP/2 for the metrics server (off: HTTP/2 stream attacks, CVE-2023-44487)")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -74,12 +79,20 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
+	namespaces := splitNamespaces(watchNS)
+	if len(namespaces) > 0 {
+		log.Info("watching namespaces", "namespaces", namespaces)
+	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(namespaces),
 		Metrics:                metricsOpts,
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "mqtt-operator.broker.mqtt-operator.io",
+		// The Lease lives with the operator, not in a watched namespace: the chart
+		// grants leases in the release namespace only.
+		LeaderElectionNamespace: leaderElectNS,
 		// The manager stops its controllers before releasing the lease, so a new
 		// leader never overlaps with this one.
 		LeaderElectionReleaseOnCancel: true,
@@ -94,6 +107,7 @@ func main() {
 		Recorder:     mgr.GetEventRecorder("mqtt-operator"),
 		DefaultImage: mqttdImage,
 		Operator:     resource.Operator{Namespace: operatorNS, PodLabels: podLabels},
+		Namespaces:   namespaces,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to create controller", "controller", "MQTTCluster")
 		os.Exit(1)
@@ -125,4 +139,16 @@ func ownNamespace() string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// splitNamespaces turns --watch-namespaces into a list without blanks or repeats
+// (nil: every namespace).
+func splitNamespaces(flagValue string) []string {
+	var out []string
+	for _, ns := range strings.Split(flagValue, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" && !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
 }

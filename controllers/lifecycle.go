@@ -89,7 +89,7 @@ func (r *MQTTClusterReconciler) now() time.Time {
 func (r *MQTTClusterReconciler) apiToken(ctx context.Context, mc *v1alpha1.MQTTCluster) (string, error) {
 	name, key := resource.APITokenSecret(mc)
 	s := &corev1.Secret{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, s); err != nil {
+	if err := r.getSecret(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, s); err != nil {
 		return "", fmt.Errorf("reading the API token Secret %q: %w", name, err)
 	}
 	return string(s.Data[key]), nil

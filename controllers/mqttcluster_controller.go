@@ -43,6 +43,11 @@ type MQTTClusterReconciler struct {
 	// Operator identifies the operator's pods, which the NetworkPolicy admits to the
 	// brokers' API port.
 	Operator resource.Operator
+	// APIReader reads what the cache does not hold, the user's Secrets (default:
+	// the manager's API reader).
+	APIReader client.Reader
+	// Namespaces the manager watches, as given to CacheOptions (none: all of them).
+	Namespaces []string
 }
 
 // +kubebuilder:rbac:groups=broker.mqtt-operator.io,resources=mqttclusters,verbs=get;list;watch;update;patch
@@ -135,24 +140,45 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // apply creates or updates the child described by b, owned by the cluster, retrying
 // on write conflicts. It returns the object as written.
 func (r *MQTTClusterReconciler) apply(ctx context.Context, mc *v1alpha1.MQTTCluster, b resource.Builder) (client.Object, error) {
-	obj := b.Object()
+	mutate := func(obj client.Object) error {
+		// Never take over an object someone else made under a child's name.
+		if obj.GetResourceVersion() != "" && !metav1.IsControlledBy(obj, mc) {
+			return fmt.Errorf("%w: %T %q exists and is not owned by this MQTTCluster", errNameConflict, obj, obj.GetName())
+		}
+		if err := b.Mutate(obj); err != nil {
+			return err
+		}
+		return controllerutil.SetControllerReference(mc, obj, r.Scheme)
+	}
+	var obj client.Object
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
-			// Never take over an object someone else made under a child's name.
-			if obj.GetResourceVersion() != "" && !metav1.IsControlledBy(obj, mc) {
-				return fmt.Errorf("%w: %T %q exists and is not owned by this MQTTCluster", errNameConflict, obj, obj.GetName())
-			}
-			if err := b.Mutate(obj); err != nil {
-				return err
-			}
-			return controllerutil.SetControllerReference(mc, obj, r.Scheme)
-		})
+		obj = b.Object()
+		op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error { return mutate(obj) })
+		if apierrors.IsAlreadyExists(err) {
+			// The cache holds only labelled objects (CacheOptions): this one lacks
+			// the children's label, someone else's under a child's name or ours
+			// with its labels edited away. Decide on the API server's copy.
+			obj = b.Object()
+			op, err = r.updateUncached(ctx, obj, mutate)
+		}
 		if err == nil && op != controllerutil.OperationResultNone {
 			log.FromContext(ctx).Info("applied child", "kind", fmt.Sprintf("%T", obj), "name", obj.GetName(), "operation", op)
 		}
 		return err
 	})
 	return obj, err
+}
+
+// updateUncached reads obj (name and namespace set) from the API server, mutates it
+// and writes it back.
+func (r *MQTTClusterReconciler) updateUncached(ctx context.Context, obj client.Object, mutate func(client.Object) error) (controllerutil.OperationResult, error) {
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return controllerutil.OperationResultNone, err
+	}
+	if err := mutate(obj); err != nil {
+		return controllerutil.OperationResultNone, err
+	}
+	return controllerutil.OperationResultUpdated, r.Update(ctx, obj)
 }
 
 // deleteIfOwned deletes obj (name and namespace set) when it exists and this cluster
@@ -171,8 +197,16 @@ func (r *MQTTClusterReconciler) deleteIfOwned(ctx context.Context, mc *v1alpha1.
 }
 
 // SetupWithManager registers the controller: it watches MQTTClusters, the children
-// they own, and Secrets a cluster refers to (so fixing a missing Secret takes effect).
+// they own, their pods, and the Secrets a cluster refers to (so fixing a missing
+// Secret takes effect). The manager's cache must be CacheOptions' (cache.go).
 func (r *MQTTClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	referencedSecrets, err := r.referencedSecretsSource(mgr)
+	if err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MQTTCluster{}).
 		Owns(&corev1.Secret{}).
@@ -182,7 +216,7 @@ func (r *MQTTClusterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(clusterOfPod)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.clustersReferringTo)).
+		WatchesRawSource(referencedSecrets).
 		Named("mqttcluster").
 		Complete(r)
 }

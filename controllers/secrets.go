@@ -54,7 +54,7 @@ func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state)
 	mc := st.cluster
 	for _, ref := range referencedSecrets(mc) {
 		s := &corev1.Secret{}
-		err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: ref.name}, s)
+		err := r.getSecret(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: ref.name}, s)
 		if apierrors.IsNotFound(err) {
 			r.report(st, invalidInput, "SecretNotFound", fmt.Sprintf("%s: Secret %q not found", ref.field, ref.name))
 			continue

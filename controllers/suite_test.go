@@ -14,6 +14,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -35,7 +36,9 @@ var (
 	k8sClient client.Client
 	testEnv   *envtest.Environment
 	cancel    context.CancelFunc
-	scheme    = runtime.NewScheme()
+	// mgrCache is the manager's cache, what the controller reads.
+	mgrCache cache.Cache
+	scheme   = runtime.NewScheme()
 	// suiteOperator is who the reconciler believes it is (main.go's flags).
 	suiteOperator = res.Operator{Namespace: "mqtt-operator-system", PodLabels: map[string]string{"control-plane": "controller-manager"}}
 )
@@ -62,11 +65,14 @@ var _ = BeforeSuite(func() {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
+	// The operator's cache (main.go's), so the specs see what it holds and what not.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
+		Cache:   controllers.CacheOptions(nil),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 	})
 	Expect(err).NotTo(HaveOccurred())
+	mgrCache = mgr.GetCache()
 	Expect((&controllers.MQTTClusterReconciler{
 		Client:       mgr.GetClient(),
 		Scheme:       mgr.GetScheme(),

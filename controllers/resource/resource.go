@@ -68,6 +68,13 @@ func SelectorLabels(mc *v1alpha1.MQTTCluster) map[string]string {
 	return map[string]string{LabelName: appName, LabelInstance: mc.Name}
 }
 
+// ChildrenLabels select the children of every MQTTCluster, the volume claims the
+// StatefulSet makes from its claim template included (they carry SelectorLabels
+// only): the manager's cache holds nothing else of the kinds the operator owns.
+func ChildrenLabels() map[string]string {
+	return map[string]string{LabelName: appName}
+}
+
 // Labels are the labels of every child object.
 func Labels(mc *v1alpha1.MQTTCluster) map[string]string {
 	l := SelectorLabels(mc)
