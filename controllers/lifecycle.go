@@ -2,15 +2,11 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
-	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
 // The lifecycle step owns the broker cluster's membership: it bootstraps pod-0 once,
@@ -55,11 +51,10 @@ func (r *MQTTClusterReconciler) reconcileLifecycle(ctx context.Context, st *stat
 	if sts == nil {
 		return false, nil
 	}
-	token, err := r.apiToken(ctx, mc)
-	if err != nil {
-		return false, err
+	if st.nodeSecrets == nil {
+		return false, nil // the pipeline stops before this step without them
 	}
-	o, err := r.observe(ctx, mc, sts, token)
+	o, err := r.observe(ctx, mc, sts, *st.nodeSecrets)
 	if err != nil {
 		return false, err
 	}
@@ -83,16 +78,6 @@ func (r *MQTTClusterReconciler) now() time.Time {
 		return r.Clock.Now()
 	}
 	return time.Now()
-}
-
-// apiToken reads the bearer token of the brokers' API.
-func (r *MQTTClusterReconciler) apiToken(ctx context.Context, mc *v1alpha1.MQTTCluster) (string, error) {
-	name, key := resource.APITokenSecret(mc)
-	s := &corev1.Secret{}
-	if err := r.getSecret(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: name}, s); err != nil {
-		return "", fmt.Errorf("reading the API token Secret %q: %w", name, err)
-	}
-	return string(s.Data[key]), nil
 }
 
 // desired is the number of nodes the spec asks for.

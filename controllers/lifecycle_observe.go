@@ -50,6 +50,9 @@ type brokerPod struct {
 	// evac is the broker's evacuation (asked only while it reports evacuating).
 	evac    *brokerclient.Evacuation
 	evacErr error
+	// staleToken: the broker answered only to an API token the operator was asked
+	// to replace (it started before the new one).
+	staleToken bool
 }
 
 // dataClaim is one data volume claim of an ordinal of the cluster.
@@ -72,7 +75,7 @@ func (b *brokerPod) joined(clusterID string) bool {
 
 // observe lists the pods and claims and asks every broker for its node, its cluster
 // view and (while it evacuates) its evacuation, all brokers in parallel.
-func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, token string) (*observation, error) {
+func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, tokens resource.NodeSecrets) (*observation, error) {
 	pods := &corev1.PodList{}
 	if err := r.List(ctx, pods, client.InNamespace(mc.Namespace), client.MatchingLabels(resource.SelectorLabels(mc))); err != nil {
 		return nil, err
@@ -123,7 +126,7 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 		if url == "" {
 			continue
 		}
-		b.api = &brokerclient.Client{BaseURL: url, Token: token, Timeout: 5 * time.Second}
+		b.api = &brokerclient.Client{BaseURL: url, Token: string(tokens.Token), Previous: tokens.PreviousTokens, Timeout: 5 * time.Second}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -136,7 +139,9 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 
 // ask fills what the broker reports about itself.
 func (b *brokerPod) ask(ctx context.Context) {
-	if b.node, b.err = b.api.Node(ctx); b.err != nil {
+	b.node, b.err = b.api.Node(ctx)
+	b.staleToken = b.api.UsesPrevious()
+	if b.err != nil {
 		b.node = nil
 		return
 	}

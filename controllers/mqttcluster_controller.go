@@ -75,6 +75,9 @@ type state struct {
 	problems []problem
 	// lifecycle is what the brokers reported (nil when not asked).
 	lifecycle *lifecycle
+	// nodeSecrets are the cookie and API tokens the pods are given (nil until the
+	// nodesecrets step wrote them).
+	nodeSecrets *resource.NodeSecrets
 	// requeue asks for another reconcile after this long (0: only on changes).
 	requeue time.Duration
 }
@@ -88,7 +91,8 @@ type step struct {
 
 // Reconcile drives the cluster's children towards the spec, then reports status.
 // The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
-// mount them; the Services before the pods look each other up; the NetworkPolicy
+// mount them (the node Secret holds what the nodes run, copied from the cookie and
+// token Secrets); the Services before the pods look each other up; the NetworkPolicy
 // before the pods, so that none starts unprotected; the PodDisruptionBudget
 // once there is something to protect. failclosed comes first of all: while the spec
 // asks for something mqttd does not enforce, the client Service falls back to
@@ -96,6 +100,8 @@ type step struct {
 // Secret does not exist yet must not leave a LoadBalancer in front of the old pods);
 // it only ever narrows the Service. Widening it waits for the services step, after
 // the spec proved valid, and for the pods to run the settings it asks for.
+// retiredtokens follows lifecycle, whose observation says whether any node still
+// runs a replaced API token.
 func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	mc := &v1alpha1.MQTTCluster{}
 	if err := r.Get(ctx, req.NamespacedName, mc); err != nil {
@@ -108,12 +114,14 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	pipeline := []step{
 		{"failclosed", r.reconcileFailClosed},
 		{"secrets", r.reconcileSecrets},
+		{"nodesecrets", r.reconcileNodeSecrets},
 		{"config", r.reconcileConfig},
 		{"services", r.reconcileServices},
 		{"networkpolicy", r.reconcileNetworkPolicy},
 		{"statefulset", r.reconcileStatefulSet},
 		{"pdb", r.reconcilePDB},
 		{"lifecycle", r.reconcileLifecycle},
+		{"retiredtokens", r.reconcileRetiredTokens},
 	}
 	for _, s := range pipeline {
 		stop, err := s.run(ctx, st)

@@ -265,16 +265,10 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "my-cookie"},
 			Data: map[string][]byte{"value": []byte("s3cret-cookie")}})).To(Succeed())
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
-		s := sts(mc)
-		var sources []string
-		for _, v := range s.Spec.Template.Spec.Volumes {
-			if v.Projected != nil {
-				for _, src := range v.Projected.Sources {
-					sources = append(sources, src.Secret.Name+"/"+src.Secret.Items[0].Key)
-				}
-			}
-		}
-		Expect(sources).To(ContainElement("my-cookie/value"))
+		// The pods mount the operator's copy of it (the node Secret).
+		Expect(projectedSources(sts(mc))).To(ContainElement("byo-node-secrets/cookie"))
+		Eventually(func() []byte { return child(&corev1.Secret{}, ns, "byo-node-secrets").Data[res.NodeCookieKey] }).
+			Should(Equal([]byte("s3cret-cookie")))
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "byo-cookie"}, &corev1.Secret{})).
 			To(WithTransform(apierrors.IsNotFound, BeTrue()), "a cookie was generated although the user brought one")
 		Expect(child(&corev1.Secret{}, ns, "my-cookie").Data["value"]).To(Equal([]byte("s3cret-cookie")))

@@ -26,6 +26,11 @@ const (
 	// listener, the dashboard). The cluster fails closed: Ready is False and the
 	// client Service is not exposed beyond ClusterIP while the spec asks for it.
 	unsupportedFeature
+	// refusedChange: the spec, or a Secret it names, asks for a change the operator
+	// will not make while the cluster runs (a new cluster cookie): the setting in
+	// force is kept, Degraded says why and how to make the change, and Ready is False
+	// since what was asked is not in force.
+	refusedChange
 	// needsAttention: the operator holds back an automatic action a person must decide
 	// on (a volume it will not wipe while the cluster's data is not safe elsewhere).
 	// Degraded says why; the reconcile goes on.

@@ -17,7 +17,11 @@ import (
 // their size.
 func (r *MQTTClusterReconciler) reconcileStatefulSet(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
-	b := &resource.StatefulSetBuilder{Cluster: mc, ConfigHash: resource.ConfigHash(st.config), DefaultImage: r.DefaultImage}
+	b := &resource.StatefulSetBuilder{Cluster: mc, ConfigHash: resource.ConfigHash(st.config), DefaultImage: r.DefaultImage,
+		NodeSecret: resource.NodeSecretName(mc)}
+	if st.nodeSecrets != nil {
+		b.APITokenHash = resource.TokenHash(mc, st.nodeSecrets.Token)
+	}
 	current := &appsv1.StatefulSet{}
 	err := r.Get(ctx, client.ObjectKeyFromObject(b.Object()), current)
 	if err == nil {

@@ -99,15 +99,16 @@ func stsCaughtUp(sts *appsv1.StatefulSet) bool {
 	return sts.Status.ObservedGeneration >= sts.Generation
 }
 
-// outdatedPods counts the pods that run an older template than the StatefulSet's (0
-// when the brokers were not gathered).
+// outdatedPods counts the pods that run an older template than the StatefulSet's, or
+// an API token the operator was asked to replace (0 when the brokers were not
+// gathered).
 func outdatedPods(sts *appsv1.StatefulSet, lc *lifecycle) int {
 	n := 0
 	if lc == nil || sts == nil {
 		return 0
 	}
 	for _, b := range lc.pods {
-		if outdated(sts.Status.UpdateRevision, b.pod) {
+		if outdated(sts.Status.UpdateRevision, b.pod) || b.staleToken {
 			n++
 		}
 	}
@@ -124,6 +125,10 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 	switch {
 	case hasInvalidInput(problems):
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "InvalidSpec", problemMessages(problems)
+	case len(ofKind(problems, refusedChange)) > 0:
+		// Fail closed: what was asked is not in force.
+		refused := ofKind(problems, refusedChange)
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, refused[0].reason, problemMessages(refused)
 	case len(ofKind(problems, unsupportedFeature)) > 0:
 		// Fail closed: never Ready while a setting the user asked for is ignored.
 		c.Status, c.Reason = metav1.ConditionFalse, "FeatureNotSupported"
@@ -139,7 +144,7 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 		c.Message = fmt.Sprintf("%d of %d broker nodes are ready cluster members", joinedReady(members), want)
 	case outdated > 0:
 		c.Status, c.Reason = metav1.ConditionFalse, "SettingsPending"
-		c.Message = fmt.Sprintf("%d of %d pods run an older pod template: the settings the spec asks for (such as anonymous access) are not in force on them until they are replaced", outdated, want)
+		c.Message = fmt.Sprintf("%d of %d pods run an older pod template or API token: the settings the spec asks for (such as anonymous access, a new API token) are not in force on them until they are replaced", outdated, want)
 	default:
 		c.Status, c.Reason = metav1.ConditionTrue, "AllNodesReady"
 		c.Message = fmt.Sprintf("%d of %d broker nodes ready and joined", sts.Status.ReadyReplicas, want)

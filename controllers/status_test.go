@@ -252,3 +252,29 @@ func TestReadyWaitsForCurrentPods(t *testing.T) {
 		t.Fatalf("no outdated pod: %s/%s, want True", c.Status, c.Reason)
 	}
 }
+
+// TestReadyFailsClosedOnRefusedChange: a healthy, joined cluster is not Ready while
+// the operator refuses a change it was asked for (a new cookie); a storage resize it
+// cannot make keeps Ready as it was (the cluster runs as asked otherwise).
+func TestReadyFailsClosedOnRefusedChange(t *testing.T) {
+	mc := testCluster(3)
+	sts := testSTS(1, 1, 3, 3)
+	refused := []problem{{kind: refusedChange, reason: "CookieChangeRefused", message: "the cookie"}}
+	if c := readyCondition(mc, sts, refused, joinedMembers(3), true, 0); c.Status != metav1.ConditionFalse || c.Reason != "CookieChangeRefused" || c.Message != "the cookie" {
+		t.Fatalf("refused change: %+v, want False/CookieChangeRefused", c)
+	}
+	if c := degradedCondition(refused); c.Status != metav1.ConditionTrue || c.Reason != "CookieChangeRefused" {
+		t.Fatalf("refused change: Degraded %+v", c)
+	}
+}
+
+// TestOutdatedPodsCountsStaleTokens: a pod on the current template whose broker runs
+// a replaced API token does not run what the spec asks for either.
+func TestOutdatedPodsCountsStaleTokens(t *testing.T) {
+	sts := testSTS(1, 1, 3, 3)
+	sts.Status.UpdateRevision = currentRev
+	lc := &lifecycle{observation: &observation{pods: []*brokerPod{bp(0), bp(1, func(b *brokerPod) { b.staleToken = true }), bp(2)}}, gathered: true}
+	if n := outdatedPods(sts, lc); n != 1 {
+		t.Fatalf("outdatedPods = %d, want 1", n)
+	}
+}

@@ -24,6 +24,9 @@ type evacuator struct {
 
 	done <-chan struct{}
 	wg   *sync.WaitGroup
+	// takeTurn holds a client ID's turn at its owner while its session moves, so the
+	// move never overlaps the client's own takeover elsewhere (ownership.takeTurn).
+	takeTurn func(id string) (release func())
 
 	mu lockorder.Mutex // guards st; a leaf
 	st evacuation
@@ -154,29 +157,39 @@ func (e *evacuator) moveSessions(ctx context.Context) int {
 		if target == "" {
 			return moved
 		}
-		snap, _ := e.srv.Kick(id, 0, true, server.Claim{}) // the node's own move: no user to check
-		if snap == nil {
-			continue // it reconnected elsewhere meanwhile, or expired
+		if e.moveSession(id, target) {
+			moved++
 		}
-		b, err := store.EncodeSession(*snap)
-		var resp *response
-		if err == nil {
-			if resp, err = e.peers.request(target, &request{Op: opAdopt, Data: b}); err == nil {
-				err = resp.err()
-			}
-		}
-		if err != nil {
-			// Keep the session here and try again on the next round.
-			e.log.Warn("moving a session failed; keeping it", "client", id, "target", target, "error", err)
-			e.srv.Unmove(*snap)
-			continue
-		}
-		if !resp.OK { // the client reconnected there first: its takeover has the state
-			e.srv.Release(id)
-		}
-		moved++
 	}
 	return moved
+}
+
+// moveSession hands one detached session to target, holding the ID's turn: a client
+// that reconnects elsewhere meanwhile takes it over before or after, never during.
+func (e *evacuator) moveSession(id, target string) bool {
+	release := e.takeTurn(id)
+	defer release()
+	snap, _ := e.srv.Kick(id, 0, true, server.Claim{}) // the node's own move: no user to check
+	if snap == nil {
+		return false // it reconnected elsewhere meanwhile, or expired
+	}
+	b, err := store.EncodeSession(*snap)
+	var resp *response
+	if err == nil {
+		if resp, err = e.peers.request(target, &request{Op: opAdopt, Data: b}); err == nil {
+			err = resp.err()
+		}
+	}
+	if err != nil {
+		// Keep the session here and try again on the next round.
+		e.log.Warn("moving a session failed; keeping it", "client", id, "target", target, "error", err)
+		e.srv.Unmove(*snap)
+		return false
+	}
+	if !resp.OK { // a session of this ID was there already: its takeover has the state
+		e.srv.Release(id)
+	}
+	return true
 }
 
 // target picks the reachable member (not this node) that owns id.

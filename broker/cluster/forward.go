@@ -25,7 +25,7 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 		if l == nil {
 			continue
 		}
-		f := &frame{Kind: fForward, Msg: data, Shared: shared}
+		f := &frame{Kind: fForward, Msg: data, MsgID: msg.ID, Shared: shared}
 		ch, err := l.send(f, msg.QoS > 0)
 		if err != nil {
 			r.forwardFailure.Add(1)

@@ -60,6 +60,7 @@ func (r *routing) serveInbound(c net.Conn, peer string) {
 				r.forwardFailure.Add(1)
 				r.log.Error("undecodable forwarded message", "peer", peer, "error", err)
 			} else {
+				m.ID = f.MsgID
 				count = r.srv.DeliverForwarded(m, f.Shared)
 			}
 			if f.Seq != 0 {

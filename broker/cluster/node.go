@@ -108,8 +108,10 @@ func (n *Node) wire() {
 	n.mem = &membership{cfg: cfg, log: n.log, srv: n.srv, tr: n.tr, done: n.done, wg: &n.wg}
 	n.routes = newRouting(cfg.Name, n.log, n.done, &n.wg)
 	peers := clusterPeers{n.mem, n.routes}
-	n.own = &ownership{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, now: time.Now}
-	n.evac = &evacuator{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, done: n.done, wg: &n.wg}
+	n.own = &ownership{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, now: time.Now,
+		turns: newTurns(n.log, turnTTL), done: n.done}
+	n.evac = &evacuator{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, done: n.done, wg: &n.wg,
+		takeTurn: n.own.takeTurn}
 
 	n.tr.clusterID = n.mem.clusterIDNow
 	n.tr.onRaft, n.tr.onLink, n.tr.onQuery = n.mem.acceptRaft, n.routes.serveInbound, n.handleRequest

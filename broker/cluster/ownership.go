@@ -22,9 +22,10 @@ type ownership struct {
 	peers ownerPeers
 	now   func() time.Time // the epoch clock
 
-	// The owner's per-client-ID order of connects: held across a takeover's requests
-	// to peers (and its Server.Kick), so it orders connects of one ID, nothing else.
-	lockIDs [64]lockorder.Mutex
+	// The owner's per-client-ID order of session moves (turns.go): held across a
+	// takeover's kicks and until the session is installed at its new node.
+	turns   *turns
+	done    <-chan struct{} // closed when the node stops
 	epochMu lockorder.Mutex // guards epoch; a leaf
 	epoch   uint64
 }
@@ -95,11 +96,43 @@ func (o *ownership) nextEpoch() uint64 {
 	return o.epoch
 }
 
-// lockIndex is the slot of lockIDs that orders clientID's connects.
-func lockIndex(clientID string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(clientID))
-	return int(h.Sum32() % 64)
+// takeTurn holds client id's turn at its owner for a move this node makes itself (an
+// evacuation's) and returns what gives it back. When the owner does not answer (it
+// runs an older version, or its link just went down) the move goes ahead unordered,
+// as before turns existed.
+func (o *ownership) takeTurn(id string) (release func()) {
+	owner := o.owner(id)
+	if owner == o.self {
+		token := o.turns.acquire(id, o.done)
+		return func() { o.turns.release(id, token) }
+	}
+	resp, err := o.peers.request(owner, &request{Op: opTurn, ClientID: id})
+	if err == nil {
+		err = resp.err()
+	}
+	if err != nil {
+		o.log.Warn("the owner of a client ID did not order a session move; moving it unordered", "client", id, "owner", owner, "error", err)
+		return func() {}
+	}
+	return func() { o.endTurn(owner, id, resp.Turn) }
+}
+
+// endTurn gives back a turn taken at owner. A turn that cannot be given back expires.
+func (o *ownership) endTurn(owner, id string, token uint64) {
+	if token == 0 {
+		return
+	}
+	if owner == o.self {
+		o.turns.release(id, token)
+		return
+	}
+	resp, err := o.peers.request(owner, &request{Op: opTurnDone, ClientID: id, Turn: token})
+	if err == nil {
+		err = resp.err()
+	}
+	if err != nil {
+		o.log.Warn("ending a session move's turn failed; it expires", "client", id, "owner", owner, "ttl", turnTTL, "error", err)
+	}
 }
 
 // settle finishes a session's move to this node: once every peer has this node's

@@ -118,18 +118,51 @@ func TestEpochOrdering(t *testing.T) {
 	}
 }
 
-func TestLockIndex(t *testing.T) {
-	seen := map[int]bool{}
-	for i := range 1000 {
-		id := fmt.Sprintf("c%d", i)
-		k := lockIndex(id)
-		if k < 0 || k >= 64 || lockIndex(id) != k {
-			t.Fatalf("lockIndex(%s) = %d", id, k)
-		}
-		seen[k] = true
+// TestTurns: one move of a client ID at a time; a turn ends when given back or after
+// its TTL, a stale token ends nothing, and other IDs never wait.
+func TestTurns(t *testing.T) {
+	tr := newTurns(slog.New(slog.DiscardHandler), time.Hour)
+	done := make(chan struct{})
+	first := tr.acquire("c", done)
+	if first == 0 {
+		t.Fatal("no token")
 	}
-	if len(seen) < 60 {
-		t.Fatalf("1000 IDs use only %d of 64 locks", len(seen))
+	if other := tr.acquire("d", done); other == 0 || other == first {
+		t.Fatalf("another ID's turn: %d (first %d)", other, first)
+	}
+	got := make(chan uint64)
+	go func() { got <- tr.acquire("c", done) }()
+	select {
+	case tok := <-got:
+		t.Fatalf("a second move of c started (%d) while the first holds its turn", tok)
+	case <-time.After(50 * time.Millisecond): // a wait that must not end: nothing to poll for
+	}
+	tr.release("c", first+1000) // a stale token
+	select {
+	case tok := <-got:
+		t.Fatalf("a stale token ended the turn: %d", tok)
+	case <-time.After(50 * time.Millisecond):
+	}
+	tr.release("c", first)
+	second := <-got
+	if second == 0 || second == first {
+		t.Fatalf("second turn %d after %d", second, first)
+	}
+	tr.release("c", first) // again, stale: c stays held by second
+	go func() { got <- tr.acquire("c", done) }()
+	close(done)
+	if tok := <-got; tok != 0 {
+		t.Fatalf("a wait ended by the node stopping returned %d, want 0", tok)
+	}
+
+	short := newTurns(slog.New(slog.DiscardHandler), 20*time.Millisecond)
+	short.acquire("c", nil) // never given back
+	start := time.Now()
+	if tok := short.acquire("c", nil); tok == 0 {
+		t.Fatal("no token after the TTL")
+	}
+	if waited := time.Since(start); waited < 15*time.Millisecond {
+		t.Fatalf("the next move waited %v, less than the TTL", waited)
 	}
 }
 
@@ -184,8 +217,9 @@ func TestOwnerTakeover(t *testing.T) {
 					}
 					return errResponse(errorf(apiv1.CodeBadRequest, "unexpected %s", req.Op))
 				}}
-			o := &ownership{self: "a", log: slog.New(slog.DiscardHandler), srv: srv, peers: p, now: time.Now}
-			got, source, epoch, err := o.ownerTakeover("c", false, tc.requester, tc.claim)
+			o := &ownership{self: "a", log: slog.New(slog.DiscardHandler), srv: srv, peers: p, now: time.Now,
+				turns: newTurns(slog.New(slog.DiscardHandler), time.Hour)}
+			got, source, epoch, turn, err := o.ownerTakeover("c", false, tc.requester, tc.claim)
 			if codeOrEmpty(err) != tc.code {
 				t.Fatalf("error %v, want code %q", err, tc.code)
 			}
@@ -194,6 +228,25 @@ func TestOwnerTakeover(t *testing.T) {
 			}
 			if epoch == 0 {
 				t.Fatal("no epoch")
+			}
+			// With a session to move the turn stays held until the requester ends it;
+			// without one it is free at once.
+			if (turn != 0) != (got != nil) {
+				t.Fatalf("turn %d with session %v", turn, got != nil)
+			}
+			free := make(chan uint64, 1)
+			go func() { free <- o.turns.acquire("c", nil) }()
+			select {
+			case tok := <-free:
+				if got != nil {
+					t.Fatalf("the turn of a session in flight was free (%d)", tok)
+				}
+			case <-time.After(50 * time.Millisecond):
+				if got == nil {
+					t.Fatal("a takeover with no session kept the turn")
+				}
+				o.turns.release("c", turn)
+				<-free
 			}
 			kicked := p.sent(opKick)
 			if srv.kicks > 0 {

@@ -13,11 +13,24 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opJoin, opRemove, opApply, opReadIndex:
 		return n.mem.handleLeaderOp(req)
 	case opTakeover:
-		snap, source, epoch, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
+		snap, source, epoch, turn, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
 		if err != nil {
 			return errResponse(err)
 		}
-		return sessionResponse(&response{Epoch: epoch, Node: source}, snap)
+		resp := sessionResponse(&response{Epoch: epoch, Node: source, Turn: turn}, snap)
+		if resp.Code != "" {
+			n.own.turns.release(req.ClientID, turn)
+		}
+		return resp
+	case opTurn:
+		turn := n.own.turns.acquire(req.ClientID, n.done)
+		if turn == 0 {
+			return errResponse(errorf(apiv1.CodeUnreachable, "the node is stopping"))
+		}
+		return &response{Turn: turn}
+	case opTurnDone:
+		n.own.turns.release(req.ClientID, req.Turn)
+		return &response{}
 	case opKick:
 		snap, err := n.srv.Kick(req.ClientID, req.Epoch, !req.Clean, req.claim())
 		if err != nil {
@@ -37,7 +50,7 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		if !n.srv.AdoptSession(snap) {
 			return &response{}
 		}
-		n.srv.AppendDeliveries(snap.ID, n.own.settle(snap.ID, peer))
+		n.srv.MergeMoved(snap.ID, n.own.settle(snap.ID, peer))
 		return &response{OK: true}
 	case opUnmove:
 		snap, err := store.DecodeSession(req.Data)

@@ -19,11 +19,17 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		snap   *session.Snapshot
 		source string
 		epoch  uint64
+		turn   uint64
 		err    error
 	)
-	if owner := o.owner(id); owner == o.self {
-		if snap, source, epoch, err = o.ownerTakeover(id, clean, o.self, claim); err != nil {
+	owner := o.owner(id)
+	if owner == o.self {
+		snap, source, epoch, turn, err = o.ownerTakeover(id, clean, o.self, claim)
+		if CodeOf(err) == apiv1.CodeClientIDOwned {
 			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
+		}
+		if err != nil {
+			return server.Handover{}, err
 		}
 	} else {
 		var resp *response
@@ -38,27 +44,38 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 			return server.Handover{}, err
 		}
 		if snap, err = decodeSnap(resp.Data); err != nil {
+			o.endTurn(owner, id, resp.Turn)
 			return server.Handover{}, err
 		}
-		source, epoch = resp.Node, resp.Epoch
+		source, epoch, turn = resp.Node, resp.Epoch, resp.Turn
 	}
 	ho := server.Handover{Session: snap, Epoch: epoch}
 	if snap != nil {
 		ho.Finish = func() []*session.Delivery { return o.settle(id, source) }
 		ho.GiveBack = func() { o.giveBack(snap, source) }
+		ho.Done = func() { o.endTurn(owner, id, turn) }
 	}
 	return ho, nil
 }
 
 // ownerTakeover runs on the owner of id: connects for one ID go through it one at a
 // time; each gets a larger epoch and kicks the ID on every node but the requester.
-// It returns the newest persistent session found and the node holding it. A node
-// whose session of id belongs to another user than claim's keeps it, and the
+// It returns the newest persistent session found, the node holding it and, with a
+// session, the ID's turn (turns.go), which the requester gives back once the session
+// is installed and its old copy released: no other move of the ID starts meanwhile.
+// A node whose session of id belongs to another user than claim's keeps it, and the
 // takeover fails with apiv1.CodeClientIDOwned.
-func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, uint64, error) {
-	mu := &o.lockIDs[lockIndex(id)]
-	mu.Lock()
-	defer mu.Unlock()
+func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, uint64, uint64, error) {
+	turn := o.turns.acquire(id, o.done)
+	if turn == 0 {
+		return nil, "", 0, 0, errorf(apiv1.CodeUnreachable, "the node is stopping")
+	}
+	moving := false
+	defer func() {
+		if !moving {
+			o.turns.release(id, turn)
+		}
+	}()
 	epoch := o.nextEpoch()
 	var peers []string
 	for _, name := range o.peers.memberNames() {
@@ -127,9 +144,13 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 			// Another node already handed its copy over: it keeps it again.
 			o.giveBack(best, source)
 		}
-		return nil, "", epoch, owned
+		return nil, "", epoch, 0, owned
 	}
-	return best, source, epoch, nil
+	if best == nil {
+		return nil, "", epoch, 0, nil
+	}
+	moving = true
+	return best, source, epoch, turn, nil
 }
 
 // ownedError turns the server's ErrClientIDOwned into the stable code peers match.

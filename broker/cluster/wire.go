@@ -13,6 +13,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	"github.com/mqtt-operator/mqtt-operator/broker/session"
 )
 
 // After the handshake, the dialing node names what the connection is for with one
@@ -40,9 +41,10 @@ type frame struct {
 	Seq    uint64
 	Hello  *hello
 	Routes *routes
-	Msg    []byte         // fForward: the message in the store's record format
-	Shared []server.Route // fForward: shared subscriptions picked on the receiver
-	Count  int            // fAck
+	Msg    []byte            // fForward: the message in the store's record format
+	MsgID  session.MessageID // fForward: the message's ID (absent from older nodes: unknown)
+	Shared []server.Route    // fForward: shared subscriptions picked on the receiver
+	Count  int               // fAck
 	Req    *request
 	Resp   *response
 }
@@ -71,6 +73,8 @@ const (
 	opRelease   = "release"   // drop the moved session ClientID, answer what arrived since
 	opSync      = "sync"      // no-op: answered once the routes sent before it are applied
 	opUnmove    = "unmove"    // take back the moving session in Data: its takeover failed
+	opTurn      = "turn"      // to the owner of ClientID: wait for and hold its turn for a move (answers Turn)
+	opTurnDone  = "turndone"  // to the owner of ClientID: the move holding Turn is over
 )
 
 type request struct {
@@ -87,6 +91,7 @@ type request struct {
 	// to their session's user (server.Claim). Absent from older nodes: no check.
 	Owner      string
 	CheckOwner bool
+	Turn       uint64 // turndone: the turn to end
 }
 
 func (r *request) claim() server.Claim { return server.Claim{Owner: r.Owner, Check: r.CheckOwner} }
@@ -100,6 +105,7 @@ type response struct {
 	OK        bool
 	Node      string // takeover: the node the session came from
 	Index     uint64 // readindex: the last entry the leader's state machine applied
+	Turn      uint64 // takeover (with a session) and turn: the client ID's turn, to end with turndone
 }
 
 func (r *response) err() error {

@@ -52,6 +52,9 @@ type Handover struct {
 	// GiveBack, when set, runs instead of Finish when the connect is refused after
 	// the takeover and Session was not installed here: the old node keeps it.
 	GiveBack func()
+	// Done, when set, runs last, once what Finish returned is queued here (or after
+	// GiveBack): the move is over, and the next one of this client ID may start.
+	Done func()
 }
 
 // Route is a subscription filter as nodes exchange it: which filters (per share
@@ -242,6 +245,12 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 	return &snap, nil
 }
 
+// movedDedupWindow is how long a moved session remembers the messages it held when
+// its move finished, so that a copy still on its way from a third node (sent there
+// because the node had routes for it) is not queued twice: longer than a forward's
+// ack timeout.
+const movedDedupWindow = 15 * time.Second
+
 // moveTimeout bounds how long a moving session waits for its new node's release.
 const moveTimeout = 30 * time.Second
 
@@ -285,19 +294,24 @@ func (s *Server) Unmove(snap session.Snapshot) {
 	s.saveSession(e)
 }
 
-// AppendDeliveries queues deliveries for a session (what its old node received while
-// it moved).
-func (s *Server) AppendDeliveries(id string, ds []*session.Delivery) {
+// MergeMoved adds to a session moved here what its old node queued for it while it
+// moved (session.Session.MergeMoved: in order, each message once).
+func (s *Server) MergeMoved(id string, ds []*session.Delivery) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	e := s.sessions[id]
 	if e == nil {
+		if len(ds) > 0 {
+			s.log.Warn("messages queued on a moved session's old node arrived after the session was gone", "client", id, "messages", len(ds))
+		}
 		return
 	}
-	for _, d := range ds {
-		if _, dropped := e.sess.Enqueue(d); dropped > 0 {
-			s.stats.dropped.Add(uint64(dropped))
-		}
+	added, dropped := e.sess.MergeMoved(ds, movedDedupWindow)
+	if dropped > 0 {
+		s.stats.dropped.Add(uint64(dropped))
+	}
+	if added > 0 && e.client == nil && e.expiry != 0 && !e.moving {
+		s.saveSession(e) // offline: stored before the move is reported done
 	}
 }
 

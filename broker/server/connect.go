@@ -183,12 +183,15 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	moved, epoch := ho.Session, ho.Epoch
 	installed, refused := false, false
 	defer func() { // after the unlock below
+		if ho.Done != nil {
+			defer ho.Done()
+		}
 		switch {
 		case refused && moved != nil && !installed && ho.GiveBack != nil:
 			ho.GiveBack() // nobody here took it: its old node keeps it
 		case ho.Finish != nil:
 			if extra := ho.Finish(); installed {
-				s.AppendDeliveries(c.id, extra)
+				s.MergeMoved(c.id, extra)
 			}
 		}
 	}()

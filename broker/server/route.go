@@ -31,6 +31,9 @@ func (s *Server) publish(msg *session.Message) {
 // then packet.QuotaExceeded, otherwise packet.Success.
 func (s *Server) publishAsync(msg *session.Message) (n int, wait func() int, retained packet.Code) {
 	retained = packet.Success
+	if msg.ID.IsZero() { // published here: the copies other nodes get carry the same ID
+		msg.ID = session.MessageID{Origin: s.msgOrigin, Seq: s.msgSeq.Add(1)}
+	}
 	if msg.Retain && !s.retain(msg) {
 		retained = packet.QuotaExceeded
 	}

@@ -4,6 +4,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -133,7 +135,11 @@ type Server struct {
 	log   *slog.Logger
 	trie  *topic.Trie
 	stats Stats
-	start time.Time
+
+	// Message IDs (session.MessageID) of the messages this process routes first.
+	msgOrigin uint64
+	msgSeq    atomic.Uint64
+	start     time.Time
 
 	mu        lockorder.RWMutex // guards sessions, clients, listeners, closing
 	sessions  map[string]*entry
@@ -211,6 +217,7 @@ func New(opts Options) (*Server, error) {
 		remote:    make(map[string]map[Route]struct{}),
 		kicked:    make(map[string]uint64),
 		done:      make(chan struct{}),
+		msgOrigin: newMessageOrigin(),
 	}
 	if err := s.restore(); err != nil {
 		return nil, err
@@ -459,4 +466,15 @@ type StatsSnapshot struct {
 	ProtocolErrors   uint64
 	StoreErrors      uint64       // failed writes to the session and retained-message store
 	Limits           []LimitCount // refusals (or throttle waits) by abuse limit, in Limit order
+}
+
+// newMessageOrigin draws the Origin of this process's message IDs: random, never zero.
+func newMessageOrigin() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if o := binary.BigEndian.Uint64(b[:]); o != 0 {
+			return o
+		}
+	}
 }

@@ -24,7 +24,19 @@ type Message struct {
 	Expiry time.Time
 	// Publisher is the client ID of the sender ("" for the broker itself); used by no-local.
 	Publisher string
+	// ID tells copies of one message apart from other messages across the cluster
+	// (zero: unknown, as in retained messages; never taken for another message).
+	ID MessageID
 }
+
+// MessageID identifies a message cluster-wide: the process that first routed it
+// (a random number drawn at its start) and a sequence number there.
+type MessageID struct {
+	Origin, Seq uint64
+}
+
+// IsZero reports whether the ID is unknown.
+func (id MessageID) IsZero() bool { return id.Origin == 0 }
 
 // Expired reports whether the message has expired at now.
 func (m *Message) Expired(now time.Time) bool {

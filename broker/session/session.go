@@ -63,6 +63,13 @@ type Session struct {
 	gen      uint64 // connection generation: a replaced connection's writer gets nothing
 	dropped  uint64
 	owner    string // the user whose session this is (see Owner)
+	// restored counts the queued deliveries a moved session was restored with, until
+	// MergeMoved puts what its old node received meanwhile after them.
+	restored int
+	// moved holds, until movedUntil, the IDs of the messages the session held when its
+	// move finished: a copy of one that reaches this node late is not queued again.
+	moved      map[MessageID]struct{}
+	movedUntil time.Time
 }
 
 // New returns an empty session.
@@ -141,8 +148,19 @@ func (s *Session) signal() {
 func (s *Session) Enqueue(d *Delivery) (queued bool, dropped int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.enqueueLocked(d)
+}
+
+func (s *Session) enqueueLocked(d *Delivery) (queued bool, dropped int) {
 	if s.notify == nil && d.QoS == 0 {
 		return true, 0
+	}
+	if s.moved != nil && d.Msg != nil && !d.Msg.ID.IsZero() {
+		if time.Now().After(s.movedUntil) {
+			s.moved = nil
+		} else if _, dup := s.moved[d.Msg.ID]; dup {
+			return true, 0 // the session has it already: a late copy from the other node
+		}
 	}
 	size := d.size()
 	tooBig := s.limits.MaxQueuedBytes > 0 && size > s.limits.MaxQueuedBytes
@@ -467,6 +485,7 @@ func Restore(snap Snapshot, limits Limits) *Session {
 		s.queue = append(s.queue, &c)
 		s.queued += c.size()
 	}
+	s.restored = len(s.queue)
 	for _, id := range snap.Inbound {
 		s.inbound[id] = struct{}{}
 	}
@@ -494,16 +513,20 @@ func (s *Session) Handover() Snapshot {
 func (s *Session) Prune(keep func(m *Message) bool) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
+	n, restored := 0, s.restored
 	kept := s.queue[:0]
-	for _, d := range s.queue {
+	for i, d := range s.queue {
 		if d.Msg != nil && !keep(d.Msg) {
 			s.queued -= d.size()
 			n++
+			if i < s.restored {
+				restored--
+			}
 			continue
 		}
 		kept = append(kept, d)
 	}
+	s.restored = restored
 	clear(s.queue[len(kept):])
 	s.queue = kept
 	for _, id := range append([]uint16(nil), s.order...) {
@@ -518,6 +541,56 @@ func (s *Session) Prune(keep func(m *Message) bool) int {
 		s.signal() // the window may have room for what is still queued
 	}
 	return n
+}
+
+// MergeMoved adds what a moved session's old node queued for it after the handover
+// (extra, in the order it arrived there) to this copy, restored from the handover's
+// state: after the restored deliveries and before what arrived here since, so older
+// messages do not come after newer ones. A message can reach both nodes during the
+// move (both had routes for the session): each message (by Message.ID) is kept once,
+// the first copy in that order, and an inflight one is not queued again. It returns
+// how many deliveries were added and how many a full queue dropped. For keep, a copy
+// of one of the messages the session now holds that still reaches this node (a
+// forward from a third node that was on its way) is not queued again.
+func (s *Session) MergeMoved(extra []*Delivery, keep time.Duration) (added, dropped int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mark := min(s.restored, len(s.queue))
+	s.restored = 0
+	s.moved = nil
+	seen := make(map[MessageID]struct{}, len(s.inflight)+len(s.queue)+len(extra))
+	defer func() {
+		if len(seen) > 0 && keep > 0 {
+			s.moved, s.movedUntil = seen, time.Now().Add(keep)
+		}
+	}()
+	for _, d := range s.inflight {
+		if d.Msg != nil && !d.Msg.ID.IsZero() {
+			seen[d.Msg.ID] = struct{}{}
+		}
+	}
+	old := s.queue
+	s.queue = make([]*Delivery, 0, len(old)+len(extra))
+	s.queued = 0
+	add := func(ds []*Delivery, counted bool) {
+		for _, d := range ds {
+			if d.Msg != nil && !d.Msg.ID.IsZero() {
+				if _, dup := seen[d.Msg.ID]; dup {
+					continue
+				}
+				seen[d.Msg.ID] = struct{}{}
+			}
+			queued, n := s.enqueueLocked(d)
+			dropped += n
+			if queued && counted {
+				added++
+			}
+		}
+	}
+	add(old[:mark], false)
+	add(extra, true)
+	add(old[mark:], false)
+	return added, dropped
 }
 
 // Drain removes and returns the queued deliveries.

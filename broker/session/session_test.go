@@ -1,6 +1,7 @@
 package session
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +208,98 @@ func TestQueuedBytesFollowTheQueue(t *testing.T) {
 	r := Restore(s.Handover(), s.limits)
 	if s.QueuedBytes() != 0 || r.QueuedBytes() != 40 {
 		t.Fatalf("after handover: %d bytes left, %d restored; want 0 and 40", s.QueuedBytes(), r.QueuedBytes())
+	}
+}
+
+// TestMergeMoved: what a moved session's old node queued meanwhile goes after the
+// restored state and before what arrived at the new node since, each message once
+// (by ID); an inflight message is not queued again; messages without an ID are never
+// taken for one another; a prune at install keeps the boundary.
+func TestMergeMoved(t *testing.T) {
+	id := func(n uint64) *Delivery {
+		return &Delivery{Msg: &Message{Topic: "t", QoS: 1, Payload: []byte{byte(n)}, ID: MessageID{Origin: 7, Seq: n}}, QoS: 1}
+	}
+	noID := func(p byte) *Delivery {
+		return &Delivery{Msg: &Message{Topic: "t", QoS: 1, Payload: []byte{p}}, QoS: 1}
+	}
+	for _, tc := range []struct {
+		name             string
+		inflight         []uint64 // restored with packet IDs
+		restored, direct []*Delivery
+		extra            []*Delivery
+		prune            byte // payload byte pruned after the restore (0: none)
+		want             []byte
+		added            int
+	}{
+		{name: "extras between restored and direct", restored: []*Delivery{id(1), id(2)}, direct: []*Delivery{id(5)},
+			extra: []*Delivery{id(3), id(4)}, want: []byte{1, 2, 3, 4, 5}, added: 2},
+		{name: "a message on both nodes comes once, in the old node's place", restored: []*Delivery{id(1)},
+			direct: []*Delivery{id(3), id(4)}, extra: []*Delivery{id(2), id(3)}, want: []byte{1, 2, 3, 4}, added: 2},
+		{name: "a restored message that also reached the new node", restored: []*Delivery{id(1), id(2)},
+			direct: []*Delivery{id(2), id(3)}, want: []byte{1, 2, 3}},
+		{name: "inflight is not queued again", inflight: []uint64{1}, restored: []*Delivery{id(2)},
+			extra: []*Delivery{id(1), id(3)}, want: []byte{2, 3}, added: 1},
+		{name: "messages without an ID are all kept", restored: []*Delivery{noID(1)}, direct: []*Delivery{noID(1)},
+			extra: []*Delivery{noID(1)}, want: []byte{1, 1, 1}, added: 1},
+		{name: "a prune at install keeps the boundary", restored: []*Delivery{id(1), id(2)}, prune: 1,
+			direct: []*Delivery{id(4)}, extra: []*Delivery{id(3)}, want: []byte{2, 3, 4}, added: 1},
+		{name: "nothing arrived on the old node", restored: []*Delivery{id(1)}, direct: []*Delivery{id(2)},
+			want: []byte{1, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap := Snapshot{ID: "c"}
+			for i, n := range tc.inflight {
+				d := id(n)
+				d.PacketID = uint16(i + 1)
+				snap.Queue = append(snap.Queue, d)
+			}
+			snap.Queue = append(snap.Queue, tc.restored...)
+			s := Restore(snap, Limits{MaxQueued: 100})
+			if tc.prune != 0 {
+				s.Prune(func(m *Message) bool { return m.Payload[0] != tc.prune })
+			}
+			for _, d := range tc.direct {
+				s.Enqueue(d)
+			}
+			added, dropped := s.MergeMoved(tc.extra, time.Hour)
+			if added != tc.added || dropped != 0 {
+				t.Fatalf("added %d dropped %d, want %d and 0", added, dropped, tc.added)
+			}
+			var got []byte
+			for _, d := range s.Snapshot().Queue {
+				if d.PacketID == 0 {
+					got = append(got, d.Msg.Payload[0])
+				}
+			}
+			if string(got) != string(tc.want) {
+				t.Fatalf("queue %v, want %v", got, tc.want)
+			}
+			// A late copy of a message the session held is not queued again; a new one is.
+			before := len(s.Snapshot().Queue)
+			for _, d := range append(append([]*Delivery(nil), tc.restored...), tc.extra...) {
+				if !d.Msg.ID.IsZero() && d.Msg.Payload[0] != tc.prune {
+					s.Enqueue(d)
+				}
+			}
+			s.Enqueue(id(99))
+			if after := len(s.Snapshot().Queue); after != before+1 {
+				t.Fatalf("%d deliveries after late copies and one new message, want %d", after, before+1)
+			}
+		})
+	}
+}
+
+// TestMovedWindowEnds: once the window after a move is over, the same ID is queued
+// again (an ID is only remembered for the window).
+func TestMovedWindowEnds(t *testing.T) {
+	m := &Message{Topic: "t", QoS: 1, ID: MessageID{Origin: 1, Seq: 1}}
+	s := Restore(Snapshot{ID: "c", Queue: []*Delivery{{Msg: m, QoS: 1}}}, Limits{})
+	s.MergeMoved(nil, time.Nanosecond)
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) && !time.Now().After(s.movedUntil) {
+		runtime.Gosched()
+	}
+	if queued, _ := s.Enqueue(&Delivery{Msg: m, QoS: 1}); !queued || len(s.queue) != 2 {
+		t.Fatalf("after the window: queued %v, %d deliveries, want the copy queued", queued, len(s.queue))
 	}
 }

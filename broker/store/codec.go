@@ -99,6 +99,9 @@ type storedDelivery struct {
 	PacketID uint16   `json:"packetID,omitempty"`
 	Dup      bool     `json:"dup,omitempty"`
 	Released bool     `json:"released,omitempty"`
+	// The message's session.MessageID (absent in older records: unknown).
+	Origin uint64 `json:"origin,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
 }
 
 const sessionFormat = 1
@@ -108,7 +111,8 @@ func encodeSession(s session.Snapshot) ([]byte, error) {
 		Subscriptions: s.Subscriptions, Inbound: s.Inbound, Owner: s.Owner}
 	for _, d := range s.Queue {
 		out.Queue = append(out.Queue, storedDelivery{Msg: encodeMessage(d.Msg), QoS: d.QoS, Retain: d.Retain,
-			SubIDs: d.SubIDs, PacketID: d.PacketID, Dup: d.Dup, Released: d.Released})
+			SubIDs: d.SubIDs, PacketID: d.PacketID, Dup: d.Dup, Released: d.Released,
+			Origin: d.Msg.ID.Origin, Seq: d.Msg.ID.Seq})
 	}
 	return json.Marshal(out)
 }
@@ -128,6 +132,7 @@ func decodeSession(b []byte) (session.Snapshot, error) {
 		if err != nil {
 			return session.Snapshot{}, fmt.Errorf("queued message %d: %w", i, err)
 		}
+		m.ID = session.MessageID{Origin: d.Origin, Seq: d.Seq}
 		s.Queue = append(s.Queue, &session.Delivery{Msg: m, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
 			PacketID: d.PacketID, Dup: d.Dup, Released: d.Released})
 	}

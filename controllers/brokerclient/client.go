@@ -55,10 +55,17 @@ type Client struct {
 	BaseURL string
 	// Token is the bearer token.
 	Token string
+	// Previous are tokens the node may still run while a new one rolls out (mqttd
+	// reads its token file only at start): a request refused as unauthorized is sent
+	// again with each, and the one the node takes becomes Token for the client's
+	// later requests.
+	Previous []string
 	// HTTP is the client to use (default: one with Timeout).
 	HTTP *http.Client
 	// Timeout bounds each request (default 10 s).
 	Timeout time.Duration
+
+	usesPrevious bool
 }
 
 // Node returns the node's state.
@@ -113,7 +120,29 @@ func (c *Client) Reset(ctx context.Context) (*Node, error) {
 	return &n, c.do(ctx, http.MethodPost, "/api/v1/node/reset", nil, &n)
 }
 
+// UsesPrevious reports whether the node took one of the Previous tokens and not the
+// current one: it runs a token the operator has been asked to replace.
+func (c *Client) UsesPrevious() bool { return c.usesPrevious }
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	err := c.doWith(ctx, c.Token, method, path, body, out)
+	for len(c.Previous) > 0 && unauthorized(err) {
+		token := c.Previous[0]
+		c.Previous = c.Previous[1:]
+		if err = c.doWith(ctx, token, method, path, body, out); !unauthorized(err) {
+			c.Token, c.usesPrevious = token, true
+		}
+	}
+	return err
+}
+
+// unauthorized reports whether the node refused the bearer token.
+func unauthorized(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusUnauthorized
+}
+
+func (c *Client) doWith(ctx context.Context, token, method, path string, body, out any) error {
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -132,7 +161,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

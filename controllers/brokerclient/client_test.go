@@ -58,3 +58,48 @@ func TestClientRequestsAndErrors(t *testing.T) {
 		t.Fatal("CodeOf(nil)")
 	}
 }
+
+// TestPreviousTokens: during a token rotation a node may still run an older token
+// (mqttd reads its token file only at start); the client falls back on it and keeps
+// it for its later requests, and says so.
+func TestPreviousTokens(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		nodeRuns     string
+		token        string
+		previous     []string
+		wantErr      bool
+		wantPrevious bool
+		wantTries    int // requests the first call took
+	}{
+		{"current token", "new-token-0123456789", "new-token-0123456789", []string{"old-token-0123456789"}, false, false, 1},
+		{"previous token", "old-token-0123456789", "new-token-0123456789", []string{"old-token-0123456789"}, false, true, 2},
+		{"the older of two previous", "oldest-token-0123456789", "new-token-0123456789", []string{"old-token-0123456789", "oldest-token-0123456789"}, false, true, 3},
+		{"no token known", "other-token-0123456789", "new-token-0123456789", []string{"old-token-0123456789"}, true, false, 2},
+		{"no previous", "old-token-0123456789", "new-token-0123456789", nil, true, false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tries := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tries++
+				if r.Header.Get("Authorization") != "Bearer "+tc.nodeRuns {
+					w.WriteHeader(http.StatusUnauthorized) // as broker/api answers
+					_, _ = w.Write([]byte(`{"code":"unauthorized","message":"a valid bearer token is required"}`))
+					return
+				}
+				_, _ = w.Write([]byte(`{"name":"n-0"}`))
+			}))
+			defer srv.Close()
+			c := &Client{BaseURL: srv.URL, Token: tc.token, Previous: tc.previous}
+			_, err := c.Node(context.Background())
+			if (err != nil) != tc.wantErr || c.UsesPrevious() != tc.wantPrevious || tries != tc.wantTries {
+				t.Fatalf("Node() err %v, UsesPrevious %v, %d requests", err, c.UsesPrevious(), tries)
+			}
+			tries = 0
+			_, err = c.Cluster(context.Background())
+			if !tc.wantErr && (err != nil && CodeOf(err) == "unauthorized" || tries != 1) {
+				t.Fatalf("a later request: %v after %d requests; the token that worked is kept", err, tries)
+			}
+		})
+	}
+}

@@ -39,6 +39,13 @@ type StatefulSetBuilder struct {
 	DefaultImage string // the broker image when spec.image is empty
 	// Replicas overrides spec.replicas while a scale-down is in progress (0: spec).
 	Replicas int32
+	// NodeSecret is the Secret the pods take the cookie and the API token from
+	// (NodeSecretName, which the controller keeps); empty: straight from the cookie
+	// and token Secrets.
+	NodeSecret string
+	// APITokenHash is TokenHash of the token the pods are given, recorded on the
+	// template so that a new token rolls them (empty: not recorded).
+	APITokenHash string
 }
 
 // Object implements Builder.
@@ -138,6 +145,9 @@ func (b *StatefulSetBuilder) podTemplate() corev1.PodTemplateSpec {
 	annotations := map[string]string{}
 	maps.Copy(annotations, mc.Spec.Pod.Annotations)
 	annotations[AnnotationConfigHash] = b.ConfigHash
+	if b.APITokenHash != "" {
+		annotations[AnnotationAPITokenHash] = b.APITokenHash
+	}
 
 	podSecurity := podSecurityContext(mc.Spec.Pod.SecurityContext)
 	grace := mc.Spec.Pod.TerminationGracePeriodSeconds
@@ -256,6 +266,10 @@ func (b *StatefulSetBuilder) volumes() []corev1.Volume {
 	mc := b.Cluster
 	cookieName, cookieKey := CookieSecret(mc)
 	tokenName, tokenKey := APITokenSecret(mc)
+	if b.NodeSecret != "" {
+		cookieName, cookieKey = b.NodeSecret, NodeCookieKey
+		tokenName, tokenKey = b.NodeSecret, NodeTokenKey
+	}
 	vols := []corev1.Volume{
 		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(mc)},

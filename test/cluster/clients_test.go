@@ -32,6 +32,7 @@ type message struct {
 	topic, payload string
 	qos            byte
 	retain         bool
+	dup            bool // the server resent it (DUP set): the connection it was first sent on ended
 }
 
 func (m message) probe() bool { return strings.HasPrefix(m.payload, probePrefix) }
@@ -113,7 +114,7 @@ func dialV5(addr, id string, o v5Options) (*v5Client, error) {
 		PacketTimeout: mqttTimeout,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p := pr.Packet
-			o.rec.add(message{topic: p.Topic, payload: string(p.Payload), qos: p.QoS, retain: p.Retain})
+			o.rec.add(message{topic: p.Topic, payload: string(p.Payload), qos: p.QoS, retain: p.Retain, dup: p.Duplicate()})
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) {
