@@ -21,7 +21,7 @@ import (
 // What the operator keeps in memory (docs/architecture.md, "Cache"):
 //
 //   - MQTTClusters, all of them in the watched namespaces.
-//   - Of every other kind, only the objects labelled resource.ChildrenLabels: the
+//   - Of every other kind, only the objects labeled resource.ChildrenLabels: the
 //     children the operator makes (Secrets, ConfigMap, Services, StatefulSet, PDB) and
 //     the pods and volume claims the StatefulSet makes from its templates. A kind the
 //     operator starts to own later is covered without a change here. The user's

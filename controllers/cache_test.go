@@ -17,7 +17,7 @@ var _ = Describe("The manager's cache", func() {
 	// Each kind has one watch for every namespace, whose events come in the order the
 	// API server wrote the objects: once an object created later is in the cache, an
 	// earlier one that the cache would hold is there too. So "not in the cache" is
-	// checked after a later labelled object arrived, with no wait for nothing.
+	// checked after a later labeled object arrived, with no wait for nothing.
 	It("holds the operator's children, not the namespace's other Secrets, pods and claims", func() {
 		ns := newNamespace()
 		unrelated := []client.Object{

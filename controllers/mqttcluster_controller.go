@@ -163,7 +163,7 @@ func (r *MQTTClusterReconciler) apply(ctx context.Context, mc *v1alpha1.MQTTClus
 		obj = b.Object()
 		op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error { return mutate(obj) })
 		if apierrors.IsAlreadyExists(err) {
-			// The cache holds only labelled objects (CacheOptions): this one lacks
+			// The cache holds only labeled objects (CacheOptions): this one lacks
 			// the children's label, someone else's under a child's name or ours
 			// with its labels edited away. Decide on the API server's copy.
 			obj = b.Object()

@@ -110,6 +110,9 @@ func TestHelmChart(t *testing.T) {
 		set         []string
 		wantCluster bool
 		anonymous   bool // spec.auth.allowAnonymous of the cluster
+		// watched are the namespaces of a namespaced install (watchNamespaces);
+		// none: every namespace, with a ClusterRole.
+		watched []string
 	}{
 		{name: "defaults", release: "mqtt-operator", namespace: "chart-defaults"},
 		{
@@ -131,6 +134,17 @@ func TestHelmChart(t *testing.T) {
 				"rbac.aggregateToDefaultRoles=false", "serviceAccount.name=operator",
 			},
 		},
+		{
+			name: "namespaced", release: "scoped", namespace: "chart-scoped",
+			set:     []string{"watchNamespaces={chart-scoped-a,chart-scoped-b}"},
+			watched: []string{"chart-scoped-a", "chart-scoped-b"},
+		},
+		{
+			name: "namespaced with an MQTTCluster", release: "scoped-cluster", namespace: "chart-scoped-cluster",
+			set:         []string{"watchNamespaces={chart-scoped-cluster,chart-scoped-other}", "cluster.enabled=true"},
+			watched:     []string{"chart-scoped-cluster", "chart-scoped-other"},
+			wantCluster: true,
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,19 +156,12 @@ func TestHelmChart(t *testing.T) {
 			objs := decode(t, "helm "+strings.Join(args, " "), runHelm(t, helm, args...))
 			requireKinds(t, objs, "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
 				"ClusterRoleBinding", "Deployment")
-			for _, o := range objs {
-				if o.GetNamespace() != "" && o.GetNamespace() != tc.namespace {
-					t.Errorf("%s: namespace %q, want the release namespace %q", describe(o), o.GetNamespace(), tc.namespace)
-				}
-			}
-			// The chart takes its manager rules from the generated role: they must match.
-			managerRole := findNamed(t, objs, "ClusterRole", tc.release+"-mqtt-operator-manager-role", "mqtt-operator-manager-role")
-			if got := rulesOf(t, managerRole); !reflect.DeepEqual(got, generatedRules) {
-				t.Errorf("chart ClusterRole rules differ from config/rbac/role.yaml; run `make manifests`\n got: %v\nwant: %v", got, generatedRules)
-			}
+			requireManagerRBAC(t, objs, tc.release, tc.namespace, tc.watched, generatedRules)
 
 			ctx := t.Context()
-			requireNoErr(t, applyAll(ctx, []*unstructured.Unstructured{namespace(tc.namespace)}, ""))
+			for _, ns := range append([]string{tc.namespace}, tc.watched...) {
+				requireNoErr(t, applyAll(ctx, []*unstructured.Unstructured{namespace(ns)}, ""))
+			}
 			requireNoErr(t, applyAll(ctx, objs, ""))
 
 			clusters := ofKind(objs, "MQTTCluster")
@@ -177,6 +184,78 @@ func TestHelmChart(t *testing.T) {
 			}
 			requireAnonymous(t, mc, tc.anonymous)
 		})
+	}
+}
+
+// requireManagerRBAC checks where the chart puts the manager's rights: one
+// ClusterRole, or with watched namespaces a Role and RoleBinding in each of them and
+// no ClusterRole (and a --watch-namespaces flag naming them). Either way the rules are
+// the generated ones. Nothing else leaves the release namespace.
+func requireManagerRBAC(t *testing.T, objs []*unstructured.Unstructured, release, releaseNS string, watched []string, generatedRules []any) {
+	t.Helper()
+	prefix := release + "-mqtt-operator" // the chart's fullname
+	if strings.Contains(release, "mqtt-operator") {
+		prefix = release
+	}
+	roleName := prefix + "-manager-role"
+	var roles []*unstructured.Unstructured
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, o := range ofKind(objs, kind) {
+			if o.GetName() == roleName {
+				roles = append(roles, o)
+			}
+		}
+	}
+	var roleNamespaces []string
+	for _, r := range roles {
+		// The chart takes its manager rules from the generated role: they must match.
+		if got := rulesOf(t, r); !reflect.DeepEqual(got, generatedRules) {
+			t.Errorf("chart %s rules differ from config/rbac/role.yaml; run `make manifests`\n got: %v\nwant: %v", describe(r), got, generatedRules)
+		}
+		if r.GetKind() == "ClusterRole" && len(watched) > 0 {
+			t.Errorf("%s: a namespaced install must not grant the manager's rules cluster-wide", describe(r))
+		}
+		roleNamespaces = append(roleNamespaces, r.GetNamespace())
+	}
+	want := watched
+	if len(watched) == 0 {
+		want = []string{""} // the ClusterRole
+	}
+	if !slices.Equal(roleNamespaces, want) {
+		t.Errorf("manager roles in namespaces %q, want %q", roleNamespaces, want)
+	}
+	for _, b := range ofKind(objs, "RoleBinding") {
+		if b.GetName() == prefix+"-manager-rolebinding" && !slices.Contains(watched, b.GetNamespace()) {
+			t.Errorf("%s: not in a watched namespace %q", describe(b), watched)
+		}
+	}
+	if n := len(ofKind(objs, "RoleBinding")) - len(ofKind(objs, "Role")); n != 0 {
+		t.Errorf("%d more RoleBindings than Roles", n)
+	}
+	for _, o := range objs {
+		ns := o.GetNamespace()
+		managerRBAC := (o.GetKind() == "Role" || o.GetKind() == "RoleBinding") && slices.Contains(watched, ns)
+		if ns != "" && ns != releaseNS && !managerRBAC {
+			t.Errorf("%s: namespace %q, want the release namespace %q", describe(o), ns, releaseNS)
+		}
+	}
+	args := strings.Join(containerArgs(t, findOne(t, objs, "Deployment"), "manager"), " ")
+	if flag := "--watch-namespaces=" + strings.Join(watched, ","); len(watched) > 0 && !strings.Contains(args, flag) {
+		t.Errorf("manager args %q, want %s", args, flag)
+	} else if len(watched) == 0 && strings.Contains(args, "--watch-namespaces") {
+		t.Errorf("manager args %q: a cluster-wide install watches every namespace", args)
+	}
+}
+
+// TestHelmChartRefusesUnwatchedCluster: an MQTTCluster the chart creates in a
+// namespace the operator does not watch would never be reconciled.
+func TestHelmChartRefusesUnwatchedCluster(t *testing.T) {
+	helm := filepath.Join(repoRoot, "bin", "helm")
+	cmd := exec.CommandContext(t.Context(), helm, "template", "r", filepath.Join(repoRoot, chartDir),
+		"--namespace", "ops", "--set", "cluster.enabled=true", "--set", "watchNamespaces={team-a}")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `release namespace "ops"`) {
+		t.Errorf("helm template with the release namespace left out of watchNamespaces: err %v, output:\n%s", err, out)
 	}
 }
 
@@ -449,18 +528,6 @@ func findOne(t *testing.T, objs []*unstructured.Unstructured, kind string) *unst
 	return found[0]
 }
 
-// findNamed returns the object of kind with one of names.
-func findNamed(t *testing.T, objs []*unstructured.Unstructured, kind string, names ...string) *unstructured.Unstructured {
-	t.Helper()
-	for _, o := range ofKind(objs, kind) {
-		if slices.Contains(names, o.GetName()) {
-			return o
-		}
-	}
-	t.Fatalf("no %s named any of %v", kind, names)
-	return nil
-}
-
 // requireKinds fails the test unless objs hold at least one object of each kind.
 func requireKinds(t *testing.T, objs []*unstructured.Unstructured, kinds ...string) {
 	t.Helper()
@@ -495,6 +562,23 @@ func containerImage(t *testing.T, deploy *unstructured.Unstructured, container s
 	}
 	t.Fatalf("%s has no container %q", describe(deploy), container)
 	return ""
+}
+
+// containerArgs returns the args of a container of a Deployment.
+func containerArgs(t *testing.T, deploy *unstructured.Unstructured, container string) []string {
+	t.Helper()
+	containers, _, err := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	requireNoErr(t, err)
+	for _, c := range containers {
+		m, _ := c.(map[string]any)
+		if m["name"] == container {
+			args, _, err := unstructured.NestedStringSlice(m, "args")
+			requireNoErr(t, err)
+			return args
+		}
+	}
+	t.Fatalf("%s has no container %q", describe(deploy), container)
+	return nil
 }
 
 // describe names an object in messages: Kind namespace/name.

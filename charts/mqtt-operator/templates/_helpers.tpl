@@ -82,3 +82,21 @@ Name of the metrics port: https when the endpoint is secure, else http.
 {{- define "mqtt-operator.metricsPortName" -}}
 {{- if .Values.metrics.secure }}https{{ else }}http{{ end }}
 {{- end }}
+
+{{/*
+The namespaces the operator watches, as a JSON list (empty: every namespace): the
+watchNamespaces value without blanks or repeats. An MQTTCluster created by the chart
+lives in the release namespace, which must then be one of them.
+*/}}
+{{- define "mqtt-operator.watchNamespaces" -}}
+{{- $namespaces := list }}
+{{- range .Values.watchNamespaces }}
+{{- if and . (not (has . $namespaces)) }}
+{{- $namespaces = append $namespaces . }}
+{{- end }}
+{{- end }}
+{{- if and $namespaces .Values.cluster.enabled (not (has .Release.Namespace $namespaces)) }}
+{{- fail (printf "cluster.enabled creates an MQTTCluster in the release namespace %q, which watchNamespaces %v leaves out: add it" .Release.Namespace $namespaces) }}
+{{- end }}
+{{- toJson $namespaces }}
+{{- end }}
