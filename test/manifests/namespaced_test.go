@@ -2,8 +2,11 @@ package manifests_test
 
 import (
 	"context"
+	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +129,95 @@ func TestNamespacedInstallRuns(t *testing.T) {
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("the cluster in the unwatched namespace %s got a StatefulSet (err %v)", unwatched, err)
 	}
+}
+
+// requireManagerRBAC checks where the chart puts the manager's rights: one
+// ClusterRole, or with watched namespaces a Role and RoleBinding in each of them and
+// no ClusterRole (and a --watch-namespaces flag naming them). Either way the rules are
+// the generated ones. Nothing else leaves the release namespace.
+func requireManagerRBAC(t *testing.T, objs []*unstructured.Unstructured, release, releaseNS string, watched []string, generatedRules []any) {
+	t.Helper()
+	prefix := release + "-mqtt-operator" // the chart's fullname
+	if strings.Contains(release, "mqtt-operator") {
+		prefix = release
+	}
+	roleName := prefix + "-manager-role"
+	var roles []*unstructured.Unstructured
+	for _, kind := range []string{"ClusterRole", "Role"} {
+		for _, o := range ofKind(objs, kind) {
+			if o.GetName() == roleName {
+				roles = append(roles, o)
+			}
+		}
+	}
+	var roleNamespaces []string
+	for _, r := range roles {
+		// The chart takes its manager rules from the generated role: they must match.
+		if got := rulesOf(t, r); !reflect.DeepEqual(got, generatedRules) {
+			t.Errorf("chart %s rules differ from config/rbac/role.yaml; run `make manifests`\n got: %v\nwant: %v", describe(r), got, generatedRules)
+		}
+		if r.GetKind() == "ClusterRole" && len(watched) > 0 {
+			t.Errorf("%s: a namespaced install must not grant the manager's rules cluster-wide", describe(r))
+		}
+		roleNamespaces = append(roleNamespaces, r.GetNamespace())
+	}
+	want := watched
+	if len(watched) == 0 {
+		want = []string{""} // the ClusterRole
+	}
+	if !slices.Equal(roleNamespaces, want) {
+		t.Errorf("manager roles in namespaces %q, want %q", roleNamespaces, want)
+	}
+	for _, b := range ofKind(objs, "RoleBinding") {
+		if b.GetName() == prefix+"-manager-rolebinding" && !slices.Contains(watched, b.GetNamespace()) {
+			t.Errorf("%s: not in a watched namespace %q", describe(b), watched)
+		}
+	}
+	if n := len(ofKind(objs, "RoleBinding")) - len(ofKind(objs, "Role")); n != 0 {
+		t.Errorf("%d more RoleBindings than Roles", n)
+	}
+	for _, o := range objs {
+		ns := o.GetNamespace()
+		managerRBAC := (o.GetKind() == "Role" || o.GetKind() == "RoleBinding") && slices.Contains(watched, ns)
+		if ns != "" && ns != releaseNS && !managerRBAC {
+			t.Errorf("%s: namespace %q, want the release namespace %q", describe(o), ns, releaseNS)
+		}
+	}
+	args := strings.Join(containerArgs(t, findOne(t, objs, "Deployment"), "manager"), " ")
+	if flag := "--watch-namespaces=" + strings.Join(watched, ","); len(watched) > 0 && !strings.Contains(args, flag) {
+		t.Errorf("manager args %q, want %s", args, flag)
+	} else if len(watched) == 0 && strings.Contains(args, "--watch-namespaces") {
+		t.Errorf("manager args %q: a cluster-wide install watches every namespace", args)
+	}
+}
+
+// TestHelmChartRefusesUnwatchedCluster: an MQTTCluster the chart creates in a
+// namespace the operator does not watch would never be reconciled.
+func TestHelmChartRefusesUnwatchedCluster(t *testing.T) {
+	helm := filepath.Join(repoRoot, "bin", "helm")
+	cmd := exec.CommandContext(t.Context(), helm, "template", "r", filepath.Join(repoRoot, chartDir),
+		"--namespace", "ops", "--set", "cluster.enabled=true", "--set", "watchNamespaces={team-a}")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `release namespace "ops"`) {
+		t.Errorf("helm template with the release namespace left out of watchNamespaces: err %v, output:\n%s", err, out)
+	}
+}
+
+// containerArgs returns the args of a container of a Deployment.
+func containerArgs(t *testing.T, deploy *unstructured.Unstructured, container string) []string {
+	t.Helper()
+	containers, _, err := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	requireNoErr(t, err)
+	for _, c := range containers {
+		m, _ := c.(map[string]any)
+		if m["name"] == container {
+			args, _, err := unstructured.NestedStringSlice(m, "args")
+			requireNoErr(t, err)
+			return args
+		}
+	}
+	t.Fatalf("%s has no container %q", describe(deploy), container)
+	return nil
 }
 
 // testScheme knows the built-in kinds and MQTTCluster.
