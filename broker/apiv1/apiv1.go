@@ -51,6 +51,9 @@ type Member struct {
 	Name      string `json:"name"`
 	Address   string `json:"address"`
 	Reachable bool   `json:"reachable"`
+	// Voter: the member counts for elections and commits. A node that joined with an
+	// empty store is a non-voter until it caught up with the leader's log.
+	Voter bool `json:"voter"`
 }
 
 // Cluster is GET /api/v1/cluster: the cluster as the asked node sees it.

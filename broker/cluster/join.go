@@ -63,7 +63,10 @@ func (m *membership) join(ctx context.Context, seed string) error {
 	}
 	id := v.ClusterID
 	already := m.isMember()
-	resp, err := m.query(ctx, seed, &request{Op: opJoin, Name: m.cfg.Name, Addr: m.cfg.Advertise, ClusterID: id})
+	// A node whose store is empty (new, reset, or its volume lost) comes in as a
+	// non-voter and becomes a voter once it caught up (startPromote).
+	resp, err := m.query(ctx, seed, &request{Op: opJoin, Name: m.cfg.Name, Addr: m.cfg.Advertise, ClusterID: id,
+		NonVoter: v.State == apiv1.StoreEmpty})
 	if err != nil {
 		return err
 	}
@@ -173,6 +176,31 @@ func (m *membership) wipe() error {
 	return ensureDir(m.cfg.SnapshotDir)
 }
 
+// changeConfig makes the configuration changes of a join or promotion on the leader.
+func (m *membership) changeConfig(r *raft.Raft, steps []configStep, id raft.ServerID, addr raft.ServerAddress) error {
+	for _, step := range steps {
+		var err error
+		switch step {
+		case stepAddVoter:
+			if err = r.AddVoter(id, addr, 0, requestTimeout).Error(); err == nil {
+				m.log.Info("node is a voter", "node", id, "address", addr)
+			}
+		case stepDemote:
+			if err = r.DemoteVoter(id, 0, requestTimeout).Error(); err == nil {
+				m.log.Info("voter demoted: it rejoins with an empty store and votes again once it caught up", "node", id)
+			}
+		case stepAddNonvoter:
+			if err = r.AddNonvoter(id, addr, 0, requestTimeout).Error(); err == nil {
+				m.log.Info("node joined as a non-voter; it becomes a voter once it caught up", "node", id, "address", addr)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // requestLeader sends req to the leader over its link.
 func (m *membership) requestLeader(req *request) (*response, error) {
 	_, r := m.viewRaft()
@@ -209,18 +237,18 @@ func (m *membership) handleLeaderOp(req *request) *response {
 	}
 	var err error
 	switch req.Op {
-	case opJoin:
+	case opJoin, opPromote:
 		if req.Name == "" || req.Addr == "" {
-			return errResponse(errorf(apiv1.CodeBadRequest, "join needs a node name and address"))
+			return errResponse(errorf(apiv1.CodeBadRequest, "%s needs a node name and address", req.Op))
 		}
 		// A node already listed (reset, or its volume lost) is added again all the
 		// same: raft's leader already found its log empty (a follower rejects entries
-		// it lacks the predecessors of) and sent it the whole log; the new entry
-		// changes nothing but confirms the join once committed.
-		err = r.AddVoter(raft.ServerID(req.Name), raft.ServerAddress(req.Addr), 0, requestTimeout).Error()
-		if err == nil {
-			m.log.Info("node joined", "node", req.Name, "address", req.Addr)
+		// it lacks the predecessors of) and sent it the whole log.
+		var steps []configStep
+		if steps, err = judgeJoin(m.memberList(), req.Name, req.NonVoter, req.Op == opPromote); err != nil {
+			return errResponse(err)
 		}
+		err = m.changeConfig(r, steps, raft.ServerID(req.Name), raft.ServerAddress(req.Addr))
 	case opRemove:
 		err = r.RemoveServer(raft.ServerID(req.Node), 0, requestTimeout).Error()
 		if err == nil {

@@ -160,6 +160,7 @@ type readiness struct {
 	view       memberView
 	settled    bool          // ready once already: stays ready
 	caughtUp   bool          // applied the leader's commit index as of its return
+	voter      bool          // listed as a voter (a node that joined empty is promoted once caught up)
 	evacuating bool          // moving its clients away: never ready
 	memberFor  time.Duration // how long it has been a member since it started or was reset
 	peers      []string      // the other members of the configuration
@@ -168,7 +169,8 @@ type readiness struct {
 
 // judgeReady decides readiness: not stale, not evacuating, and, for a member that just
 // started (or rejoined after a reset), caught up with the leader's log as it was when
-// the node came back (so it serves the cluster's retained set, not an older one) and
+// the node came back (so it serves the cluster's retained set, not an older one), a
+// voter (promoted after that catch-up when it joined with an empty store), and
 // linked both ways to every other member (so it has their routes and they have its),
 // or linkGrace after it became a member (a dead member, or a cluster without a leader,
 // must not keep it unready forever).
@@ -190,7 +192,7 @@ func judgeReady(in readiness) (ready, settle bool) {
 	if in.memberFor > linkGrace {
 		return true, true
 	}
-	if !in.caughtUp {
+	if !in.caughtUp || !in.voter {
 		return false, false
 	}
 	for _, p := range in.peers {
@@ -208,6 +210,60 @@ func containsServer(ss []raft.Server, name string) bool {
 	for _, s := range ss {
 		if string(s.ID) == name {
 			return true
+		}
+	}
+	return false
+}
+
+// configStep is one change of the raft configuration a leader makes for a join.
+type configStep int
+
+const (
+	stepAddVoter    configStep = iota // add the node as a voter, or promote it
+	stepDemote                        // make a listed voter a non-voter
+	stepAddNonvoter                   // add the node as a non-voter (or update its address)
+)
+
+// judgeJoin decides the configuration changes for a join (promote false) or a
+// promotion (promote true) of node name. A joiner whose store is empty (nonVoter)
+// comes in as a non-voter, and a voter that lost its store is demoted first: until it
+// has caught up it must not count for elections or commits, or a second fault could
+// lose entries it had acknowledged (raft's hazard of a voter that lost its disk). A
+// joiner of an older version (nonVoter false) is added as a voter, as it expects,
+// unless it is listed as a non-voter: then it is promoted only by its own request once
+// caught up. A promotion applies only to a listed non-voter; a node no longer listed
+// is refused.
+func judgeJoin(servers []raft.Server, name string, nonVoter, promote bool) ([]configStep, error) {
+	var listed *raft.Server
+	for i := range servers {
+		if string(servers[i].ID) == name {
+			listed = &servers[i]
+		}
+	}
+	switch {
+	case promote && listed == nil:
+		return nil, errorf(apiv1.CodeNotMember, "%s is not in the cluster's configuration", name)
+	case promote && listed.Suffrage == raft.Voter:
+		return nil, nil
+	case promote:
+		return []configStep{stepAddVoter}, nil
+	case !nonVoter && listed != nil && listed.Suffrage != raft.Voter:
+		return nil, nil // a non-voter with its store: it asks to be promoted once caught up
+	case !nonVoter:
+		return []configStep{stepAddVoter}, nil
+	case listed != nil && listed.Suffrage == raft.Voter:
+		return []configStep{stepDemote, stepAddNonvoter}, nil
+	default:
+		return []configStep{stepAddNonvoter}, nil
+	}
+}
+
+// judgePromote says whether a member should ask to become a voter: it is listed as a
+// non-voter and has caught up with the leader's log.
+func judgePromote(servers []raft.Server, self string, caughtUp bool) bool {
+	for _, s := range servers {
+		if string(s.ID) == self {
+			return caughtUp && s.Suffrage != raft.Voter
 		}
 	}
 	return false

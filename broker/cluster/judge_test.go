@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -228,10 +229,11 @@ func TestJudgeReady(t *testing.T) {
 		{"settled member with a peer gone", readiness{view: aMember, settled: true, peers: []string{"b"}, linked: linkedTo()}, true, false},
 		{"fresh node", readiness{view: aEmpty, peers: []string{"b"}, linked: linkedTo()}, true, false},
 		{"its store holds a cluster, not yet listed (restarted or just joined)", readiness{view: aJoining, peers: []string{"b"}, linked: linkedTo()}, false, false},
-		{"new member caught up, linked to all", readiness{view: aMember, caughtUp: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, true, true},
-		{"new member caught up, missing a link", readiness{view: aMember, caughtUp: true, peers: []string{"b", "c"}, linked: linkedTo("b")}, false, false},
+		{"new member caught up, linked to all", readiness{view: aMember, caughtUp: true, voter: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, true, true},
+		{"new member caught up and linked, not yet promoted to voter", readiness{view: aMember, caughtUp: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false},
+		{"new member caught up, missing a link", readiness{view: aMember, caughtUp: true, voter: true, peers: []string{"b", "c"}, linked: linkedTo("b")}, false, false},
 		{"new member linked to all, still applying the leader's log", readiness{view: aMember, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false},
-		{"new member alone, caught up", readiness{view: aMember, caughtUp: true, linked: linkedTo()}, true, true},
+		{"new member alone, caught up", readiness{view: aMember, caughtUp: true, voter: true, linked: linkedTo()}, true, true},
 		{"new member alone, not caught up", readiness{view: aMember, linked: linkedTo()}, false, false},
 		{"grace passed without a leader to catch up with", readiness{view: aMember, memberFor: linkGrace + time.Second, linked: linkedTo()}, true, true},
 		{"grace passed with a dead member", readiness{view: aMember, memberFor: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true},
@@ -243,5 +245,57 @@ func TestJudgeReady(t *testing.T) {
 				t.Fatalf("got ready %v settle %v, want %v %v", ready, settle, tc.ready, tc.settle)
 			}
 		})
+	}
+}
+
+// TestJudgeJoin: a joiner with an empty store comes in as a non-voter (a listed voter
+// is demoted first); a promotion applies to a listed non-voter only; a joiner of an
+// older version is a voter at once; a member asking again changes nothing.
+func TestJudgeJoin(t *testing.T) {
+	servers := []raft.Server{
+		{ID: "a", Suffrage: raft.Voter}, {ID: "b", Suffrage: raft.Voter}, {ID: "n", Suffrage: raft.Nonvoter},
+	}
+	for _, tc := range []struct {
+		name              string
+		node              string
+		nonVoter, promote bool
+		want              []configStep
+		code              string
+	}{
+		{name: "new node, empty store", node: "c", nonVoter: true, want: []configStep{stepAddNonvoter}},
+		{name: "a voter that lost its store: demoted first", node: "b", nonVoter: true, want: []configStep{stepDemote, stepAddNonvoter}},
+		{name: "a non-voter rejoining empty", node: "n", nonVoter: true, want: []configStep{stepAddNonvoter}},
+		{name: "older joiner: a voter at once", node: "c", want: []configStep{stepAddVoter}},
+		{name: "a voter asking again: unchanged", node: "a", want: []configStep{stepAddVoter}},
+		{name: "a non-voter with its store asking again: not promoted before it caught up", node: "n", want: nil},
+		{name: "promotion of a caught-up non-voter", node: "n", promote: true, want: []configStep{stepAddVoter}},
+		{name: "promotion of a voter: nothing to do", node: "a", promote: true, want: nil},
+		{name: "promotion of a node no longer listed", node: "z", promote: true, code: apiv1.CodeNotMember},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := judgeJoin(servers, tc.node, tc.nonVoter, tc.promote)
+			if codeOrEmpty(err) != tc.code {
+				t.Fatalf("error %v, want code %q", err, tc.code)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("steps %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestJudgePromote: only a listed non-voter that caught up asks to be a voter.
+func TestJudgePromote(t *testing.T) {
+	servers := []raft.Server{{ID: "a", Suffrage: raft.Voter}, {ID: "n", Suffrage: raft.Nonvoter}}
+	for _, tc := range []struct {
+		self     string
+		caughtUp bool
+		want     bool
+	}{
+		{"n", true, true}, {"n", false, false}, {"a", true, false}, {"z", true, false},
+	} {
+		if got := judgePromote(servers, tc.self, tc.caughtUp); got != tc.want {
+			t.Errorf("%s caught up %v: %v, want %v", tc.self, tc.caughtUp, got, tc.want)
+		}
 	}
 }

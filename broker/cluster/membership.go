@@ -54,6 +54,8 @@ type membership struct {
 	catchingUp  bool               // a catch-up attempt runs
 	memberSince time.Time          // when this node was first seen a member since it started or was reset
 	catchUpAt   time.Time          // the last catch-up attempt's start
+	promoting   bool               // a request to become a voter runs (startPromote)
+	promoteAt   time.Time          // the last one's start
 	raft        *raft.Raft         // nil while stale or closed
 	stream      *streamLayer       // the raft instance's stream layer
 	snaps       raft.SnapshotStore // the raft instance's snapshots (Restore reads the newest's index)
@@ -141,6 +143,7 @@ func (m *membership) watch() {
 		case <-t.C:
 			m.syncMembers()
 			m.startCatchUp()
+			m.startPromote()
 		}
 	}
 }
@@ -177,6 +180,42 @@ func (m *membership) startCatchUp() {
 		m.mu.Unlock()
 	}()
 }
+
+// startPromote asks the leader to make this node a voter once it is a non-voter that
+// caught up (judgePromote): it joined with an empty store. One request at a time, at
+// most every catchUpRetry; a request that fails is tried again.
+func (m *membership) startPromote() {
+	m.mu.Lock()
+	start := m.raft != nil && m.viewLocked().member() && !m.promoting &&
+		time.Since(m.promoteAt) >= catchUpRetry && judgePromote(m.members, m.cfg.Name, m.caughtUp)
+	if start {
+		m.promoting, m.promoteAt = true, time.Now()
+	}
+	m.mu.Unlock()
+	if !start {
+		return
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		resp, err := m.requestLeader(&request{Op: opPromote, Name: m.cfg.Name, Addr: m.cfg.Advertise})
+		if err == nil {
+			err = resp.err()
+		}
+		if err != nil {
+			m.log.Info("asking to become a voter failed; trying again", "error", err)
+		} else {
+			m.log.Info("caught up: this node is a voter now")
+		}
+		m.mu.Lock()
+		m.promoting = false
+		m.mu.Unlock()
+	}()
+}
+
+// storeEmpty reports whether this node's store holds no cluster (it never joined, or
+// it was reset): it must not vote (voteGuard).
+func (m *membership) storeEmpty() bool { return m.view().State == apiv1.StoreEmpty }
 
 // catchUp is the read-index step of a node that comes back: it asks the leader what
 // its state machine applied (the leader answers after a barrier, so that is everything
@@ -375,23 +414,25 @@ func (m *membership) clusterView() (View, error) {
 	_, leader := m.raft.LeaderWithID()
 	out.Leader = string(leader)
 	for _, s := range m.members {
-		out.Members = append(out.Members, Member{Name: string(s.ID), Address: string(s.Address)})
+		out.Members = append(out.Members, Member{Name: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
 	}
 	return out, nil
 }
 
 // readyView returns what Ready judges: the state, whether the node settled, and the
 // other members of the configuration.
-func (m *membership) readyView() (v memberView, settled, caughtUp bool, memberFor time.Duration, peers []string) {
+func (m *membership) readyView() (v memberView, settled, caughtUp, voter bool, memberFor time.Duration, peers []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, s := range m.members {
 		if string(s.ID) != m.cfg.Name {
 			peers = append(peers, string(s.ID))
+		} else {
+			voter = s.Suffrage == raft.Voter
 		}
 	}
 	if !m.memberSince.IsZero() {
 		memberFor = time.Since(m.memberSince)
 	}
-	return m.viewLocked(), m.settled, m.caughtUp, memberFor, peers
+	return m.viewLocked(), m.settled, m.caughtUp, voter, memberFor, peers
 }

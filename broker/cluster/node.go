@@ -191,9 +191,9 @@ func (n *Node) View() (View, error) {
 // their routes and they have its) or linkGrace past its start (a dead member must not
 // keep it unready). Once settled, a peer going away later does not make it unready.
 func (n *Node) Ready() bool {
-	v, settled, caughtUp, memberFor, peers := n.mem.readyView()
-	ready, settle := judgeReady(readiness{view: v, settled: settled, caughtUp: caughtUp, evacuating: n.evac.running(),
-		memberFor: memberFor, peers: peers, linked: n.routes.linkedBothWays})
+	v, settled, caughtUp, voter, memberFor, peers := n.mem.readyView()
+	ready, settle := judgeReady(readiness{view: v, settled: settled, caughtUp: caughtUp, voter: voter,
+		evacuating: n.evac.running(), memberFor: memberFor, peers: peers, linked: n.routes.linkedBothWays})
 	if settle {
 		n.mem.markSettled()
 	}

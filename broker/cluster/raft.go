@@ -64,7 +64,8 @@ func (m *membership) startRaft() error {
 	m.mu.Lock()
 	m.snaps = snaps
 	m.mu.Unlock()
-	r, err := raft.NewRaft(rc, &fsm{m: m}, configLog{rs, m}, rs, snaps, trans)
+	guarded := guardVotes(trans, rc.LocalID, m.storeEmpty, sl.closed)
+	r, err := raft.NewRaft(rc, &fsm{m: m}, configLog{rs, m}, rs, snaps, guarded)
 	if err != nil {
 		_ = trans.Close()
 		return fmt.Errorf("starting raft: %w", err)

@@ -10,7 +10,7 @@ import (
 // to the part it concerns.
 func (n *Node) handleRequest(peer string, req *request) *response {
 	switch req.Op {
-	case opJoin, opRemove, opApply, opReadIndex:
+	case opJoin, opPromote, opRemove, opApply, opReadIndex:
 		return n.mem.handleLeaderOp(req)
 	case opTakeover:
 		snap, source, epoch, turn, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())

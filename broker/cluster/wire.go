@@ -63,7 +63,8 @@ type routes struct {
 
 // Request operations.
 const (
-	opJoin      = "join"      // add Name at Addr as a voter (forwarded to the leader)
+	opJoin      = "join"      // add Name at Addr: a non-voter if NonVoter, else a voter (forwarded to the leader)
+	opPromote   = "promote"   // make the non-voter Name at Addr a voter: it caught up (forwarded to the leader)
 	opRemove    = "remove"    // remove Node (leave and force-leave; forwarded to the leader)
 	opApply     = "apply"     // apply Data to the raft log (forwarded to the leader)
 	opReadIndex = "readindex" // what the leader's state machine applied, after a barrier (forwarded to the leader)
@@ -92,6 +93,9 @@ type request struct {
 	Owner      string
 	CheckOwner bool
 	Turn       uint64 // turndone: the turn to end
+	// join: the joiner's store is empty, so it comes in as a non-voter and asks to be
+	// promoted once caught up (absent from older nodes: a voter at once).
+	NonVoter bool
 }
 
 func (r *request) claim() server.Claim { return server.Claim{Owner: r.Owner, Check: r.CheckOwner} }

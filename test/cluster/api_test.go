@@ -237,6 +237,9 @@ func checkView(v clusterView, size int, nodes []*node) error {
 		if !m.Reachable {
 			return fmt.Errorf("member %s unreachable", m.Name)
 		}
+		if !m.Voter { // a node that joined empty is promoted once it caught up
+			return fmt.Errorf("member %s is not a voter yet", m.Name)
+		}
 		byName[m.Name] = m
 	}
 	if _, ok := byName[v.Leader]; !ok {
