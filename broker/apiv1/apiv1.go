@@ -23,6 +23,7 @@ const (
 	CodeBadRequest     = "bad_request"     // malformed input
 	CodeEvacuating     = "evacuating"      // the node is being evacuated
 	CodeClientIDOwned  = "client_id_owned" // a takeover of another user's client ID
+	CodeSessionMoving  = "session_moving"  // another move of the client ID's session is still running
 	CodeInternal       = "internal"        // anything else
 )
 

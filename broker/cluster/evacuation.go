@@ -25,7 +25,8 @@ type evacuator struct {
 	done <-chan struct{}
 	wg   *sync.WaitGroup
 	// takeTurn holds a client ID's turn at its owner while its session moves, so the
-	// move never overlaps the client's own takeover elsewhere (ownership.takeTurn).
+	// move never overlaps the client's own takeover elsewhere (ownership.takeTurn);
+	// nil: another move of the ID still runs.
 	takeTurn func(id string) (release func())
 
 	mu lockorder.Mutex // guards st; a leaf
@@ -168,6 +169,9 @@ func (e *evacuator) moveSessions(ctx context.Context) int {
 // that reconnects elsewhere meanwhile takes it over before or after, never during.
 func (e *evacuator) moveSession(id, target string) bool {
 	release := e.takeTurn(id)
+	if release == nil {
+		return false // another move of it runs: the next round tries again
+	}
 	defer release()
 	snap, _ := e.srv.Kick(id, 0, true, server.Claim{}) // the node's own move: no user to check
 	if snap == nil {

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+
 	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
@@ -97,20 +99,27 @@ func (o *ownership) nextEpoch() uint64 {
 }
 
 // takeTurn holds client id's turn at its owner for a move this node makes itself (an
-// evacuation's) and returns what gives it back. When the owner does not answer (it
-// runs an older version, or its link just went down) the move goes ahead unordered,
-// as before turns existed.
+// evacuation's) and returns what gives it back, or nil when another move of the ID
+// still runs after turnWait (the caller tries later). When the owner does not answer
+// (it runs an older version, or its link just went down) the move goes ahead
+// unordered, as before turns existed.
 func (o *ownership) takeTurn(id string) (release func()) {
 	owner := o.owner(id)
 	if owner == o.self {
-		token := o.turns.acquire(id, o.done)
+		token := o.turns.acquire(id, turnWait, o.done)
+		if token == 0 {
+			return nil
+		}
 		return func() { o.turns.release(id, token) }
 	}
 	resp, err := o.peers.request(owner, &request{Op: opTurn, ClientID: id})
 	if err == nil {
 		err = resp.err()
 	}
-	if err != nil {
+	switch {
+	case CodeOf(err) == apiv1.CodeSessionMoving:
+		return nil
+	case err != nil:
 		o.log.Warn("the owner of a client ID did not order a session move; moving it unordered", "client", id, "owner", owner, "error", err)
 		return func() {}
 	}

@@ -123,15 +123,15 @@ func TestEpochOrdering(t *testing.T) {
 func TestTurns(t *testing.T) {
 	tr := newTurns(slog.New(slog.DiscardHandler), time.Hour)
 	done := make(chan struct{})
-	first := tr.acquire("c", done)
+	first := tr.acquire("c", time.Hour, done)
 	if first == 0 {
 		t.Fatal("no token")
 	}
-	if other := tr.acquire("d", done); other == 0 || other == first {
+	if other := tr.acquire("d", time.Hour, done); other == 0 || other == first {
 		t.Fatalf("another ID's turn: %d (first %d)", other, first)
 	}
 	got := make(chan uint64)
-	go func() { got <- tr.acquire("c", done) }()
+	go func() { got <- tr.acquire("c", time.Hour, done) }()
 	select {
 	case tok := <-got:
 		t.Fatalf("a second move of c started (%d) while the first holds its turn", tok)
@@ -149,16 +149,22 @@ func TestTurns(t *testing.T) {
 		t.Fatalf("second turn %d after %d", second, first)
 	}
 	tr.release("c", first) // again, stale: c stays held by second
-	go func() { got <- tr.acquire("c", done) }()
+	go func() { got <- tr.acquire("c", time.Hour, done) }()
 	close(done)
 	if tok := <-got; tok != 0 {
 		t.Fatalf("a wait ended by the node stopping returned %d, want 0", tok)
 	}
 
+	busy := newTurns(slog.New(slog.DiscardHandler), time.Hour)
+	busy.acquire("c", time.Hour, nil)
+	if tok := busy.acquire("c", 20*time.Millisecond, nil); tok != 0 {
+		t.Fatalf("a move got the turn of one still running (%d): it must give up after its wait", tok)
+	}
+
 	short := newTurns(slog.New(slog.DiscardHandler), 20*time.Millisecond)
-	short.acquire("c", nil) // never given back
+	short.acquire("c", time.Hour, nil) // never given back
 	start := time.Now()
-	if tok := short.acquire("c", nil); tok == 0 {
+	if tok := short.acquire("c", time.Hour, nil); tok == 0 {
 		t.Fatal("no token after the TTL")
 	}
 	if waited := time.Since(start); waited < 15*time.Millisecond {
@@ -235,7 +241,7 @@ func TestOwnerTakeover(t *testing.T) {
 				t.Fatalf("turn %d with session %v", turn, got != nil)
 			}
 			free := make(chan uint64, 1)
-			go func() { free <- o.turns.acquire("c", nil) }()
+			go func() { free <- o.turns.acquire("c", time.Hour, nil) }()
 			select {
 			case tok := <-free:
 				if got != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
@@ -23,9 +24,9 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		}
 		return resp
 	case opTurn:
-		turn := n.own.turns.acquire(req.ClientID, n.done)
+		turn := n.own.turns.acquire(req.ClientID, turnWait, n.done)
 		if turn == 0 {
-			return errResponse(errorf(apiv1.CodeUnreachable, "the node is stopping"))
+			return errResponse(errorf(apiv1.CodeSessionMoving, "%v: another move of it is still running", server.ErrSessionMoving))
 		}
 		return &response{Turn: turn}
 	case opTurnDone:

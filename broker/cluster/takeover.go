@@ -25,10 +25,7 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 	owner := o.owner(id)
 	if owner == o.self {
 		snap, source, epoch, turn, err = o.ownerTakeover(id, clean, o.self, claim)
-		if CodeOf(err) == apiv1.CodeClientIDOwned {
-			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
-		}
-		if err != nil {
+		if err = takeoverErr(err); err != nil {
 			return server.Handover{}, err
 		}
 	} else {
@@ -37,10 +34,7 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		if resp, err = o.peers.request(owner, req); err == nil {
 			err = resp.err()
 		}
-		if CodeOf(err) == apiv1.CodeClientIDOwned {
-			return server.Handover{}, fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
-		}
-		if err != nil {
+		if err = takeoverErr(err); err != nil {
 			return server.Handover{}, err
 		}
 		if snap, err = decodeSnap(resp.Data); err != nil {
@@ -66,9 +60,9 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 // A node whose session of id belongs to another user than claim's keeps it, and the
 // takeover fails with apiv1.CodeClientIDOwned.
 func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, uint64, uint64, error) {
-	turn := o.turns.acquire(id, o.done)
+	turn := o.turns.acquire(id, turnWait, o.done)
 	if turn == 0 {
-		return nil, "", 0, 0, errorf(apiv1.CodeUnreachable, "the node is stopping")
+		return nil, "", 0, 0, errorf(apiv1.CodeSessionMoving, "%v: another move of it is still running", server.ErrSessionMoving)
 	}
 	moving := false
 	defer func() {
@@ -151,6 +145,18 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 	}
 	moving = true
 	return best, source, epoch, turn, nil
+}
+
+// takeoverErr gives the server the errors it acts on: another user's client ID, or a
+// move of the session still running.
+func takeoverErr(err error) error {
+	switch CodeOf(err) {
+	case apiv1.CodeClientIDOwned:
+		return fmt.Errorf("%w (%w)", server.ErrClientIDOwned, err)
+	case apiv1.CodeSessionMoving:
+		return fmt.Errorf("%w (%w)", server.ErrSessionMoving, err)
+	}
+	return err
 }
 
 // ownedError turns the server's ErrClientIDOwned into the stable code peers match.

@@ -8,16 +8,22 @@ import (
 )
 
 // turnTTL bounds how long one move of a client ID's session may hold the ID's turn:
-// a holder that fails or hangs delays the next move of that ID by at most this long.
-// It stays under requestTimeout, so a takeover that waits for a turn is still answered
-// in time.
-const turnTTL = 5 * time.Second
+// a holder that died mid-move keeps the next move of that ID waiting at most this
+// long. It equals the old copy's own limit (server.moveTimeout): past it, nothing of
+// the move is left to protect.
+const turnTTL = 30 * time.Second
+
+// turnWait bounds how long a move waits for the ID's turn before it gives up (a
+// connect is then refused and the client tries again; an evacuation tries on its next
+// round): under requestTimeout, so a takeover that waited is still answered in time.
+const turnWait = 7 * time.Second
 
 // turns are the owner's per-client-ID order of session moves: a takeover (a connect
 // elsewhere) and an evacuation's move of one ID each hold the ID's turn from their
 // kicks until the session is installed at its new node and the old copy released, so
 // no second move of the ID starts while a copy is in flight (two moves at once left a
-// queue on a copy nobody released). A turn no one gives back expires after turnTTL.
+// queue on a copy nobody released). A move that cannot get the turn within turnWait
+// does not start; a turn no one gives back expires after turnTTL.
 type turns struct {
 	log *slog.Logger
 	ttl time.Duration
@@ -39,8 +45,11 @@ func newTurns(log *slog.Logger, ttl time.Duration) *turns {
 }
 
 // acquire waits until no move holds id's turn, takes it and returns its token (never
-// 0). done ends the wait early (the node stops): then it returns 0.
-func (t *turns) acquire(id string, done <-chan struct{}) uint64 {
+// 0). It returns 0 when the turn is still held after wait, or done is closed (the node
+// stops).
+func (t *turns) acquire(id string, wait time.Duration, done <-chan struct{}) uint64 {
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
 	for {
 		t.mu.Lock()
 		cur := t.held[id]
@@ -61,6 +70,8 @@ func (t *turns) acquire(id string, done <-chan struct{}) uint64 {
 		t.mu.Unlock()
 		select {
 		case <-free:
+		case <-timeout.C:
+			return 0
 		case <-done:
 			return 0
 		}

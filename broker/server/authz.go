@@ -13,6 +13,10 @@ import (
 // ErrClientIDOwned refuses a connect whose client ID has a session of another user.
 var ErrClientIDOwned = errors.New("the client ID's session belongs to another user")
 
+// ErrSessionMoving refuses a connect while another move of its client ID's session
+// between nodes is still running: the client tries again.
+var ErrSessionMoving = errors.New("the client ID's session is moving between nodes")
+
 // Claim is a connect's claim on a client ID: the user it comes from (a username or
 // session.OwnerAnonymous) and whether client IDs belong to their session's user.
 type Claim struct {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
 
 // connect handles CONNECT: it negotiates limits, takes over or creates the session and
@@ -166,16 +167,22 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	var ho Handover
 	if cl := s.clusterOf(); cl != nil {
 		var err error
-		if ho, err = cl.Takeover(c.id, clean, claim); errors.Is(err, ErrClientIDOwned) {
+		ho, err = cl.Takeover(c.id, clean, claim)
+		switch {
+		case errors.Is(err, ErrClientIDOwned):
 			s.opts.Auth.CountClientIDRefused()
 			s.log.Info("connect refused: the client ID's session on another node belongs to another user", "client", c.id, "username", c.principal.Username, "remote", c.addr)
 			return false, packet.NotAuthorized, "this client ID belongs to another user"
-		} else if err != nil && claim.Check {
+		case errors.Is(err, ErrSessionMoving):
+			s.stats.clusterErrors.Add(1)
+			s.log.Info("connect refused: the client ID's session is still moving between nodes", "client", c.id, "remote", c.addr)
+			return false, packet.ServerBusy, "this client ID's session is moving between nodes; try again"
+		case err != nil && claim.Check:
 			// Without the owner's answer nobody can tell whose client ID this is.
 			s.stats.clusterErrors.Add(1)
 			s.log.Warn("connect refused: the cluster could not check the client ID's owner", "client", c.id, "error", err)
 			return false, packet.ServerUnavailable, "the cluster could not check this client ID; try again"
-		} else if err != nil {
+		case err != nil:
 			s.stats.clusterErrors.Add(1)
 			s.log.Warn("cluster takeover failed; connecting on this node only", "client", c.id, "error", err)
 		}
@@ -228,10 +235,22 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		return false, code, why
 	}
 	e := s.sessions[c.id]
-	if e != nil && e.moving { // handed away meanwhile: the cluster's copy wins
+	var kept []topic.Subscription // the moving copy's subscriptions left in the trie
+	if e != nil && e.moving {     // handed away meanwhile: the cluster's copy wins
 		stopTimer(e.moveTimer)
 		delete(s.sessions, c.id)
-		for _, sub := range e.sess.Subscriptions() {
+		// A subscription the moved copy has too stays in the trie (installSession
+		// updates it): removed and added again, its route would flap at the peers,
+		// and a message published in between would find no subscriber.
+		var keep map[string]topic.Subscription
+		if moved != nil && !clean {
+			keep = moved.Subscriptions
+		}
+		for key, sub := range e.sess.SubscriptionsByKey() {
+			if k, ok := keep[key]; ok && k.ShareGroup == sub.ShareGroup && k.Filter == sub.Filter {
+				kept = append(kept, sub)
+				continue
+			}
 			routes = max(routes, s.removeSub(c.id, sub.ShareGroup, sub.Filter))
 		}
 		e = nil
@@ -241,6 +260,16 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		e, r = s.installSession(*moved)
 		routes = max(routes, r)
 		installed = true
+		// One the rules in force here refused at the install goes after all.
+		now := map[Route]bool{}
+		for _, sub := range e.sess.Subscriptions() {
+			now[Route{Group: sub.ShareGroup, Filter: sub.Filter}] = true
+		}
+		for _, sub := range kept {
+			if !now[Route{Group: sub.ShareGroup, Filter: sub.Filter}] {
+				routes = max(routes, s.removeSub(c.id, sub.ShareGroup, sub.Filter))
+			}
+		}
 	}
 	if e != nil {
 		ends := clean // the session ends here rather than continuing on c

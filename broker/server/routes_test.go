@@ -25,6 +25,7 @@ type fakeCluster struct {
 	gateOnce sync.Once
 	blocked  chan struct{} // receives once a change is blocked
 	handover server.Handover
+	history  []string // "+filter" and "-filter", in the order the changes came
 }
 
 func newFakeCluster(b *broker) *fakeCluster {
@@ -55,8 +56,10 @@ func (f *fakeCluster) route(r server.Route, add bool) {
 	defer f.mu.Unlock()
 	if add {
 		f.routes[r] = true
+		f.history = append(f.history, "+"+r.Filter)
 	} else {
 		delete(f.routes, r)
+		f.history = append(f.history, "-"+r.Filter)
 	}
 }
 
@@ -194,5 +197,56 @@ func TestSubackFollowsItsRoute(t *testing.T) {
 	rc.expect(packet.Suback)
 	if !f.has("held/t") {
 		t.Fatal("SUBACK came before the route reached the cluster")
+	}
+}
+
+// TestMovingCopyReplacedWithoutRouteFlap: a session handed to another node (moving
+// here) is replaced by the cluster's copy when its client connects here again: a
+// subscription both copies have keeps its route (no removal and re-add, which peers
+// would see as a moment without a subscriber, answering publishers "no matching
+// subscribers"); one only the moving copy had goes.
+func TestMovingCopyReplacedWithoutRouteFlap(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	t.Cleanup(f.release)
+	expiry := &packet.Properties{SessionExpiry: 300}
+	expiry.Set(packet.PropSessionExpiry)
+
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := rc.connect("roamer", true, 0, expiry); ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+	}
+	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "keep/t", QoS: 1}, packet.Subscription{Filter: "drop/t", QoS: 1})
+	rc.send(&packet.Packet{Type: packet.Disconnect})
+	eventually(t, waitFor, "the routes reach the cluster", func() bool { return f.has("keep/t") && f.has("drop/t") })
+
+	snap, err := b.Kick("roamer", 1, true, server.Claim{}) // handed to another node: moving here
+	if err != nil || snap == nil {
+		t.Fatalf("kick: %v %v", snap, err)
+	}
+	back := *snap
+	back.Subscriptions = map[string]topic.Subscription{"keep/t": snap.Subscriptions["keep/t"]}
+	f.mu.Lock()
+	f.handover = server.Handover{Session: &back, Epoch: 2}
+	f.history = nil
+	f.mu.Unlock()
+
+	again := dialRaw(t, b.TCPAddr, packet.V5)
+	ack := again.connect("roamer", false, 0, expiry)
+	if ack.ReasonCode != packet.Success || !ack.SessionPresent {
+		t.Fatalf("CONNACK 0x%02X, session present %v", byte(ack.ReasonCode), ack.SessionPresent)
+	}
+	eventually(t, waitFor, "the dropped subscription's route goes", func() bool { return !f.has("drop/t") })
+	f.mu.Lock()
+	history := append([]string(nil), f.history...)
+	f.mu.Unlock()
+	for _, h := range history {
+		if h == "-keep/t" {
+			t.Fatalf("the route both copies have was removed and added again: %v", history)
+		}
+	}
+	if !f.has("keep/t") {
+		t.Fatalf("the kept route is gone: %v", history)
 	}
 }
