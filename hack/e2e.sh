@@ -144,10 +144,14 @@ demo)
   "${KUBECTL}" get mqc,pods,svc -o wide
   # The sample refuses anonymous clients: the operator generated the users Secret.
   "${KUBECTL}" get secret "${name}-users" >/dev/null
+  clients=""
+  if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+    clients=" (first apt-get install mosquitto-clients, for mosquitto_pub and mosquitto_sub)"
+  fi
   cat <<EOM
 
 The MQTT cluster "${name}" is Ready. Clients log in with the user the operator
-generated in the Secret ${name}-users. To talk to it:
+generated in the Secret ${name}-users. To talk to it${clients}:
 
   export KUBECONFIG=${KUBECONFIG}
   MQTT_USER="\$(${KUBECTL} get secret ${name}-users -o jsonpath='{.data.username}' | base64 -d)"

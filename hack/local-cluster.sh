@@ -96,11 +96,13 @@ COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-schedule
 SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables vm.overcommit_memory vm.panic_on_oom
   kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
-# Debian packages the cluster needs: command-or-path=package.
+# Debian packages the cluster needs: command-or-path=package. Docker counts as
+# installed when dockerd is: some base images ship only the docker client.
 PACKAGES=(/usr/bin/containerd=containerd /usr/bin/containerd-shim-runc-v2=containerd /usr/bin/ctr=containerd
   runc=runc /usr/lib/cni/bridge=containernetworking-plugins /usr/lib/cni/host-local=containernetworking-plugins
   /usr/lib/cni/portmap=containernetworking-plugins /usr/lib/cni/firewall=containernetworking-plugins
-  conntrack=conntrack socat=socat iptables=iptables openssl=openssl curl=curl dockerd=docker.io)
+  conntrack=conntrack socat=socat iptables=iptables openssl=openssl curl=curl ip=iproute2 ss=iproute2 sysctl=procps
+  dockerd=docker.io)
 
 # Whatever proxy the caller uses, the cluster's own addresses are reached
 # directly (kubectl, curl and the components).
@@ -495,9 +497,9 @@ docker_build() {
 # does not. Docker is a service of the machine that other tools use too, not a
 # part of the cluster: down leaves it running.
 ensure_docker() {
-  command -v docker >/dev/null || die "docker is not installed"
+  command -v docker >/dev/null || die "docker is not installed (Debian package docker.io)"
   docker info >/dev/null 2>&1 && return
-  command -v dockerd >/dev/null || die "the Docker daemon does not answer and there is no dockerd to start"
+  command -v dockerd >/dev/null || die "the Docker daemon does not answer and there is no dockerd to start (Debian package docker.io)"
   log "starting dockerd (log: ${WORK}/dockerd.log); it stays running after down"
   mkdir -p "${WORK}"
   setsid dockerd >>"${WORK}/dockerd.log" 2>&1 </dev/null 7>&- &
