@@ -177,20 +177,26 @@ func (m *membership) wipe() error {
 }
 
 // changeConfig makes the configuration changes of a join or promotion on the leader.
-func (m *membership) changeConfig(r *raft.Raft, steps []configStep, id raft.ServerID, addr raft.ServerAddress) error {
-	for _, step := range steps {
+// The first change applies only to the configuration at prevIndex; the next ones
+// follow it.
+func (m *membership) changeConfig(r *raft.Raft, steps []configStep, id raft.ServerID, addr raft.ServerAddress, prevIndex uint64) error {
+	for i, step := range steps {
+		prev := prevIndex
+		if i > 0 {
+			prev = 0
+		}
 		var err error
 		switch step {
 		case stepAddVoter:
-			if err = r.AddVoter(id, addr, 0, requestTimeout).Error(); err == nil {
+			if err = r.AddVoter(id, addr, prev, requestTimeout).Error(); err == nil {
 				m.log.Info("node is a voter", "node", id, "address", addr)
 			}
 		case stepDemote:
-			if err = r.DemoteVoter(id, 0, requestTimeout).Error(); err == nil {
+			if err = r.DemoteVoter(id, prev, requestTimeout).Error(); err == nil {
 				m.log.Info("voter demoted: it rejoins with an empty store and votes again once it caught up", "node", id)
 			}
 		case stepAddNonvoter:
-			if err = r.AddNonvoter(id, addr, 0, requestTimeout).Error(); err == nil {
+			if err = r.AddNonvoter(id, addr, prev, requestTimeout).Error(); err == nil {
 				m.log.Info("node joined as a non-voter; it becomes a voter once it caught up", "node", id, "address", addr)
 			}
 		}
@@ -244,11 +250,18 @@ func (m *membership) handleLeaderOp(req *request) *response {
 		// A node already listed (reset, or its volume lost) is added again all the
 		// same: raft's leader already found its log empty (a follower rejects entries
 		// it lacks the predecessors of) and sent it the whole log.
+		// Judged on the leader's own latest configuration, and changed only if it is
+		// still the one judged (prevIndex): a promotion racing a removal must not bring
+		// the removed node back as a voter.
+		f := r.GetConfiguration()
+		if err = f.Error(); err != nil {
+			return errResponse(applyErr(err))
+		}
 		var steps []configStep
-		if steps, err = judgeJoin(m.memberList(), req.Name, req.NonVoter, req.Op == opPromote); err != nil {
+		if steps, err = judgeJoin(f.Configuration().Servers, req.Name, req.NonVoter, req.Op == opPromote); err != nil {
 			return errResponse(err)
 		}
-		err = m.changeConfig(r, steps, raft.ServerID(req.Name), raft.ServerAddress(req.Addr))
+		err = m.changeConfig(r, steps, raft.ServerID(req.Name), raft.ServerAddress(req.Addr), f.Index())
 	case opRemove:
 		err = r.RemoveServer(raft.ServerID(req.Node), 0, requestTimeout).Error()
 		if err == nil {

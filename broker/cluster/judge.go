@@ -170,8 +170,8 @@ type readiness struct {
 // judgeReady decides readiness: not stale, not evacuating, and, for a member that just
 // started (or rejoined after a reset), caught up with the leader's log as it was when
 // the node came back (so it serves the cluster's retained set, not an older one), a
-// voter (promoted after that catch-up when it joined with an empty store), and
-// linked both ways to every other member (so it has their routes and they have its),
+// voter (promoted after that catch-up when it joined with an empty store; a non-voter
+// is never ready, grace or not), and linked both ways to every other member (so it has their routes and they have its),
 // or linkGrace after it became a member (a dead member, or a cluster without a leader,
 // must not keep it unready forever).
 // settle reports that the node is settled from now on: a peer going away later does
@@ -189,10 +189,16 @@ func judgeReady(in readiness) (ready, settle bool) {
 		// configuration, then catches up like any member that comes back.
 		return in.view.State != apiv1.StoreMember, false
 	}
+	if !in.voter {
+		// Joined with an empty store: it becomes a voter once caught up, and counts for
+		// no quorum until then; no grace makes it ready before (it would never be
+		// promoted if it settled as a non-voter).
+		return false, false
+	}
 	if in.memberFor > linkGrace {
 		return true, true
 	}
-	if !in.caughtUp || !in.voter {
+	if !in.caughtUp {
 		return false, false
 	}
 	for _, p := range in.peers {

@@ -235,9 +235,10 @@ func TestJudgeReady(t *testing.T) {
 		{"new member linked to all, still applying the leader's log", readiness{view: aMember, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false},
 		{"new member alone, caught up", readiness{view: aMember, caughtUp: true, voter: true, linked: linkedTo()}, true, true},
 		{"new member alone, not caught up", readiness{view: aMember, linked: linkedTo()}, false, false},
-		{"grace passed without a leader to catch up with", readiness{view: aMember, memberFor: linkGrace + time.Second, linked: linkedTo()}, true, true},
-		{"grace passed with a dead member", readiness{view: aMember, memberFor: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true},
-		{"within grace with a dead member", readiness{view: aMember, memberFor: linkGrace - time.Second, peers: []string{"b"}, linked: linkedTo()}, false, false},
+		{"grace passed without a leader to catch up with", readiness{view: aMember, voter: true, memberFor: linkGrace + time.Second, linked: linkedTo()}, true, true},
+		{"grace passed with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true},
+		{"grace passed, still a non-voter: never ready before its promotion", readiness{view: aMember, memberFor: linkGrace + time.Hour, linked: linkedTo()}, false, false},
+		{"within grace with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace - time.Second, peers: []string{"b"}, linked: linkedTo()}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ready, settle := judgeReady(tc.in)

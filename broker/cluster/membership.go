@@ -157,9 +157,11 @@ func (m *membership) startCatchUp() {
 	if member && m.memberSince.IsZero() {
 		m.memberSince = time.Now()
 	}
-	// Not once settled (ready stays ready), and at most every catchUpRetry: each attempt
+	// Not once settled (ready stays ready) unless the node is a non-voter (its
+	// promotion waits for the catch-up), and at most every catchUpRetry: each attempt
 	// costs the leader a barrier (a log entry).
-	start := r != nil && !m.caughtUp && !m.settled && !m.catchingUp && member && time.Since(m.catchUpAt) >= catchUpRetry
+	start := r != nil && !m.caughtUp && (!m.settled || m.nonVoterLocked()) && !m.catchingUp && member &&
+		time.Since(m.catchUpAt) >= catchUpRetry
 	m.catchingUp = m.catchingUp || start
 	if start {
 		m.catchUpAt = time.Now()
@@ -211,6 +213,17 @@ func (m *membership) startPromote() {
 		m.promoting = false
 		m.mu.Unlock()
 	}()
+}
+
+// nonVoterLocked reports whether the configuration lists this node as a non-voter;
+// m.mu held on entry.
+func (m *membership) nonVoterLocked() bool {
+	for _, s := range m.members {
+		if string(s.ID) == m.cfg.Name {
+			return s.Suffrage != raft.Voter
+		}
+	}
+	return false
 }
 
 // storeEmpty reports whether this node's store holds no cluster (it never joined, or

@@ -100,9 +100,9 @@ func (o *ownership) nextEpoch() uint64 {
 
 // takeTurn holds client id's turn at its owner for a move this node makes itself (an
 // evacuation's) and returns what gives it back, or nil when another move of the ID
-// still runs after turnWait (the caller tries later). When the owner does not answer
-// (it runs an older version, or its link just went down) the move goes ahead
-// unordered, as before turns existed.
+// still runs after turnWait or the owner did not answer (the caller tries later). An
+// owner of an older version, which knows no turns, lets the move go ahead unordered,
+// as before turns existed.
 func (o *ownership) takeTurn(id string) (release func()) {
 	owner := o.owner(id)
 	if owner == o.self {
@@ -117,11 +117,14 @@ func (o *ownership) takeTurn(id string) (release func()) {
 		err = resp.err()
 	}
 	switch {
-	case CodeOf(err) == apiv1.CodeSessionMoving:
-		return nil
-	case err != nil:
-		o.log.Warn("the owner of a client ID did not order a session move; moving it unordered", "client", id, "owner", owner, "error", err)
+	case CodeOf(err) == apiv1.CodeBadRequest:
+		// An owner of an older version (a rolling upgrade) knows no turns.
+		o.log.Info("the owner of a client ID runs an older version; moving its session unordered", "client", id, "owner", owner)
 		return func() {}
+	case err != nil:
+		// Busy, or no answer: the owner may even have granted the turn. Try later.
+		o.log.Info("no turn for a session move yet; trying on the next round", "client", id, "owner", owner, "error", err)
+		return nil
 	}
 	return func() { o.endTurn(owner, id, resp.Turn) }
 }

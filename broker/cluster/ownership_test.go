@@ -334,3 +334,61 @@ func (s *fakeOwnerServer) Kick(id string, epoch uint64, want bool, claim server.
 }
 func (s *fakeOwnerServer) Release(id string) []*session.Delivery { return nil }
 func (s *fakeOwnerServer) Unmove(snap session.Snapshot)          { s.unmoved = append(s.unmoved, snap.ID) }
+
+// TestMergeCopies: a takeover continues the most recently disconnected full copy; a
+// partial one (a copy still moving) is only added to it; every other copy's messages
+// are queued after it, inflight ones as new deliveries, except QoS 2 ones the client
+// already received.
+func TestMergeCopies(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	d := func(n byte, packetID uint16, released bool) *session.Delivery {
+		return &session.Delivery{Msg: &session.Message{Payload: []byte{n}}, QoS: 2, PacketID: packetID, Released: released}
+	}
+	snap := func(at time.Duration, partial bool, q ...*session.Delivery) *session.Snapshot {
+		return &session.Snapshot{ID: "c", Disconnected: t0.Add(at), Partial: partial, Queue: q}
+	}
+	payloads := func(s *session.Snapshot) (out []byte, ids []uint16) {
+		for _, x := range s.Queue {
+			out, ids = append(out, x.Msg.Payload[0]), append(ids, x.PacketID)
+		}
+		return out, ids
+	}
+	for _, tc := range []struct {
+		name    string
+		copies  []nodeCopy
+		from    string
+		want    []byte
+		wantIDs []uint16
+	}{
+		{name: "none", copies: nil},
+		{name: "the newer full copy wins, the older one's messages follow",
+			copies: []nodeCopy{{snap(time.Second, false, d(1, 1, false)), "a"}, {snap(2*time.Second, false, d(2, 1, false)), "b"}},
+			from:   "b", want: []byte{2, 1}, wantIDs: []uint16{1, 0}},
+		{name: "a partial copy never wins over a full one, even newer",
+			copies: []nodeCopy{{snap(9*time.Second, true, d(3, 0, false)), "a"}, {snap(time.Second, false, d(1, 1, false)), "b"}},
+			from:   "b", want: []byte{1, 3}, wantIDs: []uint16{1, 0}},
+		{name: "only a partial copy: it is continued",
+			copies: []nodeCopy{{snap(time.Second, true, d(3, 0, false)), "a"}},
+			from:   "a", want: []byte{3}, wantIDs: []uint16{0}},
+		{name: "a QoS 2 delivery the client received (PUBREC) on the other copy is not sent again",
+			copies: []nodeCopy{{snap(2*time.Second, false), "a"}, {snap(time.Second, false, d(5, 4, true), d(6, 5, false)), "b"}},
+			from:   "a", want: []byte{6}, wantIDs: []uint16{0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, from := mergeCopies(tc.copies)
+			if tc.from == "" {
+				if got != nil {
+					t.Fatalf("a copy from nothing: %+v", got)
+				}
+				return
+			}
+			if from != tc.from || got.Partial {
+				t.Fatalf("continued %s (partial %v), want %s", from, got.Partial, tc.from)
+			}
+			p, ids := payloads(got)
+			if string(p) != string(tc.want) || !slices.Equal(ids, tc.wantIDs) {
+				t.Fatalf("queue %v ids %v, want %v %v", p, ids, tc.want, tc.wantIDs)
+			}
+		})
+	}
+}

@@ -18,6 +18,10 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		if err != nil {
 			return errResponse(err)
 		}
+		if !req.Turns { // an older requester never ends the turn
+			n.own.turns.release(req.ClientID, turn)
+			turn = 0
+		}
 		resp := sessionResponse(&response{Epoch: epoch, Node: source, Turn: turn}, snap)
 		if resp.Code != "" {
 			n.own.turns.release(req.ClientID, turn)

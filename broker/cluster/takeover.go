@@ -30,12 +30,17 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		}
 	} else {
 		var resp *response
-		req := &request{Op: opTakeover, ClientID: id, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check}
+		req := &request{Op: opTakeover, ClientID: id, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check, Turns: true}
 		if resp, err = o.peers.request(owner, req); err == nil {
 			err = resp.err()
 		}
-		if err = takeoverErr(err); err != nil {
+		switch err = takeoverErr(err); {
+		case errors.Is(err, server.ErrClientIDOwned), errors.Is(err, server.ErrSessionMoving):
 			return server.Handover{}, err
+		case err != nil:
+			// No answer (a timeout, the link lost): the owner may have moved the session
+			// for this connect all the same, so the connect must not start afresh here.
+			return server.Handover{}, fmt.Errorf("%w (owner %s: %w)", server.ErrTakeoverUnanswered, owner, err)
 		}
 		if snap, err = decodeSnap(resp.Data); err != nil {
 			o.endTurn(owner, id, resp.Turn)
@@ -47,7 +52,12 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 	if snap != nil {
 		ho.Finish = func() []*session.Delivery { return o.settle(id, source) }
 		ho.GiveBack = func() { o.giveBack(snap, source) }
-		ho.Done = func() { o.endTurn(owner, id, turn) }
+		if owner == o.self {
+			ho.Done = func() { o.turns.release(id, turn) }
+		} else {
+			// The CONNACK need not wait for the owner's answer.
+			ho.Done = func() { go o.endTurn(owner, id, turn) }
+		}
 	}
 	return ho, nil
 }
@@ -80,15 +90,14 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 	var (
 		wg     sync.WaitGroup
 		smu    lockorder.Mutex
-		best   *session.Snapshot
-		source string
+		copies []nodeCopy
 		owned  error
 	)
 	keep := func(s *session.Snapshot, from string) {
-		smu.Lock()
-		defer smu.Unlock()
-		if s != nil && (best == nil || s.Disconnected.After(best.Disconnected)) {
-			best, source = s, from
+		if s != nil {
+			smu.Lock()
+			copies = append(copies, nodeCopy{s, from})
+			smu.Unlock()
 		}
 	}
 	if requester != o.self {
@@ -129,6 +138,7 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 		}()
 	}
 	wg.Wait()
+	best, source := mergeCopies(copies)
 	if owned == nil && best != nil && !claim.Allows(best.Owner) {
 		// Every node let the claim through, yet the newest copy is another user's.
 		owned = errorf(apiv1.CodeClientIDOwned, "%v", server.ErrClientIDOwned)
@@ -145,6 +155,51 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 	}
 	moving = true
 	return best, source, epoch, turn, nil
+}
+
+// nodeCopy is a session copy a kick returned and the node it came from.
+type nodeCopy struct {
+	snap *session.Snapshot
+	from string
+}
+
+// mergeCopies picks the copy a takeover continues: the most recently disconnected
+// full copy (a partial one, what a copy still moving received since its first
+// handover, only when there is no full one). What every other copy holds is queued
+// after it, so nothing one of them held is lost: their inflight deliveries go back to
+// the queue (the packet IDs are the chosen copy's), except QoS 2 ones the client
+// already received (PUBREC), and the new node keeps each message once (MergeMoved).
+func mergeCopies(copies []nodeCopy) (*session.Snapshot, string) {
+	bestAt := -1
+	for i, c := range copies {
+		if bestAt < 0 {
+			bestAt = i
+			continue
+		}
+		b := copies[bestAt].snap
+		if (b.Partial && !c.snap.Partial) || (b.Partial == c.snap.Partial && c.snap.Disconnected.After(b.Disconnected)) {
+			bestAt = i
+		}
+	}
+	if bestAt < 0 {
+		return nil, ""
+	}
+	best := copies[bestAt]
+	for i, c := range copies {
+		if i == bestAt {
+			continue
+		}
+		for _, d := range c.snap.Queue {
+			if d.Released {
+				continue
+			}
+			q := *d
+			q.PacketID, q.Dup = 0, false
+			best.snap.Queue = append(best.snap.Queue, &q)
+		}
+	}
+	best.snap.Partial = false
+	return best.snap, best.from
 }
 
 // takeoverErr gives the server the errors it acts on: another user's client ID, or a

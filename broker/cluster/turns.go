@@ -15,8 +15,9 @@ const turnTTL = 30 * time.Second
 
 // turnWait bounds how long a move waits for the ID's turn before it gives up (a
 // connect is then refused and the client tries again; an evacuation tries on its next
-// round): under requestTimeout, so a takeover that waited is still answered in time.
-const turnWait = 7 * time.Second
+// round): well under the requester's wait for the owner's answer, which also covers
+// the kicks that follow.
+const turnWait = 4 * time.Second
 
 // turns are the owner's per-client-ID order of session moves: a takeover (a connect
 // elsewhere) and an evacuation's move of one ID each hold the ID's turn from their

@@ -93,6 +93,9 @@ type request struct {
 	Owner      string
 	CheckOwner bool
 	Turn       uint64 // turndone: the turn to end
+	// takeover: the requester gives the turn back (turndone) once the session is in
+	// place; older requesters do not, so the owner ends their turn when it answers.
+	Turns bool
 	// join: the joiner's store is empty, so it comes in as a non-voter and asks to be
 	// promoted once caught up (absent from older nodes: a voter at once).
 	NonVoter bool

@@ -17,6 +17,11 @@ var ErrClientIDOwned = errors.New("the client ID's session belongs to another us
 // between nodes is still running: the client tries again.
 var ErrSessionMoving = errors.New("the client ID's session is moving between nodes")
 
+// ErrTakeoverUnanswered refuses a connect whose client ID's owner did not answer the
+// takeover: it may have moved the session meanwhile, so a new session here could
+// leave the client's state behind. The client tries again.
+var ErrTakeoverUnanswered = errors.New("the client ID's owner did not answer the takeover")
+
 // Claim is a connect's claim on a client ID: the user it comes from (a username or
 // session.OwnerAnonymous) and whether client IDs belong to their session's user.
 type Claim struct {

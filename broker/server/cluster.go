@@ -205,8 +205,9 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 	if e == nil {
 		return nil, nil
 	}
-	expiry := e.expiry
+	expiry, disconnected := e.expiry, e.disconnected
 	if old := e.client; old != nil {
+		disconnected = time.Now()
 		expiry = old.sessionExpiry
 		e.client = nil
 		old.takenOver.Store(true)
@@ -229,8 +230,13 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 	}
 	snap := e.sess.Handover()
 	snap.Expiry = expiry
-	snap.Disconnected = time.Now()
-	if !e.moving {
+	snap.Disconnected = disconnected
+	if e.moving {
+		// Handed over already: this copy holds only what arrived since, and its new
+		// node holds the rest. It is merged into the full copy, never preferred to it.
+		snap.Partial = true
+		s.log.Warn("a session still moving was taken over again", "client", id)
+	} else {
 		e.moving = true
 		if err := s.opts.Store.DeleteSession(id); err != nil { // the state is the new node's now
 			s.stats.storeErrors.Add(1)

@@ -177,6 +177,10 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			s.stats.clusterErrors.Add(1)
 			s.log.Info("connect refused: the client ID's session is still moving between nodes", "client", c.id, "remote", c.addr)
 			return false, packet.ServerBusy, "this client ID's session is moving between nodes; try again"
+		case errors.Is(err, ErrTakeoverUnanswered):
+			s.stats.clusterErrors.Add(1)
+			s.log.Warn("connect refused: the client ID's owner did not answer the takeover", "client", c.id, "error", err)
+			return false, packet.ServerUnavailable, "the cluster could not order this connect; try again"
 		case err != nil && claim.Check:
 			// Without the owner's answer nobody can tell whose client ID this is.
 			s.stats.clusterErrors.Add(1)
@@ -189,7 +193,8 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	}
 	moved, epoch := ho.Session, ho.Epoch
 	installed, refused := false, false
-	defer func() { // after the unlock below
+	var localExtra []*session.Delivery // queued on a local moving copy the cluster's copy replaces
+	defer func() {                     // after the unlock below
 		if ho.Done != nil {
 			defer ho.Done()
 		}
@@ -198,7 +203,7 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			ho.GiveBack() // nobody here took it: its old node keeps it
 		case ho.Finish != nil:
 			if extra := ho.Finish(); installed {
-				s.MergeMoved(c.id, extra)
+				s.MergeMoved(c.id, append(localExtra, extra...))
 			}
 		}
 	}()
@@ -239,6 +244,7 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	if e != nil && e.moving {     // handed away meanwhile: the cluster's copy wins
 		stopTimer(e.moveTimer)
 		delete(s.sessions, c.id)
+		localExtra = e.sess.Drain() // what it queued since: merged into the cluster's copy
 		// A subscription the moved copy has too stays in the trie (installSession
 		// updates it): removed and added again, its route would flap at the peers,
 		// and a message published in between would find no subscriber.

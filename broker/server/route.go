@@ -234,7 +234,7 @@ func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers
 	if peer, ok := peerOf(sub.ClientID); ok {
 		return peer, false
 	}
-	d := &session.Delivery{Msg: msg, QoS: min(msg.QoS, sub.QoS), Retain: msg.Retain && sub.RetainAsPublished}
+	d := &session.Delivery{Msg: msg, QoS: min(msg.QoS, sub.QoS), Retain: msg.Retain && sub.RetainAsPublished, Shared: true}
 	if sub.Identifier != 0 {
 		d.SubIDs = []uint32{sub.Identifier}
 	}
@@ -299,6 +299,13 @@ func (s *Server) deliverRetained(sess *session.Session, filter string, sub topic
 	s.retainedMu.RUnlock()
 	slices.SortFunc(msgs, func(a, b *session.Message) int { return cmp.Compare(a.Topic, b.Topic) })
 	for _, m := range msgs {
+		if !m.ID.IsZero() {
+			// A retained copy is its own delivery, not a copy of the live one: no ID, so
+			// a moved session's duplicate check never takes it for one (MergeMoved).
+			c := *m
+			c.ID = session.MessageID{}
+			m = &c
+		}
 		d := &session.Delivery{Msg: m, QoS: min(m.QoS, sub.QoS), Retain: true}
 		if sub.Identifier != 0 {
 			d.SubIDs = []uint32{sub.Identifier}

@@ -84,6 +84,9 @@ type Delivery struct {
 	QoS    byte     // min(message QoS, subscription QoS)
 	Retain bool     // RETAIN flag as sent to this subscriber
 	SubIDs []uint32 // subscription identifiers of the matching subscriptions
+	// Shared: for one of the session's shared subscriptions; a session with a shared
+	// and a plain subscription matching one message gets one delivery of each.
+	Shared bool
 
 	PacketID uint16
 	Dup      bool

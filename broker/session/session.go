@@ -68,7 +68,7 @@ type Session struct {
 	restored int
 	// moved holds, until movedUntil, the IDs of the messages the session held when its
 	// move finished: a copy of one that reaches this node late is not queued again.
-	moved      map[MessageID]struct{}
+	moved      map[deliveryKey]struct{}
 	movedUntil time.Time
 }
 
@@ -114,14 +114,18 @@ func (s *Session) Detach(gen uint64) {
 		return
 	}
 	s.notify = nil
-	kept := s.queue[:0]
-	for _, d := range s.queue {
+	kept, restored := s.queue[:0], s.restored
+	for i, d := range s.queue {
 		if d.QoS > 0 {
 			kept = append(kept, d)
 		} else {
 			s.queued -= d.size()
+			if i < s.restored {
+				restored--
+			}
 		}
 	}
+	s.restored = restored
 	clear(s.queue[len(kept):])
 	s.queue = kept
 }
@@ -158,7 +162,7 @@ func (s *Session) enqueueLocked(d *Delivery) (queued bool, dropped int) {
 	if s.moved != nil && d.Msg != nil && !d.Msg.ID.IsZero() {
 		if time.Now().After(s.movedUntil) {
 			s.moved = nil
-		} else if _, dup := s.moved[d.Msg.ID]; dup {
+		} else if _, dup := s.moved[keyOf(d)]; dup {
 			return true, 0 // the session has it already: a late copy from the other node
 		}
 	}
@@ -179,6 +183,7 @@ func (s *Session) enqueueLocked(d *Delivery) (queued bool, dropped int) {
 		s.dropped++
 		s.limits.Drops.add(overBytes)
 		dropped++
+		s.restored = max(s.restored-1, 0)
 		s.queued -= s.queue[0].size()
 		copy(s.queue, s.queue[1:])
 		s.queue[len(s.queue)-1] = nil
@@ -238,6 +243,10 @@ func (s *Session) NextBatch(gen uint64, out []Delivery, now time.Time) (batch []
 	}
 	for _, d := range s.queue[:n] {
 		s.queued -= d.size()
+	}
+	s.restored = max(s.restored-n, 0)
+	if s.moved != nil && now.After(s.movedUntil) {
+		s.moved = nil
 	}
 	copy(s.queue, s.queue[n:])
 	clear(s.queue[len(s.queue)-n:])
@@ -435,6 +444,10 @@ type Snapshot struct {
 	Inbound       []uint16
 	// Owner is the user the session belongs to (see Session.Owner).
 	Owner string
+	// Partial marks a copy that was already handed over once and holds only what
+	// arrived since (a kick of a session still moving): it adds to the full copy,
+	// never replaces it.
+	Partial bool
 }
 
 // Snapshot copies the session's state. Deliveries are shared, not deep-copied: their
@@ -558,7 +571,7 @@ func (s *Session) MergeMoved(extra []*Delivery, keep time.Duration) (added, drop
 	mark := min(s.restored, len(s.queue))
 	s.restored = 0
 	s.moved = nil
-	seen := make(map[MessageID]struct{}, len(s.inflight)+len(s.queue)+len(extra))
+	seen := make(map[deliveryKey]struct{}, len(s.inflight)+len(s.queue)+len(extra))
 	defer func() {
 		if len(seen) > 0 && keep > 0 {
 			s.moved, s.movedUntil = seen, time.Now().Add(keep)
@@ -566,7 +579,7 @@ func (s *Session) MergeMoved(extra []*Delivery, keep time.Duration) (added, drop
 	}()
 	for _, d := range s.inflight {
 		if d.Msg != nil && !d.Msg.ID.IsZero() {
-			seen[d.Msg.ID] = struct{}{}
+			seen[keyOf(d)] = struct{}{}
 		}
 	}
 	old := s.queue
@@ -575,10 +588,10 @@ func (s *Session) MergeMoved(extra []*Delivery, keep time.Duration) (added, drop
 	add := func(ds []*Delivery, counted bool) {
 		for _, d := range ds {
 			if d.Msg != nil && !d.Msg.ID.IsZero() {
-				if _, dup := seen[d.Msg.ID]; dup {
+				if _, dup := seen[keyOf(d)]; dup {
 					continue
 				}
-				seen[d.Msg.ID] = struct{}{}
+				seen[keyOf(d)] = struct{}{}
 			}
 			queued, n := s.enqueueLocked(d)
 			dropped += n
@@ -592,6 +605,15 @@ func (s *Session) MergeMoved(extra []*Delivery, keep time.Duration) (added, drop
 	add(old[mark:], false)
 	return added, dropped
 }
+
+// deliveryKey tells one delivery of a message to a session from another: the message's
+// ID, and whether it is for a shared subscription (a session may get both).
+type deliveryKey struct {
+	id     MessageID
+	shared bool
+}
+
+func keyOf(d *Delivery) deliveryKey { return deliveryKey{d.Msg.ID, d.Shared} }
 
 // Drain removes and returns the queued deliveries.
 func (s *Session) Drain() []*Delivery {

@@ -303,3 +303,47 @@ func TestMovedWindowEnds(t *testing.T) {
 		t.Fatalf("after the window: queued %v, %d deliveries, want the copy queued", queued, len(s.queue))
 	}
 }
+
+// TestMergeMovedAfterDrops: deliveries a full queue dropped, or the writer took, before
+// the merge move its boundary along: the old node's messages still go before what
+// arrived here since.
+func TestMergeMovedAfterDrops(t *testing.T) {
+	id := func(n uint64) *Delivery {
+		return &Delivery{Msg: &Message{Topic: "t", QoS: 1, Payload: []byte{byte(n)}, ID: MessageID{Origin: 7, Seq: n}}, QoS: 1}
+	}
+	queue := func(s *Session) (out []byte) {
+		for _, d := range s.Snapshot().Queue {
+			if d.PacketID == 0 {
+				out = append(out, d.Msg.Payload[0])
+			}
+		}
+		return out
+	}
+	// Drop-oldest made room for a direct arrival.
+	s := Restore(Snapshot{ID: "c", Queue: []*Delivery{id(1), id(2), id(3), id(4)}}, Limits{MaxQueued: 4, Policy: DropOldest})
+	s.Enqueue(id(10))
+	s.MergeMoved([]*Delivery{id(5)}, time.Hour)
+	if got := queue(s); string(got) != string([]byte{3, 4, 5, 10}) {
+		t.Fatalf("after a drop: %v, want [3 4 5 10]", got)
+	}
+	// The writer took restored deliveries before the merge.
+	s = Restore(Snapshot{ID: "c", Queue: []*Delivery{id(1), id(2), id(3)}}, Limits{MaxQueued: 100})
+	gen := s.Attach(func() {}, 2)
+	s.NextBatch(gen, nil, time.Now()) // 1 and 2 go inflight
+	s.Enqueue(id(10))
+	s.MergeMoved([]*Delivery{id(4), id(2)}, time.Hour)
+	if got := queue(s); string(got) != string([]byte{3, 4, 10}) {
+		t.Fatalf("after the writer took two: %v, want [3 4 10]", got)
+	}
+}
+
+// TestMergeMovedKeepsSharedAndPlain: a session with a shared and a plain subscription
+// matching one message holds one delivery of each: the merge keeps both.
+func TestMergeMovedKeepsSharedAndPlain(t *testing.T) {
+	m := &Message{Topic: "t", QoS: 1, Payload: []byte{1}, ID: MessageID{Origin: 7, Seq: 1}}
+	s := Restore(Snapshot{ID: "c", Queue: []*Delivery{{Msg: m, QoS: 1}, {Msg: m, QoS: 1, Shared: true}}}, Limits{})
+	s.MergeMoved([]*Delivery{{Msg: m, QoS: 1, Shared: true}}, time.Hour)
+	if n := len(s.Snapshot().Queue); n != 2 {
+		t.Fatalf("%d deliveries, want the plain and the shared one", n)
+	}
+}

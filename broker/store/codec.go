@@ -89,6 +89,7 @@ type storedSession struct {
 	Queue         []storedDelivery              `json:"queue,omitempty"`
 	Inbound       []uint16                      `json:"inbound,omitempty"`
 	Owner         string                        `json:"owner,omitempty"` // absent in stores before auth: unknown
+	Partial       bool                          `json:"partial,omitempty"`
 }
 
 type storedDelivery struct {
@@ -102,17 +103,18 @@ type storedDelivery struct {
 	// The message's session.MessageID (absent in older records: unknown).
 	Origin uint64 `json:"origin,omitempty"`
 	Seq    uint64 `json:"seq,omitempty"`
+	Shared bool   `json:"shared,omitempty"`
 }
 
 const sessionFormat = 1
 
 func encodeSession(s session.Snapshot) ([]byte, error) {
 	out := storedSession{Format: sessionFormat, ID: s.ID, Expiry: s.Expiry, Disconnected: s.Disconnected,
-		Subscriptions: s.Subscriptions, Inbound: s.Inbound, Owner: s.Owner}
+		Subscriptions: s.Subscriptions, Inbound: s.Inbound, Owner: s.Owner, Partial: s.Partial}
 	for _, d := range s.Queue {
 		out.Queue = append(out.Queue, storedDelivery{Msg: encodeMessage(d.Msg), QoS: d.QoS, Retain: d.Retain,
 			SubIDs: d.SubIDs, PacketID: d.PacketID, Dup: d.Dup, Released: d.Released,
-			Origin: d.Msg.ID.Origin, Seq: d.Msg.ID.Seq})
+			Origin: d.Msg.ID.Origin, Seq: d.Msg.ID.Seq, Shared: d.Shared})
 	}
 	return json.Marshal(out)
 }
@@ -126,7 +128,7 @@ func decodeSession(b []byte) (session.Snapshot, error) {
 		return session.Snapshot{}, errFormat
 	}
 	s := session.Snapshot{ID: in.ID, Expiry: in.Expiry, Disconnected: in.Disconnected,
-		Subscriptions: in.Subscriptions, Inbound: in.Inbound, Owner: in.Owner}
+		Subscriptions: in.Subscriptions, Inbound: in.Inbound, Owner: in.Owner, Partial: in.Partial}
 	for i, d := range in.Queue {
 		m, err := decodeMessage(d.Msg)
 		if err != nil {
@@ -134,7 +136,7 @@ func decodeSession(b []byte) (session.Snapshot, error) {
 		}
 		m.ID = session.MessageID{Origin: d.Origin, Seq: d.Seq}
 		s.Queue = append(s.Queue, &session.Delivery{Msg: m, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs,
-			PacketID: d.PacketID, Dup: d.Dup, Released: d.Released})
+			PacketID: d.PacketID, Dup: d.Dup, Released: d.Released, Shared: d.Shared})
 	}
 	return s, nil
 }

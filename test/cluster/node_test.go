@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,6 +106,14 @@ func newNode(t *testing.T, opts nodeOptions) *node {
 		}
 		if t.Failed() {
 			t.Logf("--- last %d log lines of %s ---\n%s", logTail, n.name(), n.logs.Tail(logTail))
+			// MQTTD_TEST_LOG_DIR keeps the whole log of a failed test's nodes (for runs
+			// in a loop, where the tail is not enough to tell what happened).
+			if dir := os.Getenv("MQTTD_TEST_LOG_DIR"); dir != "" {
+				name := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+n.name()+".log")
+				if err := os.WriteFile(name, []byte(n.logs.String()), 0o600); err != nil {
+					t.Logf("keeping the log of %s: %v", n.name(), err)
+				}
+			}
 		}
 	})
 	return n
