@@ -133,7 +133,8 @@ func (p clusterPeers) peerUp(node string) bool {
 func (p clusterPeers) request(peer string, req *request) (*response, error) {
 	return p.r.request(peer, req)
 }
-func (p clusterPeers) barrier() { p.r.barrier() }
+func (p clusterPeers) barrier()      { p.r.barrier() }
+func (p clusterPeers) drainInbound() { p.r.drainInbound() }
 
 // Auth returns the node's authenticator (for its counters).
 func (n *Node) Auth() *Authenticator { return n.cfg.Auth }

@@ -46,6 +46,7 @@ type ownerPeers interface {
 	peerUp(node string) bool
 	request(peer string, req *request) (*response, error)
 	barrier()
+	drainInbound()
 }
 
 // rendezvousScore is node's score for clientID: the highest score wins the ID.
@@ -152,6 +153,7 @@ func (o *ownership) endTurn(owner, id string, token uint64) {
 func (o *ownership) settle(id, source string) []*session.Delivery {
 	o.peers.barrier()
 	if source == o.self {
+		o.peers.drainInbound() // as the old node does before answering a release
 		return o.srv.Release(id)
 	}
 	resp, err := o.peers.request(source, &request{Op: opRelease, ClientID: id})

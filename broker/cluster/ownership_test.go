@@ -294,6 +294,7 @@ type fakePeers struct {
 func (p *fakePeers) memberNames() []string   { return p.members }
 func (p *fakePeers) peerUp(node string) bool { return p.up[node] }
 func (p *fakePeers) barrier()                {}
+func (p *fakePeers) drainInbound()           {}
 func (p *fakePeers) request(peer string, req *request) (*response, error) {
 	p.mu.Lock()
 	p.reqs = append(p.reqs, struct{ peer, op string }{peer, req.Op})

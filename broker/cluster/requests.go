@@ -43,9 +43,23 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		}
 		return sessionResponse(&response{}, snap)
 	case opRelease:
+		// The new node's routes reached every peer (its barrier): what they forwarded
+		// here before that is drained first, into this copy.
+		n.routes.drainInbound()
 		extra := n.srv.Release(req.ClientID)
 		return sessionResponse(&response{}, &session.Snapshot{ID: req.ClientID, Queue: extra})
 	case opSync:
+		return &response{}
+	case opFlush:
+		// A sync over this node's own link to the asker: answered there after every
+		// forward this node sent it before.
+		resp, err := n.routes.request(peer, &request{Op: opSync})
+		if err == nil {
+			err = resp.err()
+		}
+		if err != nil {
+			return errResponse(err)
+		}
 		return &response{}
 	case opAdopt:
 		snap, err := store.DecodeSession(req.Data)

@@ -201,6 +201,30 @@ func (r *routing) request(peer string, req *request) (*response, error) {
 	}
 }
 
+// drainInbound returns once what every reachable peer forwarded to this node before
+// now has been delivered here: each peer sends a sync over its own link to this node
+// (flush), which this node answers only after the forwards ahead of it. A session
+// moving away is released after it, so a message a third node sent to the old node
+// just before it learned the new node's routes is not lost.
+func (r *routing) drainInbound() {
+	peers := r.upPeers()
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := r.request(p, &request{Op: opFlush})
+			if err == nil {
+				err = resp.err()
+			}
+			if err != nil {
+				r.log.Info("inbound drain: peer did not answer", "peer", p, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // barrier returns once every reachable peer has applied the routes this node sent so
 // far (links are ordered: an answered request follows them).
 func (r *routing) barrier() {

@@ -73,6 +73,7 @@ const (
 	opAdopt     = "adopt"     // take the detached session in Data (evacuation)
 	opRelease   = "release"   // drop the moved session ClientID, answer what arrived since
 	opSync      = "sync"      // no-op: answered once the routes sent before it are applied
+	opFlush     = "flush"     // answered once what this node forwarded to the asker before it has reached the asker
 	opUnmove    = "unmove"    // take back the moving session in Data: its takeover failed
 	opTurn      = "turn"      // to the owner of ClientID: wait for and hold its turn for a move (answers Turn)
 	opTurnDone  = "turndone"  // to the owner of ClientID: the move holding Turn is over
