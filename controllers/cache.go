@@ -116,8 +116,22 @@ func keyOnly(in any) (any, error) {
 // getSecret reads a Secret: from the cache when the operator made it, else (the
 // user's Secrets are not cached) from the API server.
 func (r *MQTTClusterReconciler) getSecret(ctx context.Context, key client.ObjectKey, s *corev1.Secret) error {
-	if err := r.Get(ctx, key, s); !apierrors.IsNotFound(err) {
+	return r.getChild(ctx, key, s)
+}
+
+// getChild reads an object from the cache and, when the cache does not hold it, from
+// the API server: the cache holds only labeled objects, so a child whose labels were
+// edited away (or someone else's object under a child's name) is NotFound there
+// although it exists. Every Get whose answer drives a decision goes through here; a
+// NotFound from getChild means the object does not exist.
+//
+// Lists need no such fallback: every List that drives a decision selects by
+// resource.SelectorLabels, which include the label the cache selects on, so the API
+// server would return no object the cache leaves out (only a fresher copy of them;
+// where freshness matters, podsMayRun asks the API server itself).
+func (r *MQTTClusterReconciler) getChild(ctx context.Context, key client.ObjectKey, obj client.Object) error {
+	if err := r.Get(ctx, key, obj); !apierrors.IsNotFound(err) {
 		return err
 	}
-	return r.APIReader.Get(ctx, key, s)
+	return r.APIReader.Get(ctx, key, obj)
 }

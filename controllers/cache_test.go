@@ -4,10 +4,13 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	res "github.com/mqtt-operator/mqtt-operator/controllers/resource"
@@ -71,7 +74,7 @@ var _ = Describe("The manager's cache", func() {
 		for _, s := range secrets.Items {
 			names = append(names, s.Name)
 		}
-		Expect(names).To(ConsistOf("cached-api-token", "cached-node-secrets"), "the cached Secrets are the generated ones")
+		Expect(names).To(ConsistOf("cached-api-token", "cached-node-secrets", "cached-fingerprint-key"), "the cached Secrets are the generated ones")
 	})
 
 	It("gives a child back its labels when they are edited away, though it left the cache", func() {
@@ -91,6 +94,38 @@ var _ = Describe("The manager's cache", func() {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cm), cm)).To(Succeed())
 			g.Expect(cm.Labels).To(Equal(res.Labels(mc)))
 		}).Should(Succeed(), "the ConfigMap gets its labels back")
+	})
+
+	It("keeps a scale-down's size when the StatefulSet's labels are edited away (decided on the API server's copy)", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "shrink", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Replicas = ptr.To[int32](5) })
+		Eventually(func() int32 { return *sts(mc).Spec.Replicas }).Should(Equal(int32(5)))
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Replicas = ptr.To[int32](3) })
+		Consistently(func() int32 { return *sts(mc).Spec.Replicas }).Should(Equal(int32(5)),
+			"the lifecycle shrinks it one node at a time, after evacuating (it cannot here: no broker answers)")
+
+		Eventually(func() error {
+			s := sts(mc)
+			delete(s.Labels, res.LabelName)
+			return k8sClient.Update(ctx, s)
+		}).Should(Succeed())
+		Eventually(func() map[string]string { return sts(mc).Labels }).Should(HaveKeyWithValue(res.LabelName, "mqttd"), "its labels come back")
+		Consistently(func() int32 { return *sts(mc).Spec.Replicas }).Should(Equal(int32(5)), "never shrunk without the lifecycle")
+	})
+
+	It("deletes a turned-off NetworkPolicy it owns although it is not labeled", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "unlabeled", func(mc *v1alpha1.MQTTCluster) { mc.Spec.NetworkPolicy.Enabled = ptr.To(false) })
+		sts(mc)
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(mc), mc)).To(Succeed())
+		np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unlabeled"},
+			Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+		Expect(controllerutil.SetControllerReference(mc, np, scheme)).To(Succeed())
+		Expect(k8sClient.Create(ctx, np)).To(Succeed())
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Pod.Annotations = map[string]string{"touch": "1"} })
+		Eventually(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(np), &networkingv1.NetworkPolicy{}))
+		}).Should(BeTrue(), "the cluster owns it: it is deleted though the cache does not hold it")
 	})
 })
 

@@ -78,6 +78,9 @@ type state struct {
 	// nodeSecrets are the cookie and API tokens the pods are given (nil until the
 	// nodesecrets step wrote them).
 	nodeSecrets *resource.NodeSecrets
+	// fingerprintKey is the cluster's HMAC key for the cookie fingerprint and the
+	// API token hash (resource.FingerprintKeySecretName).
+	fingerprintKey []byte
 	// requeue asks for another reconcile after this long (0: only on changes).
 	requeue time.Duration
 }
@@ -192,7 +195,7 @@ func (r *MQTTClusterReconciler) updateUncached(ctx context.Context, obj client.O
 // deleteIfOwned deletes obj (name and namespace set) when it exists and this cluster
 // owns it.
 func (r *MQTTClusterReconciler) deleteIfOwned(ctx context.Context, mc *v1alpha1.MQTTCluster, obj client.Object) error {
-	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+	if err := r.getChild(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	if owner := metav1.GetControllerOf(obj); owner == nil || owner.UID != mc.UID {

@@ -74,8 +74,11 @@ var _ = Describe("MQTTCluster cookie and API token changes", func() {
 		Expect(ownedBy(node, mc)).To(BeTrue())
 		s := sts(mc)
 		Expect(projectedSources(s)).To(ConsistOf("rot-node-secrets/cookie", "rot-node-secrets/api-token"))
+		key := child(&corev1.Secret{}, ns, res.FingerprintKeySecretName(mc)).Data[res.FingerprintKeyKey]
+		Expect(key).NotTo(BeEmpty())
+		Expect(ownedBy(child(&corev1.Secret{}, ns, res.FingerprintKeySecretName(mc)), mc)).To(BeTrue())
 		oldHash := s.Spec.Template.Annotations[res.AnnotationAPITokenHash]
-		Expect(oldHash).To(Equal(res.TokenHash(mc, oldToken)))
+		Expect(oldHash).To(Equal(res.TokenHash(key, oldToken)), "an HMAC under the cluster's own key")
 		Expect(oldHash).NotTo(ContainSubstring(string(oldToken)))
 
 		const newToken = "a-new-api-token-0123456789"
@@ -87,7 +90,7 @@ var _ = Describe("MQTTCluster cookie and API token changes", func() {
 			g.Expect(v.Cookie).To(Equal(cookie))
 		}).Should(Succeed())
 		Eventually(func() string { return sts(mc).Spec.Template.Annotations[res.AnnotationAPITokenHash] }).
-			Should(Equal(res.TokenHash(mc, []byte(newToken))), "a new pod template: the pods roll onto the new token")
+			Should(Equal(res.TokenHash(key, []byte(newToken))), "a new pod template: the pods roll onto the new token")
 		raw := child(&corev1.Secret{}, ns, "rot-node-secrets").Data[res.NodePreviousTokensKey]
 		var previous []string
 		Expect(json.Unmarshal(raw, &previous)).To(Succeed())
@@ -148,5 +151,54 @@ var _ = Describe("MQTTCluster cookie and API token changes", func() {
 		}).Should(Succeed())
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 		Expect(nodeSecrets(mc).Cookie).To(Equal(cookie))
+	})
+
+	It("keeps refusing a cookie change when the node Secret is deleted while pods run, and re-creates it from the cookie in force", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "del", nil)
+		oldCookie := child(&corev1.Secret{}, ns, "del-cookie").Data[res.CookieKey]
+		key := child(&corev1.Secret{}, ns, res.FingerprintKeySecretName(mc)).Data[res.FingerprintKeyKey]
+		Eventually(func() string { return sts(mc).Annotations[res.AnnotationCookieFingerprint] }).
+			Should(Equal(res.Fingerprint(key, oldCookie)), "the cookie in force is recorded on the StatefulSet")
+		Expect(sts(mc).Spec.Template.Annotations).NotTo(HaveKey(res.AnnotationCookieFingerprint), "not on the template: it rolls nothing")
+		createBrokerPod(mc, 0)
+
+		const newCookie = "a-new-cluster-cookie-0123456789"
+		setSecretKey(ns, "del-cookie", res.CookieKey, newCookie)
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "CookieChangeRefused")
+
+		By("deleting the node Secret: it is not re-created with the refused cookie")
+		Expect(k8sClient.Delete(ctx, child(&corev1.Secret{}, ns, "del-node-secrets"))).To(Succeed())
+		Consistently(func(g Gomega) {
+			s := &corev1.Secret{}
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "del-node-secrets"}, s)
+			if err == nil {
+				g.Expect(string(s.Data[res.NodeCookieKey])).NotTo(Equal(newCookie))
+			}
+		}).Should(Succeed())
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "CookieChangeRefused")
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "CookieChangeRefused")
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`node Secret "del-node-secrets" is missing`))
+
+		By("putting the cookie in force back: the node Secret is re-created with it")
+		setSecretKey(ns, "del-cookie", res.CookieKey, string(oldCookie))
+		Eventually(func() []byte { return nodeSecrets(mc).Cookie }).Should(Equal(oldCookie))
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+
+		By("emptying its cookie while the cookie Secret holds another: refused, not filled in")
+		setSecretKey(ns, "del-cookie", res.CookieKey, newCookie)
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "CookieChangeRefused")
+		setSecretKey(ns, "del-node-secrets", res.NodeCookieKey, "")
+		Consistently(func() string { return string(nodeSecrets(mc).Cookie) }).ShouldNot(Equal(newCookie))
+	})
+
+	It("reports a node Secret it cannot read instead of carrying on", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "bad", nil)
+		sts(mc)
+		createBrokerPod(mc, 0)
+		setSecretKey(ns, "bad-node-secrets", res.NodePreviousTokensKey, "{not json")
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "NodeSecretUnreadable")
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "NodeSecretUnreadable")
 	})
 })

@@ -31,6 +31,10 @@ const (
 	// force is kept, Degraded says why and how to make the change, and Ready is False
 	// since what was asked is not in force.
 	refusedChange
+	// notInForce: the operator cannot put in force what the spec asks and cannot fix
+	// that by itself (it is forbidden to write a child, a child it keeps cannot be
+	// read). Degraded says why and Ready is False.
+	notInForce
 	// needsAttention: the operator holds back an automatic action a person must decide
 	// on (a volume it will not wipe while the cluster's data is not safe elsewhere).
 	// Degraded says why; the reconcile goes on.

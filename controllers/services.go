@@ -68,7 +68,7 @@ func (r *MQTTClusterReconciler) reconcileFailClosed(ctx context.Context, st *sta
 // clientServiceNarrow reports whether the client Service is absent or ClusterIP.
 func (r *MQTTClusterReconciler) clientServiceNarrow(ctx context.Context, mc *v1alpha1.MQTTCluster) (bool, error) {
 	svc := &corev1.Service{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.ClientServiceName(mc)}, svc)
+	err := r.getChild(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.ClientServiceName(mc)}, svc)
 	if apierrors.IsNotFound(err) {
 		return true, nil
 	}
@@ -83,7 +83,7 @@ func (r *MQTTClusterReconciler) clientServiceNarrow(ctx context.Context, mc *v1a
 // an older template.
 func (r *MQTTClusterReconciler) settingsPending(ctx context.Context, st *state) (bool, error) {
 	sts := &appsv1.StatefulSet{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: st.cluster.Namespace, Name: resource.StatefulSetName(st.cluster)}, sts)
+	err := r.getChild(ctx, client.ObjectKey{Namespace: st.cluster.Namespace, Name: resource.StatefulSetName(st.cluster)}, sts)
 	if apierrors.IsNotFound(err) {
 		return false, nil // nothing runs yet: the first pods start with these settings
 	}

@@ -20,10 +20,11 @@ func (r *MQTTClusterReconciler) reconcileStatefulSet(ctx context.Context, st *st
 	b := &resource.StatefulSetBuilder{Cluster: mc, ConfigHash: resource.ConfigHash(st.config), DefaultImage: r.DefaultImage,
 		NodeSecret: resource.NodeSecretName(mc)}
 	if st.nodeSecrets != nil {
-		b.APITokenHash = resource.TokenHash(mc, st.nodeSecrets.Token)
+		b.APITokenHash = resource.TokenHash(st.fingerprintKey, st.nodeSecrets.Token)
+		b.CookieFingerprint = resource.Fingerprint(st.fingerprintKey, st.nodeSecrets.Cookie)
 	}
 	current := &appsv1.StatefulSet{}
-	err := r.Get(ctx, client.ObjectKeyFromObject(b.Object()), current)
+	err := r.getChild(ctx, client.ObjectKeyFromObject(b.Object()), current)
 	if err == nil {
 		if reason, msg, ok := storageUnchanged(mc, current); !ok {
 			r.report(st, unsupportedChange, reason, msg)

@@ -23,7 +23,7 @@ func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) 
 	mc := st.cluster
 	if st.sts == nil { // the pipeline stopped early: report the StatefulSet as it is
 		sts := &appsv1.StatefulSet{}
-		err := r.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.StatefulSetName(mc)}, sts)
+		err := r.getChild(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.StatefulSetName(mc)}, sts)
 		if err == nil {
 			st.sts = sts
 		} else if client.IgnoreNotFound(err) != nil {
@@ -125,9 +125,9 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 	switch {
 	case hasInvalidInput(problems):
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "InvalidSpec", problemMessages(problems)
-	case len(ofKind(problems, refusedChange)) > 0:
+	case len(ofKind(problems, refusedChange))+len(ofKind(problems, notInForce)) > 0:
 		// Fail closed: what was asked is not in force.
-		refused := ofKind(problems, refusedChange)
+		refused := append(ofKind(problems, refusedChange), ofKind(problems, notInForce)...)
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, refused[0].reason, problemMessages(refused)
 	case len(ofKind(problems, unsupportedFeature)) > 0:
 		// Fail closed: never Ready while a setting the user asked for is ignored.

@@ -1,7 +1,12 @@
 package resource
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +30,14 @@ const (
 // are given, so that a new token rolls the pods (mqttd reads its token file only
 // at start).
 const AnnotationAPITokenHash = "broker.mqtt-operator.io/api-token-hash"
+
+// AnnotationCookieFingerprint on the StatefulSet's own metadata (not its template:
+// it rolls nothing) is Fingerprint of the cookie the nodes run. When the node Secret
+// is gone while pods run, it tells whether the cookie Secret still holds that cookie.
+const AnnotationCookieFingerprint = "broker.mqtt-operator.io/cookie-fingerprint"
+
+// ErrUnreadableNodeSecret: the node Secret exists but its values cannot be read.
+var ErrUnreadableNodeSecret = errors.New("unreadable node Secret")
 
 // NodeSecretName is the Secret the pods take the cookie and the API token from: the
 // operator's copy of what the nodes run, so that a cookie changed in its own Secret
@@ -52,10 +65,14 @@ func ReadNodeSecrets(s *corev1.Secret) (NodeSecrets, error) {
 	return v, nil
 }
 
-// NodeSecretBuilder builds the node Secret with exactly Values.
+// NodeSecretBuilder builds the node Secret with the values Next decides from the ones
+// the Secret being written holds (nil: it does not exist), so that a write retried
+// on a conflict decides again on what is there rather than on an older read.
 type NodeSecretBuilder struct {
 	Cluster *v1alpha1.MQTTCluster
-	Values  NodeSecrets
+	Next    func(inForce *NodeSecrets) (NodeSecrets, error)
+	// Written are the values of the last Mutate.
+	Written NodeSecrets
 }
 
 // Object implements Builder.
@@ -69,13 +86,26 @@ func (b *NodeSecretBuilder) Mutate(obj client.Object) error {
 	if err != nil {
 		return err
 	}
+	var inForce *NodeSecrets
+	if s.ResourceVersion != "" {
+		v, err := ReadNodeSecrets(s)
+		if err != nil {
+			return fmt.Errorf("%w %q: %v", ErrUnreadableNodeSecret, s.Name, err)
+		}
+		inForce = &v
+	}
+	values, err := b.Next(inForce)
+	if err != nil {
+		return err
+	}
+	b.Written = values
 	s.Labels = mergeLabels(s.Labels, Labels(b.Cluster))
 	if s.CreationTimestamp.IsZero() {
 		s.Type = corev1.SecretTypeOpaque
 	}
-	s.Data = map[string][]byte{NodeCookieKey: b.Values.Cookie, NodeTokenKey: b.Values.Token}
-	if len(b.Values.PreviousTokens) > 0 {
-		raw, err := json.Marshal(b.Values.PreviousTokens)
+	s.Data = map[string][]byte{NodeCookieKey: values.Cookie, NodeTokenKey: values.Token}
+	if len(values.PreviousTokens) > 0 {
+		raw, err := json.Marshal(values.PreviousTokens)
 		if err != nil {
 			return err
 		}
@@ -84,8 +114,15 @@ func (b *NodeSecretBuilder) Mutate(obj client.Object) error {
 	return nil
 }
 
-// TokenHash is the digest of an API token on the pod template: salted with the
-// cluster's UID, so that equal tokens of two clusters do not show, and short.
-func TokenHash(mc *v1alpha1.MQTTCluster, token []byte) string {
-	return hash(append([]byte(string(mc.UID)+"\x00"), token...))
+// TokenHash is the digest of an API token on the pod template: Fingerprint with the
+// cluster's fingerprint key, so that it changes with the token and cannot be guessed
+// offline by whoever can read the StatefulSet but not the key's Secret.
+func TokenHash(key, token []byte) string { return Fingerprint(key, token) }
+
+// Fingerprint is a short HMAC-SHA256 of value under the cluster's fingerprint key
+// (FingerprintKeySecretName).
+func Fingerprint(key, value []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(value)
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }

@@ -59,6 +59,20 @@ func APITokenSecretBuilder(mc *v1alpha1.MQTTCluster) *GeneratedSecret {
 	return &GeneratedSecret{Cluster: mc, Name: name, Key: key}
 }
 
+// FingerprintKeySecretName is the Secret holding the cluster's fingerprint key: the
+// HMAC key of the cookie fingerprint on the StatefulSet and of the API token hash on
+// its pod template. It is kept apart from the node Secret so that the cookie in force
+// can still be told from another when the node Secret is gone.
+func FingerprintKeySecretName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-fingerprint-key" }
+
+// FingerprintKeyKey is the key of the fingerprint key Secret.
+const FingerprintKeyKey = "key"
+
+// FingerprintKeySecretBuilder builds the generated fingerprint key Secret.
+func FingerprintKeySecretBuilder(mc *v1alpha1.MQTTCluster) *GeneratedSecret {
+	return &GeneratedSecret{Cluster: mc, Name: FingerprintKeySecretName(mc), Key: FingerprintKeyKey}
+}
+
 // Object implements Builder.
 func (b *GeneratedSecret) Object() client.Object {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: b.Cluster.Namespace}}

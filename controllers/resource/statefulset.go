@@ -46,6 +46,9 @@ type StatefulSetBuilder struct {
 	// APITokenHash is TokenHash of the token the pods are given, recorded on the
 	// template so that a new token rolls them (empty: not recorded).
 	APITokenHash string
+	// CookieFingerprint is Fingerprint of the cookie the node Secret holds, recorded
+	// on the StatefulSet's own metadata (empty: left as it is).
+	CookieFingerprint string
 }
 
 // Object implements Builder.
@@ -64,6 +67,12 @@ func (b *StatefulSetBuilder) Mutate(obj client.Object) error {
 	}
 	mc := b.Cluster
 	sts.Labels = mergeLabels(sts.Labels, Labels(mc))
+	if b.CookieFingerprint != "" {
+		if sts.Annotations == nil {
+			sts.Annotations = map[string]string{}
+		}
+		sts.Annotations[AnnotationCookieFingerprint] = b.CookieFingerprint
+	}
 	if sts.CreationTimestamp.IsZero() {
 		sts.Spec.Selector = &metav1.LabelSelector{MatchLabels: SelectorLabels(mc)}
 		sts.Spec.ServiceName = HeadlessServiceName(mc)
