@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -60,6 +61,13 @@ func (r *MQTTClusterReconciler) reconcileLifecycle(ctx context.Context, st *stat
 	}
 	lc := &lifecycle{observation: o, gathered: true}
 	st.lifecycle = lc
+	for _, b := range o.pods {
+		if b.tokenRejected {
+			r.report(st, needsAttention, "APITokenRejected", fmt.Sprintf(
+				"%s answers but refuses every API token the operator holds (the node Secret's current and previous tokens): it is not taken for dead, but the operator cannot see or drive it. "+
+					"Delete the pod so that it restarts on the current token", b.name))
+		}
+	}
 	st.requeue = lifecycleIdle
 	a := decide(o, r.now())
 	acted, err := r.act(ctx, st, lc, a)

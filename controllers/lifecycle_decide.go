@@ -362,7 +362,7 @@ func (o *observation) settled() bool {
 		return false
 	}
 	for _, b := range o.pods {
-		if !b.joined(o.clusterID) || !b.node.Ready || outdated(o.updateRevision, b.pod) {
+		if !b.joined(o.clusterID) || !b.node.Ready || o.replaceable(b) {
 			return false
 		}
 	}

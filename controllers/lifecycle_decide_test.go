@@ -55,6 +55,12 @@ func unreachable(b *brokerPod) { b.node, b.err = nil, errors.New("connection ref
 func noPod(b *brokerPod)       { b.pod = nil; unreachable(b) }
 func older(b *brokerPod)       { b.pod.Labels[appsv1.ControllerRevisionHashLabelKey] = olderRev }
 func noView(b *brokerPod)      { b.viewErr = errors.New("timeout") }
+func staleTok(b *brokerPod)    { b.staleToken = true }
+
+// lockedOut: the broker answers 401 to every token the operator holds.
+func lockedOut(b *brokerPod) {
+	b.node, b.err, b.tokenRejected = nil, &brokerclient.Error{Status: 401, Code: "unauthorized"}, true
+}
 
 // sees sets the broker's cluster view: the named ordinals, reachable.
 func sees(ks ...int) bpOpt {
@@ -452,6 +458,8 @@ func TestDecideScaleDown(t *testing.T) {
 			obs: obs(2, 3, bp(0, sees(0, 1, 2)), bp(1), bp(2, stale)), kind: actNone},
 		{name: "gone without leaving: force-leave through the lowest member",
 			obs: obs(2, 3, bp(0, sees(0, 1, 2)), bp(1), bp(2, noPod)), kind: actForceLeave, target: 2, via: 0},
+		{name: "alive but refusing every token: never force-left",
+			obs: obs(2, 3, bp(0, sees(0, 1, 2)), bp(1), bp(2, lockedOut)), kind: actNone},
 		{name: "the reference member's view cannot be read: wait",
 			obs: obs(2, 3, bp(0, noView), bp(1), bp(2, noPod)), kind: actNone},
 		{name: "another member still lists it: wait",
@@ -576,6 +584,15 @@ func TestDecideRollingUpdate(t *testing.T) {
 			}},
 		{name: "an evacuation status that cannot be read is an error",
 			obs: obs(3, 3, bp(0), bp(1), bp(2, older, evacStatusFails)), kind: actFail, target: 2},
+		{name: "a pod on the current template running a replaced API token is evacuated",
+			obs: obs(3, 3, bp(0), bp(1, staleTok), bp(2)), kind: actEvacuate, target: 1},
+		{name: "then replaced",
+			obs: obs(3, 3, bp(0), bp(1, staleTok, evacuating("done", 2)), bp(2)), kind: actReplacePod, target: 1,
+			check: func(t *testing.T, a action) {
+				if a.why != "it runs a replaced API token" {
+					t.Errorf("reason %q", a.why)
+				}
+			}},
 	})
 }
 

@@ -53,6 +53,9 @@ type brokerPod struct {
 	// staleToken: the broker answered only to an API token the operator was asked
 	// to replace (it started before the new one).
 	staleToken bool
+	// tokenRejected: the broker answered, refusing every token the operator holds.
+	// node is nil, but the pod is alive: never taken for dead.
+	tokenRejected bool
 }
 
 // dataClaim is one data volume claim of an ordinal of the cluster.
@@ -143,6 +146,7 @@ func (b *brokerPod) ask(ctx context.Context) {
 	b.staleToken = b.api.UsesPrevious()
 	if b.err != nil {
 		b.node = nil
+		b.tokenRejected = brokerclient.Unauthorized(b.err)
 		return
 	}
 	if b.view, b.viewErr = b.api.Cluster(ctx); b.viewErr != nil {

@@ -67,8 +67,10 @@ func scaleDown(o *observation, now time.Time) *action {
 		return nil // asked again on the next reconcile
 	}
 	if ref.view.Has(target.name) {
-		if target.reachable() {
-			return nil // it is leaving; wait until the members see it
+		if target.reachable() || target.tokenRejected {
+			// Leaving; or alive but refusing every token the operator holds
+			// (APITokenRejected): never force-left while it runs.
+			return nil
 		}
 		// Gone without leaving (its pod is dead): remove it through a member.
 		return &action{kind: actForceLeave, target: target, via: ref}
@@ -115,7 +117,7 @@ func deleteScaledVolume(o *observation, _ time.Time) *action {
 	return nil
 }
 
-// rollPods replaces pods that run an older template, one at a time from the highest
+// rollPods replaces pods that run an older template or a replaced API token, one at a time from the highest
 // ordinal: evacuate, delete, and only go on once the replacement is a ready member. A
 // pod stuck in a crash or image-pull loop is replaced at once: the safety checks
 // could never pass for it. An evacuation that outlasts the pod timeout (counted from
@@ -125,7 +127,7 @@ func rollPods(o *observation, now time.Time) *action {
 		return nil
 	}
 	for i := len(o.pods) - 1; i >= 0; i-- {
-		if b := o.pods[i]; b.pod != nil && outdated(o.updateRevision, b.pod) && stuck(b.pod) {
+		if b := o.pods[i]; b.pod != nil && o.replaceable(b) && stuck(b.pod) {
 			return &action{kind: actReplacePod, target: b, why: "it is stuck in " + waitingReason(b.pod)}
 		}
 	}
@@ -135,7 +137,7 @@ func rollPods(o *observation, now time.Time) *action {
 	var evacuating *brokerPod
 	for _, b := range o.pods {
 		if !b.joined(o.clusterID) || !b.node.Ready {
-			if b.reachable() && b.node.Evacuating && outdated(o.updateRevision, b.pod) && evacuating == nil {
+			if b.reachable() && b.node.Evacuating && o.replaceable(b) && evacuating == nil {
 				evacuating = b
 				continue // the one being replaced
 			}
@@ -147,7 +149,7 @@ func rollPods(o *observation, now time.Time) *action {
 	}
 	for i := len(o.pods) - 1; i >= 0; i-- {
 		b := o.pods[i]
-		if !outdated(o.updateRevision, b.pod) {
+		if !o.replaceable(b) {
 			continue
 		}
 		if o.referenceMember(b.ordinal) != nil {
@@ -161,9 +163,21 @@ func rollPods(o *observation, now time.Time) *action {
 				return &action{kind: actWait, target: b}
 			}
 		}
-		return &action{kind: actReplacePod, target: b, why: "it runs an older template"}
+		why := "it runs an older template"
+		if !outdated(o.updateRevision, b.pod) {
+			why = "it runs a replaced API token"
+		}
+		return &action{kind: actReplacePod, target: b, why: why}
 	}
 	return nil
+}
+
+// replaceable reports whether b's pod must be replaced for the spec to be in force:
+// it runs an older template, or a replaced API token (a container restarted on a
+// token since replaced again runs the current template but not the current token,
+// and would never be outdated).
+func (o *observation) replaceable(b *brokerPod) bool {
+	return outdated(o.updateRevision, b.pod) || (b.pod != nil && b.staleToken)
 }
 
 // evacuationTimedOut reports whether pod has been unready for longer than timeout.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/brokerclient"
 	res "github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
@@ -184,5 +187,25 @@ func TestNodeSecretDecidedOnTheSecretWritten(t *testing.T) {
 	s.Data[res.NodePreviousTokensKey] = []byte("{not json")
 	if err := b.Mutate(s); !errors.Is(err, res.ErrUnreadableNodeSecret) {
 		t.Fatalf("Mutate on an unreadable Secret: %v, want ErrUnreadableNodeSecret", err)
+	}
+}
+
+// TestAskTellsRejectedTokensFromDead: a broker that answers 401 to every token is
+// alive (tokenRejected), not unreachable like a dead one.
+func TestAskTellsRejectedTokensFromDead(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"code":"unauthorized","message":"bad token"}`))
+	}))
+	defer srv.Close()
+	b := &brokerPod{api: &brokerclient.Client{BaseURL: srv.URL, Token: "t2", Previous: []string{"t1"}}}
+	b.ask(context.Background())
+	if b.reachable() || !b.tokenRejected {
+		t.Fatalf("reachable %v tokenRejected %v, want an unreachable node whose tokens were rejected", b.reachable(), b.tokenRejected)
+	}
+	dead := &brokerPod{api: &brokerclient.Client{BaseURL: "http://127.0.0.1:1", Token: "t2"}}
+	dead.ask(context.Background())
+	if dead.tokenRejected {
+		t.Fatal("a broker that does not answer is not one that rejects the tokens")
 	}
 }

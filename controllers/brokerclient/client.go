@@ -136,6 +136,11 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	return err
 }
 
+// Unauthorized reports whether err is the node refusing the bearer token (after
+// every previous token, from a Client's requests): the node answers, but to none of
+// the tokens the operator holds.
+func Unauthorized(err error) bool { return unauthorized(err) }
+
 // unauthorized reports whether the node refused the bearer token.
 func unauthorized(err error) bool {
 	var e *Error
