@@ -4,6 +4,7 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -47,7 +48,7 @@ func main() {
 	flag.BoolVar(&leaderElect, "leader-elect", false, "enable leader election, so that only one manager is active at a time")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "serve metrics over HTTPS with authentication and authorization (false: plain HTTP)")
 	flag.StringVar(&mqttdImage, "mqttd-image", "mqttd:dev", "broker image of MQTTClusters that do not set spec.image")
-	flag.StringVar(&operatorNS, "operator-namespace", ownNamespace(), "namespace of the operator's pods, which the brokers' NetworkPolicy admits to their API port (default: $POD_NAMESPACE, else the service account's namespace; empty: any namespace)")
+	flag.StringVar(&operatorNS, "operator-namespace", ownNamespace(), "namespace of the operator's pods, which the brokers' NetworkPolicy admits to their API port (default: $POD_NAMESPACE, else the service account's namespace; empty: unknown, and no operator pod is admitted)")
 	flag.StringVar(&operatorPods, "operator-pod-labels", "control-plane=controller-manager,app.kubernetes.io/name=mqtt-operator", "labels of the operator's pods (k=v,...), which the brokers' NetworkPolicy admits to their API port")
 	flag.StringVar(&watchNS, "watch-namespaces", "", "comma-separated namespaces whose MQTTClusters the operator manages and whose objects it caches (empty: every namespace; the chart's watchNamespaces)")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "namespace of the leader election Lease (empty: the operator's own namespace, which in a pod is the service account's)")
@@ -57,13 +58,13 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
-	podLabels, err := labels.ConvertSelectorToLabelsMap(operatorPods)
+	podLabels, err := operatorPodLabels(operatorPods)
 	if err != nil {
 		log.Error(err, "invalid --operator-pod-labels")
 		os.Exit(1)
 	}
 	if operatorNS == "" {
-		log.Info("the operator's namespace is unknown: the brokers' NetworkPolicies admit pods with its labels from every namespace to the API port")
+		log.Info("the operator's namespace is unknown: the brokers' NetworkPolicies admit no operator pod to the API port (set --operator-namespace)")
 	}
 
 	scheme := runtime.NewScheme()
@@ -139,6 +140,19 @@ func ownNamespace() string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// operatorPodLabels parses --operator-pod-labels. Empty is refused: a NetworkPolicy
+// peer with no labels selects every pod of the namespace.
+func operatorPodLabels(flagValue string) (map[string]string, error) {
+	m, err := labels.ConvertSelectorToLabelsMap(flagValue)
+	if err != nil {
+		return nil, err
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("no labels: the brokers' NetworkPolicies would admit every pod of the operator's namespace to their API port")
+	}
+	return m, nil
 }
 
 // splitNamespaces turns --watch-namespaces into a list without blanks or repeats

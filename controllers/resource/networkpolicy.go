@@ -16,10 +16,12 @@ const labelNamespaceName = "kubernetes.io/metadata.name"
 
 // Operator identifies the operator's own pods, the clients of the brokers' API.
 type Operator struct {
-	// Namespace the operator runs in; empty: unknown (out of the cluster), and the
-	// operator's pods are then matched by their labels in every namespace.
+	// Namespace the operator runs in; empty: unknown (out of the cluster), and no
+	// operator pod is admitted (its labels alone would admit look-alikes from every
+	// namespace).
 	Namespace string
-	// PodLabels select the operator's pods.
+	// PodLabels select the operator's pods (never empty: that would be every pod of
+	// the namespace; main.go refuses it, and the builder admits none then).
 	PodLabels map[string]string
 }
 
@@ -65,13 +67,21 @@ func (b *NetworkPolicyBuilder) Mutate(obj client.Object) error {
 	for _, l := range mc.Spec.Listeners {
 		listeners = append(listeners, policyPort(l.Port))
 	}
-	api := []networkingv1.NetworkPolicyPeer{b.operatorPeer()}
+	var api []networkingv1.NetworkPolicyPeer
+	if b.Operator.Namespace != "" && len(b.Operator.PodLabels) > 0 {
+		api = append(api, b.operatorPeer())
+	}
 	api = append(api, mc.Spec.NetworkPolicy.APIFrom...)
-	rules := []networkingv1.NetworkPolicyIngressRule{
-		{Ports: listeners}, // no From: every source
-		{Ports: []networkingv1.NetworkPolicyPort{policyPort(ClusterPort)},
-			From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(mc)}}}},
-		{Ports: []networkingv1.NetworkPolicyPort{policyPort(APIPort)}, From: api},
+	// A rule without From admits every source, and one without Ports every port: so a
+	// rule is written only with both, or its From would open what it was to close.
+	var rules []networkingv1.NetworkPolicyIngressRule
+	if len(listeners) > 0 {
+		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: listeners}) // no From: every source
+	}
+	rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{policyPort(ClusterPort)},
+		From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(mc)}}}})
+	if len(api) > 0 {
+		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{policyPort(APIPort)}, From: api})
 	}
 	if mc.Spec.Dashboard.Enabled {
 		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{policyPort(DashboardPort)}})
@@ -81,12 +91,9 @@ func (b *NetworkPolicyBuilder) Mutate(obj client.Object) error {
 }
 
 // operatorPeer selects the operator's pods: by their labels in the operator's
-// namespace, or in any namespace when it is not known.
+// namespace.
 func (b *NetworkPolicyBuilder) operatorPeer() networkingv1.NetworkPolicyPeer {
-	ns := &metav1.LabelSelector{}
-	if b.Operator.Namespace != "" {
-		ns.MatchLabels = map[string]string{labelNamespaceName: b.Operator.Namespace}
-	}
+	ns := &metav1.LabelSelector{MatchLabels: map[string]string{labelNamespaceName: b.Operator.Namespace}}
 	return networkingv1.NetworkPolicyPeer{
 		NamespaceSelector: ns,
 		PodSelector:       &metav1.LabelSelector{MatchLabels: b.Operator.PodLabels},

@@ -27,10 +27,24 @@ func TestNetworkPolicyBuilder(t *testing.T) {
 			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
 			APIPort:     {"ns=kubernetes.io/metadata.name=ops/pods=control-plane=controller-manager"},
 		}},
-		{"operator's namespace unknown: its labels in any namespace", nil, Operator{PodLabels: operator.PodLabels}, map[int32][]string{
+		{"operator's namespace unknown: no operator pod admitted, the API port closed", nil, Operator{PodLabels: operator.PodLabels}, map[int32][]string{
 			1883: {"*"}, 8083: {"*"},
 			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
-			APIPort:     {"ns=<none>/pods=control-plane=controller-manager"},
+		}},
+		{"operator's labels empty: no operator pod admitted", nil, Operator{Namespace: "ops"}, map[int32][]string{
+			1883: {"*"}, 8083: {"*"},
+			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+		}},
+		{"no listener: no rule opening every port", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Listeners = nil }, operator, map[int32][]string{
+			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+			APIPort:     {"ns=kubernetes.io/metadata.name=ops/pods=control-plane=controller-manager"},
+		}},
+		{"namespace unknown, a scraper: only the scraper", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.NetworkPolicy = v1alpha1.NetworkPolicySpec{Enabled: ptr.To(true), APIFrom: []networkingv1.NetworkPolicyPeer{prometheus}}
+		}, Operator{PodLabels: operator.PodLabels}, map[int32][]string{
+			1883: {"*"}, 8083: {"*"},
+			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+			APIPort:     {"pods=app=prometheus"},
 		}},
 		{"dashboard, one listener, a scraper", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Dashboard.Enabled = true
@@ -58,6 +72,9 @@ func TestNetworkPolicyBuilder(t *testing.T) {
 			}
 			got := map[int32][]string{}
 			for _, r := range np.Spec.Ingress {
+				if len(r.Ports) == 0 {
+					t.Errorf("a rule without ports admits every port: %+v", r)
+				}
 				for _, p := range r.Ports {
 					if *p.Protocol != "TCP" {
 						t.Errorf("port %v: protocol %s", p.Port, *p.Protocol)
