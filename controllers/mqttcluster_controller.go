@@ -126,6 +126,7 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		{"lifecycle", r.reconcileLifecycle},
 		{"retiredtokens", r.reconcileRetiredTokens},
 	}
+	var forbidden error
 	for _, s := range pipeline {
 		stop, err := s.run(ctx, st)
 		if errors.Is(err, errNameConflict) {
@@ -138,6 +139,14 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			r.report(st, invalidInput, "InvalidChild", fmt.Sprintf("%s: %v", s.name, err))
 			break
 		}
+		if apierrors.IsForbidden(err) {
+			// The operator's role lacks a permission (say, an upgrade whose RBAC was
+			// not applied): what the later steps guard (the NetworkPolicy before the
+			// pods) is not in force, so status says so; retried with backoff.
+			r.report(st, notInForce, "Forbidden", fmt.Sprintf("%s: %v", s.name, err))
+			forbidden = fmt.Errorf("%s: %w", s.name, err)
+			break
+		}
 		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -145,7 +154,10 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			break
 		}
 	}
-	return ctrl.Result{RequeueAfter: st.requeue}, r.reconcileStatus(ctx, st)
+	if err := r.reconcileStatus(ctx, st); err != nil || forbidden != nil {
+		return ctrl.Result{}, errors.Join(forbidden, err)
+	}
+	return ctrl.Result{RequeueAfter: st.requeue}, nil
 }
 
 // apply creates or updates the child described by b, owned by the cluster, retrying
