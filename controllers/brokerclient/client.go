@@ -129,11 +129,25 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	for len(c.Previous) > 0 && unauthorized(err) {
 		token := c.Previous[0]
 		c.Previous = c.Previous[1:]
-		if err = c.doWith(ctx, token, method, path, body, out); !unauthorized(err) {
+		err = c.doWith(ctx, token, method, path, body, out)
+		if !answered(err) {
+			return err
+		}
+		if !unauthorized(err) {
+			// Only an answer past the node's authentication shows that it runs
+			// this token; after a transport error nothing is known, so it is kept
+			// as it was and no further token is sent.
 			c.Token, c.usesPrevious = token, true
 		}
 	}
 	return err
+}
+
+// answered reports whether the node answered the request over HTTP (nil, or an API
+// error with a status), as opposed to a transport failure.
+func answered(err error) bool {
+	var e *Error
+	return err == nil || (errors.As(err, &e) && e.Status != 0)
 }
 
 // Unauthorized reports whether err is the node refusing the bearer token (after

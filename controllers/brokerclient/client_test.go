@@ -103,3 +103,36 @@ func TestPreviousTokens(t *testing.T) {
 		})
 	}
 }
+
+// TestPreviousTokenNotTakenOnTransportError: a previous token whose request failed
+// before any answer (the connection dropped) is not taken for the node's, and no
+// further token is sent.
+func TestPreviousTokenNotTakenOnTransportError(t *testing.T) {
+	tries := 0
+	var srv *httptest.Server
+	var oldestSent bool
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tries++
+		oldestSent = oldestSent || r.Header.Get("Authorization") == "Bearer oldest-token-0123456789"
+		if tries == 1 {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"code":"unauthorized","message":"a valid bearer token is required"}`))
+			return
+		}
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			t.Error("no hijacker")
+			return
+		}
+		conn, _, err := hj.Hijack()
+		if err == nil {
+			_ = conn.Close() // no answer at all
+		}
+	}))
+	defer srv.Close()
+	c := &Client{BaseURL: srv.URL, Token: "new-token-0123456789", Previous: []string{"old-token-0123456789", "oldest-token-0123456789"}}
+	_, err := c.Node(context.Background())
+	if err == nil || c.UsesPrevious() || c.Token != "new-token-0123456789" || oldestSent {
+		t.Fatalf("err %v usesPrevious %v token %q oldest sent %v: want an error, the current token kept, no further token sent", err, c.UsesPrevious(), c.Token, oldestSent)
+	}
+}
