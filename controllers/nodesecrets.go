@@ -122,7 +122,7 @@ func (r *MQTTClusterReconciler) fingerprintKey(ctx context.Context, mc *v1alpha1
 	}
 	s, ok := obj.(*corev1.Secret)
 	if !ok || len(s.Data[resource.FingerprintKeyKey]) == 0 {
-		return nil, fmt.Errorf("Secret %q has no key %q", resource.FingerprintKeySecretName(mc), resource.FingerprintKeyKey)
+		return nil, fmt.Errorf("fingerprint key Secret %q has no key %q", resource.FingerprintKeySecretName(mc), resource.FingerprintKeyKey)
 	}
 	return s.Data[resource.FingerprintKeyKey], nil
 }

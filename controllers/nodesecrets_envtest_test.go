@@ -41,10 +41,10 @@ func setSecretKey(ns, name, key, value string) {
 	}).Should(Succeed())
 }
 
-// createBrokerPod creates pod ordinal k of mc, as the StatefulSet controller would.
-func createBrokerPod(mc *v1alpha1.MQTTCluster, k int) {
+// createBrokerPod creates pod ordinal 0 of mc, as the StatefulSet controller would.
+func createBrokerPod(mc *v1alpha1.MQTTCluster) {
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: mc.Namespace, Name: res.PodName(mc, k), Labels: res.SelectorLabels(mc)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: mc.Namespace, Name: res.PodName(mc, 0), Labels: res.SelectorLabels(mc)},
 		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: res.ContainerName, Image: "mqttd:test"}}},
 	}
 	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
@@ -103,7 +103,7 @@ var _ = Describe("MQTTCluster cookie and API token changes", func() {
 		oldCookie := child(&corev1.Secret{}, ns, "ck-cookie").Data[res.CookieKey]
 		s := sts(mc)
 		template := s.Spec.Template.Annotations[res.AnnotationTemplateHash]
-		createBrokerPod(mc, 0)
+		createBrokerPod(mc)
 
 		const newCookie = "a-new-cluster-cookie-0123456789"
 		setSecretKey(ns, "ck-cookie", res.CookieKey, newCookie)
@@ -139,7 +139,7 @@ var _ = Describe("MQTTCluster cookie and API token changes", func() {
 		mc := createCluster(ns, "same", nil)
 		cookie := child(&corev1.Secret{}, ns, "same-cookie").Data[res.CookieKey]
 		sts(mc)
-		createBrokerPod(mc, 0)
+		createBrokerPod(mc)
 		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mine"},
 			Data: map[string][]byte{"c": cookie}})).To(Succeed())
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
@@ -161,7 +161,7 @@ var _ = Describe("MQTTCluster cookie and API token changes", func() {
 		Eventually(func() string { return sts(mc).Annotations[res.AnnotationCookieFingerprint] }).
 			Should(Equal(res.Fingerprint(key, oldCookie)), "the cookie in force is recorded on the StatefulSet")
 		Expect(sts(mc).Spec.Template.Annotations).NotTo(HaveKey(res.AnnotationCookieFingerprint), "not on the template: it rolls nothing")
-		createBrokerPod(mc, 0)
+		createBrokerPod(mc)
 
 		const newCookie = "a-new-cluster-cookie-0123456789"
 		setSecretKey(ns, "del-cookie", res.CookieKey, newCookie)
@@ -196,7 +196,7 @@ var _ = Describe("MQTTCluster cookie and API token changes", func() {
 		ns := newNamespace()
 		mc := createCluster(ns, "bad", nil)
 		sts(mc)
-		createBrokerPod(mc, 0)
+		createBrokerPod(mc)
 		setSecretKey(ns, "bad-node-secrets", res.NodePreviousTokensKey, "{not json")
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "NodeSecretUnreadable")
 		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "NodeSecretUnreadable")

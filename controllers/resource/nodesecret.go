@@ -36,7 +36,7 @@ const AnnotationAPITokenHash = "broker.mqtt-operator.io/api-token-hash"
 // is gone while pods run, it tells whether the cookie Secret still holds that cookie.
 const AnnotationCookieFingerprint = "broker.mqtt-operator.io/cookie-fingerprint"
 
-// ErrUnreadableNodeSecret: the node Secret exists but its values cannot be read.
+// ErrUnreadableNodeSecret is returned when the node Secret exists but its values cannot be read.
 var ErrUnreadableNodeSecret = errors.New("unreadable node Secret")
 
 // NodeSecretName is the Secret the pods take the cookie and the API token from: the
@@ -90,7 +90,7 @@ func (b *NodeSecretBuilder) Mutate(obj client.Object) error {
 	if s.ResourceVersion != "" {
 		v, err := ReadNodeSecrets(s)
 		if err != nil {
-			return fmt.Errorf("%w %q: %v", ErrUnreadableNodeSecret, s.Name, err)
+			return fmt.Errorf("%w %q: %w", ErrUnreadableNodeSecret, s.Name, err)
 		}
 		inForce = &v
 	}
