@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
@@ -108,13 +109,15 @@ func TestPreviousTokens(t *testing.T) {
 // before any answer (the connection dropped) is not taken for the node's, and no
 // further token is sent.
 func TestPreviousTokenNotTakenOnTransportError(t *testing.T) {
-	tries := 0
+	// The handler runs on the server's goroutines: its counters are atomics.
+	var tries atomic.Int32
+	var oldestSent atomic.Bool
 	var srv *httptest.Server
-	var oldestSent bool
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tries++
-		oldestSent = oldestSent || r.Header.Get("Authorization") == "Bearer oldest-token-0123456789"
-		if tries == 1 {
+		if r.Header.Get("Authorization") == "Bearer oldest-token-0123456789" {
+			oldestSent.Store(true)
+		}
+		if tries.Add(1) == 1 {
 			w.WriteHeader(http.StatusUnauthorized)
 			_, _ = w.Write([]byte(`{"code":"unauthorized","message":"a valid bearer token is required"}`))
 			return
@@ -132,7 +135,7 @@ func TestPreviousTokenNotTakenOnTransportError(t *testing.T) {
 	defer srv.Close()
 	c := &Client{BaseURL: srv.URL, Token: "new-token-0123456789", Previous: []string{"old-token-0123456789", "oldest-token-0123456789"}}
 	_, err := c.Node(context.Background())
-	if err == nil || c.UsesPrevious() || c.Token != "new-token-0123456789" || oldestSent {
-		t.Fatalf("err %v usesPrevious %v token %q oldest sent %v: want an error, the current token kept, no further token sent", err, c.UsesPrevious(), c.Token, oldestSent)
+	if err == nil || c.UsesPrevious() || c.Token != "new-token-0123456789" || oldestSent.Load() {
+		t.Fatalf("err %v usesPrevious %v token %q oldest sent %v: want an error, the current token kept, no further token sent", err, c.UsesPrevious(), c.Token, oldestSent.Load())
 	}
 }
