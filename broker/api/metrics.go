@@ -41,6 +41,7 @@ func newCollector(srv *server.Server) *collector {
 		m("malformed_packets_total", "Malformed packets received.", c, func(s server.StatsSnapshot) float64 { return float64(s.MalformedPackets) }),
 		m("protocol_errors_total", "Protocol violations by clients.", c, func(s server.StatsSnapshot) float64 { return float64(s.ProtocolErrors) }),
 		m("store_errors_total", "Failed writes to the session and retained-message store.", c, func(s server.StatsSnapshot) float64 { return float64(s.StoreErrors) }),
+		m("retained_unreplicated_total", "Retained publishes refused (neither stored nor delivered) because the cluster had no majority to replicate them.", c, func(s server.StatsSnapshot) float64 { return float64(s.RetainedRefused) }),
 	}}
 }
 

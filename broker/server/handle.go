@@ -129,11 +129,19 @@ func (c *client) handlePublish(p *packet.Packet) error {
 	}
 	switch p.QoS {
 	case 0:
-		s.publish(msg)
+		// Refused when its retained copy cannot be replicated: counted and logged.
+		if _, wait, _ := s.publishAsync(msg, false); wait != nil {
+			wait()
+		}
 	case 1:
-		n, wait, retained := s.publishAsync(msg)
+		n, wait, retained := s.publishAsync(msg, false)
+		if retained == packet.UnspecifiedError && c.version != packet.V5 {
+			// 3.1.1 has no negative PUBACK: the connection closes without one, so the
+			// client sends the message again after it reconnects.
+			return packet.Errorf(packet.UnspecifiedError, retainedWhy(retained))
+		}
 		if wait == nil && c.acks == nil {
-			c.ackPublish(p, matchedCode(n), true, retainedWhy(retained))
+			c.ackPublish(p, publishCode(n, retained), true, retainedWhy(retained))
 			break
 		}
 		c.queueAck(p.PacketID, n, wait, retained)
@@ -142,22 +150,38 @@ func (c *client) handlePublish(p *packet.Packet) error {
 		n, retained := 1, packet.Success
 		if first {
 			var wait func() int
-			if n, wait, retained = s.publishAsync(msg); wait != nil {
+			if n, wait, retained = s.publishAsync(msg, false); wait != nil {
 				n += wait()
 			}
 		}
-		c.ackPublish(p, matchedCode(n), first, retainedWhy(retained))
+		if retained == packet.UnspecifiedError && c.version != packet.V5 {
+			c.sess.ReleaseInbound(p.PacketID) // not accepted: a resend is a new message
+			return packet.Errorf(packet.UnspecifiedError, retainedWhy(retained))
+		}
+		c.ackPublish(p, publishCode(n, retained), first, retainedWhy(retained))
 	}
 	return nil
 }
 
+// publishCode is the PUBACK/PUBREC reason code of a message routed to n sessions:
+// a failure when its retained copy could not be replicated (it was not delivered).
+func publishCode(n int, retained packet.Code) packet.Code {
+	if retained == packet.UnspecifiedError {
+		return retained
+	}
+	return matchedCode(n)
+}
+
 // retainedWhy is the reason string of a PUBACK/PUBREC whose retained copy was not
-// stored (retained != Success: over the retained limits). The code stays a success: the
+// stored. Over the retained limits (QuotaExceeded) the code stays a success: the
 // message was delivered, and a failure code would invite a resend (a duplicate, and no
-// exactly-once for QoS 2).
+// exactly-once for QoS 2). Not replicated (UnspecifiedError): nothing was delivered.
 func retainedWhy(retained packet.Code) string {
-	if retained == packet.Success {
+	switch retained {
+	case packet.Success:
 		return ""
+	case packet.UnspecifiedError:
+		return "refused: the cluster has no majority to store the retained message; nothing was delivered, publish it again"
 	}
 	return "delivered but not retained: the broker's retained-message limits are reached"
 }
@@ -188,7 +212,7 @@ func (c *client) acker(acks <-chan pendingAck) {
 		if a.wait != nil {
 			n += a.wait()
 		}
-		c.ackPublish(&packet.Packet{QoS: 1, PacketID: a.id}, matchedCode(n), true, retainedWhy(a.retained))
+		c.ackPublish(&packet.Packet{QoS: 1, PacketID: a.id}, publishCode(n, a.retained), true, retainedWhy(a.retained))
 	}
 }
 

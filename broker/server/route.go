@@ -16,9 +16,11 @@ var matchesPool = sync.Pool{New: func() any { return new(topic.Matches) }}
 
 // publish routes msg to every matching session, on this node and through the
 // cluster on the others, and updates the retained messages. It returns once the other
-// nodes acknowledged (QoS 1 and 2) or failed.
+// nodes acknowledged (QoS 1 and 2) or failed. It is for the broker's own messages
+// (wills, $SYS): one whose retained copy cannot be replicated is still delivered, not
+// retained.
 func (s *Server) publish(msg *session.Message) {
-	if _, wait, _ := s.publishAsync(msg); wait != nil {
+	if _, wait, _ := s.publishAsync(msg, true); wait != nil {
 		wait()
 	}
 }
@@ -28,14 +30,19 @@ func (s *Server) publish(msg *session.Message) {
 // theirs once they acknowledged. A QoS 1 publisher's acks are sent from it in order
 // (client.queueAck), so one publisher keeps several messages in flight across nodes.
 // A retained message over the retained limits is routed but not stored: retained is
-// then packet.QuotaExceeded, otherwise packet.Success.
-func (s *Server) publishAsync(msg *session.Message) (n int, wait func() int, retained packet.Code) {
-	retained = packet.Success
+// then packet.QuotaExceeded. One the cluster could not replicate (no raft majority)
+// is neither stored nor, unless deliverUnreplicated, routed: retained is then
+// packet.UnspecifiedError and the publisher must be refused. Otherwise it is
+// packet.Success.
+func (s *Server) publishAsync(msg *session.Message, deliverUnreplicated bool) (n int, wait func() int, retained packet.Code) {
 	if msg.ID.IsZero() { // published here: the copies other nodes get carry the same ID
 		msg.ID = session.MessageID{Origin: s.msgOrigin, Seq: s.msgSeq.Add(1)}
 	}
-	if msg.Retain && !s.retain(msg) {
-		retained = packet.QuotaExceeded
+	retained = packet.Success
+	if msg.Retain {
+		if retained = s.retain(msg); retained == packet.UnspecifiedError && !deliverUnreplicated {
+			return 0, nil, retained
+		}
 	}
 	n, targets := s.route(msg, false, nil)
 	if len(targets) == 0 {
@@ -45,24 +52,28 @@ func (s *Server) publishAsync(msg *session.Message) (n int, wait func() int, ret
 }
 
 // retain records a retained message: through the cluster when there is one, so every
-// node serves the same set; $SYS topics are each node's own. It reports false when
-// the retained limits refused it (counted and logged).
-func (s *Server) retain(msg *session.Message) bool {
+// node serves the same set; $SYS topics are each node's own. It returns
+// packet.QuotaExceeded when the retained limits refused it, packet.UnspecifiedError
+// when the cluster could not replicate it (no raft majority: it is not kept here
+// either, or this node would serve a retained set the cluster never committed), both
+// counted and logged, and packet.Success when it is stored.
+func (s *Server) retain(msg *session.Message) packet.Code {
 	if l, ok := s.admitRetained(msg); !ok {
 		s.refuseRetained(msg, l)
-		return false
+		return packet.QuotaExceeded
 	}
 	cl := s.clusterOf()
 	if cl == nil || strings.HasPrefix(msg.Topic, "$SYS/") {
 		s.setRetained(msg)
-		return true
+		return packet.Success
 	}
 	if err := cl.Retain(msg); err != nil {
 		s.stats.clusterErrors.Add(1)
-		s.log.Warn("retained message not replicated; kept on this node only", "topic", msg.Topic, "error", err)
-		s.setRetained(msg)
+		s.stats.retainedUnreplicated.Add(1)
+		s.log.Warn("retained message refused: the cluster could not replicate it to a majority", "topic", msg.Topic, "publisher", msg.Publisher, "error", err)
+		return packet.UnspecifiedError
 	}
-	return true
+	return packet.Success
 }
 
 // route queues msg for the local sessions it matches. For a message published here,

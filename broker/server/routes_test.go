@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ type fakeCluster struct {
 	blocked  chan struct{} // receives once a change is blocked
 	handover server.Handover
 	history  []string // "+filter" and "-filter", in the order the changes came
+	noQuorum bool     // Retain fails, as without a raft majority
 }
 
 func newFakeCluster(b *broker) *fakeCluster {
@@ -74,6 +76,12 @@ func (f *fakeCluster) Forward(*session.Message, map[string][]server.Route) func(
 func (f *fakeCluster) PeerUp(string) bool                                             { return false }
 
 func (f *fakeCluster) Retain(msg *session.Message) error {
+	f.mu.Lock()
+	noQuorum := f.noQuorum
+	f.mu.Unlock()
+	if noQuorum {
+		return errors.New("no_leader: the cluster has no leader now")
+	}
 	f.srv.ApplyRetained(msg)
 	return nil
 }
@@ -248,5 +256,66 @@ func TestMovingCopyReplacedWithoutRouteFlap(t *testing.T) {
 	}
 	if !f.has("keep/t") {
 		t.Fatalf("the kept route is gone: %v", history)
+	}
+}
+
+// TestRetainedRefusedWithoutMajority: a retained publish the cluster cannot replicate
+// (no raft majority) is refused and nothing of it happens: MQTT 5 gets PUBACK/PUBREC
+// 0x80 with a reason, a 3.1.1 connection closes without an ack (so the client sends it
+// again), it reaches no subscriber and is not retained, and it is counted. Before,
+// it was acknowledged, delivered and kept on this node only: a retained set the
+// cluster never committed.
+func TestRetainedRefusedWithoutMajority(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	t.Cleanup(f.release)
+	sub, _ := connectRaw(t, b, "watcher", 0, nil)
+	rawSubscribe(t, sub, 1, 0, packet.Subscription{Filter: "maj/#", QoS: 1})
+	f.mu.Lock()
+	f.noQuorum = true
+	f.mu.Unlock()
+
+	pub, _ := connectRaw(t, b, "pub", 0, nil)
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "maj/q1", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("x")})
+	if ack := pub.expect(packet.Puback); ack.ReasonCode != packet.UnspecifiedError || ack.Properties.ReasonString == "" {
+		t.Fatalf("v5 QoS 1: PUBACK 0x%02X %q, want 0x80 with a reason", byte(ack.ReasonCode), ack.Properties.ReasonString)
+	}
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "maj/q2", QoS: 2, PacketID: 2, Retain: true, Payload: []byte("x")})
+	if ack := pub.expect(packet.Pubrec); ack.ReasonCode != packet.UnspecifiedError {
+		t.Fatalf("v5 QoS 2: PUBREC 0x%02X, want 0x80", byte(ack.ReasonCode))
+	}
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "maj/q0", QoS: 0, Retain: true, Payload: []byte("x")})
+
+	v3 := v3RawConnect(t, b, "pub3", true, 0, false)
+	v3.send(&packet.Packet{Type: packet.Publish, Topic: "maj/v3", QoS: 1, PacketID: 3, Retain: true, Payload: []byte("x")})
+	if p, err := v3.tryRead(waitFor); err == nil {
+		t.Fatalf("3.1.1: got %s, want the connection closed without an ack", p.Type)
+	}
+
+	// A live probe after them: once the watcher has it, it has everything before it.
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "maj/probe", QoS: 1, PacketID: 4, Payload: []byte("probe")})
+	pub.expect(packet.Puback)
+	if p := sub.expect(packet.Publish); p.Topic != "maj/probe" {
+		t.Fatalf("the watcher got %s first: a refused message was delivered", p.Topic)
+	}
+	late, _ := connectRaw(t, b, "late", 0, nil)
+	rawSubscribe(t, late, 1, 0, packet.Subscription{Filter: "maj/#", QoS: 1})
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "maj/probe", QoS: 1, PacketID: 5, Payload: []byte("probe")})
+	pub.expect(packet.Puback)
+	if p := late.expect(packet.Publish); p.Topic != "maj/probe" {
+		t.Fatalf("a new subscriber got retained %s: a refused message was kept", p.Topic)
+	}
+	if got := b.Stats().RetainedRefused; got != 4 {
+		t.Fatalf("%d refusals counted, want 4", got)
+	}
+
+	// With a majority again the same QoS 2 packet ID is a new message.
+	f.mu.Lock()
+	f.noQuorum = false
+	f.mu.Unlock()
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "maj/q2", QoS: 2, PacketID: 2, Retain: true, Payload: []byte("x")})
+	if ack := pub.expect(packet.Pubrec); ack.ReasonCode != packet.Success {
+		t.Fatalf("after the majority came back: PUBREC 0x%02X", byte(ack.ReasonCode))
 	}
 }

@@ -428,6 +428,7 @@ func (s *Server) Stats() StatsSnapshot {
 		MalformedPackets: s.stats.malformed.Load(),
 		ProtocolErrors:   s.stats.protocolErrors.Load(),
 		StoreErrors:      s.stats.storeErrors.Load(),
+		RetainedRefused:  s.stats.retainedUnreplicated.Load(),
 		Limits:           s.limits.snapshot(),
 	}
 }
@@ -446,6 +447,9 @@ type Stats struct {
 	protocolErrors atomic.Uint64
 	storeErrors    atomic.Uint64
 	clusterErrors  atomic.Uint64
+	// retainedUnreplicated counts retained publishes refused because the cluster
+	// could not replicate them (no raft majority).
+	retainedUnreplicated atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of the counters.
@@ -464,8 +468,11 @@ type StatsSnapshot struct {
 	BytesSent        uint64
 	MalformedPackets uint64
 	ProtocolErrors   uint64
-	StoreErrors      uint64       // failed writes to the session and retained-message store
-	Limits           []LimitCount // refusals (or throttle waits) by abuse limit, in Limit order
+	StoreErrors      uint64 // failed writes to the session and retained-message store
+	// RetainedRefused counts retained publishes refused because the cluster could not
+	// replicate them (no raft majority): neither stored nor delivered.
+	RetainedRefused uint64
+	Limits          []LimitCount // refusals (or throttle waits) by abuse limit, in Limit order
 }
 
 // newMessageOrigin draws the Origin of this process's message IDs: random, never zero.

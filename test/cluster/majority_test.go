@@ -1,0 +1,52 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// TestRetainedNeedsMajority: a node that cannot reach a raft majority refuses a
+// retained publish (MQTT 5: PUBACK 0x80 with a reason) and keeps serving the retained
+// set the cluster committed; once the other nodes are back, every node serves the same
+// set, without the refused message. Before, the cut-off node acknowledged it, kept it
+// "on this node only" and served it forever while the others never did: the nodes
+// answered new subscribers differently.
+func TestRetainedNeedsMajority(t *testing.T) {
+	nodes := formCluster(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	pub := connectV5(t, a, "maj-pub", v5Options{cleanStart: true})
+	pub.publish(t, "maj/before", true, "kept")
+	pub.publish(t, retainedMarker, true, "m1")
+
+	b.kill()
+	c.kill()
+	eventually(t, clusterTimeout, a.name()+" sees no leader", func() error {
+		v, err := a.cluster()
+		if err == nil && v.Leader != "" {
+			err = fmt.Errorf("leader %s", v.Leader)
+		}
+		return err
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), mqttTimeout)
+	defer cancel()
+	resp, err := pub.Publish(ctx, &paho.Publish{Topic: "maj/during", QoS: 1, Retain: true, Payload: []byte("refused")})
+	if resp == nil || resp.ReasonCode != 0x80 || resp.Properties == nil || resp.Properties.ReasonString == "" {
+		t.Fatalf("a retained publish without a majority: %+v %v, want PUBACK 0x80 with a reason", resp, err)
+	}
+	if got := retainedAfterMarker(t, a, "m1", "maj/#"); len(got) != 1 || got[0].topic != "maj/before" {
+		t.Fatalf("%s without a majority serves %+v, want only maj/before", a.name(), got)
+	}
+
+	b.restart()
+	c.restart()
+	waitClusterSize(t, nodes, 3)
+	pub.publish(t, retainedMarker, true, "m2")
+	for _, n := range nodes {
+		if got := retainedAfterMarker(t, n, "m2", "maj/#"); len(got) != 1 || got[0].topic != "maj/before" {
+			t.Fatalf("%s after the others came back serves %+v, want only maj/before", n.name(), got)
+		}
+	}
+}
