@@ -65,7 +65,7 @@ func (m *membership) join(ctx context.Context, seed string) error {
 	already := m.isMember()
 	// A node whose store is empty (new, reset, or its volume lost) comes in as a
 	// non-voter and becomes a voter once it caught up (startPromote).
-	resp, err := m.query(ctx, seed, &request{Op: opJoin, Name: m.cfg.Name, Addr: m.cfg.Advertise, ClusterID: id,
+	resp, err := m.queryRetrying(ctx, seed, &request{Op: opJoin, Name: m.cfg.Name, Addr: m.cfg.Advertise, ClusterID: id,
 		NonVoter: v.State == apiv1.StoreEmpty})
 	if err != nil {
 		return err
@@ -99,6 +99,37 @@ func (m *membership) join(ctx context.Context, seed string) error {
 	}
 	m.log.Info("joined the cluster", "seed", seed, "clusterID", resp.ClusterID)
 	return nil
+}
+
+// joinRetryFor bounds how long a join keeps asking a seed that answers with a
+// transient refusal: the seed has no leader right now (an election) or no link to it
+// yet (it just joined, or the leader just changed).
+const joinRetryFor = 20 * time.Second
+
+// queryRetrying sends req to seed, again every 500 ms while the seed answers
+// no_leader or unreachable, up to joinRetryFor or ctx's end. A seed that cannot be
+// reached at all is not retried here (joinSeeds tries the next one); the error of a
+// refusal that stayed says it was transient.
+func (m *membership) queryRetrying(ctx context.Context, seed string, req *request) (*response, error) {
+	deadline := time.Now().Add(joinRetryFor)
+	for attempt := 1; ; attempt++ {
+		resp, err := m.query(ctx, seed, req)
+		if err != nil || (resp.Code != apiv1.CodeNoLeader && resp.Code != apiv1.CodeUnreachable) {
+			return resp, err
+		}
+		if time.Now().After(deadline) {
+			resp.Message = fmt.Sprintf("%s (transient; still so after %d attempts over %v: try again)", resp.Message, attempt, joinRetryFor)
+			return resp, nil
+		}
+		m.log.Info("the seed cannot forward the join yet; trying again", "seed", seed, "code", resp.Code, "reason", resp.Message)
+		select {
+		case <-ctx.Done():
+			return resp, nil
+		case <-m.done:
+			return nil, net.ErrClosed
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // joinSeeds tries the seeds in turn until one join succeeds, the node is a member, or

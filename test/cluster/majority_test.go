@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 )
@@ -48,5 +50,61 @@ func TestRetainedNeedsMajority(t *testing.T) {
 		if got := retainedAfterMarker(t, n, "m2", "maj/#"); len(got) != 1 || got[0].topic != "maj/before" {
 			t.Fatalf("%s after the others came back serves %+v, want only maj/before", n.name(), got)
 		}
+	}
+}
+
+// TestJoinRetriesTransient: a join through a member that cannot forward it right now
+// (the cluster has no leader: two of three nodes are down) is retried and succeeds
+// once a leader is back, within the join's bound, instead of failing at once with
+// no_leader (scripted cluster formation failed on such transients).
+func TestJoinRetriesTransient(t *testing.T) {
+	nodes := formCluster(t, 3)
+	leader := leaderOf(t, nodes)
+	var seed, down *node
+	for _, n := range nodes {
+		switch {
+		case n == leader:
+		case seed == nil:
+			seed = n
+		default:
+			down = n
+		}
+	}
+	leader.kill()
+	down.kill()
+	joiner := startNode(t, nodeOptions{name: "node-3"})
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		status, b, err := joiner.call(http.MethodPost, "/api/v1/cluster/join", map[string]string{"seed": seed.clusterAddr()}, true)
+		done <- result{status, string(b), err}
+	}()
+	eventually(t, clusterTimeout, joiner.name()+" is told to wait (no leader)", func() error {
+		select {
+		case r := <-done:
+			t.Fatalf("the join answered %d %s %v while the cluster had no leader, want it to wait for one", r.status, r.body, r.err)
+		default:
+		}
+		if !joiner.logs.Contains("the seed cannot forward the join yet") {
+			return fmt.Errorf("no transient refusal logged yet")
+		}
+		return nil
+	})
+	down.restart() // a majority again: a leader is elected
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(apiTimeout + 5*time.Second):
+		t.Fatal("the join did not answer")
+	}
+	if r.err != nil || r.status != http.StatusOK {
+		t.Fatalf("join through %s: %d %s %v, want 200 once a leader is back", seed.name(), r.status, r.body, r.err)
+	}
+	if ni := joiner.mustInfo(); ni.StoreState != "member" {
+		t.Fatalf("after the join %s reports %+v", joiner.name(), ni)
 	}
 }
