@@ -112,8 +112,7 @@ func TestPreviousTokenNotTakenOnTransportError(t *testing.T) {
 	// The handler runs on the server's goroutines: its counters are atomics.
 	var tries atomic.Int32
 	var oldestSent atomic.Bool
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") == "Bearer oldest-token-0123456789" {
 			oldestSent.Store(true)
 		}
