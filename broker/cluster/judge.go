@@ -161,13 +161,18 @@ type readiness struct {
 	settled    bool          // ready once already: stays ready
 	caughtUp   bool          // applied the leader's commit index as of its return
 	voter      bool          // listed as a voter (a node that joined empty is promoted once caught up)
+	voters     int           // the voters of the configuration
+	reached    int           // of them, this node (if a voter) and those it has a link to
 	evacuating bool          // moving its clients away: never ready
 	memberFor  time.Duration // how long it has been a member since it started or was reset
 	peers      []string      // the other members of the configuration
 	linked     func(peer string) bool
 }
 
-// judgeReady decides readiness: not stale, not evacuating, and, for a member that just
+// judgeReady decides readiness: not stale, not evacuating, for a member in reach of a
+// majority of the voters (itself counted if it is one: a node cut off from the
+// majority is unready even once settled, so Kubernetes stops sending it clients),
+// and, for a member that just
 // started (or rejoined after a reset), caught up with the leader's log as it was when
 // the node came back (so it serves the cluster's retained set, not an older one), a
 // voter (promoted after that catch-up when it joined with an empty store; a non-voter
@@ -178,6 +183,11 @@ type readiness struct {
 // not make it unready.
 func judgeReady(in readiness) (ready, settle bool) {
 	if in.view.State == apiv1.StoreStale || in.evacuating {
+		return false, false
+	}
+	if in.view.member() && in.voters > 0 && in.reached <= in.voters/2 {
+		// Cut off from a majority (settled or not): what its clients publish cannot
+		// reach the rest of the cluster, and it cannot store retained messages.
 		return false, false
 	}
 	if in.settled {

@@ -239,6 +239,11 @@ func TestJudgeReady(t *testing.T) {
 		{"grace passed with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true},
 		{"grace passed, still a non-voter: never ready before its promotion", readiness{view: aMember, memberFor: linkGrace + time.Hour, linked: linkedTo()}, false, false},
 		{"within grace with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace - time.Second, peers: []string{"b"}, linked: linkedTo()}, false, false},
+		{"settled, cut off from the majority (1 of 3 voters)", readiness{view: aMember, settled: true, voter: true, voters: 3, reached: 1, linked: linkedTo()}, false, false},
+		{"settled, a majority in reach (2 of 3)", readiness{view: aMember, settled: true, voter: true, voters: 3, reached: 2, linked: linkedTo()}, true, false},
+		{"settled, half of 4 voters is no majority", readiness{view: aMember, settled: true, voter: true, voters: 4, reached: 2, linked: linkedTo()}, false, false},
+		{"a single voter is its own majority", readiness{view: aMember, caughtUp: true, voter: true, voters: 1, reached: 1, linked: linkedTo()}, true, true},
+		{"an empty node serves alone whatever the counts", readiness{view: aEmpty, voters: 3, reached: 0, linked: linkedTo()}, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ready, settle := judgeReady(tc.in)

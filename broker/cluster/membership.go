@@ -215,6 +215,24 @@ func (m *membership) startPromote() {
 	}()
 }
 
+// votersReached returns the voters of the configuration and how many of them this
+// node reaches: itself, if it is one, and those up reports a link to.
+func (m *membership) votersReached(up func(node string) bool) (voters, reached int) {
+	m.mu.Lock()
+	members := m.members
+	m.mu.Unlock()
+	for _, s := range members {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if string(s.ID) == m.cfg.Name || up(string(s.ID)) {
+			reached++
+		}
+	}
+	return voters, reached
+}
+
 // nonVoterLocked reports whether the configuration lists this node as a non-voter;
 // m.mu held on entry.
 func (m *membership) nonVoterLocked() bool {

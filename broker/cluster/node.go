@@ -68,6 +68,8 @@ type Node struct {
 	closing atomic.Bool
 	wg      sync.WaitGroup // every goroutine of every part
 	done    chan struct{}  // closed by Close
+
+	majorityLost atomic.Bool // the last readiness check found no majority of voters in reach
 }
 
 // NewNode opens the node's cluster state from its store and starts raft. It does not
@@ -193,12 +195,29 @@ func (n *Node) View() (View, error) {
 // keep it unready). Once settled, a peer going away later does not make it unready.
 func (n *Node) Ready() bool {
 	v, settled, caughtUp, voter, memberFor, peers := n.mem.readyView()
-	ready, settle := judgeReady(readiness{view: v, settled: settled, caughtUp: caughtUp, voter: voter,
-		evacuating: n.evac.running(), memberFor: memberFor, peers: peers, linked: n.routes.linkedBothWays})
+	in := readiness{view: v, settled: settled, caughtUp: caughtUp, voter: voter,
+		evacuating: n.evac.running(), memberFor: memberFor, peers: peers, linked: n.routes.linkedBothWays}
+	in.voters, in.reached = n.mem.votersReached(n.routes.peerUp)
+	ready, settle := judgeReady(in)
+	n.noteMajority(v.member() && in.voters > 0, in.reached > in.voters/2, in.reached, in.voters)
 	if settle {
 		n.mem.markSettled()
 	}
 	return ready
+}
+
+// noteMajority logs when a member loses or regains a majority of the voters within
+// reach (once per change: probes call Ready often).
+func (n *Node) noteMajority(member, majority bool, reached, voters int) {
+	lost := member && !majority
+	if n.majorityLost.Swap(lost) == lost {
+		return
+	}
+	if lost {
+		n.log.Warn("not ready: this node reaches no majority of the cluster's voters", "reached", reached, "voters", voters)
+	} else {
+		n.log.Info("a majority of the cluster's voters is within reach again", "reached", reached, "voters", voters)
+	}
 }
 
 // Serve accepts cluster connections on l until Close.

@@ -108,3 +108,31 @@ func TestJoinRetriesTransient(t *testing.T) {
 		t.Fatalf("after the join %s reports %+v", joiner.name(), ni)
 	}
 }
+
+// TestNotReadyWithoutMajority: a node that can no longer reach a majority of the
+// voters reports not ready (so Kubernetes stops sending it clients), even long after
+// it settled, and ready again once a majority is back. Before, a settled node stayed
+// ready whatever happened to its peers.
+func TestNotReadyWithoutMajority(t *testing.T) {
+	nodes := formCluster(t, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	readyz := func(n *node, want int) func() error {
+		return func() error {
+			status, _, err := n.call(http.MethodGet, "/readyz", nil, false)
+			if err == nil && status != want {
+				err = fmt.Errorf("/readyz: %d, want %d", status, want)
+			}
+			return err
+		}
+	}
+	eventually(t, clusterTimeout, a.name()+" ready", readyz(a, http.StatusOK))
+	b.kill()
+	eventually(t, clusterTimeout, a.name()+" still ready with 2 of 3 voters", readyz(a, http.StatusOK))
+	c.kill()
+	eventually(t, clusterTimeout, a.name()+" not ready with 1 of 3 voters", readyz(a, http.StatusServiceUnavailable))
+	if !a.logs.Contains("reaches no majority") {
+		t.Errorf("%s did not log why it is not ready", a.name())
+	}
+	c.restart()
+	eventually(t, clusterTimeout, a.name()+" ready again with 2 of 3", readyz(a, http.StatusOK))
+}
