@@ -87,7 +87,12 @@ var (
 	staleDesc     = prometheus.NewDesc("mqttd_cluster_store_stale", "1 when this node's store is stale (another cluster's, or removed): it serves no cluster traffic until reset.", nil, nil)
 	leaderDesc    = prometheus.NewDesc("mqttd_cluster_raft_leader", "1 when this node is the raft leader.", nil, nil)
 	forwardedDesc = prometheus.NewDesc("mqttd_cluster_forwarded_messages_total", "Messages forwarded between nodes, by direction (out, in).", []string{"direction"}, nil)
-	fwdFailDesc   = prometheus.NewDesc("mqttd_cluster_forward_failures_total", "Forwards that failed: link down, no ack in time, undecodable.", nil, nil)
+	fwdFailDesc   = prometheus.NewDesc("mqttd_cluster_forward_failures_total", "Forwards that failed: QoS 0 to an unreachable node, QoS 1 and 2 not kept for a node (its outbox full), undecodable.", nil, nil)
+	unreachDesc   = prometheus.NewDesc("mqttd_cluster_unreachable_members", "Other members of the cluster this node has no working link to (a partition, a peer down).", nil, nil)
+	hbDesc        = prometheus.NewDesc("mqttd_cluster_heartbeat_timeouts_total", "Links between nodes closed because the peer sent nothing within the heartbeat timeout (a silent cut or a frozen peer).", nil, nil)
+	outboxDesc    = prometheus.NewDesc("mqttd_cluster_outbox_messages", "QoS 1 and 2 messages this node holds for other nodes until they acknowledge them (in flight, or waiting for an unreachable node).", nil, nil)
+	outDropDesc   = prometheus.NewDesc("mqttd_cluster_outbox_dropped_total", "QoS 1 and 2 messages not kept for another node: its outbox was full, or its link closed for good (it left the cluster) with them in it.", nil, nil)
+	dupDesc       = prometheus.NewDesc("mqttd_cluster_forward_duplicates_total", "Forwarded messages received again after a reconnect (delivered before): acknowledged, not delivered twice.", nil, nil)
 	tlsFailDesc   = prometheus.NewDesc("mqttd_cluster_tls_failures_total", "Cluster connections refused in the TLS handshake.", nil, nil)
 )
 
@@ -96,7 +101,7 @@ type clusterCollector struct{ node *cluster.Node }
 
 // Describe implements prometheus.Collector.
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, tlsFailDesc} {
+	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, unreachDesc, hbDesc, outboxDesc, outDropDesc, dupDesc, tlsFailDesc} {
 		ch <- d
 	}
 }
@@ -115,6 +120,11 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(forwardedDesc, prometheus.CounterValue, float64(st.ForwardedOut), "out")
 	ch <- prometheus.MustNewConstMetric(forwardedDesc, prometheus.CounterValue, float64(st.ForwardedIn), "in")
 	ch <- prometheus.MustNewConstMetric(fwdFailDesc, prometheus.CounterValue, float64(st.ForwardFailures))
+	ch <- prometheus.MustNewConstMetric(unreachDesc, prometheus.GaugeValue, float64(max(st.Members-1-st.Peers, 0)))
+	ch <- prometheus.MustNewConstMetric(hbDesc, prometheus.CounterValue, float64(st.HeartbeatTimeouts))
+	ch <- prometheus.MustNewConstMetric(outboxDesc, prometheus.GaugeValue, float64(st.Outboxed))
+	ch <- prometheus.MustNewConstMetric(outDropDesc, prometheus.CounterValue, float64(st.OutboxDropped))
+	ch <- prometheus.MustNewConstMetric(dupDesc, prometheus.CounterValue, float64(st.Duplicates))
 	ch <- prometheus.MustNewConstMetric(tlsFailDesc, prometheus.CounterValue, float64(st.TLSFailures))
 }
 

@@ -8,15 +8,19 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
 )
 
-// forward sends msg to the nodes in targets: one frame per interested node, sent at once; the
-// returned wait collects every node's ack for QoS 1 and 2, so the publisher's ack
-// (sent after it) means they all queued the message.
+// forward sends msg to the nodes in targets: one frame per interested node, sent at
+// once. QoS 1 and 2 go through each link's outbox (link.forward), which keeps them
+// until the peer acknowledges them, across reconnects; the returned wait collects the
+// acks of the peers that are reachable, so the publisher's ack (sent after it) means
+// every interested node queued the message or, for a peer that is unreachable or
+// slower than requestTimeout, that the message waits in its outbox for it (counted as
+// one session: it is delivered when the peer is back). QoS 0 goes only to reachable
+// peers, written at once.
 func (r *routing) forward(msg *session.Message, targets map[string][]server.Route) func() int {
 	data := store.EncodeMessage(msg)
 	type wait struct {
-		l   *link
-		seq uint64
-		ch  chan *frame
+		l  *link
+		ch chan *frame
 	}
 	var waits []wait
 	count := 0
@@ -26,19 +30,32 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 			continue
 		}
 		f := &frame{Kind: fForward, Msg: data, MsgID: msg.ID, Shared: shared}
-		ch, err := l.send(f, msg.QoS > 0)
+		var ch chan *frame
+		var err error
+		switch {
+		case msg.QoS > 0:
+			ch, err = l.forward(f)
+		case !l.up.Load():
+			r.forwardFailure.Add(1) // QoS 0 is at most once: not kept, not logged per message
+			continue
+		default:
+			_, err = l.send(f, false)
+		}
 		if err != nil {
 			r.forwardFailure.Add(1)
 			r.log.Warn("message not forwarded", "peer", node, "topic", msg.Topic, "error", err)
 			continue
 		}
 		r.forwardedOut.Add(1)
-		if ch != nil {
-			waits = append(waits, wait{l, f.Seq, ch})
+		switch {
+		case ch != nil:
+			waits = append(waits, wait{l, ch})
+		case msg.QoS > 0:
+			count++ // the peer is unreachable: the message waits in the outbox
 		}
 	}
 	if len(waits) == 0 {
-		return func() int { return 0 }
+		return func() int { return count }
 	}
 	sent := time.Now()
 	return func() int {
@@ -49,7 +66,9 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 			if !expired {
 				select {
 				case resp, ok := <-w.ch:
-					if ok {
+					if !ok {
+						count++ // the link went down first: the message waits in the outbox
+					} else {
 						count += resp.Count
 					}
 					continue
@@ -57,9 +76,8 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 					expired = true
 				}
 			}
-			w.l.forget(w.seq)
-			r.forwardFailure.Add(1)
-			r.log.Warn("forwarded message not acknowledged in time", "peer", w.l.peer, "topic", msg.Topic)
+			count++ // no ack in time: the message stays in the outbox until acked
+			r.log.Info("forwarded message not acknowledged in time: kept in the outbox until the peer acknowledges it", "peer", w.l.peer, "topic", msg.Topic)
 		}
 		return count
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
@@ -23,6 +24,7 @@ func (r *routing) serveInbound(c net.Conn, peer string) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	ack := r.judge.judgeLink(peer, f.Hello)
+	ack.Heartbeat = ack.Code == "" && f.Hello.Heartbeat // answered with fPong below
 	if err := cd.write(&frame{Kind: fHelloAck, Hello: ack}); err != nil || ack.Code != "" {
 		if ack.Code != "" {
 			r.log.Warn("cluster link refused", "peer", peer, "code", ack.Code, "reason", ack.Message)
@@ -31,37 +33,71 @@ func (r *routing) serveInbound(c net.Conn, peer string) {
 	}
 	in := &inbound{cd: cd}
 	r.mu.Lock()
+	old := r.inbound[peer]
 	r.inbound[peer] = in
 	r.mu.Unlock()
+	if old != nil {
+		// The peer reconnected: its previous connection is dead to it (a cut it noticed
+		// first), and what it sends now comes on this one.
+		_ = old.cd.conn.Close()
+	}
+	var heard atomic.Bool
+	if f.Hello.Heartbeat {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			if watchdog(c, &heard, done, nil) {
+				r.heartbeatTimeouts.Add(1)
+				r.log.Info("cluster link from peer closed: no frame in time (heartbeat timeout)", "peer", peer, "timeout", heartbeatTimeout)
+			}
+		}()
+	}
+	// The peer's routes stay when this connection ends: the peer is still a member
+	// (setLinks forgets them when it leaves), so what its subscribers match still goes
+	// to it, through the outbox while it is unreachable; its next connection's snapshot
+	// replaces them.
 	defer func() {
 		r.mu.Lock()
-		current := r.inbound[peer] == in
-		if current {
+		if r.inbound[peer] == in {
 			delete(r.inbound, peer)
 		}
 		r.mu.Unlock()
-		if current {
-			r.srv.DropRemoteRoutes(peer)
-		}
 	}()
+	linkID := f.Hello.LinkID
+	var seen *delivered
+	if linkID != 0 {
+		seen = r.deliveredFrom(peer, linkID)
+	}
 	for {
 		if err := cd.read(&f); err != nil {
 			return
 		}
+		heard.Store(true)
 		switch f.Kind {
+		case fPing:
+			if err := cd.tryWrite(&frame{Kind: fPong}); err != nil {
+				return
+			}
 		case fRoutes:
 			if f.Routes != nil {
 				r.srv.SetRemoteRoutes(peer, f.Routes.Full, f.Routes.Add, f.Routes.Del)
 			}
 		case fForward:
 			count := 0
-			r.forwardedIn.Add(1)
-			if m, err := store.DecodeMessage(f.Msg); err != nil {
-				r.forwardFailure.Add(1)
-				r.log.Error("undecodable forwarded message", "peer", peer, "error", err)
-			} else {
-				m.ID = f.MsgID
-				count = r.srv.DeliverForwarded(m, f.Shared)
+			deliver := func() {
+				r.forwardedIn.Add(1)
+				if m, err := store.DecodeMessage(f.Msg); err != nil {
+					r.forwardFailure.Add(1)
+					r.log.Error("undecodable forwarded message", "peer", peer, "error", err)
+				} else {
+					m.ID = f.MsgID
+					count = r.srv.DeliverForwarded(m, f.Shared)
+				}
+			}
+			if seen == nil || f.Seq == 0 {
+				deliver()
+			} else if !seen.once(linkID, f.Seq, deliver) {
+				r.duplicates.Add(1) // written again after a reconnect: delivered before
 			}
 			if f.Seq != 0 {
 				if err := cd.write(&frame{Kind: fAck, Seq: f.Seq, Count: count}); err != nil {

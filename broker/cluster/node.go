@@ -150,6 +150,8 @@ func (n *Node) Peers() []string { return n.routes.upPeers() }
 // Stats are the node's counters and gauges for the metrics.
 type Stats struct {
 	ForwardedOut, ForwardedIn, ForwardFailures, TLSFailures uint64
+	HeartbeatTimeouts, OutboxDropped, Duplicates            uint64
+	Outboxed                                                int64
 	Members, Peers                                          int
 	Stale, Leader                                           bool
 }
@@ -158,7 +160,9 @@ type Stats struct {
 func (n *Node) Stats() Stats {
 	r := n.routes
 	st := Stats{ForwardedOut: r.forwardedOut.Load(), ForwardedIn: r.forwardedIn.Load(),
-		ForwardFailures: r.forwardFailure.Load(), TLSFailures: n.tr.tlsFailures.Load(), Peers: len(n.Peers())}
+		ForwardFailures: r.forwardFailure.Load(), TLSFailures: n.tr.tlsFailures.Load(), Peers: len(n.Peers()),
+		HeartbeatTimeouts: r.heartbeatTimeouts.Load(), OutboxDropped: r.outboxDropped.Load(),
+		Duplicates: r.duplicates.Load(), Outboxed: r.outboxed.Load()}
 	st.Members, st.Stale, st.Leader = n.mem.stats()
 	return st
 }

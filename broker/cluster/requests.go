@@ -53,7 +53,7 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opFlush:
 		// A sync over this node's own link to the asker: answered there after every
 		// forward this node sent it before.
-		resp, err := n.routes.request(peer, &request{Op: opSync})
+		resp, err := n.routes.requestOn(peer, &request{Op: opSync}, true)
 		if err == nil {
 			err = resp.err()
 		}

@@ -36,10 +36,23 @@ type routing struct {
 	links   map[string]*link    // outbound links to the other members by name
 	inbound map[string]*inbound // the current inbound link of each peer
 	closed  bool
+	// delivered: per peer, what its link delivered here (dedup.go); kept while this
+	// node runs, so a reconnect's repeated forwards are skipped.
+	delivered map[string]*delivered
 
 	forwardedOut   atomic.Uint64
 	forwardedIn    atomic.Uint64
 	forwardFailure atomic.Uint64
+	// heartbeatTimeouts counts links (either direction) closed because the peer sent
+	// nothing for heartbeatTimeout.
+	heartbeatTimeouts atomic.Uint64
+	// outboxed: forwards waiting in the links' outboxes for their peer's ack;
+	// outboxDropped: forwards not kept for a peer (its outbox was full, or its link
+	// closed for good with them in it); duplicates: forwards from a peer that were
+	// delivered here already (written again after a reconnect), acknowledged only.
+	outboxed      atomic.Int64
+	outboxDropped atomic.Uint64
+	duplicates    atomic.Uint64
 }
 
 // routeServer is what routing needs of the broker: its routes and deliveries.
@@ -64,7 +77,8 @@ type linkJudge interface {
 }
 
 func newRouting(self string, log *slog.Logger, done <-chan struct{}, wg *sync.WaitGroup) *routing {
-	return &routing{self: self, log: log, done: done, wg: wg, links: map[string]*link{}, inbound: map[string]*inbound{}}
+	return &routing{self: self, log: log, done: done, wg: wg, links: map[string]*link{}, inbound: map[string]*inbound{},
+		delivered: map[string]*delivered{}}
 }
 
 // diffLinks compares the links a node has (peer name -> address) with the members of
@@ -106,7 +120,7 @@ func (r *routing) setLinks(servers []raft.Server) {
 	}
 	if !r.closed {
 		for name, addr := range start {
-			l := &link{r: r, peer: name, addr: addr, pending: map[uint64]chan *frame{}, stop: make(chan struct{})}
+			l := newLink(r, name, addr)
 			r.links[name] = l
 			r.wg.Add(1)
 			go l.run()
@@ -180,12 +194,30 @@ func (r *routing) sendRoutes(rs *routes) {
 
 // request sends req to a member over its link and waits for the response.
 func (r *routing) request(peer string, req *request) (*response, error) {
+	return r.requestOn(peer, req, false)
+}
+
+// requestOn is request; an ordered one goes behind the forwards waiting in the link's
+// outbox (a flush's sync must come after them) and fails at once when the link is
+// down.
+func (r *routing) requestOn(peer string, req *request, ordered bool) (*response, error) {
 	l := r.link(peer)
 	if l == nil {
 		return nil, errorf(apiv1.CodeUnreachable, "no link to %s", peer)
 	}
 	f := &frame{Kind: fReq, Req: req}
-	ch, err := l.send(f, true)
+	var ch chan *frame
+	var err error
+	if ordered {
+		if !l.up.Load() {
+			return nil, errorf(apiv1.CodeUnreachable, "no link to %s", peer)
+		}
+		if ch, err = l.forward(f); err == nil && ch == nil {
+			err = errorf(apiv1.CodeUnreachable, "no link to %s", peer)
+		}
+	} else {
+		ch, err = l.send(f, true)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,9 @@ type fakeRouteServer struct {
 	mu    sync.Mutex
 	local []server.Route
 	calls chan routeCall
+	// slow, when set, holds the delivery of messages on topic "slow" until it is
+	// closed.
+	slow chan struct{}
 }
 
 func newFakeRouteServer(local ...string) *fakeRouteServer {
@@ -83,6 +86,9 @@ func (s *fakeRouteServer) DropRemoteRoutes(node string) {
 	s.calls <- routeCall{node: node, dropped: true}
 }
 func (s *fakeRouteServer) DeliverForwarded(msg *session.Message, _ []server.Route) int {
+	if msg.Topic == "slow" && s.slow != nil {
+		<-s.slow
+	}
 	s.calls <- routeCall{delivered: msg.Topic}
 	return 2
 }
@@ -126,9 +132,22 @@ type pipeDialer struct {
 	from  string
 	mu    sync.Mutex
 	conns []net.Conn
+	cut   bool // dials fail (set with setCut)
+}
+
+func (d *pipeDialer) setCut(cut bool) {
+	d.mu.Lock()
+	d.cut = cut
+	d.mu.Unlock()
 }
 
 func (d *pipeDialer) dial(_ context.Context, _ string, _ byte) (net.Conn, error) {
+	d.mu.Lock()
+	cut := d.cut
+	d.mu.Unlock()
+	if cut {
+		return nil, errorf(apiv1.CodeUnreachable, "cut")
+	}
 	c1, c2 := net.Pipe()
 	d.mu.Lock()
 	d.conns = append(d.conns, c1)
@@ -170,8 +189,9 @@ func linkedPair(t *testing.T, aLocal []string, bJudge *fakeJudge) (a, b *routing
 }
 
 // TestLinkRouteReplication: a link sends the full snapshot of local routes first, then
-// deltas in the order they happen; when it breaks the peer drops the routes, and the
-// reconnect sends a fresh snapshot that includes what changed while it was down.
+// deltas in the order they happen; when it breaks the peer keeps the routes, and the
+// reconnect sends a fresh snapshot that replaces them with what changed while it was
+// down; when the peer leaves the configuration, its routes are dropped.
 func TestLinkRouteReplication(t *testing.T) {
 	a, b, as, bs, d, _ := linkedPair(t, []string{"x/#", "y"}, &fakeJudge{})
 	a.sendRoutes(&routes{Add: []server.Route{{Filter: "lost"}}}) // no link yet: nobody gets it
@@ -201,11 +221,10 @@ func TestLinkRouteReplication(t *testing.T) {
 	as.local = []server.Route{{Filter: "x/#"}, {Filter: "z"}, {Filter: "w"}}
 	as.mu.Unlock()
 	d.dropAll()
-	if c := bs.next(t); !c.dropped || c.node != "a" {
-		t.Fatalf("after the break %+v, want a's routes dropped", c)
-	}
+	// a's routes stay while it is unreachable (what they match waits in the outbox);
+	// the reconnect's snapshot replaces them.
 	if c := bs.next(t); !c.full || !slices.Equal(c.add, []string{"x/#", "z", "w"}) {
-		t.Fatalf("after the reconnect %+v, want a fresh full snapshot", c)
+		t.Fatalf("after the break and reconnect %+v, want a fresh full snapshot (and no drop)", c)
 	}
 
 	a.setLinks(servers("a")) // b left the configuration
@@ -238,6 +257,96 @@ func TestLinkForward(t *testing.T) {
 	}
 	if a.forwardedOut.Load() != 1 || b.forwardedIn.Load() != 1 || a.forwardFailure.Load() != 0 {
 		t.Fatalf("counters out %d in %d failures %d", a.forwardedOut.Load(), b.forwardedIn.Load(), a.forwardFailure.Load())
+	}
+}
+
+// TestLinkOutbox: QoS 1 forwards to an unreachable peer wait in the link's outbox
+// (each counts as one session for the publisher's ack, at once) and reach the peer in
+// order after the reconnect; a forward the peer delivered but whose ack was lost with
+// the connection is written again and skipped there, so it is delivered once.
+func TestLinkOutbox(t *testing.T) {
+	a, b, _, bs, d, _ := linkedPair(t, nil, &fakeJudge{})
+	a.setLinks(servers("a", "b"))
+	if c := bs.next(t); !c.full {
+		t.Fatalf("%+v, want the snapshot", c)
+	}
+	waitFor(t, func() bool { return a.peerUp("b") })
+
+	d.setCut(true)
+	d.dropAll()
+	waitFor(t, func() bool { return !a.peerUp("b") })
+	for _, topic := range []string{"m1", "m2", "m3"} {
+		if n := a.forward(&session.Message{Topic: topic, QoS: 1}, map[string][]server.Route{"b": nil})(); n != 1 {
+			t.Fatalf("%s to an unreachable peer: count %d, want 1 (held)", topic, n)
+		}
+	}
+	if a.forward(&session.Message{Topic: "q0", QoS: 0}, map[string][]server.Route{"b": nil})() != 0 {
+		t.Fatal("a QoS 0 message to an unreachable peer counted")
+	}
+	if got := a.outboxed.Load(); got != 3 {
+		t.Fatalf("outbox holds %d, want 3", got)
+	}
+	d.setCut(false)
+	if c := bs.next(t); !c.full {
+		t.Fatalf("%+v, want the snapshot first after the reconnect", c)
+	}
+	for _, want := range []string{"m1", "m2", "m3"} {
+		if c := bs.next(t); c.delivered != want {
+			t.Fatalf("%+v, want %s delivered (in order)", c, want)
+		}
+	}
+	waitFor(t, func() bool { return a.outboxed.Load() == 0 })
+
+	// b delivers "slow" only after the connection broke: its ack is lost.
+	bs.slow = make(chan struct{})
+	wait := a.forward(&session.Message{Topic: "slow", QoS: 1}, map[string][]server.Route{"b": nil})
+	waitFor(t, func() bool { return b.forwardedIn.Load() == 4 })
+	d.dropAll()
+	if n := wait(); n != 1 {
+		t.Fatalf("count %d, want 1 (held: the link went down before the ack)", n)
+	}
+	close(bs.slow)
+	// The old connection's delivery and the new connection's snapshot, in either order.
+	slowThenFull := func(c1, c2 routeCall) bool { return c1.delivered == "slow" && c2.full }
+	if c1, c2 := bs.next(t), bs.next(t); !slowThenFull(c1, c2) && !slowThenFull(c2, c1) {
+		t.Fatalf("%+v, %+v: want slow delivered and the reconnect's snapshot", c1, c2)
+	}
+	waitFor(t, func() bool { return a.outboxed.Load() == 0 && b.duplicates.Load() == 1 })
+	a.forward(&session.Message{Topic: "after", QoS: 1}, map[string][]server.Route{"b": nil})()
+	if c := bs.next(t); c.delivered != "after" {
+		t.Fatalf("%+v, want after delivered next (slow was delivered twice?)", c)
+	}
+}
+
+// TestDeliveredOnce: the duplicate check of a peer's forwards.
+func TestDeliveredOnce(t *testing.T) {
+	var d delivered
+	n := 0
+	deliver := func() { n++ }
+	d.linkID = 7
+	for _, tc := range []struct {
+		link, seq uint64
+		want      bool
+	}{
+		{7, 1, true}, {7, 2, true}, {7, 2, false}, {7, 1, false}, {7, 5, true}, {7, 4, false},
+	} {
+		if got := d.once(tc.link, tc.seq, deliver); got != tc.want {
+			t.Fatalf("link %d seq %d: delivered %v, want %v", tc.link, tc.seq, got, tc.want)
+		}
+	}
+	if n != 3 {
+		t.Fatalf("delivered %d times, want 3", n)
+	}
+	r := newRouting("b", slog.New(slog.DiscardHandler), nil, nil)
+	if got := r.deliveredFrom("a", 7); got.linkID != 7 || got.last != 0 {
+		t.Fatalf("new record %+v", got)
+	}
+	r.deliveredFrom("a", 7).once(7, 9, deliver)
+	if got := r.deliveredFrom("a", 7); got.last != 9 {
+		t.Fatalf("same link: last %d, want 9", got.last)
+	}
+	if got := r.deliveredFrom("a", 8); got.linkID != 8 || got.last != 0 {
+		t.Fatalf("a new link ID (the peer restarted) keeps %+v, want a fresh record", got)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
@@ -34,6 +35,8 @@ const (
 	fAck                      // ack of a forward: Count sessions queued
 	fReq                      // request (Seq) ...
 	fResp                     // ... and its response
+	fPing                     // dialer -> listener: the link is alive (when both said Heartbeat)
+	fPong                     // listener -> dialer: answer to fPing
 )
 
 type frame struct {
@@ -54,6 +57,16 @@ type hello struct {
 	ConfigIndex uint64
 	Code        string // fHelloAck: "" accepted, else why not
 	Message     string
+	// Heartbeat: in fHello, the dialer sends fPing every heartbeatInterval and wants
+	// fPong; in fHelloAck, the listener answers them. A side that hears nothing on
+	// the link for heartbeatTimeout closes it. Absent from older nodes: no heartbeats,
+	// a link fails only on a TCP error.
+	Heartbeat bool
+	// LinkID, in fHello: the dialer's link object (random, new when it restarts). The
+	// listener skips a forward whose Seq it delivered already on this link ID (the
+	// dialer writes its unacknowledged forwards again after a reconnect). Absent from
+	// older nodes: 0, no check (and they write nothing again).
+	LinkID uint64
 }
 
 type routes struct {
@@ -206,8 +219,19 @@ func (c *codec) read(f *frame) error {
 }
 
 // write queues f for the flusher.
-func (c *codec) write(f *frame) error {
+func (c *codec) write(f *frame) error { return c.queue(f, true) }
+
+// tryWrite is write without waiting for room: with maxPending bytes already waiting
+// it drops f (a heartbeat: the link is busy, and a peer that does not read is noticed
+// all the same).
+func (c *codec) tryWrite(f *frame) error { return c.queue(f, false) }
+
+func (c *codec) queue(f *frame, wait bool) error {
 	c.mu.Lock()
+	if !wait && c.err == nil && len(c.pending) >= maxPending {
+		c.mu.Unlock()
+		return nil
+	}
 	for c.err == nil && len(c.pending) >= maxPending {
 		c.room.Wait() // the flusher takes it, or its write fails within writeTimeout
 	}
@@ -271,7 +295,41 @@ func (c *codec) flusher() {
 const (
 	writeTimeout   = 10 * time.Second
 	requestTimeout = 10 * time.Second
+
+	// A link whose peer is silent for heartbeatTimeout (no frame at all, pings and
+	// pongs included, which go every heartbeatInterval) is closed: a silent cut
+	// (packets dropped, no reset) or a frozen peer is noticed within that time, not
+	// only when a TCP write times out.
+	heartbeatInterval = time.Second
+	heartbeatTimeout  = 4 * time.Second
 )
+
+// watchdog closes conn when heard has not been set for heartbeatTimeout, checking every
+// heartbeatInterval; each check clears heard, so the reader sets it again on every
+// frame (an atomic store: no timer per frame). ping, when set, runs at each check
+// (the dialer's fPing). It returns when done is closed or it closed conn, saying
+// which.
+func watchdog(conn net.Conn, heard *atomic.Bool, done <-chan struct{}, ping func()) (silent bool) {
+	t := time.NewTicker(heartbeatInterval)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-done:
+			return false
+		case now := <-t.C:
+			if heard.Swap(false) {
+				last = now
+			} else if now.Sub(last) >= heartbeatTimeout {
+				_ = conn.Close()
+				return true
+			}
+			if ping != nil {
+				ping()
+			}
+		}
+	}
+}
 
 // writeChannel names the connection's purpose right after the handshake.
 func writeChannel(c net.Conn, ch byte, clusterID string) error {

@@ -121,15 +121,31 @@ type stream struct {
 	err       error         // the failed publish, if any; read after exited is closed
 }
 
-func startStream(pub *v5Client, topic string) *stream {
+func startStream(pub *v5Client, topic string) *stream { return startPacedStream(pub, topic, 0) }
+
+// startPacedStream is startStream publishing at most one message per every.
+func startPacedStream(pub *v5Client, topic string, every time.Duration) *stream {
 	s := &stream{stopping: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
 		defer close(s.exited)
+		var tick <-chan time.Time
+		if every > 0 {
+			tk := time.NewTicker(every)
+			defer tk.Stop()
+			tick = tk.C
+		}
 		for seq := 0; ; seq++ {
 			select {
 			case <-s.stopping:
 				return
 			default:
+			}
+			if tick != nil {
+				select {
+				case <-s.stopping:
+					return
+				case <-tick:
+				}
 			}
 			if err := pub.tryPublish(topic, 1, false, strconv.Itoa(seq)); err != nil {
 				s.err = fmt.Errorf("after %d acknowledged messages: %w", seq, err)

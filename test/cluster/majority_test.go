@@ -116,23 +116,12 @@ func TestJoinRetriesTransient(t *testing.T) {
 func TestNotReadyWithoutMajority(t *testing.T) {
 	nodes := formCluster(t, 3)
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	readyz := func(n *node, want int) func() error {
-		return func() error {
-			status, _, err := n.call(http.MethodGet, "/readyz", nil, false)
-			if err == nil && status != want {
-				err = fmt.Errorf("/readyz: %d, want %d", status, want)
-			}
-			return err
-		}
-	}
 	eventually(t, clusterTimeout, a.name()+" ready", readyz(a, http.StatusOK))
 	b.kill()
 	eventually(t, clusterTimeout, a.name()+" still ready with 2 of 3 voters", readyz(a, http.StatusOK))
 	c.kill()
 	eventually(t, clusterTimeout, a.name()+" not ready with 1 of 3 voters", readyz(a, http.StatusServiceUnavailable))
-	if !a.logs.Contains("reaches no majority") {
-		t.Errorf("%s did not log why it is not ready", a.name())
-	}
+	eventually(t, mqttTimeout, a.name()+" logs why it is not ready", logged(a, "reaches no majority"))
 	c.restart()
 	eventually(t, clusterTimeout, a.name()+" ready again with 2 of 3", readyz(a, http.StatusOK))
 }
