@@ -18,7 +18,8 @@ func randomID() uint64 {
 	}
 }
 
-// delivered is what this node delivered of one peer's link: the peer's link ID and the
+// delivered is what this node delivered of one peer's link, and the lock its
+// connections apply routes and deliver forwards under: the peer's link ID and the
 // highest Seq of a forward from it delivered here. A peer's link writes its outbox in
 // Seq order and writes it all again after a reconnect, so a forward whose Seq is not
 // above the highest delivered one was delivered already (its ack was lost with the
@@ -50,16 +51,25 @@ func (r *routing) deliveredFrom(peer string, linkID uint64) *delivered {
 }
 
 // once runs deliver for the forward seq of link linkID unless it ran for it already
-// (it returns false then).
+// (it returns false then). A link ID of 0 (a peer of an older release) is not
+// checked.
 func (d *delivered) once(linkID, seq uint64, deliver func()) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.linkID == linkID && seq <= d.last {
+	if linkID != 0 && d.linkID == linkID && seq <= d.last {
 		return false
 	}
 	deliver()
-	if d.linkID == linkID {
+	if linkID != 0 && d.linkID == linkID {
 		d.last = seq
 	}
 	return true
+}
+
+// locked runs fn holding the peer's lock: route changes of two connections of one
+// peer apply one at a time, and never between a forward's check and its delivery.
+func (d *delivered) locked(fn func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	fn()
 }

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
@@ -43,7 +44,9 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 		}
 		if err != nil {
 			r.forwardFailure.Add(1)
-			r.log.Warn("message not forwarded", "peer", node, "topic", msg.Topic, "error", err)
+			if !errors.Is(err, errOutboxFull) { // logged once per episode by the link
+				r.log.Warn("message not forwarded", "peer", node, "topic", msg.Topic, "error", err)
+			}
 			continue
 		}
 		r.forwardedOut.Add(1)

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"net"
-	"sync/atomic"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/store"
@@ -24,12 +23,24 @@ func (r *routing) serveInbound(c net.Conn, peer string) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	ack := r.judge.judgeLink(peer, f.Hello)
-	ack.Heartbeat = ack.Code == "" && f.Hello.Heartbeat // answered with fPong below
+	ack.Heartbeat = ack.Code == "" && f.Hello.Heartbeat // this end sends fPong keepalives
 	if err := cd.write(&frame{Kind: fHelloAck, Hello: ack}); err != nil || ack.Code != "" {
 		if ack.Code != "" {
 			r.log.Warn("cluster link refused", "peer", peer, "code", ack.Code, "reason", ack.Message)
 		}
 		return
+	}
+	hb := &heartbeat{}
+	if ack.Heartbeat {
+		done := make(chan struct{})
+		defer close(done)
+		go hb.watch(c, cd, fPong, done)
+		defer func() {
+			if hb.timedOut() {
+				r.heartbeatTimeouts.Add(1)
+				r.log.Info("cluster link from peer closed: nothing heard in time (heartbeat timeout)", "peer", peer, "timeout", heartbeatTimeout)
+			}
+		}()
 	}
 	in := &inbound{cd: cd}
 	r.mu.Lock()
@@ -40,17 +51,6 @@ func (r *routing) serveInbound(c net.Conn, peer string) {
 		// The peer reconnected: its previous connection is dead to it (a cut it noticed
 		// first), and what it sends now comes on this one.
 		_ = old.cd.conn.Close()
-	}
-	var heard atomic.Bool
-	if f.Hello.Heartbeat {
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			if watchdog(c, &heard, done, nil) {
-				r.heartbeatTimeouts.Add(1)
-				r.log.Info("cluster link from peer closed: no frame in time (heartbeat timeout)", "peer", peer, "timeout", heartbeatTimeout)
-			}
-		}()
 	}
 	// The peer's routes stay when this connection ends: the peer is still a member
 	// (setLinks forgets them when it leaves), so what its subscribers match still goes
@@ -64,54 +64,69 @@ func (r *routing) serveInbound(c net.Conn, peer string) {
 		r.mu.Unlock()
 	}()
 	linkID := f.Hello.LinkID
-	var seen *delivered
-	if linkID != 0 {
-		seen = r.deliveredFrom(peer, linkID)
+	seen := r.deliveredFrom(peer, linkID)
+	current := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.inbound[peer] == in
 	}
 	for {
 		if err := cd.read(&f); err != nil {
 			return
 		}
-		heard.Store(true)
-		switch f.Kind {
-		case fPing:
-			if err := cd.tryWrite(&frame{Kind: fPong}); err != nil {
-				return
-			}
-		case fRoutes:
-			if f.Routes != nil {
-				r.srv.SetRemoteRoutes(peer, f.Routes.Full, f.Routes.Add, f.Routes.Del)
-			}
-		case fForward:
-			count := 0
-			deliver := func() {
-				r.forwardedIn.Add(1)
-				if m, err := store.DecodeMessage(f.Msg); err != nil {
-					r.forwardFailure.Add(1)
-					r.log.Error("undecodable forwarded message", "peer", peer, "error", err)
-				} else {
-					m.ID = f.MsgID
-					count = r.srv.DeliverForwarded(m, f.Shared)
-				}
-			}
-			if seen == nil || f.Seq == 0 {
-				deliver()
-			} else if !seen.once(linkID, f.Seq, deliver) {
-				r.duplicates.Add(1) // written again after a reconnect: delivered before
-			}
-			if f.Seq != 0 {
-				if err := cd.write(&frame{Kind: fAck, Seq: f.Seq, Count: count}); err != nil {
-					return
-				}
-			}
-		case fReq:
-			if f.Req == nil {
-				continue
-			}
-			req, seq := f.Req, f.Seq
-			go func() {
-				_ = cd.write(&frame{Kind: fResp, Seq: seq, Resp: r.handle(peer, req)})
-			}()
+		hb.heard()
+		hb.busy(true)
+		ok := r.inboundFrame(peer, cd, &f, seen, linkID, current)
+		hb.busy(false)
+		if !ok {
+			return
 		}
 	}
+}
+
+// inboundFrame handles one frame of a peer's link; false ends the connection.
+func (r *routing) inboundFrame(peer string, cd *codec, f *frame, seen *delivered, linkID uint64, current func() bool) bool {
+	switch f.Kind {
+	case fRoutes:
+		if f.Routes != nil {
+			// A connection the peer replaced may still hold frames it read before it was
+			// closed: its route changes would undo the new connection's snapshot.
+			seen.locked(func() {
+				if current() {
+					r.srv.SetRemoteRoutes(peer, f.Routes.Full, f.Routes.Add, f.Routes.Del)
+				}
+			})
+		}
+	case fForward:
+		count := 0
+		deliver := func() {
+			r.forwardedIn.Add(1)
+			if m, err := store.DecodeMessage(f.Msg); err != nil {
+				r.forwardFailure.Add(1)
+				r.log.Error("undecodable forwarded message", "peer", peer, "error", err)
+			} else {
+				m.ID = f.MsgID
+				count = r.srv.DeliverForwarded(m, f.Shared)
+			}
+		}
+		if f.Seq == 0 {
+			deliver()
+		} else if !seen.once(linkID, f.Seq, deliver) {
+			r.duplicates.Add(1) // written again after a reconnect: delivered before
+		}
+		if f.Seq != 0 {
+			if err := cd.write(&frame{Kind: fAck, Seq: f.Seq, Count: count}); err != nil {
+				return false
+			}
+		}
+	case fReq:
+		if f.Req == nil {
+			return true
+		}
+		req, seq := f.Req, f.Seq
+		go func() {
+			_ = cd.write(&frame{Kind: fResp, Seq: seq, Resp: r.handle(peer, req)})
+		}()
+	}
+	return true
 }

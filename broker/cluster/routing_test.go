@@ -316,6 +316,101 @@ func TestLinkOutbox(t *testing.T) {
 	if c := bs.next(t); c.delivered != "after" {
 		t.Fatalf("%+v, want after delivered next (slow was delivered twice?)", c)
 	}
+
+	// An ordered request goes through the outbox and leaves it once answered.
+	if resp, err := a.requestOn("b", &request{Op: opSync}, true); err != nil || resp.err() != nil {
+		t.Fatalf("ordered request: %v %v", resp, err)
+	}
+	l := a.link("b")
+	waitFor(t, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.out) == 0 && len(l.reqs) == 0 && l.outBytes == 0
+	})
+}
+
+// TestOutboxFull: with the peer unreachable, the outbox keeps outboxMaxMessages
+// forwards; the next one is not kept (count 0), and is counted as dropped.
+func TestOutboxFull(t *testing.T) {
+	a, _, _, bs, d, _ := linkedPair(t, nil, &fakeJudge{})
+	d.setCut(true)
+	a.setLinks(servers("a", "b"))
+	targets := map[string][]server.Route{"b": nil}
+	for i := range outboxMaxMessages {
+		if n := a.forward(&session.Message{Topic: "t", QoS: 1}, targets)(); n != 1 {
+			t.Fatalf("forward %d: count %d, want 1 (held)", i, n)
+		}
+	}
+	if n := a.forward(&session.Message{Topic: "t", QoS: 1}, targets)(); n != 0 {
+		t.Fatalf("forward past the bound: count %d, want 0", n)
+	}
+	if got, dropped := a.outboxed.Load(), a.outboxDropped.Load(); got != outboxMaxMessages || dropped != 1 {
+		t.Fatalf("outbox %d dropped %d, want %d and 1", got, dropped, outboxMaxMessages)
+	}
+	a.setLinks(servers("a")) // b leaves: what waited for it is dropped and counted
+	if got, dropped := a.outboxed.Load(), a.outboxDropped.Load(); got != 0 || dropped != outboxMaxMessages+1 {
+		t.Fatalf("after b left: outbox %d dropped %d, want 0 and %d", got, dropped, outboxMaxMessages+1)
+	}
+	select {
+	case c := <-bs.calls:
+		t.Fatalf("an unreachable peer got %+v", c)
+	default:
+	}
+}
+
+// TestHeartbeat: a connection on which nothing is heard is closed after
+// heartbeatTimeout; one whose reader is busy handling a frame is not, and each end's
+// keepalive goes out on its own.
+func TestHeartbeat(t *testing.T) {
+	watch := func(keepalive byte) (*heartbeat, net.Conn) {
+		near, far := net.Pipe()
+		cd := newCodec(near)
+		hb := &heartbeat{}
+		done := make(chan struct{})
+		go hb.watch(near, cd, keepalive, done)
+		t.Cleanup(func() {
+			close(done)
+			cd.close()
+			_ = near.Close()
+			_ = far.Close()
+		})
+		return hb, far
+	}
+	silent, silentFar := watch(fPing)
+	busy, busyFar := watch(fPong)
+	busy.busy(true)
+	// The far ends read the keepalives (a pipe blocks the writer otherwise).
+	kinds := make(chan byte, 64)
+	for _, far := range []net.Conn{silentFar, busyFar} {
+		go func() {
+			dec := newCodec(far)
+			var f frame
+			for dec.read(&f) == nil {
+				select {
+				case kinds <- f.Kind:
+				default:
+				}
+			}
+		}()
+	}
+	deadline := time.After(heartbeatTimeout + 3*heartbeatInterval)
+	for !silent.timedOut() {
+		select {
+		case <-deadline:
+			t.Fatal("a connection with nothing heard was not closed")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if busy.timedOut() {
+		t.Fatal("a connection whose reader is busy was closed")
+	}
+	seen := map[byte]bool{}
+	for len(kinds) > 0 {
+		seen[<-kinds] = true
+	}
+	if !seen[fPing] || !seen[fPong] {
+		t.Fatalf("keepalives seen %v, want fPing and fPong", seen)
+	}
 }
 
 // TestDeliveredOnce: the duplicate check of a peer's forwards.

@@ -35,8 +35,8 @@ const (
 	fAck                      // ack of a forward: Count sessions queued
 	fReq                      // request (Seq) ...
 	fResp                     // ... and its response
-	fPing                     // dialer -> listener: the link is alive (when both said Heartbeat)
-	fPong                     // listener -> dialer: answer to fPing
+	fPing                     // dialer -> listener: keepalive, every heartbeatInterval (when both said Heartbeat)
+	fPong                     // listener -> dialer: keepalive, every heartbeatInterval
 )
 
 type frame struct {
@@ -58,8 +58,8 @@ type hello struct {
 	Code        string // fHelloAck: "" accepted, else why not
 	Message     string
 	// Heartbeat: in fHello, the dialer sends fPing every heartbeatInterval and wants
-	// fPong; in fHelloAck, the listener answers them. A side that hears nothing on
-	// the link for heartbeatTimeout closes it. Absent from older nodes: no heartbeats,
+	// fPong; in fHelloAck, the listener sends fPong every heartbeatInterval. A side
+	// that hears nothing on the link for heartbeatTimeout closes it. Absent from older nodes: no heartbeats,
 	// a link fails only on a TCP error.
 	Heartbeat bool
 	// LinkID, in fHello: the dialer's link object (random, new when it restarts). The
@@ -304,29 +304,45 @@ const (
 	heartbeatTimeout  = 4 * time.Second
 )
 
-// watchdog closes conn when heard has not been set for heartbeatTimeout, checking every
-// heartbeatInterval; each check clears heard, so the reader sets it again on every
-// frame (an atomic store: no timer per frame). ping, when set, runs at each check
-// (the dialer's fPing). It returns when done is closed or it closed conn, saying
-// which.
-func watchdog(conn net.Conn, heard *atomic.Bool, done <-chan struct{}, ping func()) (silent bool) {
+// heartbeat watches one link connection from one end. The reader calls heard after
+// every frame and busy around a frame's handling (a large route snapshot, a delivery
+// waiting for the session's lock): a reader at work counts as hearing. The watchdog
+// sends keepalive (fPing from the dialer, fPong from the listener) every
+// heartbeatInterval on its own, so each end hears the other as long as the other's
+// process runs and the network carries, whatever its reader is busy with; it closes
+// the connection when nothing was heard for heartbeatTimeout.
+type heartbeat struct {
+	frame  atomic.Bool // a frame was read since the last check
+	work   atomic.Bool // the reader is handling a frame
+	silent atomic.Bool // the watchdog closed the connection
+}
+
+func (h *heartbeat) heard()       { h.frame.Store(true) }
+func (h *heartbeat) busy(on bool) { h.work.Store(on) }
+
+// timedOut reports whether the watchdog closed the connection (set before it closed).
+func (h *heartbeat) timedOut() bool { return h.silent.Load() }
+
+// watch runs until done is closed or it closed conn. keepalive is queued with
+// tryWrite: when 8 MiB already wait for the flusher, that traffic is keepalive enough.
+func (h *heartbeat) watch(conn net.Conn, cd *codec, keepalive byte, done <-chan struct{}) {
 	t := time.NewTicker(heartbeatInterval)
 	defer t.Stop()
 	last := time.Now()
+	_ = cd.tryWrite(&frame{Kind: keepalive})
 	for {
 		select {
 		case <-done:
-			return false
+			return
 		case now := <-t.C:
-			if heard.Swap(false) {
+			if h.frame.Swap(false) || h.work.Load() {
 				last = now
 			} else if now.Sub(last) >= heartbeatTimeout {
+				h.silent.Store(true)
 				_ = conn.Close()
-				return true
+				return
 			}
-			if ping != nil {
-				ping()
-			}
+			_ = cd.tryWrite(&frame{Kind: keepalive})
 		}
 	}
 }
