@@ -80,7 +80,7 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 				}
 			}
 			count++ // no ack in time: the message stays in the outbox until acked
-			r.log.Info("forwarded message not acknowledged in time: kept in the outbox until the peer acknowledges it", "peer", w.l.peer, "topic", msg.Topic)
+			r.log.Debug("forwarded message not acknowledged in time: kept in the outbox until the peer acknowledges it", "peer", w.l.peer, "topic", msg.Topic)
 		}
 		return count
 	}

@@ -111,7 +111,7 @@ func (n *Node) wire() {
 	n.routes = newRouting(cfg.Name, n.log, n.done, &n.wg)
 	peers := clusterPeers{n.mem, n.routes}
 	n.own = &ownership{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, now: time.Now,
-		turns: newTurns(n.log, turnTTL), done: n.done}
+		turns: newTurns(n.log, turnTTL), done: n.done, majority: n.reachesMajority}
 	n.evac = &evacuator{self: cfg.Name, log: n.log, srv: n.srv, peers: peers, done: n.done, wg: &n.wg,
 		takeTurn: n.own.takeTurn}
 
@@ -191,6 +191,13 @@ func (n *Node) View() (View, error) {
 		m.Reachable = m.Name == n.cfg.Name || n.routes.peerUp(m.Name)
 	}
 	return v, nil
+}
+
+// reachesMajority reports whether this node reaches a majority of the voters (itself,
+// if a voter, and the voters it has a link to); true while it knows of none.
+func (n *Node) reachesMajority() bool {
+	voters, reached := n.mem.votersReached(n.routes.peerUp)
+	return voters == 0 || 2*reached > voters
 }
 
 // Ready reports whether the node may take clients: not stale, not evacuating, and,

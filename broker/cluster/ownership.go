@@ -23,6 +23,9 @@ type ownership struct {
 	srv   ownerServer
 	peers ownerPeers
 	now   func() time.Time // the epoch clock
+	// majority reports whether this node reaches a majority of the voters; a node
+	// that does not refuses connects (nil: always).
+	majority func() bool
 
 	// The owner's per-client-ID order of session moves (turns.go): held across a
 	// takeover's kicks and until the session is installed at its new node.

@@ -22,6 +22,9 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		turn   uint64
 		err    error
 	)
+	if o.majority != nil && !o.majority() {
+		return server.Handover{}, server.ErrNoMajority
+	}
 	owner := o.owner(id)
 	if owner == o.self {
 		snap, source, epoch, turn, err = o.ownerTakeover(id, clean, o.self, claim)

@@ -22,6 +22,13 @@ var ErrSessionMoving = errors.New("the client ID's session is moving between nod
 // leave the client's state behind. The client tries again.
 var ErrTakeoverUnanswered = errors.New("the client ID's owner did not answer the takeover")
 
+// ErrNoMajority refuses a connect on a node that reaches no majority of the cluster's
+// voters (a partition's minority side): it cannot order connects with the rest of the
+// cluster, so accepting would allow a second connection of the client ID on the
+// majority side, and its messages could not reach the others. The client tries
+// another node.
+var ErrNoMajority = errors.New("this node reaches no majority of the cluster")
+
 // Claim is a connect's claim on a client ID: the user it comes from (a username or
 // session.OwnerAnonymous) and whether client IDs belong to their session's user.
 type Claim struct {

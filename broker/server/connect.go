@@ -177,6 +177,10 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			s.stats.clusterErrors.Add(1)
 			s.log.Info("connect refused: the client ID's session is still moving between nodes", "client", c.id, "remote", c.addr)
 			return false, packet.ServerBusy, "this client ID's session is moving between nodes; try again"
+		case errors.Is(err, ErrNoMajority):
+			s.stats.clusterErrors.Add(1)
+			s.log.Info("connect refused: this node reaches no majority of the cluster", "client", c.id, "remote", c.addr)
+			return false, packet.ServerUnavailable, "this node is cut off from the majority of the cluster; connect to another node"
 		case errors.Is(err, ErrTakeoverUnanswered):
 			s.stats.clusterErrors.Add(1)
 			s.log.Warn("connect refused: the client ID's owner did not answer the takeover", "client", c.id, "error", err)

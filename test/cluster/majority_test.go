@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ func TestRetainedNeedsMajority(t *testing.T) {
 	pub := connectV5(t, a, "maj-pub", v5Options{cleanStart: true})
 	pub.publish(t, "maj/before", true, "kept")
 	pub.publish(t, retainedMarker, true, "m1")
+	// Connected before the others go: a node without a majority refuses new clients.
+	check := connectV5(t, a, "maj-check", v5Options{cleanStart: true})
 
 	b.kill()
 	c.kill()
@@ -38,7 +41,9 @@ func TestRetainedNeedsMajority(t *testing.T) {
 	if resp == nil || resp.ReasonCode != 0x80 || resp.Properties == nil || resp.Properties.ReasonString == "" {
 		t.Fatalf("a retained publish without a majority: %+v %v, want PUBACK 0x80 with a reason", resp, err)
 	}
-	if got := retainedAfterMarker(t, a, "m1", "maj/#"); len(got) != 1 || got[0].topic != "maj/before" {
+	if got, err := retainedSince(t, check, len(check.rec.all()), "m1", "maj/#"); err != nil {
+		t.Fatal(err)
+	} else if len(got) != 1 || got[0].topic != "maj/before" {
 		t.Fatalf("%s without a majority serves %+v, want only maj/before", a.name(), got)
 	}
 
@@ -111,8 +116,9 @@ func TestJoinRetriesTransient(t *testing.T) {
 
 // TestNotReadyWithoutMajority: a node that can no longer reach a majority of the
 // voters reports not ready (so Kubernetes stops sending it clients), even long after
-// it settled, and ready again once a majority is back. Before, a settled node stayed
-// ready whatever happened to its peers.
+// it settled, refuses connects, and is ready and takes connects again once a majority
+// is back. Before, a settled node stayed ready whatever happened to its peers, and
+// accepted connects it could not order with the rest of the cluster.
 func TestNotReadyWithoutMajority(t *testing.T) {
 	nodes := formCluster(t, 3)
 	a, b, c := nodes[0], nodes[1], nodes[2]
@@ -122,6 +128,16 @@ func TestNotReadyWithoutMajority(t *testing.T) {
 	c.kill()
 	eventually(t, clusterTimeout, a.name()+" not ready with 1 of 3 voters", readyz(a, http.StatusServiceUnavailable))
 	eventually(t, mqttTimeout, a.name()+" logs why it is not ready", logged(a, "reaches no majority"))
+	// Without a majority it cannot order connects with the rest of the cluster: it
+	// refuses them (0x88 with a reason), so a client ID is never connected on both
+	// sides of a partition.
+	if cl, err := dialV5(a.mqttAddress(), "minority-client", v5Options{cleanStart: true}); err == nil {
+		cl.close()
+		t.Fatalf("%s without a majority accepted a connect", a.name())
+	} else if !strings.Contains(err.Error(), "cut off from the majority") {
+		t.Fatalf("%s without a majority: connect failed with %v, want the refusal's reason", a.name(), err)
+	}
 	c.restart()
 	eventually(t, clusterTimeout, a.name()+" ready again with 2 of 3", readyz(a, http.StatusOK))
+	connectV5(t, a, "minority-client", v5Options{cleanStart: true})
 }

@@ -241,28 +241,36 @@ func retainedAfterMarker(t *testing.T, n *node, marker, filter string) []message
 			return err
 		}
 		defer c.close()
-		c.subscribe(t, 1, retainedMarker)
-		c.subscribe(t, 1, filter)
-		c.subscribe(t, 1, "retained-marker/+")
-		// Both marker subscriptions deliver the marker once n has one; until then
-		// neither does, and the next attempt may find it.
-		var msgs []message
-		for deadline := time.Now().Add(2 * time.Second); ; {
-			msgs = c.rec.all()
-			if markers := countTopic(msgs, retainedMarker); markers == 2 {
-				break
-			} else if markers > 2 || time.Now().After(deadline) {
-				return fmt.Errorf("%s sent %+v", n.name(), msgs)
-			}
-			<-time.After(pollInterval / 10)
-		}
-		if first := msgs[0]; first.topic != retainedMarker || first.payload != marker {
-			return fmt.Errorf("marker is %+v, not yet %q", first, marker)
-		}
-		got = msgs[1 : len(msgs)-1]
-		return nil
+		got, err = retainedSince(t, c, 0, marker, filter)
+		return err
 	})
 	return got
+}
+
+// retainedSince subscribes c (which has received from messages so far) to the
+// retained marker, filter and the marker again, and returns the retained messages of
+// filter between the two markers, or an error when the marker is not yet marker.
+func retainedSince(t *testing.T, c *v5Client, from int, marker, filter string) ([]message, error) {
+	t.Helper()
+	c.subscribe(t, 1, retainedMarker)
+	c.subscribe(t, 1, filter)
+	c.subscribe(t, 1, "retained-marker/+")
+	// Both marker subscriptions deliver the marker once the node has one; until then
+	// neither does.
+	var msgs []message
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		msgs = c.rec.all()[from:]
+		if markers := countTopic(msgs, retainedMarker); markers == 2 {
+			break
+		} else if markers > 2 || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s got %+v", c.id, msgs)
+		}
+		<-time.After(pollInterval / 10)
+	}
+	if first := msgs[0]; first.topic != retainedMarker || first.payload != marker {
+		return nil, fmt.Errorf("marker is %+v, not yet %q", first, marker)
+	}
+	return msgs[1 : len(msgs)-1], nil
 }
 
 func countTopic(ms []message, topic string) int {

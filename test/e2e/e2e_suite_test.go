@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,13 +78,23 @@ var _ = ReportAfterEach(func(report SpecReport) {
 	if !report.Failed() {
 		return
 	}
-	for _, args := range [][]string{
+	dumps := [][]string{
 		{"get", "mqc,sts,pods,svc,pvc", "-A", "-o", "wide"},
 		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
-		{"logs", "-n", operatorNamespace, "-l", "app.kubernetes.io/name=mqtt-operator", "--tail=200"},
-		{"logs", "-A", "-l", "app.kubernetes.io/name=mqttd", "--tail=100", "--prefix"},
-	} {
+		{"logs", "-n", operatorNamespace, "-l", "app.kubernetes.io/name=mqtt-operator", "--tail=400"},
+	}
+	// kubectl logs has no -A: the brokers' logs namespace by namespace.
+	pods, _ := tryRun(kubectlBin, "get", "pods", "-A", "-l", "app.kubernetes.io/name=mqttd",
+		"-o", `jsonpath={range .items[*]}{.metadata.namespace}{"\n"}{end}`)
+	seen := map[string]bool{}
+	for _, ns := range strings.Fields(pods) {
+		if !seen[ns] {
+			seen[ns] = true
+			dumps = append(dumps, []string{"logs", "-n", ns, "-l", "app.kubernetes.io/name=mqttd", "--tail=100", "--prefix"})
+		}
+	}
+	for _, args := range dumps {
 		out, _ := tryRun(kubectlBin, args...)
-		AddReportEntry("kubectl "+args[0]+" "+args[1], out)
+		AddReportEntry("kubectl "+strings.Join(args, " "), out)
 	}
 })
