@@ -50,21 +50,24 @@ func (r *routing) deliveredFrom(peer string, linkID uint64) *delivered {
 	return d
 }
 
-// once runs deliver for the forward seq of link linkID unless it ran for it already
-// (it returns false then). A link ID of 0 (a peer of an older release) is not
-// checked.
-func (d *delivered) once(linkID, seq uint64, deliver func()) bool {
+// claim takes the peer's lock for the forward seq of link linkID and reports whether
+// it is new: then the caller delivers it and calls release; a forward delivered
+// already (false) leaves the lock free. A link ID of 0 (a peer of an older release) is
+// not checked.
+func (d *delivered) claim(linkID, seq uint64) bool {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if linkID != 0 && d.linkID == linkID && seq <= d.last {
-		return false
-	}
-	deliver()
 	if linkID != 0 && d.linkID == linkID {
+		if seq <= d.last {
+			d.mu.Unlock()
+			return false
+		}
 		d.last = seq
 	}
 	return true
 }
+
+// release ends a claim.
+func (d *delivered) release() { d.mu.Unlock() }
 
 // locked runs fn holding the peer's lock: route changes of two connections of one
 // peer apply one at a time, and never between a forward's check and its delivery.

@@ -24,7 +24,7 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 		ch chan *frame
 	}
 	var waits []wait
-	count := 0
+	held := 0 // messages kept in an outbox for an unreachable peer: one session each
 	for node, shared := range targets {
 		l := r.link(node)
 		if l == nil {
@@ -54,14 +54,15 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 		case ch != nil:
 			waits = append(waits, wait{l, ch})
 		case msg.QoS > 0:
-			count++ // the peer is unreachable: the message waits in the outbox
+			held++ // the peer is unreachable: the message waits in the outbox
 		}
 	}
 	if len(waits) == 0 {
-		return func() int { return count }
+		return constWait(held)
 	}
-	sent := time.Now()
+	sent, base := time.Now(), held
 	return func() int {
+		count := base
 		deadline := time.NewTimer(max(requestTimeout-time.Since(sent), 0))
 		defer deadline.Stop()
 		expired := false
@@ -84,4 +85,14 @@ func (r *routing) forward(msg *session.Message, targets map[string][]server.Rout
 		}
 		return count
 	}
+}
+
+func zeroWait() int { return 0 }
+
+// constWait returns a wait that returns n (no allocation for 0: the QoS 0 path).
+func constWait(n int) func() int {
+	if n == 0 {
+		return zeroWait
+	}
+	return func() int { return n }
 }

@@ -99,19 +99,13 @@ func (r *routing) inboundFrame(peer string, cd *codec, f *frame, seen *delivered
 		}
 	case fForward:
 		count := 0
-		deliver := func() {
-			r.forwardedIn.Add(1)
-			if m, err := store.DecodeMessage(f.Msg); err != nil {
-				r.forwardFailure.Add(1)
-				r.log.Error("undecodable forwarded message", "peer", peer, "error", err)
-			} else {
-				m.ID = f.MsgID
-				count = r.srv.DeliverForwarded(m, f.Shared)
-			}
-		}
-		if f.Seq == 0 {
-			deliver()
-		} else if !seen.once(linkID, f.Seq, deliver) {
+		switch {
+		case f.Seq == 0: // QoS 0: no ack, never written again
+			count = r.deliverForward(peer, f)
+		case seen.claim(linkID, f.Seq):
+			count = r.deliverForward(peer, f)
+			seen.release()
+		default:
 			r.duplicates.Add(1) // written again after a reconnect: delivered before
 		}
 		if f.Seq != 0 {
@@ -129,4 +123,18 @@ func (r *routing) inboundFrame(peer string, cd *codec, f *frame, seen *delivered
 		}()
 	}
 	return true
+}
+
+// deliverForward delivers a forwarded message here and returns how many sessions
+// queued it.
+func (r *routing) deliverForward(peer string, f *frame) int {
+	r.forwardedIn.Add(1)
+	m, err := store.DecodeMessage(f.Msg)
+	if err != nil {
+		r.forwardFailure.Add(1)
+		r.log.Error("undecodable forwarded message", "peer", peer, "error", err)
+		return 0
+	}
+	m.ID = f.MsgID
+	return r.srv.DeliverForwarded(m, f.Shared)
 }

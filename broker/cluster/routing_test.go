@@ -417,26 +417,36 @@ func TestHeartbeat(t *testing.T) {
 func TestDeliveredOnce(t *testing.T) {
 	var d delivered
 	n := 0
-	deliver := func() { n++ }
+	once := func(link, seq uint64) bool {
+		if !d.claim(link, seq) {
+			return false
+		}
+		n++
+		d.release()
+		return true
+	}
 	d.linkID = 7
 	for _, tc := range []struct {
 		link, seq uint64
 		want      bool
 	}{
 		{7, 1, true}, {7, 2, true}, {7, 2, false}, {7, 1, false}, {7, 5, true}, {7, 4, false},
+		{0, 1, true}, {0, 1, true}, // an older peer's link: not checked
 	} {
-		if got := d.once(tc.link, tc.seq, deliver); got != tc.want {
+		if got := once(tc.link, tc.seq); got != tc.want {
 			t.Fatalf("link %d seq %d: delivered %v, want %v", tc.link, tc.seq, got, tc.want)
 		}
 	}
-	if n != 3 {
-		t.Fatalf("delivered %d times, want 3", n)
+	if n != 5 {
+		t.Fatalf("delivered %d times, want 5", n)
 	}
 	r := newRouting("b", slog.New(slog.DiscardHandler), nil, nil)
 	if got := r.deliveredFrom("a", 7); got.linkID != 7 || got.last != 0 {
 		t.Fatalf("new record %+v", got)
 	}
-	r.deliveredFrom("a", 7).once(7, 9, deliver)
+	if d := r.deliveredFrom("a", 7); d.claim(7, 9) {
+		d.release()
+	}
 	if got := r.deliveredFrom("a", 7); got.last != 9 {
 		t.Fatalf("same link: last %d, want 9", got.last)
 	}
