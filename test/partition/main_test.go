@@ -1,6 +1,6 @@
 // Package partition holds network-partition tests of mqttd clustering, in the manner
 // of Jepsen: each test runs three real mqttd processes, each in a Linux network
-// namespace of its own, joined by a bridge in the root namespace, and cuts and heals
+// namespace of its own, joined by a bridge in a switch namespace, and cuts and heals
 // the network between them while real MQTT clients (eclipse/paho.golang, MQTT 5) in
 // the test process publish and subscribe. Every message a publisher had acknowledged
 // is accounted for at every subscriber.
