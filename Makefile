@@ -109,29 +109,33 @@ lint-config: golangci-lint ## Verify golangci-lint linter configuration.
 	$(GOLANGCI_LINT) config verify
 
 .PHONY: test-deps
-test-deps: ## Ensure test prerequisites (mosquitto_pub/mosquitto_sub) exist; installs them with apt-get as root.
-	@missing=""; \
-	for tool in mosquitto_pub mosquitto_sub; do \
-		command -v "$$tool" >/dev/null 2>&1 || missing="$$missing $$tool"; \
+test-deps: ## Ensure test prerequisites exist (mosquitto_pub/mosquitto_sub from mosquitto-clients; ip from iproute2, for test/partition); installs them with apt-get as root.
+	@missing=""; pkgs=""; \
+	for pair in mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients ip:iproute2; do \
+		tool=$${pair%%:*}; pkg=$${pair#*:}; \
+		if ! command -v "$$tool" >/dev/null 2>&1; then \
+			missing="$$missing $$tool"; \
+			case " $$pkgs " in *" $$pkg "*) ;; *) pkgs="$$pkgs $$pkg" ;; esac; \
+		fi; \
 	done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
 	else \
-		echo "ERROR: the tests need mosquitto_pub and mosquitto_sub (missing:$$missing)." >&2; \
-		echo "       Install them, then rerun: sudo apt-get install -y mosquitto-clients" >&2; \
+		echo "ERROR: the tests need$$missing (Debian packages:$$pkgs)." >&2; \
+		echo "       Install them, then rerun: sudo apt-get install -y$$pkgs" >&2; \
 		echo "       (run 'make test' as root, or with passwordless sudo, to have it installed for you)." >&2; \
 		exit 1; \
 	fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-		echo "ERROR: apt-get not found; install mosquitto-clients (mosquitto_pub, mosquitto_sub) with your package manager." >&2; \
+		echo "ERROR: apt-get not found; install$$pkgs (for$$missing) with your package manager." >&2; \
 		exit 1; \
 	fi; \
-	echo "test-deps: missing$$missing; installing Debian package mosquitto-clients"; \
+	echo "test-deps: missing$$missing; installing Debian packages$$pkgs"; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto-clients; \
-	for tool in mosquitto_pub mosquitto_sub; do \
-		command -v "$$tool" >/dev/null 2>&1 || { echo "ERROR: $$tool still missing after installing mosquitto-clients" >&2; exit 1; }; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs; \
+	for tool in $$missing; do \
+		command -v "$$tool" >/dev/null 2>&1 || { echo "ERROR: $$tool still missing after installing$$pkgs" >&2; exit 1; }; \
 	done
 
 .PHONY: test
