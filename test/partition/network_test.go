@@ -226,7 +226,7 @@ func removeRun(prefix string) error {
 }
 
 // killNamespace kills, by PID, every process that runs in ns (one of this package's
-// namespaces: only its own mqttd and probe processes run there) and waits for them.
+// namespaces: only its own mqttd and probe processes run there); it does not wait.
 func killNamespace(ns string) {
 	out, err := exec.Command("ip", "netns", "pids", ns).Output()
 	if err != nil {
