@@ -42,6 +42,7 @@ func newCollector(srv *server.Server) *collector {
 		m("protocol_errors_total", "Protocol violations by clients.", c, func(s server.StatsSnapshot) float64 { return float64(s.ProtocolErrors) }),
 		m("store_errors_total", "Failed writes to the session and retained-message store.", c, func(s server.StatsSnapshot) float64 { return float64(s.StoreErrors) }),
 		m("retained_unreplicated_total", "Retained publishes refused (neither stored nor delivered) because the cluster had no majority to replicate them.", c, func(s server.StatsSnapshot) float64 { return float64(s.RetainedRefused) }),
+		m("session_moves_expired_total", "Sessions handed to another node for a takeover that no node released within the move timeout (the answer was lost); kept on this node again.", c, func(s server.StatsSnapshot) float64 { return float64(s.MovesExpired) }),
 	}}
 }
 

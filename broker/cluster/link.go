@@ -28,6 +28,10 @@ type link struct {
 	cd      *codec
 	seq     uint64
 	pending map[uint64]chan *frame
+	// late are the requests whose waiter gave up (a timeout) while the link stayed
+	// up: an answer that still comes is handed to its function (a moved session goes
+	// back, for one). Dropped with the connection the request went out on.
+	late    map[uint64]func(*response)
 	stop    chan struct{}
 	stopped bool
 
@@ -45,7 +49,7 @@ type link struct {
 
 func newLink(r *routing, peer, addr string) *link {
 	return &link{r: r, peer: peer, addr: addr, id: randomID(), pending: map[uint64]chan *frame{},
-		stop: make(chan struct{}), reqs: map[uint64]struct{}{}, room: make(chan struct{})}
+		late: map[uint64]func(*response){}, stop: make(chan struct{}), reqs: map[uint64]struct{}{}, room: make(chan struct{})}
 }
 
 // close stops the link for good (the peer left the configuration, or this node
@@ -171,6 +175,10 @@ func (l *link) session() error {
 		close(ch)
 		delete(l.pending, seq)
 	}
+	if n := len(l.late); n > 0 {
+		l.r.log.Warn("the answers to requests given up on will not come: their link is down", "peer", l.peer, "requests", n)
+		clear(l.late)
+	}
 	l.dropRequests()
 	l.mu.Unlock()
 	l.r.log.Info("cluster link down", "peer", l.peer, "error", err)
@@ -189,11 +197,19 @@ func (l *link) readLoop(cd *codec, hb *heartbeat) error {
 			l.mu.Lock()
 			ch := l.pending[f.Seq]
 			delete(l.pending, f.Seq)
+			var late func(*response)
+			if ch == nil && f.Kind == fResp {
+				late = l.late[f.Seq]
+				delete(l.late, f.Seq)
+			}
 			l.acked(f.Kind, f.Seq)
 			l.mu.Unlock()
-			if ch != nil {
+			switch {
+			case ch != nil:
 				fc := f
 				ch <- &fc
+			case late != nil && f.Resp != nil:
+				go late(f.Resp)
 			}
 		}
 	}
@@ -222,8 +238,25 @@ func (l *link) send(f *frame, wantReply bool) (chan *frame, error) {
 	return ch, nil
 }
 
-func (l *link) forget(seq uint64) {
+// giveUp stops waiting for the answer to request seq. An answer that arrived
+// meanwhile is returned; otherwise, with late, one that comes later on the same
+// connection is handed to it.
+func (l *link) giveUp(seq uint64, ch chan *frame, late func(*response)) *response {
 	l.mu.Lock()
-	delete(l.pending, seq)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	if _, waiting := l.pending[seq]; waiting {
+		delete(l.pending, seq)
+		if late != nil {
+			l.late[seq] = late
+		}
+		return nil
+	}
+	select { // answered (or the link went down) after the timeout fired
+	case f, ok := <-ch:
+		if ok && f.Resp != nil {
+			return f.Resp
+		}
+	default:
+	}
+	return nil
 }

@@ -135,6 +135,9 @@ func (p clusterPeers) peerUp(node string) bool {
 func (p clusterPeers) request(peer string, req *request) (*response, error) {
 	return p.r.request(peer, req)
 }
+func (p clusterPeers) requestLate(peer string, req *request, wait time.Duration, late func(*response)) (*response, error) {
+	return p.r.requestLate(peer, req, wait, late)
+}
 func (p clusterPeers) barrier()      { p.r.barrier() }
 func (p clusterPeers) drainInbound() { p.r.drainInbound() }
 

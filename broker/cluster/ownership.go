@@ -40,6 +40,7 @@ type ownerServer interface {
 	Kick(id string, epoch uint64, want bool, claim server.Claim) (*session.Snapshot, error)
 	Release(id string) []*session.Delivery
 	Unmove(snap session.Snapshot)
+	MergeMoved(id string, ds []*session.Delivery)
 }
 
 // ownerPeers is what takeovers need of the cluster: the members, their links, and
@@ -48,6 +49,9 @@ type ownerPeers interface {
 	memberNames() []string
 	peerUp(node string) bool
 	request(peer string, req *request) (*response, error)
+	// requestLate is request with its own wait; an answer that comes after it goes
+	// to late.
+	requestLate(peer string, req *request, wait time.Duration, late func(*response)) (*response, error)
 	barrier()
 	drainInbound()
 }
@@ -152,14 +156,32 @@ func (o *ownership) endTurn(owner, id string, token uint64) {
 }
 
 // settle finishes a session's move to this node: once every peer has this node's
-// routes for it, the old node releases its copy and sends what arrived meanwhile.
-func (o *ownership) settle(id, source string) []*session.Delivery {
+// routes for it, the old node (and every other node whose copy was merged into it)
+// releases its copy and sends what arrived meanwhile.
+func (o *ownership) settle(id, source string, also ...string) []*session.Delivery {
 	o.peers.barrier()
-	if source == o.self {
+	var extra []*session.Delivery
+	for _, n := range append([]string{source}, also...) {
+		extra = append(extra, o.release(id, n)...)
+	}
+	return extra
+}
+
+// release ends the moving copy of id on node and returns what it queued since it was
+// handed over. An answer that comes after the wait is merged into the session here
+// then (MergeMoved).
+func (o *ownership) release(id, node string) []*session.Delivery {
+	if node == o.self {
 		o.peers.drainInbound() // as the old node does before answering a release
 		return o.srv.Release(id)
 	}
-	resp, err := o.peers.request(source, &request{Op: opRelease, ClientID: id})
+	late := func(resp *response) {
+		if extra, err := decodeSnap(resp.Data); err == nil && extra != nil && len(extra.Queue) > 0 {
+			o.log.Warn("a moved session's release was answered late; merging what it sent", "client", id, "node", node, "messages", len(extra.Queue))
+			o.srv.MergeMoved(id, extra.Queue)
+		}
+	}
+	resp, err := o.peers.requestLate(node, &request{Op: opRelease, ClientID: id}, requestTimeout+5*time.Second, late)
 	if err == nil {
 		err = resp.err()
 	}
@@ -168,7 +190,7 @@ func (o *ownership) settle(id, source string) []*session.Delivery {
 		extra, err = decodeSnap(resp.Data)
 	}
 	if err != nil {
-		o.log.Warn("releasing a moved session failed; its old node drops it after a timeout", "client", id, "node", source, "error", err)
+		o.log.Warn("releasing a moved session failed; its old node drops it after a timeout", "client", id, "node", node, "error", err)
 		return nil
 	}
 	if extra == nil {

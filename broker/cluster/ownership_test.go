@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -186,31 +187,44 @@ func TestOwnerTakeover(t *testing.T) {
 		localErr  error
 		remote    map[string]*session.Snapshot // b, c
 		refuse    map[string]bool              // peers answering client_id_owned
+		slow      map[string]bool              // peers answering their kick after the wait
+		cut       map[string]bool              // peers cut off during their kick
 		claim     server.Claim
-		source    string // "" no session
+		source    string   // "" no session
+		also      []string // the other copies' nodes, released with source
 		code      string
-		gaveBack  string // where the copy went back to
+		gaveBack  []string // where copies went back to ("a": this node's own)
 		kicked    []string
 	}{
-		{name: "newest remote copy wins", requester: "a", local: snap(0, ""),
+		{name: "newest remote copy wins, the other is released too", requester: "a", local: snap(0, ""),
 			remote: map[string]*session.Snapshot{"b": snap(2*time.Second, ""), "c": snap(time.Second, "")},
-			source: "b", kicked: []string{"b", "c"}},
+			source: "b", also: []string{"c"}, kicked: []string{"b", "c"}},
 		{name: "local copy newest (requester elsewhere)", requester: "b", local: snap(3*time.Second, ""),
 			remote: map[string]*session.Snapshot{"c": snap(time.Second, "")},
-			source: "a", kicked: []string{"a", "c"}},
+			source: "a", also: []string{"c"}, kicked: []string{"a", "c"}},
 		{name: "no session anywhere", requester: "c", kicked: []string{"a", "b"}},
 		{name: "a peer refuses the claim: the copy taken goes back", requester: "a",
 			remote: map[string]*session.Snapshot{"b": snap(time.Second, "")}, refuse: map[string]bool{"c": true},
-			code: apiv1.CodeClientIDOwned, gaveBack: "b", kicked: []string{"b", "c"}},
+			code: apiv1.CodeClientIDOwned, gaveBack: []string{"b"}, kicked: []string{"b", "c"}},
+		{name: "a peer refuses the claim: every copy goes back where it came from", requester: "b", local: snap(2*time.Second, ""),
+			remote: map[string]*session.Snapshot{"c": snap(time.Second, "")}, refuse: map[string]bool{"c": true},
+			code: apiv1.CodeClientIDOwned, gaveBack: []string{"a"}, kicked: []string{"a", "c"}},
 		{name: "newest copy is another user's", requester: "a", claim: server.Claim{Owner: "alice", Check: true},
-			remote: map[string]*session.Snapshot{"b": snap(time.Second, "bob")},
-			code:   apiv1.CodeClientIDOwned, gaveBack: "b", kicked: []string{"b", "c"}},
+			remote: map[string]*session.Snapshot{"b": snap(time.Second, "bob"), "c": snap(0, "alice")},
+			code:   apiv1.CodeClientIDOwned, gaveBack: []string{"b", "c"}, kicked: []string{"b", "c"}},
 		{name: "local refusal", requester: "b", localErr: server.ErrClientIDOwned,
 			code: apiv1.CodeClientIDOwned, kicked: []string{"a", "c"}},
+		{name: "a reachable node answers its kick too late: refused (try again), every copy goes back", requester: "b",
+			local: snap(0, ""), remote: map[string]*session.Snapshot{"c": snap(time.Second, "")}, slow: map[string]bool{"c": true},
+			code: apiv1.CodeSessionMoving, gaveBack: []string{"a", "c"}, kicked: []string{"a", "c"}},
+		{name: "a node cut off during its kick: the takeover goes on without it", requester: "a",
+			remote: map[string]*session.Snapshot{"b": snap(time.Second, ""), "c": snap(2*time.Second, "")}, cut: map[string]bool{"c": true},
+			source: "b", kicked: []string{"b", "c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := &fakeOwnerServer{kickSnap: tc.local, kickErr: tc.localErr}
 			p := &fakePeers{members: []string{"a", "b", "c"}, up: map[string]bool{"b": true, "c": true},
+				slow: tc.slow, cut: tc.cut,
 				handle: func(peer string, req *request) *response {
 					switch req.Op {
 					case opKick:
@@ -225,12 +239,15 @@ func TestOwnerTakeover(t *testing.T) {
 				}}
 			o := &ownership{self: "a", log: slog.New(slog.DiscardHandler), srv: srv, peers: p, now: time.Now,
 				turns: newTurns(slog.New(slog.DiscardHandler), time.Hour)}
-			got, source, epoch, turn, err := o.ownerTakeover("c", false, tc.requester, tc.claim)
+			got, source, also, epoch, turn, err := o.ownerTakeover("c", false, tc.requester, tc.claim)
 			if codeOrEmpty(err) != tc.code {
 				t.Fatalf("error %v, want code %q", err, tc.code)
 			}
 			if source != tc.source || (got == nil) != (tc.source == "") {
 				t.Fatalf("session from %q (%v), want %q", source, got != nil, tc.source)
+			}
+			if slices.Sort(also); !slices.Equal(also, tc.also) {
+				t.Fatalf("also released %v, want %v", also, tc.also)
 			}
 			if epoch == 0 {
 				t.Fatal("no epoch")
@@ -262,8 +279,20 @@ func TestOwnerTakeover(t *testing.T) {
 			if !slices.Equal(kicked, tc.kicked) {
 				t.Fatalf("kicked %v, want %v", kicked, tc.kicked)
 			}
-			if back := p.sent(opUnmove); !slices.Equal(back, nonEmpty(tc.gaveBack)) {
-				t.Fatalf("gave back to %v, want %q", back, tc.gaveBack)
+			// A late answer gives its copy back after the takeover returned.
+			gaveBack := func() []string {
+				back := p.sent(opUnmove)
+				if srv.unmovedCount() > 0 {
+					back = append(back, "a")
+				}
+				slices.Sort(back)
+				return back
+			}
+			for deadline := time.Now().Add(5 * time.Second); !slices.Equal(gaveBack(), tc.gaveBack) && time.Now().Before(deadline); {
+				runtime.Gosched()
+			}
+			if back := gaveBack(); !slices.Equal(back, tc.gaveBack) {
+				t.Fatalf("gave back to %v, want %v", back, tc.gaveBack)
 			}
 			for _, e := range p.epochs {
 				if e != epoch {
@@ -274,16 +303,11 @@ func TestOwnerTakeover(t *testing.T) {
 	}
 }
 
-func nonEmpty(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return []string{s}
-}
-
 type fakePeers struct {
 	members []string
 	up      map[string]bool
+	slow    map[string]bool // answer after the wait (requestLate)
+	cut     map[string]bool // lost during the request, and down from then on
 	handle  func(peer string, req *request) *response
 
 	mu     sync.Mutex
@@ -291,10 +315,33 @@ type fakePeers struct {
 	epochs []uint64
 }
 
-func (p *fakePeers) memberNames() []string   { return p.members }
-func (p *fakePeers) peerUp(node string) bool { return p.up[node] }
-func (p *fakePeers) barrier()                {}
-func (p *fakePeers) drainInbound()           {}
+func (p *fakePeers) memberNames() []string { return p.members }
+func (p *fakePeers) peerUp(node string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.up[node]
+}
+func (p *fakePeers) barrier()      {}
+func (p *fakePeers) drainInbound() {}
+
+// requestLate answers like request, except for the peers in slow: the wait ends
+// first (an error, the link still up) and the answer goes to late afterwards.
+func (p *fakePeers) requestLate(peer string, req *request, _ time.Duration, late func(*response)) (*response, error) {
+	if p.cut[peer] {
+		_, _ = p.request(peer, req) // done there; the answer is lost with the link
+		p.mu.Lock()
+		p.up[peer] = false
+		p.mu.Unlock()
+		return nil, errorf(apiv1.CodeUnreachable, "%s went away before answering", peer)
+	}
+	if !p.slow[peer] {
+		return p.request(peer, req)
+	}
+	resp, _ := p.request(peer, req)
+	go late(resp)
+	return nil, errorf(apiv1.CodeUnreachable, "%s did not answer in time", peer)
+}
+
 func (p *fakePeers) request(peer string, req *request) (*response, error) {
 	p.mu.Lock()
 	p.reqs = append(p.reqs, struct{ peer, op string }{peer, req.Op})
@@ -323,7 +370,14 @@ type fakeOwnerServer struct {
 	kickSnap *session.Snapshot
 	kickErr  error
 	kicks    int
+	mu       sync.Mutex
 	unmoved  []string
+}
+
+func (s *fakeOwnerServer) unmovedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.unmoved)
 }
 
 func (s *fakeOwnerServer) Kick(id string, epoch uint64, want bool, claim server.Claim) (*session.Snapshot, error) {
@@ -334,7 +388,12 @@ func (s *fakeOwnerServer) Kick(id string, epoch uint64, want bool, claim server.
 	return s.kickSnap, nil
 }
 func (s *fakeOwnerServer) Release(id string) []*session.Delivery { return nil }
-func (s *fakeOwnerServer) Unmove(snap session.Snapshot)          { s.unmoved = append(s.unmoved, snap.ID) }
+func (s *fakeOwnerServer) Unmove(snap session.Snapshot) {
+	s.mu.Lock()
+	s.unmoved = append(s.unmoved, snap.ID)
+	s.mu.Unlock()
+}
+func (s *fakeOwnerServer) MergeMoved(string, []*session.Delivery) {}
 
 // TestMergeCopies: a takeover continues the most recently disconnected full copy; a
 // partial one (a copy still moving) is only added to it; every other copy's messages
@@ -376,7 +435,10 @@ func TestMergeCopies(t *testing.T) {
 			from:   "a", want: []byte{6}, wantIDs: []uint16{0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, from := mergeCopies(tc.copies)
+			got, from, also := mergeCopies(tc.copies)
+			if want := len(tc.copies) - 1; tc.from != "" && len(also) != want {
+				t.Fatalf("also released %v, want the %d other copies' nodes", also, want)
+			}
 			if tc.from == "" {
 				if got != nil {
 					t.Fatalf("a copy from nothing: %+v", got)

@@ -14,7 +14,7 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opJoin, opPromote, opRemove, opApply, opReadIndex:
 		return n.mem.handleLeaderOp(req)
 	case opTakeover:
-		snap, source, epoch, turn, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
+		snap, source, also, epoch, turn, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
 		if err != nil {
 			return errResponse(err)
 		}
@@ -22,7 +22,7 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 			n.own.turns.release(req.ClientID, turn)
 			turn = 0
 		}
-		resp := sessionResponse(&response{Epoch: epoch, Node: source, Turn: turn}, snap)
+		resp := sessionResponse(&response{Epoch: epoch, Node: source, Also: also, Turn: turn}, snap)
 		if resp.Code != "" {
 			n.own.turns.release(req.ClientID, turn)
 		}

@@ -194,13 +194,24 @@ func (r *routing) sendRoutes(rs *routes) {
 
 // request sends req to a member over its link and waits for the response.
 func (r *routing) request(peer string, req *request) (*response, error) {
-	return r.requestOn(peer, req, false)
+	return r.call(peer, req, false, requestTimeout+5*time.Second, nil)
 }
 
 // requestOn is request; an ordered one goes behind the forwards waiting in the link's
 // outbox (a flush's sync must come after them) and fails at once when the link is
 // down.
 func (r *routing) requestOn(peer string, req *request, ordered bool) (*response, error) {
+	return r.call(peer, req, ordered, requestTimeout+5*time.Second, nil)
+}
+
+// requestLate is request with its own wait; when the wait ends first, an answer that
+// still comes on the same connection goes to late (which undoes what the request did
+// at the peer, when that matters).
+func (r *routing) requestLate(peer string, req *request, wait time.Duration, late func(*response)) (*response, error) {
+	return r.call(peer, req, false, wait, late)
+}
+
+func (r *routing) call(peer string, req *request, ordered bool, wait time.Duration, late func(*response)) (*response, error) {
 	l := r.link(peer)
 	if l == nil {
 		return nil, errorf(apiv1.CodeUnreachable, "no link to %s", peer)
@@ -221,14 +232,18 @@ func (r *routing) requestOn(peer string, req *request, ordered bool) (*response,
 	if err != nil {
 		return nil, err
 	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case resp, ok := <-ch:
 		if !ok || resp.Resp == nil {
 			return nil, errorf(apiv1.CodeUnreachable, "%s went away before answering", peer)
 		}
 		return resp.Resp, nil
-	case <-time.After(requestTimeout + 5*time.Second):
-		l.forget(f.Seq)
+	case <-timer.C:
+		if resp := l.giveUp(f.Seq, ch, late); resp != nil {
+			return resp, nil
+		}
 		return nil, errorf(apiv1.CodeUnreachable, "%s did not answer in time", peer)
 	}
 }

@@ -492,3 +492,38 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// TestLateAnswer: an answer that comes after its request's wait goes to the request's
+// late function (a kick's session goes back that way); within the wait it is the
+// request's result.
+func TestLateAnswer(t *testing.T) {
+	a, b, _, _, _, _ := linkedPair(t, nil, &fakeJudge{})
+	hold := make(chan struct{})
+	b.handle = func(_ string, req *request) *response {
+		if req.Op == opKick {
+			<-hold
+		}
+		return &response{ClusterID: "c1", Node: req.ClientID}
+	}
+	a.setLinks(servers("a", "b"))
+	waitFor(t, func() bool { return a.peerUp("b") })
+	if resp, err := a.requestLate("b", &request{Op: opSync, ClientID: "quick"}, 10*time.Second, func(*response) {
+		t.Error("an answer within the wait went to late")
+	}); err != nil || resp.Node != "quick" {
+		t.Fatalf("answer within the wait: %+v %v", resp, err)
+	}
+	late := make(chan *response, 1)
+	_, err := a.requestLate("b", &request{Op: opKick, ClientID: "slow"}, 50*time.Millisecond, func(r *response) { late <- r })
+	if CodeOf(err) != apiv1.CodeUnreachable {
+		t.Fatalf("a request past its wait: %v, want unreachable", err)
+	}
+	close(hold)
+	select {
+	case r := <-late:
+		if r.Node != "slow" {
+			t.Fatalf("late answer %+v, want the slow request's", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the late answer never reached late")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
@@ -18,6 +19,7 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 	var (
 		snap   *session.Snapshot
 		source string
+		also   []string
 		epoch  uint64
 		turn   uint64
 		err    error
@@ -27,14 +29,15 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 	}
 	owner := o.owner(id)
 	if owner == o.self {
-		snap, source, epoch, turn, err = o.ownerTakeover(id, clean, o.self, claim)
+		snap, source, also, epoch, turn, err = o.ownerTakeover(id, clean, o.self, claim)
 		if err = takeoverErr(err); err != nil {
 			return server.Handover{}, err
 		}
 	} else {
 		var resp *response
 		req := &request{Op: opTakeover, ClientID: id, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check, Turns: true}
-		if resp, err = o.peers.request(owner, req); err == nil {
+		late := func(resp *response) { o.takeoverTooLate(owner, id, resp) }
+		if resp, err = o.peers.requestLate(owner, req, requestTimeout+5*time.Second, late); err == nil {
 			err = resp.err()
 		}
 		switch err = takeoverErr(err); {
@@ -43,6 +46,7 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		case err != nil:
 			// No answer (a timeout, the link lost): the owner may have moved the session
 			// for this connect all the same, so the connect must not start afresh here.
+			// An answer that still comes gives the session back (takeoverTooLate).
 			return server.Handover{}, fmt.Errorf("%w (owner %s: %w)", server.ErrTakeoverUnanswered, owner, err)
 		}
 		if snap, err = decodeSnap(resp.Data); err != nil {
@@ -50,10 +54,11 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 			return server.Handover{}, err
 		}
 		source, epoch, turn = resp.Node, resp.Epoch, resp.Turn
+		also = resp.Also
 	}
 	ho := server.Handover{Session: snap, Epoch: epoch}
 	if snap != nil {
-		ho.Finish = func() []*session.Delivery { return o.settle(id, source) }
+		ho.Finish = func() []*session.Delivery { return o.settle(id, source, also...) }
 		ho.GiveBack = func() { o.giveBack(snap, source) }
 		if owner == o.self {
 			ho.Done = func() { o.turns.release(id, turn) }
@@ -67,15 +72,18 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 
 // ownerTakeover runs on the owner of id: connects for one ID go through it one at a
 // time; each gets a larger epoch and kicks the ID on every node but the requester.
-// It returns the newest persistent session found, the node holding it and, with a
-// session, the ID's turn (turns.go), which the requester gives back once the session
-// is installed and its old copy released: no other move of the ID starts meanwhile.
-// A node whose session of id belongs to another user than claim's keeps it, and the
-// takeover fails with apiv1.CodeClientIDOwned.
-func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, uint64, uint64, error) {
+// It returns the newest persistent session found, the node holding it, the other
+// nodes whose copies were merged into it (all of them release their copies once it is
+// installed) and, with a session, the ID's turn (turns.go), which the requester gives
+// back once the session is installed and its old copies released: no other move of
+// the ID starts meanwhile. A node whose session of id belongs to another user than
+// claim's keeps it, and the takeover fails with apiv1.CodeClientIDOwned. A reachable
+// node that does not answer its kick in time fails it with apiv1.CodeSessionMoving
+// (the client tries again): going on without its copy would split the session.
+func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, []string, uint64, uint64, error) {
 	turn := o.turns.acquire(id, turnWait, o.done)
 	if turn == 0 {
-		return nil, "", 0, 0, errorf(apiv1.CodeSessionMoving, "%v: another move of it is still running", server.ErrSessionMoving)
+		return nil, "", nil, 0, 0, errorf(apiv1.CodeSessionMoving, "%v: another move of it is still running", server.ErrSessionMoving)
 	}
 	moving := false
 	defer func() {
@@ -94,7 +102,7 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 		wg     sync.WaitGroup
 		smu    lockorder.Mutex
 		copies []nodeCopy
-		owned  error
+		failed error
 	)
 	keep := func(s *session.Snapshot, from string) {
 		if s != nil {
@@ -103,10 +111,17 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 			smu.Unlock()
 		}
 	}
+	fail := func(err error) {
+		smu.Lock()
+		if failed == nil || CodeOf(err) == apiv1.CodeClientIDOwned { // the refusal says more
+			failed = err
+		}
+		smu.Unlock()
+	}
 	if requester != o.self {
 		s, err := o.srv.Kick(id, epoch, !clean, claim)
 		if err != nil {
-			owned = ownedError(err)
+			fail(ownedError(err))
 		}
 		keep(s, o.self)
 	}
@@ -117,18 +132,24 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := o.peers.request(p, &request{Op: opKick, ClientID: id, Epoch: epoch, Clean: clean,
-				Owner: claim.Owner, CheckOwner: claim.Check})
+			req := &request{Op: opKick, ClientID: id, Epoch: epoch, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check}
+			resp, err := o.peers.requestLate(p, req, kickWait, func(resp *response) { o.kickTooLate(id, p, resp) })
 			if err == nil {
 				err = resp.err()
 			}
-			if CodeOf(err) == apiv1.CodeClientIDOwned {
-				smu.Lock()
-				owned = err
-				smu.Unlock()
+			switch {
+			case CodeOf(err) == apiv1.CodeClientIDOwned:
+				fail(err)
 				return
-			}
-			if err != nil {
+			case err != nil && o.peers.peerUp(p):
+				// Reachable but slow (a backlog after a heal): its copy may be on its
+				// way. Nothing goes ahead without it; a late answer gives it back.
+				o.log.Warn("takeover refused: a reachable node did not answer its kick", "client", id, "peer", p, "error", err)
+				fail(errorf(apiv1.CodeSessionMoving, "%v: node %s did not answer in time", server.ErrSessionMoving, p))
+				return
+			case err != nil:
+				// Cut off meanwhile: the connect goes on without it (a copy it handed
+				// over all the same goes back to it after its move timeout).
 				o.log.Warn("takeover could not reach a node", "client", id, "peer", p, "error", err)
 				return
 			}
@@ -141,23 +162,64 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 		}()
 	}
 	wg.Wait()
-	best, source := mergeCopies(copies)
-	if owned == nil && best != nil && !claim.Allows(best.Owner) {
-		// Every node let the claim through, yet the newest copy is another user's.
-		owned = errorf(apiv1.CodeClientIDOwned, "%v", server.ErrClientIDOwned)
-	}
-	if owned != nil {
-		if best != nil && source != requester {
-			// Another node already handed its copy over: it keeps it again.
-			o.giveBack(best, source)
+	if failed == nil {
+		if b := bestCopy(copies); b >= 0 && !claim.Allows(copies[b].snap.Owner) {
+			// Every node let the claim through, yet the newest copy is another user's.
+			failed = errorf(apiv1.CodeClientIDOwned, "%v", server.ErrClientIDOwned)
 		}
-		return nil, "", epoch, 0, owned
 	}
+	if failed != nil {
+		for _, c := range copies { // each node that handed its copy over keeps it again
+			if c.from != requester {
+				o.giveBack(c.snap, c.from)
+			}
+		}
+		return nil, "", nil, epoch, 0, failed
+	}
+	best, source, also := mergeCopies(copies)
 	if best == nil {
-		return nil, "", epoch, 0, nil
+		return nil, "", nil, epoch, 0, nil
 	}
 	moving = true
-	return best, source, epoch, turn, nil
+	return best, source, also, epoch, turn, nil
+}
+
+// kickWait bounds the wait for one node's answer to a takeover's kick: with the wait
+// for the ID's turn (turnWait) it stays below the requester's wait for the owner.
+const kickWait = requestTimeout - 2*time.Second
+
+// kickTooLate handles a kick's answer that came after the takeover gave up on it: the
+// session that node handed over goes back to it.
+func (o *ownership) kickTooLate(id, peer string, resp *response) {
+	if resp.err() != nil || len(resp.Data) == 0 {
+		return
+	}
+	snap, err := decodeSnap(resp.Data)
+	if err != nil {
+		o.log.Error("undecodable session in a late kick answer", "client", id, "peer", peer, "error", err)
+		return
+	}
+	o.log.Warn("a kick was answered after its takeover gave up: the session goes back", "client", id, "peer", peer)
+	o.giveBack(snap, peer)
+}
+
+// takeoverTooLate handles the owner's takeover answer that came after this node gave
+// up on it (the connect was refused): the session goes back to the nodes it came
+// from, and the turn to the owner.
+func (o *ownership) takeoverTooLate(owner, id string, resp *response) {
+	if resp.err() != nil {
+		return
+	}
+	defer o.endTurn(owner, id, resp.Turn)
+	snap, err := decodeSnap(resp.Data)
+	if err != nil || snap == nil {
+		return
+	}
+	o.log.Warn("a takeover was answered after this node gave up on it: the session goes back", "client", id, "owner", owner, "node", resp.Node)
+	for _, n := range resp.Also { // merged into snap: what they still hold came since
+		snap.Queue = append(snap.Queue, o.release(id, n)...)
+	}
+	o.giveBack(snap, resp.Node)
 }
 
 // nodeCopy is a session copy a kick returned and the node it came from.
@@ -166,13 +228,10 @@ type nodeCopy struct {
 	from string
 }
 
-// mergeCopies picks the copy a takeover continues: the most recently disconnected
-// full copy (a partial one, what a copy still moving received since its first
-// handover, only when there is no full one). What every other copy holds is queued
-// after it, so nothing one of them held is lost: their inflight deliveries go back to
-// the queue (the packet IDs are the chosen copy's), except QoS 2 ones the client
-// already received (PUBREC), and the new node keeps each message once (MergeMoved).
-func mergeCopies(copies []nodeCopy) (*session.Snapshot, string) {
+// bestCopy returns the index of the copy a takeover continues, -1 with none: the most
+// recently disconnected full copy (a partial one, what a copy still moving received
+// since its first handover, only when there is no full one).
+func bestCopy(copies []nodeCopy) int {
 	bestAt := -1
 	for i, c := range copies {
 		if bestAt < 0 {
@@ -184,14 +243,26 @@ func mergeCopies(copies []nodeCopy) (*session.Snapshot, string) {
 			bestAt = i
 		}
 	}
+	return bestAt
+}
+
+// mergeCopies returns the copy a takeover continues (bestCopy), the node it came from
+// and the other nodes whose copies it took in. What every other copy holds is queued
+// after it, so nothing one of them held is lost: their inflight deliveries go back to
+// the queue (the packet IDs are the chosen copy's), except QoS 2 ones the client
+// already received (PUBREC), and the new node keeps each message once (MergeMoved).
+func mergeCopies(copies []nodeCopy) (*session.Snapshot, string, []string) {
+	bestAt := bestCopy(copies)
 	if bestAt < 0 {
-		return nil, ""
+		return nil, "", nil
 	}
 	best := copies[bestAt]
+	var also []string
 	for i, c := range copies {
 		if i == bestAt {
 			continue
 		}
+		also = append(also, c.from)
 		for _, d := range c.snap.Queue {
 			if d.Released {
 				continue
@@ -202,7 +273,7 @@ func mergeCopies(copies []nodeCopy) (*session.Snapshot, string) {
 		}
 	}
 	best.snap.Partial = false
-	return best.snap, best.from
+	return best.snap, best.from, also
 }
 
 // takeoverErr gives the server the errors it acts on: another user's client ID, or a

@@ -124,9 +124,10 @@ type response struct {
 	Epoch     uint64
 	Data      []byte
 	OK        bool
-	Node      string // takeover: the node the session came from
-	Index     uint64 // readindex: the last entry the leader's state machine applied
-	Turn      uint64 // takeover (with a session) and turn: the client ID's turn, to end with turndone
+	Node      string   // takeover: the node the session came from
+	Also      []string // takeover: other nodes whose copies were merged into Data; released with Node
+	Index     uint64   // readindex: the last entry the leader's state machine applied
+	Turn      uint64   // takeover (with a session) and turn: the client ID's turn, to end with turndone
 }
 
 func (r *response) err() error {

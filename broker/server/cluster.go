@@ -242,11 +242,8 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 			s.stats.storeErrors.Add(1)
 			s.log.Error("deleting session failed", "client", id, "error", err)
 		}
-		e.moveTimer = time.AfterFunc(moveTimeout, func() {
-			if extra := s.Release(id); len(extra) > 0 {
-				s.log.Warn("a moved session was never released; dropping what arrived for it meanwhile", "client", id, "messages", len(extra))
-			}
-		})
+		handed := snap
+		e.moveTimer = time.AfterFunc(s.moveTimeout, func() { s.moveExpired(id, e, handed) })
 	}
 	return &snap, nil
 }
@@ -259,6 +256,22 @@ const movedDedupWindow = 15 * time.Second
 
 // moveTimeout bounds how long a moving session waits for its new node's release.
 const moveTimeout = 30 * time.Second
+
+// moveExpired ends a move nobody released in time: the answer carrying the session
+// was lost (its link broke, or it came after the takeover gave up and the way back
+// failed too). The session stays here, as handed over plus what arrived since: a
+// copy that did reach a new node all the same (its release failed) makes the two
+// copies deliver some messages twice, which is better than losing them all.
+func (s *Server) moveExpired(id string, e *entry, handed session.Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions[id] != e || !e.moving {
+		return
+	}
+	s.stats.movesExpired.Add(1)
+	s.log.Warn("a moved session was never released: keeping it here", "client", id, "timeout", s.moveTimeout)
+	s.unmoveLocked(e, handed)
+}
 
 // Release ends a moving session (its new node has it and its routes) and returns what
 // was queued for it since it moved.
@@ -288,6 +301,12 @@ func (s *Server) Unmove(snap session.Snapshot) {
 	if e == nil || !e.moving {
 		return
 	}
+	s.unmoveLocked(e, snap)
+}
+
+// unmoveLocked restores moving session e from snap and queues what arrived since it
+// was handed over after it. s.mu held.
+func (s *Server) unmoveLocked(e *entry, snap session.Snapshot) {
 	stopTimer(e.moveTimer)
 	extra := e.sess.Drain()
 	e.sess = session.Restore(snap, s.sessionLimits())

@@ -259,6 +259,54 @@ func TestMovingCopyReplacedWithoutRouteFlap(t *testing.T) {
 	}
 }
 
+// TestMoveNeverReleasedKeepsSession: a session handed to another node whose release
+// never comes (the answer carrying it was lost) stays on this node after the move
+// timeout, with what it held and what arrived meanwhile, and is counted. Before, it was
+// dropped with its queue.
+func TestMoveNeverReleasedKeepsSession(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	server.SetMoveTimeout(b.Server, 200*time.Millisecond)
+	f := newFakeCluster(b)
+	t.Cleanup(f.release)
+	expiry := &packet.Properties{SessionExpiry: 300}
+	expiry.Set(packet.PropSessionExpiry)
+
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := rc.connect("lost-answer", true, 0, expiry); ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+	}
+	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "mv/t", QoS: 1})
+	rc.send(&packet.Packet{Type: packet.Disconnect})
+	eventually(t, waitFor, "the session is offline", func() bool { return b.Stats().ClientsConnected == 0 })
+
+	pub, _ := connectRaw(t, b, "mv-pub", 0, nil)
+	publish := func(id uint16, payload string) {
+		pub.send(&packet.Packet{Type: packet.Publish, Topic: "mv/t", QoS: 1, PacketID: id, Payload: []byte(payload)})
+		if ack := pub.expect(packet.Puback); ack.ReasonCode != packet.Success {
+			t.Fatalf("PUBACK 0x%02X", byte(ack.ReasonCode))
+		}
+	}
+	publish(1, "before")
+	if snap, err := b.Kick("lost-answer", 1, true, server.Claim{}); err != nil || snap == nil || len(snap.Queue) != 1 {
+		t.Fatalf("kick: %+v %v, want the session with its one message", snap, err)
+	}
+	publish(2, "during") // queued on the moving copy
+	eventually(t, waitFor, "the move expires", func() bool { return b.Stats().MovesExpired == 1 })
+
+	again := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := again.connect("lost-answer", false, 0, expiry); ack.ReasonCode != packet.Success || !ack.SessionPresent {
+		t.Fatalf("CONNACK 0x%02X, session present %v: the session was not kept", byte(ack.ReasonCode), ack.SessionPresent)
+	}
+	for _, want := range []string{"before", "during"} {
+		p := again.expect(packet.Publish)
+		if string(p.Payload) != want {
+			t.Fatalf("got %q, want %q (in order)", p.Payload, want)
+		}
+		again.send(&packet.Packet{Type: packet.Puback, PacketID: p.PacketID})
+	}
+}
+
 // TestRetainedRefusedWithoutMajority: a retained publish the cluster cannot replicate
 // (no raft majority) is refused and nothing of it happens: MQTT 5 gets PUBACK/PUBREC
 // 0x80 with a reason, a 3.1.1 connection closes without an ack (so the client sends it

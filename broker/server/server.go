@@ -141,6 +141,10 @@ type Server struct {
 	msgSeq    atomic.Uint64
 	start     time.Time
 
+	// moveTimeout bounds how long a session handed to another node waits for its
+	// release (the constant; tests shorten it).
+	moveTimeout time.Duration
+
 	mu        lockorder.RWMutex // guards sessions, clients, listeners, closing
 	sessions  map[string]*entry
 	clients   map[*client]struct{}
@@ -197,7 +201,7 @@ type entry struct {
 	willTimer    *time.Timer
 	disconnected time.Time
 	moving       bool        // handed to another node, kept until it releases it
-	moveTimer    *time.Timer // drops a moving session nobody released
+	moveTimer    *time.Timer // keeps a moving session nobody released here again (moveExpired)
 }
 
 // New creates a server and restores the retained messages and sessions in its store.
@@ -218,6 +222,8 @@ func New(opts Options) (*Server, error) {
 		kicked:    make(map[string]uint64),
 		done:      make(chan struct{}),
 		msgOrigin: newMessageOrigin(),
+
+		moveTimeout: moveTimeout,
 	}
 	if err := s.restore(); err != nil {
 		return nil, err
@@ -429,6 +435,7 @@ func (s *Server) Stats() StatsSnapshot {
 		ProtocolErrors:   s.stats.protocolErrors.Load(),
 		StoreErrors:      s.stats.storeErrors.Load(),
 		RetainedRefused:  s.stats.retainedUnreplicated.Load(),
+		MovesExpired:     s.stats.movesExpired.Load(),
 		Limits:           s.limits.snapshot(),
 	}
 }
@@ -450,6 +457,9 @@ type Stats struct {
 	// retainedUnreplicated counts retained publishes refused because the cluster
 	// could not replicate them (no raft majority).
 	retainedUnreplicated atomic.Uint64
+	// movesExpired counts sessions handed to another node that nobody released in
+	// time, kept on this node again (moveExpired).
+	movesExpired atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of the counters.
@@ -468,6 +478,7 @@ type StatsSnapshot struct {
 	BytesSent        uint64
 	MalformedPackets uint64
 	ProtocolErrors   uint64
+	MovesExpired     uint64 // sessions handed away, never released, kept here again
 	StoreErrors      uint64 // failed writes to the session and retained-message store
 	// RetainedRefused counts retained publishes refused because the cluster could not
 	// replicate them (no raft majority): neither stored nor delivered.

@@ -58,34 +58,32 @@ func TestMinorityIsolationQoS1(t *testing.T) {
 
 // TestMinorityPersistentSessions: QoS 1 subscribers with persistent sessions (a
 // session expiry) on the node that gets cut off, C: one connected the whole time, one
-// offline during the cut that comes back to C after the heal. Each gets every message
-// PUBACKed to the publisher on A.
-//
-// Not here: an offline one that comes back to another node after the heal. Twice in
-// the clean-clone CI runs that move lost messages (a takeover whose kick C answered
-// after the owner gave up, while it worked through the outbox replay; and, once, three
-// messages published during the move), so it is an open item of [partition]
-// (docs/clustering.md, known limits); test/cluster TestUnreachableSubscribersGetEverything
-// covers the move with a frozen node.
+// offline during the cut that comes back to C after the heal, one offline that comes
+// back to B after the heal (its session moves from C while C still works through the
+// outbox replay: a kick C answers too late refuses the connect and gives the session
+// back, and the client tries again). Each gets every message PUBACKed to the
+// publisher on A.
 //
 // The payloads are 128 bytes, not 1 kB: a session queued for while offline is saved
-// whole on every message (docs/clustering.md, known limits), so the offline session's
-// saves grow with the square of the queue; at 1 kB that alone is gigabytes of writes
-// for this test.
+// whole on every message (docs/clustering.md, known limits), so the two offline
+// sessions' saves grow with the square of the queue; at 1 kB that alone is gigabytes
+// of writes for this test.
 func TestMinorityPersistentSessions(t *testing.T) {
 	nw := newNetwork(t)
 	nodes := formCluster(t, nw)
-	a, c := nodes[0], nodes[2]
+	a, b, c := nodes[0], nodes[1], nodes[2]
 	const topic = "part/persistent"
 	online := subscriber(t, c, "p-online", topic, persistent(nil))
 	back := subscriber(t, c, "p-back", topic, persistent(nil))
+	moved := subscriber(t, c, "p-moved", topic, persistent(nil))
 	pub := connectV5(t, a, "pub", v5Options{cleanStart: true})
-	awaitRoute(t, pub, topic, online.rec, back.rec)
+	awaitRoute(t, pub, topic, online.rec, back.rec, moved.rec)
 
 	s := startStream(pub, topic, 128)
 	waitAcked(t, s, settle)
 	back.close()
-	waitAcked(t, s, s.acked.Load()+settle) // queued for the offline session before the cut
+	moved.close()
+	waitAcked(t, s, s.acked.Load()+settle) // queued for the offline sessions before the cut
 	cutAcked, cutAt := s.acked.Load(), time.Now()
 	nw.isolate(t, c.index)
 	eventually(t, detectTimeout, a.name()+" marks the cut-off "+c.name()+" unreachable",
@@ -96,17 +94,20 @@ func TestMinorityPersistentSessions(t *testing.T) {
 	eventually(t, clusterTimeout, a.name()+" reaches "+c.name()+" again", reachability(a, allReachable(nodes)))
 
 	// Right after the heal, C first works through what the outboxes held for it (each
-	// message rewrites the offline session whole: docs/clustering.md); a connect may
-	// time out meanwhile, and the client tries again, as real ones do.
+	// message rewrites the offline sessions whole: docs/clustering.md); a connect may
+	// be refused or time out meanwhile, and the client tries again, as real ones do.
 	back = reconnect(t, c, "p-back", persistent(back.rec))
-	if !back.connack.SessionPresent {
-		t.Errorf("%s reconnected to %s without its session", back.id, back.node)
+	moved = reconnect(t, b, "p-moved", persistent(moved.rec))
+	for _, sub := range []*v5Client{back, moved} {
+		if !sub.connack.SessionPresent {
+			t.Errorf("%s reconnected to %s without its session", sub.id, sub.node)
+		}
 	}
 	waitAcked(t, s, s.acked.Load()+settle)
 	total := s.stop(t)
 	t.Logf("%s; %d acknowledged during the %v cut", s.report(), healAcked-cutAcked, isolation)
 
-	for _, sub := range []*v5Client{online, back} {
+	for _, sub := range []*v5Client{online, back, moved} {
 		expectAll(t, sub, s, total)
 	}
 	outboxesDrained(t, nodes)

@@ -1,0 +1,7 @@
+package server
+
+import "time"
+
+// SetMoveTimeout shortens how long a session handed to another node waits for its
+// release. Call it before the server handles any session.
+func SetMoveTimeout(s *Server, d time.Duration) { s.moveTimeout = d }
