@@ -95,6 +95,7 @@ var (
 	outDropDesc   = prometheus.NewDesc("mqttd_cluster_outbox_dropped_total", "QoS 1 and 2 messages not kept for another node: its outbox was full, or its link closed for good (it left the cluster) with them in it.", nil, nil)
 	dupDesc       = prometheus.NewDesc("mqttd_cluster_forward_duplicates_total", "Forwarded messages received again after a reconnect (delivered before): acknowledged, not delivered twice.", nil, nil)
 	tlsFailDesc   = prometheus.NewDesc("mqttd_cluster_tls_failures_total", "Cluster connections refused in the TLS handshake.", nil, nil)
+	staleKDesc    = prometheus.NewDesc("mqttd_cluster_stale_kicks_pending", "Client IDs connected here while a member was out of reach, whose older connection or session there is kicked once it is back.", nil, nil)
 )
 
 // clusterCollector reports the cluster port's counters.
@@ -102,7 +103,7 @@ type clusterCollector struct{ node *cluster.Node }
 
 // Describe implements prometheus.Collector.
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, unreachDesc, hbDesc, outboxDesc, outDropDesc, dupDesc, tlsFailDesc} {
+	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, unreachDesc, hbDesc, outboxDesc, outDropDesc, dupDesc, tlsFailDesc, staleKDesc} {
 		ch <- d
 	}
 }
@@ -127,6 +128,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(outDropDesc, prometheus.CounterValue, float64(st.OutboxDropped))
 	ch <- prometheus.MustNewConstMetric(dupDesc, prometheus.CounterValue, float64(st.Duplicates))
 	ch <- prometheus.MustNewConstMetric(tlsFailDesc, prometheus.CounterValue, float64(st.TLSFailures))
+	ch <- prometheus.MustNewConstMetric(staleKDesc, prometheus.GaugeValue, float64(st.StaleKicks))
 }
 
 func b2f(b bool) float64 {

@@ -157,6 +157,13 @@ func (l *link) session() error {
 		return nil
 	}
 	l.r.log.Info("cluster link up", "peer", l.peer, "address", l.addr)
+	if up := l.r.onUp; up != nil {
+		l.r.wg.Add(1) // run holds one already: no race with the final Wait
+		go func() {
+			defer l.r.wg.Done()
+			up(l.peer)
+		}()
+	}
 	senderDone := make(chan struct{})
 	defer close(senderDone)
 	go l.sender(cd, kick, senderDone)

@@ -119,6 +119,7 @@ func (n *Node) wire() {
 	n.tr.onRaft, n.tr.onLink, n.tr.onQuery = n.mem.acceptRaft, n.routes.serveInbound, n.handleRequest
 	n.mem.setLinks, n.mem.request, n.mem.handle, n.mem.query = n.routes.setLinks, n.routes.request, n.handleRequest, n.tr.query
 	n.routes.srv, n.routes.dialer, n.routes.judge, n.routes.handle = n.srv, n.tr, n.mem, n.handleRequest
+	n.routes.onUp, n.routes.onGone = n.own.peerBack, n.own.stale.forget
 }
 
 // clusterPeers gives ownership and evacuation the members (membership) and their
@@ -155,7 +156,7 @@ type Stats struct {
 	ForwardedOut, ForwardedIn, ForwardFailures, TLSFailures uint64
 	HeartbeatTimeouts, OutboxDropped, Duplicates            uint64
 	Outboxed                                                int64
-	Members, Peers                                          int
+	Members, Peers, StaleKicks                              int
 	Stale, Leader                                           bool
 }
 
@@ -165,7 +166,7 @@ func (n *Node) Stats() Stats {
 	st := Stats{ForwardedOut: r.forwardedOut.Load(), ForwardedIn: r.forwardedIn.Load(),
 		ForwardFailures: r.forwardFailure.Load(), TLSFailures: n.tr.tlsFailures.Load(), Peers: len(n.Peers()),
 		HeartbeatTimeouts: r.heartbeatTimeouts.Load(), OutboxDropped: r.outboxDropped.Load(),
-		Duplicates: r.duplicates.Load(), Outboxed: r.outboxed.Load()}
+		Duplicates: r.duplicates.Load(), Outboxed: r.outboxed.Load(), StaleKicks: n.own.stale.size()}
 	st.Members, st.Stale, st.Leader = n.mem.stats()
 	return st
 }

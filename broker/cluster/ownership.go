@@ -29,8 +29,11 @@ type ownership struct {
 
 	// The owner's per-client-ID order of session moves (turns.go): held across a
 	// takeover's kicks and until the session is installed at its new node.
-	turns   *turns
-	done    <-chan struct{} // closed when the node stops
+	turns *turns
+	done  <-chan struct{} // closed when the node stops
+	// The client IDs connected here while members were out of reach, to kick there
+	// once they are back (stalekicks.go).
+	stale   staleKicks
 	epochMu lockorder.Mutex // guards epoch; a leaf
 	epoch   uint64
 }
@@ -41,6 +44,7 @@ type ownerServer interface {
 	Release(id string) []*session.Delivery
 	Unmove(snap session.Snapshot)
 	MergeMoved(id string, ds []*session.Delivery)
+	MergeStale(id string, ds []*session.Delivery) bool
 }
 
 // ownerPeers is what takeovers need of the cluster: the members, their links, and

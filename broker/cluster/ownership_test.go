@@ -393,7 +393,8 @@ func (s *fakeOwnerServer) Unmove(snap session.Snapshot) {
 	s.unmoved = append(s.unmoved, snap.ID)
 	s.mu.Unlock()
 }
-func (s *fakeOwnerServer) MergeMoved(string, []*session.Delivery) {}
+func (s *fakeOwnerServer) MergeMoved(string, []*session.Delivery)      {}
+func (s *fakeOwnerServer) MergeStale(string, []*session.Delivery) bool { return true }
 
 // TestMergeCopies: a takeover continues the most recently disconnected full copy; a
 // partial one (a copy still moving) is only added to it; every other copy's messages
@@ -453,5 +454,48 @@ func TestMergeCopies(t *testing.T) {
 				t.Fatalf("queue %v ids %v, want %v %v", p, ids, tc.want, tc.wantIDs)
 			}
 		})
+	}
+}
+
+// TestStaleKicks: what a node remembers to kick on a member once it is back: the
+// newest connect per client ID, bounded per member (the first refusal reported once),
+// taken once, put back when the member went away again unless a newer connect
+// replaced it, and forgotten when the member leaves.
+func TestStaleKicks(t *testing.T) {
+	var k staleKicks
+	if ok, _ := k.add("c", "id", staleKick{epoch: 5}); !ok {
+		t.Fatal("add refused")
+	}
+	k.add("c", "id", staleKick{epoch: 3}) // older: ignored
+	k.add("b", "id", staleKick{epoch: 4})
+	if got := k.take("c"); len(got) != 1 || got["id"].epoch != 5 {
+		t.Fatalf("take c: %+v, want id at its newest epoch 5", got)
+	}
+	if got := k.take("c"); len(got) != 0 {
+		t.Fatalf("taken twice: %+v", got)
+	}
+	k.add("b", "id", staleKick{epoch: 9})
+	k.keep("b", map[string]staleKick{"id": {epoch: 4}, "other": {epoch: 1}})
+	if got := k.take("b"); len(got) != 2 || got["id"].epoch != 9 || got["other"].epoch != 1 {
+		t.Fatalf("keep: %+v, want id at 9 (newer than what came back) and other", got)
+	}
+	for i := range staleKicksMax {
+		k.add("c", fmt.Sprint(i), staleKick{epoch: 1})
+	}
+	if ok, first := k.add("c", "one-too-many", staleKick{epoch: 1}); ok || !first {
+		t.Fatalf("past the bound: ok %v first %v, want refused and reported", ok, first)
+	}
+	if ok, first := k.add("c", "two-too-many", staleKick{epoch: 1}); ok || first {
+		t.Fatalf("past the bound again: ok %v first %v, want refused, not reported again", ok, first)
+	}
+	if ok, _ := k.add("c", "0", staleKick{epoch: 2}); !ok {
+		t.Fatal("a newer connect of a remembered ID was refused at the bound")
+	}
+	if k.size() != staleKicksMax {
+		t.Fatalf("size %d, want %d", k.size(), staleKicksMax)
+	}
+	k.forget("c")
+	if k.size() != 0 {
+		t.Fatalf("size %d after the member left", k.size())
 	}
 }

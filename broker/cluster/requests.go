@@ -37,7 +37,11 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		n.own.turns.release(req.ClientID, req.Turn)
 		return &response{}
 	case opKick:
-		snap, err := n.srv.Kick(req.ClientID, req.Epoch, !req.Clean, req.claim())
+		kick := n.srv.Kick
+		if req.Stale {
+			kick = n.srv.KickStale
+		}
+		snap, err := kick(req.ClientID, req.Epoch, !req.Clean, req.claim())
 		if err != nil {
 			return errResponse(ownedError(err))
 		}

@@ -28,6 +28,9 @@ type routing struct {
 	dialer linkDialer
 	judge  linkJudge
 	handle func(peer string, req *request) *response // answers a peer's request
+	// onUp runs (on its own goroutine) each time a link to a peer comes up; onGone
+	// when a peer leaves the configuration. Either may be nil.
+	onUp, onGone func(peer string)
 
 	done <-chan struct{}
 	wg   *sync.WaitGroup
@@ -130,6 +133,9 @@ func (r *routing) setLinks(servers []raft.Server) {
 	for _, l := range stop {
 		l.close()
 		r.srv.DropRemoteRoutes(l.peer)
+		if _, again := start[l.peer]; !again && r.onGone != nil {
+			r.onGone(l.peer)
+		}
 	}
 }
 

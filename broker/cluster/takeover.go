@@ -56,6 +56,7 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		source, epoch, turn = resp.Node, resp.Epoch, resp.Turn
 		also = resp.Also
 	}
+	o.noteUnreachable(id, epoch, clean, claim)
 	ho := server.Handover{Session: snap, Epoch: epoch}
 	if snap != nil {
 		ho.Finish = func() []*session.Delivery { return o.settle(id, source, also...) }

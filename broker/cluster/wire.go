@@ -110,6 +110,10 @@ type request struct {
 	// takeover: the requester gives the turn back (turndone) once the session is in
 	// place; older requesters do not, so the owner ends their turn when it answers.
 	Turns bool
+	// kick: only a connection older than Epoch goes (a connect ordered while the
+	// receiver was out of reach, sent once it is back; absent from older nodes: a
+	// plain kick).
+	Stale bool
 	// join: the joiner's store is empty, so it comes in as a non-voter and asks to be
 	// promoted once caught up (absent from older nodes: a voter at once).
 	NonVoter bool

@@ -188,6 +188,17 @@ func (s *Server) ReplaceRetained(msgs []*session.Message) {
 // A session that claim may not take (it belongs to another user) is left alone and
 // ErrClientIDOwned returned.
 func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session.Snapshot, error) {
+	return s.kick(id, epoch, want, claim, false)
+}
+
+// KickStale is Kick for a connect the cluster ordered while this node was out of reach
+// (sent once it is back): a connection attached here with a later epoch is newer and
+// stays; an older one, or a session without a connection, goes as with Kick.
+func (s *Server) KickStale(id string, epoch uint64, want bool, claim Claim) (*session.Snapshot, error) {
+	return s.kick(id, epoch, want, claim, true)
+}
+
+func (s *Server) kick(id string, epoch uint64, want bool, claim Claim, stale bool) (*session.Snapshot, error) {
 	var wills []*session.Message
 	defer func() { s.publishWills(wills) }()
 	var routes uint64
@@ -198,6 +209,12 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 	if e != nil && !claim.Allows(e.sess.Owner()) { // a moving session still knows its owner
 		s.log.Info("takeover from another node refused: the client ID's session belongs to another user", "client", id, "claimedBy", claim.Owner)
 		return nil, ErrClientIDOwned
+	}
+	if stale && e != nil && e.client != nil && e.client.epoch > epoch {
+		return nil, nil // connected here after the connect that kicks: this one is newer
+	}
+	if stale && e != nil && e.client != nil {
+		s.log.Info("closing a connection that a newer connect elsewhere replaced while this node was out of reach", "client", id, "remote", e.client.addr)
 	}
 	if epoch > s.kicked[id] {
 		s.kicked[id] = epoch
@@ -338,6 +355,20 @@ func (s *Server) MergeMoved(id string, ds []*session.Delivery) {
 	if added > 0 && e.client == nil && e.expiry != 0 && !e.moving {
 		s.saveSession(e) // offline: stored before the move is reported done
 	}
+}
+
+// MergeStale adds to client id's session here what a copy of it on a node that was
+// out of reach held (KickStale there handed it over), each message once. It reports
+// false, doing nothing, when there is no such session here (to take the copy in).
+func (s *Server) MergeStale(id string, ds []*session.Delivery) bool {
+	s.mu.RLock()
+	e := s.sessions[id]
+	ok := e != nil && !e.moving
+	s.mu.RUnlock()
+	if ok {
+		s.MergeMoved(id, ds)
+	}
+	return ok
 }
 
 // installSession makes a session handed over by another node this node's. Its

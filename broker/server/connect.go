@@ -325,6 +325,7 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 	}
 	e.client = c
 	c.entry = e
+	c.epoch = epoch
 	c.sess = e.sess
 	c.gen = e.sess.Attach(c.notify, c.window)
 	return present, packet.Success, ""

@@ -307,6 +307,37 @@ func TestMoveNeverReleasedKeepsSession(t *testing.T) {
 	}
 }
 
+// TestKickStale: a stale kick (a connect ordered while this node was out of reach,
+// sent once it is back) leaves a connection made here after that connect, and closes
+// an older one with 0x8E, handing a persistent session over.
+func TestKickStale(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	t.Cleanup(f.release)
+	expiry := &packet.Properties{SessionExpiry: 300}
+	expiry.Set(packet.PropSessionExpiry)
+	f.mu.Lock()
+	f.handover = server.Handover{Epoch: 500} // the cluster ordered this connect at 500
+	f.mu.Unlock()
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := rc.connect("roamer", true, 0, expiry); ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+	}
+	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "st/t", QoS: 1})
+
+	if snap, err := b.KickStale("roamer", 400, true, server.Claim{}); err != nil || snap != nil {
+		t.Fatalf("stale kick older than the connection: %+v %v, want nothing done", snap, err)
+	}
+	rc.send(&packet.Packet{Type: packet.Pingreq})
+	rc.expect(packet.Pingresp) // still connected
+	snap, err := b.KickStale("roamer", 600, true, server.Claim{})
+	if err != nil || snap == nil || len(snap.Subscriptions) != 1 {
+		t.Fatalf("stale kick newer than the connection: %+v %v, want the session handed over", snap, err)
+	}
+	expectServerDisconnect(t, rc, packet.SessionTakenOver, waitFor)
+}
+
 // TestRetainedRefusedWithoutMajority: a retained publish the cluster cannot replicate
 // (no raft majority) is refused and nothing of it happens: MQTT 5 gets PUBACK/PUBREC
 // 0x80 with a reason, a 3.1.1 connection closes without an ack (so the client sends it

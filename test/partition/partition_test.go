@@ -178,9 +178,11 @@ func retainedVia(c *v5Client, want int) (map[string]string, error) {
 }
 
 // TestSameClientIDBothSides: while C is cut off, client ID "dup" connects on A (the
-// majority) and then on C. After the heal, within 30 s, exactly one connection with
-// that ID remains, and it is the one on A: the majority's owner ordered its connect,
-// and the minority could not reach the cluster's owner to order its own.
+// majority) and then on C; client ID "stale", connected on C (a persistent session)
+// before the cut, connects on A during it. After the heal, within 30 s, exactly one
+// connection with each ID remains, and it is the one on A: the majority's owner
+// ordered its connect, the minority could not reach the cluster's owner to order its
+// own, and A kicks on C the older "stale" once C is back (a stale kick).
 //
 // During the cut, connects of brand-new client IDs on A get their CONNACK within
 // 10 s, also before the cut is noticed (when A may still pick C as an ID's owner).
@@ -189,6 +191,7 @@ func TestSameClientIDBothSides(t *testing.T) {
 	nw := newNetwork(t)
 	nodes := formCluster(t, nw)
 	a, c := nodes[0], nodes[2]
+	staleC := connectV5(t, c, "stale", persistent(nil))
 
 	nw.isolate(t, c.index)
 	cutAt := time.Now()
@@ -233,46 +236,54 @@ func TestSameClientIDBothSides(t *testing.T) {
 		t.Cleanup(dupC.close)
 		t.Logf("dup connected on %s and on the cut-off %s", a.name(), c.name())
 	}
-	if !dupA.alive() {
-		t.Fatalf("the connect of dup on %s was closed during the cut (%s)", a.name(), disconnectReason(dupA))
+	staleA := connectV5(t, a, "stale", persistent(nil))
+	for _, cl := range []*v5Client{dupA, staleA} {
+		if !cl.alive() {
+			t.Fatalf("the connect of %s on %s was closed during the cut (%s)", cl.id, a.name(), disconnectReason(cl))
+		}
+	}
+	if !staleC.alive() {
+		t.Fatalf("stale's connection on the cut-off %s closed during the cut (%s): nothing tells it", c.name(), disconnectReason(staleC))
 	}
 
 	nw.healAll(t)
 	healedAt := time.Now()
-	clients := []*v5Client{dupA}
+	byID := map[string][]*v5Client{"dup": {dupA}, "stale": {staleA, staleC}}
 	if dupC != nil {
-		clients = append(clients, dupC)
+		byID["dup"] = append(byID["dup"], dupC)
+	}
+	alive := func(id string) []*v5Client {
+		return slices.DeleteFunc(slices.Clone(byID[id]), func(cl *v5Client) bool { return !cl.alive() })
 	}
 	state := func() string {
 		var parts []string
-		for _, cl := range clients {
-			parts = append(parts, fmt.Sprintf("%s: connected=%v %s", cl.node, cl.alive(), disconnectReason(cl)))
+		for _, id := range []string{"dup", "stale"} {
+			for _, cl := range byID[id] {
+				parts = append(parts, fmt.Sprintf("%s on %s: connected=%v %s", id, cl.node, cl.alive(), disconnectReason(cl)))
+			}
 		}
 		return strings.Join(parts, "; ")
 	}
 	deadline := time.Now().Add(clusterTimeout)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	for {
-		alive := slices.DeleteFunc(slices.Clone(clients), func(cl *v5Client) bool { return !cl.alive() })
-		if len(alive) == 1 || time.Now().After(deadline) {
-			break
-		}
+	for (len(alive("dup")) != 1 || len(alive("stale")) != 1) && time.Now().Before(deadline) {
 		<-tick.C
 	}
 	t.Logf("%v after the heal: %s", time.Since(healedAt).Round(time.Millisecond), state())
-	alive := slices.DeleteFunc(slices.Clone(clients), func(cl *v5Client) bool { return !cl.alive() })
-	switch {
-	case len(alive) != 1:
-		t.Fatalf("%d connections with client ID dup remain %v after the heal, want 1: %s",
-			len(alive), clusterTimeout, state())
-	case alive[0] != dupA:
-		t.Errorf("the connection of dup that remains is the one on %s, want the majority's on %s: %s",
-			alive[0].node, a.name(), state())
+	for _, id := range []string{"dup", "stale"} {
+		switch left := alive(id); {
+		case len(left) != 1:
+			t.Errorf("%d connections with client ID %s remain %v after the heal, want 1: %s",
+				len(left), id, clusterTimeout, state())
+		case left[0].node != a.name():
+			t.Errorf("the connection of %s that remains is the one on %s, want the majority's on %s: %s",
+				id, left[0].node, a.name(), state())
+		}
 	}
-	// The broker agrees: the nodes count one connection of dup.
-	eventually(t, mqttTimeout, "the nodes count one connection (dup)", func() error {
-		if n, detail := connectionsOn(nodes); n != 1 {
+	// The broker agrees: the nodes count one connection of each.
+	eventually(t, mqttTimeout, "the nodes count one connection per client ID (dup, stale)", func() error {
+		if n, detail := connectionsOn(nodes); n != 2 {
 			return fmt.Errorf("%d connections: %s", n, detail)
 		}
 		return nil

@@ -1,0 +1,179 @@
+package cluster
+
+import (
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+)
+
+// A connect runs while some members are out of reach (cut off, frozen, restarting):
+// their copy of the client ID's session, and a connection there made before the cut,
+// are not kicked then. The connecting node remembers the ID for each such member and
+// kicks it there once the member's link is back (a stale kick: only a connection older
+// than the connect goes; a persistent copy is handed over and merged into the session
+// here), so after a heal one connection per client ID remains: the newest.
+
+// staleKick is a connect whose kick a member did not get.
+type staleKick struct {
+	epoch uint64
+	clean bool
+	claim server.Claim
+}
+
+// staleKicksMax bounds the client IDs remembered per member; past it the newest
+// connects are not remembered (logged once per episode).
+const staleKicksMax = 100_000
+
+// staleKicks are the stale kicks still to send, per member.
+type staleKicks struct {
+	mu      lockorder.Mutex // a leaf
+	pending map[string]map[string]staleKick
+	full    map[string]bool // a member's set was full since it was last taken
+}
+
+// add remembers id's connect for peer, replacing an older one. It reports false when
+// the peer's set is full (true once per episode in first).
+func (k *staleKicks) add(peer, id string, sk staleKick) (ok, first bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.pending == nil {
+		k.pending, k.full = map[string]map[string]staleKick{}, map[string]bool{}
+	}
+	m := k.pending[peer]
+	if m == nil {
+		m = map[string]staleKick{}
+		k.pending[peer] = m
+	}
+	if old, ok := m[id]; ok || len(m) < staleKicksMax {
+		if sk.epoch > old.epoch {
+			m[id] = sk
+		}
+		return true, false
+	}
+	first = !k.full[peer]
+	k.full[peer] = true
+	return false, first
+}
+
+// take returns and forgets peer's stale kicks.
+func (k *staleKicks) take(peer string) map[string]staleKick {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	m := k.pending[peer]
+	delete(k.pending, peer)
+	delete(k.full, peer)
+	return m
+}
+
+// keep puts back stale kicks that could not be sent (the link went down again),
+// unless a newer connect of the ID replaced them meanwhile.
+func (k *staleKicks) keep(peer string, m map[string]staleKick) {
+	for id, sk := range m {
+		k.add(peer, id, sk)
+	}
+}
+
+// forget drops what waits for peer: it left the cluster, its sessions with it.
+func (k *staleKicks) forget(peer string) { k.take(peer) }
+
+// size returns how many stale kicks wait, over all members.
+func (k *staleKicks) size() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, m := range k.pending {
+		n += len(m)
+	}
+	return n
+}
+
+// noteUnreachable remembers a connect of id ordered with epoch for every member this
+// node cannot reach now.
+func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim server.Claim) {
+	for _, name := range o.peers.memberNames() {
+		if name == o.self || o.peers.peerUp(name) {
+			continue
+		}
+		if ok, first := o.stale.add(name, id, staleKick{epoch: epoch, clean: clean, claim: claim}); !ok && first {
+			o.log.Error("too many connects while a member is out of reach: the newest are not kicked there when it is back",
+				"peer", name, "limit", staleKicksMax)
+		}
+	}
+}
+
+// peerBack sends the stale kicks waiting for peer, whose link is up again.
+func (o *ownership) peerBack(peer string) {
+	pending := o.stale.take(peer)
+	if len(pending) == 0 {
+		return
+	}
+	o.log.Info("a member is back: kicking there the client IDs connected here while it was out of reach", "peer", peer, "clients", len(pending))
+	again := map[string]staleKick{}
+	for id, sk := range pending {
+		select {
+		case <-o.done:
+			return
+		default:
+		}
+		if !o.peers.peerUp(peer) {
+			again[id] = sk
+			continue
+		}
+		if !o.staleKick(peer, id, sk) {
+			again[id] = sk
+		}
+	}
+	if len(again) > 0 {
+		o.log.Info("a member went out of reach again before every stale kick reached it; they wait for its next link", "peer", peer, "clients", len(again))
+		o.stale.keep(peer, again)
+	}
+}
+
+// staleKick kicks id's older connection and session on peer. It reports false when
+// peer could not be reached (to try at its next link).
+func (o *ownership) staleKick(peer, id string, sk staleKick) bool {
+	if !sk.clean {
+		// A persistent copy may come here: the ID's move order holds (turns.go).
+		if release := o.takeTurn(id); release != nil {
+			defer release()
+		}
+	}
+	req := &request{Op: opKick, ClientID: id, Epoch: sk.epoch, Clean: sk.clean, Owner: sk.claim.Owner, CheckOwner: sk.claim.Check, Stale: true}
+	resp, err := o.peers.requestLate(peer, req, kickWait, func(resp *response) { o.staleCopy(peer, id, resp) })
+	if err == nil {
+		err = resp.err()
+	}
+	switch {
+	case CodeOf(err) == apiv1.CodeClientIDOwned:
+		return true // another user's session there: it stays
+	case err != nil && !o.peers.peerUp(peer):
+		return false
+	case err != nil:
+		o.log.Warn("a stale kick failed", "client", id, "peer", peer, "error", err)
+		return true
+	}
+	o.staleCopy(peer, id, resp)
+	return true
+}
+
+// staleCopy takes in the persistent copy of id that a stale kick made peer hand over:
+// merged into the session here (each message once) and released there, or, with no
+// session here any more, given back to peer.
+func (o *ownership) staleCopy(peer, id string, resp *response) {
+	if resp.err() != nil {
+		return
+	}
+	snap, err := decodeSnap(resp.Data)
+	if err != nil {
+		o.log.Error("undecodable session in a stale kick's answer", "client", id, "peer", peer, "error", err)
+		return
+	}
+	if snap == nil {
+		return
+	}
+	if !o.srv.MergeStale(id, snap.Queue) {
+		o.giveBack(snap, peer)
+		return
+	}
+	o.srv.MergeStale(id, o.release(id, peer))
+}
