@@ -216,7 +216,16 @@ func (l *link) readLoop(cd *codec, hb *heartbeat) error {
 				fc := f
 				ch <- &fc
 			case late != nil && f.Resp != nil:
-				go late(f.Resp)
+				select {
+				case <-l.r.done: // the node stops: nothing is undone any more
+				default:
+					resp := f.Resp // f is read into again
+					l.r.wg.Add(1)  // run holds one already: no race with the final Wait
+					go func() {
+						defer l.r.wg.Done()
+						late(resp)
+					}()
+				}
 			}
 		}
 	}
@@ -250,20 +259,21 @@ func (l *link) send(f *frame, wantReply bool) (chan *frame, error) {
 // connection is handed to it.
 func (l *link) giveUp(seq uint64, ch chan *frame, late func(*response)) *response {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, waiting := l.pending[seq]; waiting {
+	_, waiting := l.pending[seq]
+	if waiting {
 		delete(l.pending, seq)
 		if late != nil {
 			l.late[seq] = late
 		}
+	}
+	l.mu.Unlock()
+	if waiting {
 		return nil
 	}
-	select { // answered (or the link went down) after the timeout fired
-	case f, ok := <-ch:
-		if ok && f.Resp != nil {
-			return f.Resp
-		}
-	default:
+	// Taken out of pending by the read loop, which sends the answer right after, or
+	// by the connection's end, which closes ch: either comes at once.
+	if f, ok := <-ch; ok && f.Resp != nil {
+		return f.Resp
 	}
 	return nil
 }

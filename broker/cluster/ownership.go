@@ -194,7 +194,7 @@ func (o *ownership) release(id, node string) []*session.Delivery {
 		extra, err = decodeSnap(resp.Data)
 	}
 	if err != nil {
-		o.log.Warn("releasing a moved session failed; its old node drops it after a timeout", "client", id, "node", node, "error", err)
+		o.log.Warn("releasing a moved session failed; its old node keeps its copy after the move timeout (two copies until the next takeover merges them)", "client", id, "node", node, "error", err)
 		return nil
 	}
 	if extra == nil {
@@ -204,8 +204,8 @@ func (o *ownership) release(id, node string) []*session.Delivery {
 }
 
 // giveBack returns a session that a failed takeover moved out of node source. A
-// request that fails is tried twice more: the source drops a moved session nobody
-// releases after a timeout.
+// request that fails is tried twice more; past that the source keeps its copy again
+// after the move timeout all the same.
 func (o *ownership) giveBack(snap *session.Snapshot, source string) {
 	if source == o.self {
 		o.srv.Unmove(*snap)
@@ -222,7 +222,7 @@ func (o *ownership) giveBack(snap *session.Snapshot, source string) {
 		o.log.Warn("giving a session back after a refused takeover failed", "client", snap.ID, "node", source, "attempt", attempt+1, "error", err)
 		err = nil
 	}
-	o.log.Error("a session could not be given back after a refused takeover; its node drops it after a timeout", "client", snap.ID, "node", source, "error", err)
+	o.log.Error("a session could not be given back after a refused takeover; its node keeps it again after the move timeout", "client", snap.ID, "node", source, "error", err)
 }
 
 func decodeSnap(b []byte) (*session.Snapshot, error) {

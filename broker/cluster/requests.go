@@ -43,7 +43,7 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		}
 		snap, err := kick(req.ClientID, req.Epoch, !req.Clean, req.claim())
 		if err != nil {
-			return errResponse(ownedError(err))
+			return errResponse(kickError(err))
 		}
 		return sessionResponse(&response{}, snap)
 	case opRelease:

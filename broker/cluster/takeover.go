@@ -122,7 +122,7 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 	if requester != o.self {
 		s, err := o.srv.Kick(id, epoch, !clean, claim)
 		if err != nil {
-			fail(ownedError(err))
+			fail(kickError(err))
 		}
 		keep(s, o.self)
 	}
@@ -142,7 +142,12 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 			case CodeOf(err) == apiv1.CodeClientIDOwned:
 				fail(err)
 				return
-			case err != nil && o.peers.peerUp(p):
+			case CodeOf(err) == apiv1.CodeSessionMoving:
+				// Its copy is still moving from an earlier takeover whose answer was
+				// late or lost: that move ends first.
+				fail(err)
+				return
+			case CodeOf(err) == apiv1.CodeUnreachable && o.peers.peerUp(p):
 				// Reachable but slow (a backlog after a heal): its copy may be on its
 				// way. Nothing goes ahead without it; a late answer gives it back.
 				o.log.Warn("takeover refused: a reachable node did not answer its kick", "client", id, "peer", p, "error", err)
@@ -289,10 +294,14 @@ func takeoverErr(err error) error {
 	return err
 }
 
-// ownedError turns the server's ErrClientIDOwned into the stable code peers match.
-func ownedError(err error) error {
-	if errors.Is(err, server.ErrClientIDOwned) {
+// kickError turns the server's ErrClientIDOwned and ErrSessionMoving into the stable
+// codes peers match.
+func kickError(err error) error {
+	switch {
+	case errors.Is(err, server.ErrClientIDOwned):
 		return errorf(apiv1.CodeClientIDOwned, "%v", err)
+	case errors.Is(err, server.ErrSessionMoving):
+		return errorf(apiv1.CodeSessionMoving, "%v", err)
 	}
 	return err
 }

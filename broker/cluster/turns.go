@@ -9,8 +9,8 @@ import (
 
 // turnTTL bounds how long one move of a client ID's session may hold the ID's turn:
 // a holder that died mid-move keeps the next move of that ID waiting at most this
-// long. It equals the old copy's own limit (server.moveTimeout): past it, nothing of
-// the move is left to protect.
+// long. A move still unfinished past it is protected all the same: a node whose copy
+// is still moving refuses further kicks until that move ends (server.Kick).
 const turnTTL = 30 * time.Second
 
 // turnWait bounds how long a move waits for the ID's turn before it gives up (a

@@ -210,6 +210,13 @@ func (s *Server) kick(id string, epoch uint64, want bool, claim Claim, stale boo
 		s.log.Info("takeover from another node refused: the client ID's session belongs to another user", "client", id, "claimedBy", claim.Owner)
 		return nil, ErrClientIDOwned
 	}
+	if e != nil && e.moving {
+		// Handed over already and never released: that move has not ended (its answer
+		// is late or was lost; it ends with Unmove, Release or the move timeout). No
+		// second move of it starts meanwhile, or its state would be in two places.
+		s.log.Info("takeover from another node refused: the session is still moving", "client", id)
+		return nil, ErrSessionMoving
+	}
 	if stale && e != nil && e.client != nil && e.client.epoch > epoch {
 		return nil, nil // connected here after the connect that kicks: this one is newer
 	}
@@ -248,20 +255,14 @@ func (s *Server) kick(id string, epoch uint64, want bool, claim Claim, stale boo
 	snap := e.sess.Handover()
 	snap.Expiry = expiry
 	snap.Disconnected = disconnected
-	if e.moving {
-		// Handed over already: this copy holds only what arrived since, and its new
-		// node holds the rest. It is merged into the full copy, never preferred to it.
-		snap.Partial = true
-		s.log.Warn("a session still moving was taken over again", "client", id)
-	} else {
-		e.moving = true
-		if err := s.opts.Store.DeleteSession(id); err != nil { // the state is the new node's now
-			s.stats.storeErrors.Add(1)
-			s.log.Error("deleting session failed", "client", id, "error", err)
-		}
-		handed := snap
-		e.moveTimer = time.AfterFunc(s.moveTimeout, func() { s.moveExpired(id, e, handed) })
+	e.moving = true
+	if err := s.opts.Store.DeleteSession(id); err != nil { // the state is the new node's now
+		s.stats.storeErrors.Add(1)
+		s.log.Error("deleting session failed", "client", id, "error", err)
 	}
+	e.moveGen++
+	handed, gen := snap, e.moveGen
+	e.moveTimer = time.AfterFunc(s.moveTimeout, func() { s.moveExpired(id, e, gen, handed) })
 	return &snap, nil
 }
 
@@ -271,18 +272,20 @@ func (s *Server) kick(id string, epoch uint64, want bool, claim Claim, stale boo
 // ack timeout.
 const movedDedupWindow = 15 * time.Second
 
-// moveTimeout bounds how long a moving session waits for its new node's release.
-const moveTimeout = 30 * time.Second
+// moveTimeout bounds how long a moving session waits for its new node's release: well
+// past the slowest move that still ends well (a kick answered within 8 s, the
+// requester's wait of 15 s, a route barrier and a release of up to 15 s each).
+const moveTimeout = 60 * time.Second
 
 // moveExpired ends a move nobody released in time: the answer carrying the session
 // was lost (its link broke, or it came after the takeover gave up and the way back
 // failed too). The session stays here, as handed over plus what arrived since: a
 // copy that did reach a new node all the same (its release failed) makes the two
 // copies deliver some messages twice, which is better than losing them all.
-func (s *Server) moveExpired(id string, e *entry, handed session.Snapshot) {
+func (s *Server) moveExpired(id string, e *entry, gen uint64, handed session.Snapshot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sessions[id] != e || !e.moving {
+	if s.sessions[id] != e || !e.moving || e.moveGen != gen || s.closing {
 		return
 	}
 	s.stats.movesExpired.Add(1)
@@ -369,6 +372,22 @@ func (s *Server) MergeStale(id string, ds []*session.Delivery) bool {
 		s.MergeMoved(id, ds)
 	}
 	return ok
+}
+
+// mergeCopy queues what another copy of a session held after sess's own (as a
+// takeover merges copies): its inflight deliveries as new ones, except QoS 2 ones the
+// client already received, each message once.
+func mergeCopy(sess *session.Session, other *session.Snapshot) {
+	ds := make([]*session.Delivery, 0, len(other.Queue))
+	for _, d := range other.Queue {
+		if d.Released {
+			continue
+		}
+		q := *d
+		q.PacketID, q.Dup = 0, false
+		ds = append(ds, &q)
+	}
+	sess.MergeMoved(ds, movedDedupWindow)
 }
 
 // installSession makes a session handed over by another node this node's. Its

@@ -244,6 +244,15 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		return false, code, why
 	}
 	e := s.sessions[c.id]
+	if e != nil && e.moving && moved == nil && !clean {
+		// Handed to another node by a move whose answer was late or lost, and no node
+		// had it for this connect: it comes back here (Unmove, or the move timeout)
+		// before the client may continue it.
+		refused = true
+		s.stats.clusterErrors.Add(1)
+		s.log.Info("connect refused: the client ID's session is still moving between nodes", "client", c.id, "remote", c.addr)
+		return false, packet.ServerBusy, "this client ID's session is moving between nodes; try again"
+	}
 	var kept []topic.Subscription // the moving copy's subscriptions left in the trie
 	if e != nil && e.moving {     // handed away meanwhile: the cluster's copy wins
 		stopTimer(e.moveTimer)
@@ -264,6 +273,13 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 			routes = max(routes, s.removeSub(c.id, sub.ShareGroup, sub.Filter))
 		}
 		e = nil
+	}
+	if e != nil && moved != nil && !clean {
+		// Two copies (a node was out of reach, or an answer lost): this node's
+		// continues and the other's messages are queued after it, each once; what its
+		// old node queued meanwhile follows (Finish).
+		mergeCopy(e.sess, moved)
+		installed = true
 	}
 	if e == nil && moved != nil && !clean {
 		var r uint64

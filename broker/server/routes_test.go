@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -336,6 +337,100 @@ func TestKickStale(t *testing.T) {
 		t.Fatalf("stale kick newer than the connection: %+v %v, want the session handed over", snap, err)
 	}
 	expectServerDisconnect(t, rc, packet.SessionTakenOver, waitFor)
+}
+
+// TestMovingSessionNotMovedTwice: a session handed to another node whose move has not
+// ended (its answer late or lost) refuses a second kick, and a connect on its own node
+// that no other node brought a copy to is refused (0x89) rather than starting without
+// it; once the copy is back (Unmove) the client continues it with what it held.
+// Before, the second kick handed over only what arrived since the first (a partial
+// copy), and a release then dropped the state the first move carried.
+func TestMovingSessionNotMovedTwice(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	t.Cleanup(f.release)
+	expiry := &packet.Properties{SessionExpiry: 300}
+	expiry.Set(packet.PropSessionExpiry)
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := rc.connect("twice", true, 0, expiry); ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+	}
+	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "tw/t", QoS: 1})
+	rc.send(&packet.Packet{Type: packet.Disconnect})
+	eventually(t, waitFor, "the session is offline", func() bool { return b.Stats().ClientsConnected == 0 })
+	pub, _ := connectRaw(t, b, "tw-pub", 0, nil)
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "tw/t", QoS: 1, PacketID: 1, Payload: []byte("held")})
+	pub.expect(packet.Puback)
+
+	snap, err := b.Kick("twice", 1, true, server.Claim{})
+	if err != nil || snap == nil {
+		t.Fatalf("first kick: %v %v", snap, err)
+	}
+	if again, err := b.Kick("twice", 2, true, server.Claim{}); !errors.Is(err, server.ErrSessionMoving) || again != nil {
+		t.Fatalf("second kick of a moving session: %+v %v, want ErrSessionMoving", again, err)
+	}
+	busy := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := busy.connect("twice", false, 0, expiry); ack.ReasonCode != packet.ServerBusy {
+		t.Fatalf("connect while the session's copy is away: CONNACK 0x%02X, want 0x89", byte(ack.ReasonCode))
+	}
+	b.Unmove(*snap) // the late answer gives it back
+	back := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := back.connect("twice", false, 0, expiry); ack.ReasonCode != packet.Success || !ack.SessionPresent {
+		t.Fatalf("after the copy is back: CONNACK 0x%02X, session present %v", byte(ack.ReasonCode), ack.SessionPresent)
+	}
+	if p := back.expect(packet.Publish); string(p.Payload) != "held" {
+		t.Fatalf("got %q, want the message the session held", p.Payload)
+	}
+}
+
+// TestLocalCopyTakesInOtherCopy: a connect on a node that holds a copy of the session
+// while another node's copy comes with the takeover (two copies: a node was out of
+// reach) continues the local copy and queues what the other held, each message once.
+// Before, the other copy was ignored and its messages lost.
+func TestLocalCopyTakesInOtherCopy(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t, server.Options{})
+	f := newFakeCluster(b)
+	t.Cleanup(f.release)
+	expiry := &packet.Properties{SessionExpiry: 300}
+	expiry.Set(packet.PropSessionExpiry)
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := rc.connect("two-copies", true, 0, expiry); ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+	}
+	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "tc/t", QoS: 1})
+	rc.send(&packet.Packet{Type: packet.Disconnect})
+	eventually(t, waitFor, "the session is offline", func() bool { return b.Stats().ClientsConnected == 0 })
+	pub, _ := connectRaw(t, b, "tc-pub", 0, nil)
+	pub.send(&packet.Packet{Type: packet.Publish, Topic: "tc/t", QoS: 1, PacketID: 1, Payload: []byte("local")})
+	pub.expect(packet.Puback)
+
+	remote := func(payload string, seq uint64) *session.Delivery {
+		return &session.Delivery{QoS: 1, Msg: &session.Message{Topic: "tc/t", QoS: 1, Payload: []byte(payload),
+			ID: session.MessageID{Origin: 77, Seq: seq}}}
+	}
+	f.mu.Lock()
+	f.handover = server.Handover{Epoch: 9, Session: &session.Snapshot{ID: "two-copies", Expiry: 300,
+		Queue: []*session.Delivery{remote("other-1", 1), remote("other-2", 2), remote("other-1", 1)}}}
+	f.mu.Unlock()
+	again := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := again.connect("two-copies", false, 0, expiry); ack.ReasonCode != packet.Success || !ack.SessionPresent {
+		t.Fatalf("CONNACK 0x%02X, session present %v", byte(ack.ReasonCode), ack.SessionPresent)
+	}
+	var got []string
+	for range 3 {
+		p := again.expect(packet.Publish)
+		got = append(got, string(p.Payload))
+		again.send(&packet.Packet{Type: packet.Puback, PacketID: p.PacketID})
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"local", "other-1", "other-2"}) {
+		t.Fatalf("delivered %v, want the local copy's message and each of the other copy's once", got)
+	}
+	if p, err := again.tryRead(300 * time.Millisecond); err == nil {
+		t.Fatalf("one more delivery: %q (a duplicate)", p.Payload)
+	}
 }
 
 // TestRetainedRefusedWithoutMajority: a retained publish the cluster cannot replicate

@@ -202,6 +202,7 @@ type entry struct {
 	disconnected time.Time
 	moving       bool        // handed to another node, kept until it releases it
 	moveTimer    *time.Timer // keeps a moving session nobody released here again (moveExpired)
+	moveGen      uint64      // counts the session's moves: a timer of an earlier one does nothing
 }
 
 // New creates a server and restores the retained messages and sessions in its store.
