@@ -109,6 +109,8 @@ func memberStatuses(lc *lifecycle) []v1alpha1.MemberStatus {
 			m.StoreState = b.node.StoreState
 			m.Version = b.node.Version
 			m.Connections = b.node.Connections
+			m.Reason = b.node.NotReadyReason
+			m.Unreachable = b.node.Unreachable
 		}
 		out = append(out, m)
 	}

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/brokerclient"
 	res "github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
@@ -276,5 +278,37 @@ func TestOutdatedPodsCountsStaleTokens(t *testing.T) {
 	lc := &lifecycle{observation: &observation{pods: []*brokerPod{bp(0), bp(1, func(b *brokerPod) { b.staleToken = true }), bp(2)}}, gathered: true}
 	if n := outdatedPods(sts, lc); n != 1 {
 		t.Fatalf("outdatedPods = %d, want 1", n)
+	}
+}
+
+// TestMemberStatusesShowPartition: status.members carries what each broker reports of
+// a partition: the members it cannot reach and why it is not ready; a broker that
+// does not answer is "unknown", with nothing made up.
+func TestMemberStatusesShowPartition(t *testing.T) {
+	lc := &lifecycle{observation: &observation{clusterID: "c1", pods: []*brokerPod{
+		{ordinal: 0, name: "mq-0", node: &brokerclient.Node{Name: "mq-0", ClusterID: "c1", StoreState: "member", Ready: true,
+			Unreachable: []string{"mq-2"}}},
+		{ordinal: 1, name: "mq-1", node: &brokerclient.Node{Name: "mq-1", ClusterID: "c1", StoreState: "member", Ready: true,
+			Unreachable: []string{"mq-2"}}},
+		{ordinal: 2, name: "mq-2", node: &brokerclient.Node{Name: "mq-2", ClusterID: "c1", StoreState: "member",
+			NotReadyReason: "cut off from the majority: reaches 1 of 3 voters", Unreachable: []string{"mq-0", "mq-1"}}},
+		{ordinal: 3, name: "mq-3"},
+	}}}
+	got := memberStatuses(lc)
+	for i, want := range []struct {
+		ready       bool
+		reason      string
+		unreachable []string
+		state       string
+	}{
+		{true, "", []string{"mq-2"}, "member"},
+		{true, "", []string{"mq-2"}, "member"},
+		{false, "cut off from the majority: reaches 1 of 3 voters", []string{"mq-0", "mq-1"}, "member"},
+		{false, "", nil, "unknown"},
+	} {
+		m := got[i]
+		if m.Ready != want.ready || m.Reason != want.reason || !slices.Equal(m.Unreachable, want.unreachable) || m.StoreState != want.state {
+			t.Errorf("member %d: %+v, want ready %v reason %q unreachable %v state %s", i, m, want.ready, want.reason, want.unreachable, want.state)
+		}
 	}
 }

@@ -370,6 +370,15 @@ type MemberStatus struct {
 	// Connections is the number of connected clients.
 	// +optional
 	Connections int64 `json:"connections,omitempty"`
+	// Reason says why the node is not ready, as it reports it (cut off from the
+	// majority, catching up with the leader's log, evacuating, a stale store).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Unreachable lists the other members this node has no working link to: a
+	// network partition or a peer down, as this node sees it.
+	// +optional
+	// +listType=set
+	Unreachable []string `json:"unreachable,omitempty"`
 }
 
 // MQTTClusterStatus is the observed state.

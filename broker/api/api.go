@@ -55,12 +55,8 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case !a.srv.Ready():
-			http.Error(w, "shutting down or evacuating", http.StatusServiceUnavailable)
-			return
-		case a.node != nil && !a.node.Ready():
-			http.Error(w, "stale store or evacuating", http.StatusServiceUnavailable)
+		if ready, why := a.readiness(); !ready {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
@@ -129,8 +125,15 @@ type api struct {
 	opts Options
 }
 
-func (a *api) ready() bool {
-	return a.srv.Ready() && (a.node == nil || a.node.Ready())
+// readiness reports whether the node takes clients, and why not.
+func (a *api) readiness() (bool, string) {
+	if !a.srv.Ready() {
+		return false, "shutting down or evacuating"
+	}
+	if a.node != nil {
+		return a.node.Readiness()
+	}
+	return true, ""
 }
 
 // authenticate requires the bearer token on /api/v1.
@@ -156,7 +159,8 @@ func (a *api) nodeInfo() apiv1.Node {
 	if a.node != nil {
 		in = a.node.Info()
 	}
-	in.Version, in.Ready, in.Connections = a.opts.Version, a.ready(), a.srv.Stats().ClientsConnected
+	in.Version, in.Connections = a.opts.Version, a.srv.Stats().ClientsConnected
+	in.Ready, in.NotReadyReason = a.readiness()
 	return in
 }
 

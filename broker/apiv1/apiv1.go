@@ -37,7 +37,13 @@ type Node struct {
 	Evacuating  bool   `json:"evacuating"`
 	Version     string `json:"version"`
 	Ready       bool   `json:"ready"`
-	Connections int64  `json:"connections"`
+	// NotReadyReason says why the node is not ready (empty when it is): cut off from
+	// the majority, catching up, evacuating, a stale store, shutting down.
+	NotReadyReason string `json:"notReadyReason,omitempty"`
+	// Unreachable lists the other members this node has no working link to (a
+	// partition, a peer down), sorted.
+	Unreachable []string `json:"unreachable,omitempty"`
+	Connections int64    `json:"connections"`
 	// AppliedIndex and CommitIndex are this node's raft log positions (members only):
 	// the gap is how far it lags behind what it knows is committed.
 	AppliedIndex uint64 `json:"appliedIndex,omitempty"`

@@ -181,42 +181,48 @@ type readiness struct {
 // must not keep it unready forever).
 // settle reports that the node is settled from now on: a peer going away later does
 // not make it unready.
-func judgeReady(in readiness) (ready, settle bool) {
-	if in.view.State == apiv1.StoreStale || in.evacuating {
-		return false, false
+func judgeReady(in readiness) (ready, settle bool, why string) {
+	if in.view.State == apiv1.StoreStale {
+		return false, false, "stale store: " + in.view.StaleReason
+	}
+	if in.evacuating {
+		return false, false, "evacuating"
 	}
 	if in.view.member() && in.voters > 0 && in.reached <= in.voters/2 {
 		// Cut off from a majority (settled or not): what its clients publish cannot
 		// reach the rest of the cluster, and it cannot store retained messages.
-		return false, false
+		return false, false, fmt.Sprintf("cut off from the majority: reaches %d of %d voters", in.reached, in.voters)
 	}
 	if in.settled {
-		return true, false
+		return true, false, ""
 	}
 	if !in.view.member() {
 		// An empty node serves alone until it joins; one whose store holds a cluster
 		// (restarted, or just joined) waits until it sees itself in that cluster's
 		// configuration, then catches up like any member that comes back.
-		return in.view.State != apiv1.StoreMember, false
+		if in.view.State == apiv1.StoreMember {
+			return false, false, "not yet in the cluster's configuration"
+		}
+		return true, false, ""
 	}
 	if !in.voter {
 		// Joined with an empty store: it becomes a voter once caught up, and counts for
 		// no quorum until then; no grace makes it ready before (it would never be
 		// promoted if it settled as a non-voter).
-		return false, false
+		return false, false, "a non-voter until caught up with the leader's log"
 	}
 	if in.memberFor > linkGrace {
-		return true, true
+		return true, true, ""
 	}
 	if !in.caughtUp {
-		return false, false
+		return false, false, "catching up with the leader's log"
 	}
 	for _, p := range in.peers {
 		if !in.linked(p) {
-			return false, false
+			return false, false, "waiting for the link to " + p
 		}
 	}
-	return true, true
+	return true, true, ""
 }
 
 // linkGrace bounds how long a member stays unready waiting for its links.

@@ -223,32 +223,39 @@ func TestJudgeReady(t *testing.T) {
 		name          string
 		in            readiness
 		ready, settle bool
+		why           string // part of the reason, when not ready
 	}{
-		{"stale", readiness{view: aStale, settled: true, linked: linkedTo()}, false, false},
-		{"evacuating, even settled", readiness{view: aMember, settled: true, evacuating: true, linked: linkedTo()}, false, false},
-		{"settled member with a peer gone", readiness{view: aMember, settled: true, peers: []string{"b"}, linked: linkedTo()}, true, false},
-		{"fresh node", readiness{view: aEmpty, peers: []string{"b"}, linked: linkedTo()}, true, false},
-		{"its store holds a cluster, not yet listed (restarted or just joined)", readiness{view: aJoining, peers: []string{"b"}, linked: linkedTo()}, false, false},
-		{"new member caught up, linked to all", readiness{view: aMember, caughtUp: true, voter: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, true, true},
-		{"new member caught up and linked, not yet promoted to voter", readiness{view: aMember, caughtUp: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false},
-		{"new member caught up, missing a link", readiness{view: aMember, caughtUp: true, voter: true, peers: []string{"b", "c"}, linked: linkedTo("b")}, false, false},
-		{"new member linked to all, still applying the leader's log", readiness{view: aMember, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false},
-		{"new member alone, caught up", readiness{view: aMember, caughtUp: true, voter: true, linked: linkedTo()}, true, true},
-		{"new member alone, not caught up", readiness{view: aMember, linked: linkedTo()}, false, false},
-		{"grace passed without a leader to catch up with", readiness{view: aMember, voter: true, memberFor: linkGrace + time.Second, linked: linkedTo()}, true, true},
-		{"grace passed with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true},
-		{"grace passed, still a non-voter: never ready before its promotion", readiness{view: aMember, memberFor: linkGrace + time.Hour, linked: linkedTo()}, false, false},
-		{"within grace with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace - time.Second, peers: []string{"b"}, linked: linkedTo()}, false, false},
-		{"settled, cut off from the majority (1 of 3 voters)", readiness{view: aMember, settled: true, voter: true, voters: 3, reached: 1, linked: linkedTo()}, false, false},
-		{"settled, a majority in reach (2 of 3)", readiness{view: aMember, settled: true, voter: true, voters: 3, reached: 2, linked: linkedTo()}, true, false},
-		{"settled, half of 4 voters is no majority", readiness{view: aMember, settled: true, voter: true, voters: 4, reached: 2, linked: linkedTo()}, false, false},
-		{"a single voter is its own majority", readiness{view: aMember, caughtUp: true, voter: true, voters: 1, reached: 1, linked: linkedTo()}, true, true},
-		{"an empty node serves alone whatever the counts", readiness{view: aEmpty, voters: 3, reached: 0, linked: linkedTo()}, true, false},
+		{"stale", readiness{view: aStale, settled: true, linked: linkedTo()}, false, false, ""},
+		{"evacuating, even settled", readiness{view: aMember, settled: true, evacuating: true, linked: linkedTo()}, false, false, "evacuating"},
+		{"settled member with a peer gone", readiness{view: aMember, settled: true, peers: []string{"b"}, linked: linkedTo()}, true, false, ""},
+		{"fresh node", readiness{view: aEmpty, peers: []string{"b"}, linked: linkedTo()}, true, false, ""},
+		{"its store holds a cluster, not yet listed (restarted or just joined)", readiness{view: aJoining, peers: []string{"b"}, linked: linkedTo()}, false, false, ""},
+		{"new member caught up, linked to all", readiness{view: aMember, caughtUp: true, voter: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, true, true, ""},
+		{"new member caught up and linked, not yet promoted to voter", readiness{view: aMember, caughtUp: true, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false, ""},
+		{"new member caught up, missing a link", readiness{view: aMember, caughtUp: true, voter: true, peers: []string{"b", "c"}, linked: linkedTo("b")}, false, false, "link to c"},
+		{"new member linked to all, still applying the leader's log", readiness{view: aMember, peers: []string{"b", "c"}, linked: linkedTo("b", "c")}, false, false, ""},
+		{"new member alone, caught up", readiness{view: aMember, caughtUp: true, voter: true, linked: linkedTo()}, true, true, ""},
+		{"new member alone, not caught up", readiness{view: aMember, linked: linkedTo()}, false, false, ""},
+		{"grace passed without a leader to catch up with", readiness{view: aMember, voter: true, memberFor: linkGrace + time.Second, linked: linkedTo()}, true, true, ""},
+		{"grace passed with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace + time.Second, peers: []string{"b"}, linked: linkedTo()}, true, true, ""},
+		{"grace passed, still a non-voter: never ready before its promotion", readiness{view: aMember, memberFor: linkGrace + time.Hour, linked: linkedTo()}, false, false, ""},
+		{"within grace with a dead member", readiness{view: aMember, voter: true, memberFor: linkGrace - time.Second, peers: []string{"b"}, linked: linkedTo()}, false, false, ""},
+		{"settled, cut off from the majority (1 of 3 voters)", readiness{view: aMember, settled: true, voter: true, voters: 3, reached: 1, linked: linkedTo()}, false, false, "cut off from the majority: reaches 1 of 3 voters"},
+		{"settled, a majority in reach (2 of 3)", readiness{view: aMember, settled: true, voter: true, voters: 3, reached: 2, linked: linkedTo()}, true, false, ""},
+		{"settled, half of 4 voters is no majority", readiness{view: aMember, settled: true, voter: true, voters: 4, reached: 2, linked: linkedTo()}, false, false, ""},
+		{"a single voter is its own majority", readiness{view: aMember, caughtUp: true, voter: true, voters: 1, reached: 1, linked: linkedTo()}, true, true, ""},
+		{"an empty node serves alone whatever the counts", readiness{view: aEmpty, voters: 3, reached: 0, linked: linkedTo()}, true, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ready, settle := judgeReady(tc.in)
+			ready, settle, why := judgeReady(tc.in)
 			if ready != tc.ready || settle != tc.settle {
 				t.Fatalf("got ready %v settle %v, want %v %v", ready, settle, tc.ready, tc.settle)
+			}
+			if ready != (why == "") {
+				t.Fatalf("ready %v with reason %q: a node that is not ready says why, a ready one nothing", ready, why)
+			}
+			if tc.why != "" && !strings.Contains(why, tc.why) {
+				t.Fatalf("reason %q, want it to say %q", why, tc.why)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,6 +176,12 @@ func (n *Node) Stats() Stats {
 func (n *Node) Info() apiv1.Node {
 	in := n.mem.info()
 	in.Evacuating = n.evac.running()
+	for _, name := range n.mem.memberNames() {
+		if name != n.cfg.Name && !n.routes.peerUp(name) {
+			in.Unreachable = append(in.Unreachable, name)
+		}
+	}
+	slices.Sort(in.Unreachable)
 	return in
 }
 
@@ -209,16 +216,22 @@ func (n *Node) reachesMajority() bool {
 // their routes and they have its) or linkGrace past its start (a dead member must not
 // keep it unready). Once settled, a peer going away later does not make it unready.
 func (n *Node) Ready() bool {
+	ready, _ := n.Readiness()
+	return ready
+}
+
+// Readiness is Ready with the reason it is not ready ("" when it is).
+func (n *Node) Readiness() (bool, string) {
 	v, settled, caughtUp, voter, memberFor, peers := n.mem.readyView()
 	in := readiness{view: v, settled: settled, caughtUp: caughtUp, voter: voter,
 		evacuating: n.evac.running(), memberFor: memberFor, peers: peers, linked: n.routes.linkedBothWays}
 	in.voters, in.reached = n.mem.votersReached(n.routes.peerUp)
-	ready, settle := judgeReady(in)
+	ready, settle, why := judgeReady(in)
 	n.noteMajority(v.member() && in.voters > 0, in.reached > in.voters/2, in.reached, in.voters)
 	if settle {
 		n.mem.markSettled()
 	}
-	return ready
+	return ready, why
 }
 
 // noteMajority logs when a member loses or regains a majority of the voters within

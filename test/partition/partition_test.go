@@ -37,6 +37,25 @@ func TestDetection(t *testing.T) {
 			t.Errorf("%s, with 2 of 3 voters: %v", n.name(), err)
 		}
 	}
+	// GET /api/v1/node says which members are out of reach and why a node is not
+	// ready (what the operator shows in status.members).
+	for _, n := range nodes {
+		want := []string{c.name()}
+		if n == c {
+			want = []string{a.name(), b.name()}
+		}
+		in, err := n.info()
+		switch {
+		case err != nil:
+			t.Errorf("%s: %v", n.name(), err)
+		case !slices.Equal(in.Unreachable, want):
+			t.Errorf("%s reports unreachable %v, want %v", n.name(), in.Unreachable, want)
+		case n == c && (in.Ready || !strings.Contains(in.NotReadyReason, "majority")):
+			t.Errorf("%s: ready %v, reason %q; want not ready, cut off from the majority", n.name(), in.Ready, in.NotReadyReason)
+		case n != c && (!in.Ready || in.NotReadyReason != ""):
+			t.Errorf("%s: ready %v, reason %q; want ready", n.name(), in.Ready, in.NotReadyReason)
+		}
+	}
 
 	nw.healAll(t)
 	healedAt := time.Now()
