@@ -18,6 +18,7 @@ import (
 const (
 	pollInterval   = 100 * time.Millisecond
 	clusterTimeout = 30 * time.Second // membership changes, elections, heals
+	healBound      = 12 * time.Second // links (and so routes) up again after a heal (docs/clustering.md)
 	apiTimeout     = 15 * time.Second // one HTTP call (a join waits for raft)
 	// detectTimeout bounds how long a node takes to notice a silent cut: the links'
 	// heartbeat timeout (4 s) plus a check interval and slack (docs/clustering.md).

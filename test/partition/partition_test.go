@@ -60,7 +60,10 @@ func TestDetection(t *testing.T) {
 	nw.healAll(t)
 	healedAt := time.Now()
 	for _, n := range nodes {
-		eventually(t, clusterTimeout, n.name()+" reaches every member again", reachability(n, allReachable(nodes)))
+		// A link that comes up sends its full route set first: reachable both ways
+		// means routes exchanged. The bound is docs/clustering.md's: a redial every
+		// 250 ms with a 10 s dial timeout, then the hello.
+		eventually(t, healBound-time.Since(healedAt), n.name()+" reaches every member again", reachability(n, allReachable(nodes)))
 		eventually(t, clusterTimeout, n.name()+" ready again", readyz(n, http.StatusOK))
 	}
 	t.Logf("all reachable and ready %v after the heal", time.Since(healedAt).Round(time.Millisecond))
