@@ -260,6 +260,31 @@ func TestMovingCopyReplacedWithoutRouteFlap(t *testing.T) {
 	}
 }
 
+// offlinePersistent connects id with a session expiry, subscribes it to filter at
+// QoS 1 and disconnects it normally (the session stays, offline). It returns the
+// CONNECT properties to resume it with and a connected publisher whose publish sends
+// a QoS 1 message to topic and waits for its PUBACK.
+func offlinePersistent(t *testing.T, b *broker, id, filter, topic string) (*packet.Properties, func(packetID uint16, payload string)) {
+	t.Helper()
+	expiry := &packet.Properties{SessionExpiry: 300}
+	expiry.Set(packet.PropSessionExpiry)
+	rc := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := rc.connect(id, true, 0, expiry); ack.ReasonCode != packet.Success {
+		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+	}
+	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: filter, QoS: 1})
+	rc.send(&packet.Packet{Type: packet.Disconnect})
+	eventually(t, waitFor, "the session is offline", func() bool { return b.Stats().ClientsConnected == 0 })
+	pub, _ := connectRaw(t, b, id+"-pub", 0, nil)
+	return expiry, func(packetID uint16, payload string) {
+		t.Helper()
+		pub.send(&packet.Packet{Type: packet.Publish, Topic: topic, QoS: 1, PacketID: packetID, Payload: []byte(payload)})
+		if ack := pub.expect(packet.Puback); ack.ReasonCode != packet.Success {
+			t.Fatalf("PUBACK 0x%02X", byte(ack.ReasonCode))
+		}
+	}
+}
+
 // TestMoveNeverReleasedKeepsSession: a session handed to another node whose release
 // never comes (the answer carrying it was lost) stays on this node after the move
 // timeout, with what it held and what arrived meanwhile, and is counted. Before, it was
@@ -270,24 +295,7 @@ func TestMoveNeverReleasedKeepsSession(t *testing.T) {
 	server.SetMoveTimeout(b.Server, 200*time.Millisecond)
 	f := newFakeCluster(b)
 	t.Cleanup(f.release)
-	expiry := &packet.Properties{SessionExpiry: 300}
-	expiry.Set(packet.PropSessionExpiry)
-
-	rc := dialRaw(t, b.TCPAddr, packet.V5)
-	if ack := rc.connect("lost-answer", true, 0, expiry); ack.ReasonCode != packet.Success {
-		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
-	}
-	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "mv/t", QoS: 1})
-	rc.send(&packet.Packet{Type: packet.Disconnect})
-	eventually(t, waitFor, "the session is offline", func() bool { return b.Stats().ClientsConnected == 0 })
-
-	pub, _ := connectRaw(t, b, "mv-pub", 0, nil)
-	publish := func(id uint16, payload string) {
-		pub.send(&packet.Packet{Type: packet.Publish, Topic: "mv/t", QoS: 1, PacketID: id, Payload: []byte(payload)})
-		if ack := pub.expect(packet.Puback); ack.ReasonCode != packet.Success {
-			t.Fatalf("PUBACK 0x%02X", byte(ack.ReasonCode))
-		}
-	}
+	expiry, publish := offlinePersistent(t, b, "lost-answer", "mv/t", "mv/t")
 	publish(1, "before")
 	if snap, err := b.Kick("lost-answer", 1, true, server.Claim{}); err != nil || snap == nil || len(snap.Queue) != 1 {
 		t.Fatalf("kick: %+v %v, want the session with its one message", snap, err)
@@ -350,18 +358,8 @@ func TestMovingSessionNotMovedTwice(t *testing.T) {
 	b := startBroker(t, server.Options{})
 	f := newFakeCluster(b)
 	t.Cleanup(f.release)
-	expiry := &packet.Properties{SessionExpiry: 300}
-	expiry.Set(packet.PropSessionExpiry)
-	rc := dialRaw(t, b.TCPAddr, packet.V5)
-	if ack := rc.connect("twice", true, 0, expiry); ack.ReasonCode != packet.Success {
-		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
-	}
-	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "tw/t", QoS: 1})
-	rc.send(&packet.Packet{Type: packet.Disconnect})
-	eventually(t, waitFor, "the session is offline", func() bool { return b.Stats().ClientsConnected == 0 })
-	pub, _ := connectRaw(t, b, "tw-pub", 0, nil)
-	pub.send(&packet.Packet{Type: packet.Publish, Topic: "tw/t", QoS: 1, PacketID: 1, Payload: []byte("held")})
-	pub.expect(packet.Puback)
+	expiry, publish := offlinePersistent(t, b, "twice", "tw/t", "tw/t")
+	publish(1, "held")
 
 	snap, err := b.Kick("twice", 1, true, server.Claim{})
 	if err != nil || snap == nil {
@@ -393,18 +391,8 @@ func TestLocalCopyTakesInOtherCopy(t *testing.T) {
 	b := startBroker(t, server.Options{})
 	f := newFakeCluster(b)
 	t.Cleanup(f.release)
-	expiry := &packet.Properties{SessionExpiry: 300}
-	expiry.Set(packet.PropSessionExpiry)
-	rc := dialRaw(t, b.TCPAddr, packet.V5)
-	if ack := rc.connect("two-copies", true, 0, expiry); ack.ReasonCode != packet.Success {
-		t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
-	}
-	rawSubscribe(t, rc, 1, 0, packet.Subscription{Filter: "tc/t", QoS: 1})
-	rc.send(&packet.Packet{Type: packet.Disconnect})
-	eventually(t, waitFor, "the session is offline", func() bool { return b.Stats().ClientsConnected == 0 })
-	pub, _ := connectRaw(t, b, "tc-pub", 0, nil)
-	pub.send(&packet.Packet{Type: packet.Publish, Topic: "tc/t", QoS: 1, PacketID: 1, Payload: []byte("local")})
-	pub.expect(packet.Puback)
+	expiry, publish := offlinePersistent(t, b, "two-copies", "tc/t", "tc/t")
+	publish(1, "local")
 
 	remote := func(payload string, seq uint64) *session.Delivery {
 		return &session.Delivery{QoS: 1, Msg: &session.Message{Topic: "tc/t", QoS: 1, Payload: []byte(payload),
