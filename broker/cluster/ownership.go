@@ -44,7 +44,7 @@ type ownerServer interface {
 	Release(id string) []*session.Delivery
 	Unmove(snap session.Snapshot)
 	MergeMoved(id string, ds []*session.Delivery)
-	MergeStale(id string, ds []*session.Delivery) bool
+	MergeStale(id string, other *session.Snapshot) bool
 }
 
 // ownerPeers is what takeovers need of the cluster: the members, their links, and
@@ -173,12 +173,35 @@ func (o *ownership) settle(id, source string, also ...string) []*session.Deliver
 
 // release ends the moving copy of id on node and returns what it queued since it was
 // handed over. An answer that comes after the wait is merged into the session here
-// then (MergeMoved).
+// then (MergeMoved); one whose link was down is tried again in the background once
+// the link is back (moveRetry), so a link that drops for a moment right after a heal
+// does not leave the old copy behind.
 func (o *ownership) release(id, node string) []*session.Delivery {
 	if node == o.self {
 		o.peers.drainInbound() // as the old node does before answering a release
 		return o.srv.Release(id)
 	}
+	extra, err := o.releaseOn(id, node)
+	if err != nil && CodeOf(err) == apiv1.CodeUnreachable && !o.peers.peerUp(node) {
+		o.log.Warn("releasing a moved session failed: its old node is out of reach; trying again once it is back", "client", id, "node", node, "error", err)
+		o.moveRetry("release", id, node, func() error {
+			extra, err := o.releaseOn(id, node)
+			if err == nil && len(extra) > 0 {
+				o.srv.MergeMoved(id, extra)
+			}
+			return err
+		})
+		return nil
+	}
+	if err != nil {
+		o.log.Warn("releasing a moved session failed; its old node keeps its copy after the move timeout (two copies until the next takeover merges them)", "client", id, "node", node, "error", err)
+		return nil
+	}
+	return extra
+}
+
+// releaseOn sends one release of id to node.
+func (o *ownership) releaseOn(id, node string) ([]*session.Delivery, error) {
 	late := func(resp *response) {
 		if extra, err := decodeSnap(resp.Data); err == nil && extra != nil && len(extra.Queue) > 0 {
 			o.log.Warn("a moved session's release was answered late; merging what it sent", "client", id, "node", node, "messages", len(extra.Queue))
@@ -193,34 +216,77 @@ func (o *ownership) release(id, node string) []*session.Delivery {
 	if err == nil {
 		extra, err = decodeSnap(resp.Data)
 	}
-	if err != nil {
-		o.log.Warn("releasing a moved session failed; its old node keeps its copy after the move timeout (two copies until the next takeover merges them)", "client", id, "node", node, "error", err)
-		return nil
+	if err != nil || extra == nil {
+		return nil, err
 	}
-	if extra == nil {
-		return nil
-	}
-	return extra.Queue
+	return extra.Queue, nil
 }
 
-// giveBack returns a session that a failed takeover moved out of node source. A
-// request that fails is tried twice more; past that the source keeps its copy again
-// after the move timeout all the same.
+// moveRetryWindow bounds the background retries of a release or a give-back: below
+// the old copy's move timeout (60 s), after which it keeps the session by itself.
+const moveRetryWindow = 45 * time.Second
+
+// moveRetry runs attempt in the background each time node's link is up, until it
+// succeeds, fails for another reason than the link, the window ends or the node stops.
+func (o *ownership) moveRetry(what, id, node string, attempt func() error) {
+	go func() {
+		deadline := time.NewTimer(moveRetryWindow)
+		defer deadline.Stop()
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-o.done:
+				return
+			case <-deadline.C:
+				o.log.Warn("gave up retrying a session move's "+what+"; the old node keeps its copy after the move timeout", "client", id, "node", node)
+				return
+			case <-tick.C:
+			}
+			if !o.peers.peerUp(node) {
+				continue
+			}
+			err := attempt()
+			switch {
+			case err == nil:
+				o.log.Info("a session move's "+what+" went through once the node was back", "client", id, "node", node)
+				return
+			case CodeOf(err) != apiv1.CodeUnreachable:
+				o.log.Warn("a session move's "+what+" failed", "client", id, "node", node, "error", err)
+				return
+			}
+		}
+	}()
+}
+
+// giveBack returns a session that a failed takeover moved out of node source; while
+// that node is out of reach it is tried again in the background once it is back
+// (moveRetry; past that the source keeps its copy again after the move timeout all
+// the same).
 func (o *ownership) giveBack(snap *session.Snapshot, source string) {
 	if source == o.self {
 		o.srv.Unmove(*snap)
 		return
 	}
 	b, err := store.EncodeSession(*snap)
-	for attempt := 0; err == nil && attempt < 3; attempt++ {
-		var resp *response
-		if resp, err = o.peers.request(source, &request{Op: opUnmove, Data: b}); err == nil {
-			if err = resp.err(); err == nil {
-				return
-			}
+	if err != nil {
+		o.log.Error("a session to give back could not be encoded; its node keeps it again after the move timeout", "client", snap.ID, "node", source, "error", err)
+		return
+	}
+	unmove := func() error {
+		resp, err := o.peers.request(source, &request{Op: opUnmove, Data: b})
+		if err == nil {
+			err = resp.err()
 		}
-		o.log.Warn("giving a session back after a refused takeover failed", "client", snap.ID, "node", source, "attempt", attempt+1, "error", err)
-		err = nil
+		return err
+	}
+	if err = unmove(); err == nil {
+		return
+	}
+	if CodeOf(err) == apiv1.CodeUnreachable {
+		o.log.Warn("giving a session back failed: its node is out of reach; trying again once it is back", "client", snap.ID, "node", source, "error", err)
+		o.moveRetry("give-back", snap.ID, source, unmove)
+		return
 	}
 	o.log.Error("a session could not be given back after a refused takeover; its node keeps it again after the move timeout", "client", snap.ID, "node", source, "error", err)
 }

@@ -189,12 +189,14 @@ func TestOwnerTakeover(t *testing.T) {
 		refuse    map[string]bool              // peers answering client_id_owned
 		slow      map[string]bool              // peers answering their kick after the wait
 		cut       map[string]bool              // peers cut off during their kick
+		down      string                       // a peer out of reach from the start
 		claim     server.Claim
 		source    string   // "" no session
 		also      []string // the other copies' nodes, released with source
 		code      string
 		gaveBack  []string // where copies went back to ("a": this node's own)
 		kicked    []string
+		skipped   []string // members not kicked (out of reach), reported to the requester
 	}{
 		{name: "newest remote copy wins, the other is released too", requester: "a", local: snap(0, ""),
 			remote: map[string]*session.Snapshot{"b": snap(2*time.Second, ""), "c": snap(time.Second, "")},
@@ -219,11 +221,13 @@ func TestOwnerTakeover(t *testing.T) {
 			code: apiv1.CodeSessionMoving, gaveBack: []string{"a", "c"}, kicked: []string{"a", "c"}},
 		{name: "a node cut off during its kick: the takeover goes on without it", requester: "a",
 			remote: map[string]*session.Snapshot{"b": snap(time.Second, ""), "c": snap(2*time.Second, "")}, cut: map[string]bool{"c": true},
-			source: "b", kicked: []string{"b", "c"}},
+			source: "b", kicked: []string{"b", "c"}, skipped: []string{"c"}},
+		{name: "a member out of reach is not kicked and is reported", requester: "b", local: snap(0, ""),
+			down: "c", source: "a", kicked: []string{"a"}, skipped: []string{"c"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := &fakeOwnerServer{kickSnap: tc.local, kickErr: tc.localErr}
-			p := &fakePeers{members: []string{"a", "b", "c"}, up: map[string]bool{"b": true, "c": true},
+			p := &fakePeers{members: []string{"a", "b", "c"}, up: map[string]bool{"b": tc.down != "b", "c": tc.down != "c"},
 				slow: tc.slow, cut: tc.cut,
 				handle: func(peer string, req *request) *response {
 					switch req.Op {
@@ -239,7 +243,11 @@ func TestOwnerTakeover(t *testing.T) {
 				}}
 			o := &ownership{self: "a", log: slog.New(slog.DiscardHandler), srv: srv, peers: p, now: time.Now,
 				turns: newTurns(slog.New(slog.DiscardHandler), time.Hour)}
-			got, source, also, epoch, turn, err := o.ownerTakeover("c", false, tc.requester, tc.claim)
+			res, err := o.ownerTakeover("c", false, tc.requester, tc.claim)
+			got, source, also, epoch, turn := res.snap, res.source, res.also, res.epoch, res.turn
+			if slices.Sort(res.skipped); !slices.Equal(res.skipped, tc.skipped) {
+				t.Fatalf("skipped %v, want %v", res.skipped, tc.skipped)
+			}
 			if codeOrEmpty(err) != tc.code {
 				t.Fatalf("error %v, want code %q", err, tc.code)
 			}
@@ -393,8 +401,8 @@ func (s *fakeOwnerServer) Unmove(snap session.Snapshot) {
 	s.unmoved = append(s.unmoved, snap.ID)
 	s.mu.Unlock()
 }
-func (s *fakeOwnerServer) MergeMoved(string, []*session.Delivery)      {}
-func (s *fakeOwnerServer) MergeStale(string, []*session.Delivery) bool { return true }
+func (s *fakeOwnerServer) MergeMoved(string, []*session.Delivery)    {}
+func (s *fakeOwnerServer) MergeStale(string, *session.Snapshot) bool { return true }
 
 // TestMergeCopies: a takeover continues the most recently disconnected full copy; a
 // partial one (a copy still moving) is only added to it; every other copy's messages

@@ -14,15 +14,16 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 	case opJoin, opPromote, opRemove, opApply, opReadIndex:
 		return n.mem.handleLeaderOp(req)
 	case opTakeover:
-		snap, source, also, epoch, turn, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
+		res, err := n.own.ownerTakeover(req.ClientID, req.Clean, peer, req.claim())
 		if err != nil {
 			return errResponse(err)
 		}
+		snap, turn := res.snap, res.turn
 		if !req.Turns { // an older requester never ends the turn
 			n.own.turns.release(req.ClientID, turn)
 			turn = 0
 		}
-		resp := sessionResponse(&response{Epoch: epoch, Node: source, Also: also, Turn: turn}, snap)
+		resp := sessionResponse(&response{Epoch: res.epoch, Node: res.source, Also: res.also, Skipped: res.skipped, Turn: turn}, snap)
 		if resp.Code != "" {
 			n.own.turns.release(req.ClientID, turn)
 		}

@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"slices"
+	"time"
+
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
@@ -29,6 +32,10 @@ type staleKicks struct {
 	mu      lockorder.Mutex // a leaf
 	pending map[string]map[string]staleKick
 	full    map[string]bool // a member's set was full since it was last taken
+	count   int             // stale kicks pending over all members (the gauge)
+	// running: a sender works through a member's stale kicks (one at a time per
+	// member); rerun: its link came up again meanwhile, so it looks again when done.
+	running, rerun map[string]bool
 }
 
 // add remembers id's connect for peer, replacing an older one. It reports false when
@@ -45,6 +52,9 @@ func (k *staleKicks) add(peer, id string, sk staleKick) (ok, first bool) {
 		k.pending[peer] = m
 	}
 	if old, ok := m[id]; ok || len(m) < staleKicksMax {
+		if !ok {
+			k.count++
+		}
 		if sk.epoch > old.epoch {
 			m[id] = sk
 		}
@@ -62,7 +72,36 @@ func (k *staleKicks) take(peer string) map[string]staleKick {
 	m := k.pending[peer]
 	delete(k.pending, peer)
 	delete(k.full, peer)
+	k.count -= len(m)
 	return m
+}
+
+// start marks a sender running for peer; false when one runs already (it is told to
+// look again when done).
+func (k *staleKicks) start(peer string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.running == nil {
+		k.running, k.rerun = map[string]bool{}, map[string]bool{}
+	}
+	if k.running[peer] {
+		k.rerun[peer] = true
+		return false
+	}
+	k.running[peer] = true
+	return true
+}
+
+// done ends peer's sender unless its link came up again meanwhile (then it goes on).
+func (k *staleKicks) done(peer string) (again bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.rerun[peer] {
+		delete(k.rerun, peer)
+		return true
+	}
+	delete(k.running, peer)
+	return false
 }
 
 // keep puts back stale kicks that could not be sent (the link went down again),
@@ -80,18 +119,15 @@ func (k *staleKicks) forget(peer string) { k.take(peer) }
 func (k *staleKicks) size() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	n := 0
-	for _, m := range k.pending {
-		n += len(m)
-	}
-	return n
+	return k.count
 }
 
 // noteUnreachable remembers a connect of id ordered with epoch for every member this
-// node cannot reach now.
-func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim server.Claim) {
+// node cannot reach now and every one the owner did not kick (skipped: the owner's
+// view of who is out of reach may differ from this node's).
+func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim server.Claim, skipped []string) {
 	for _, name := range o.peers.memberNames() {
-		if name == o.self || o.peers.peerUp(name) {
+		if name == o.self || (o.peers.peerUp(name) && !slices.Contains(skipped, name)) {
 			continue
 		}
 		if ok, first := o.stale.add(name, id, staleKick{epoch: epoch, clean: clean, claim: claim}); !ok && first {
@@ -101,54 +137,94 @@ func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim s
 	}
 }
 
-// peerBack sends the stale kicks waiting for peer, whose link is up again.
+// staleRetries and staleRetryEvery bound how often a sender tries again the stale
+// kicks a member could not take yet (its copy still moving, no turn, a timeout)
+// while its link stays up; what is left then waits for its next link.
+const (
+	staleRetries    = 10
+	staleRetryEvery = 3 * time.Second
+)
+
+// peerBack sends the stale kicks waiting for peer, whose link is up again. One sender
+// runs per member at a time.
 func (o *ownership) peerBack(peer string) {
+	if !o.stale.start(peer) {
+		return
+	}
+	for {
+		o.sendStale(peer)
+		if !o.stale.done(peer) {
+			return
+		}
+	}
+}
+
+func (o *ownership) sendStale(peer string) {
 	pending := o.stale.take(peer)
 	if len(pending) == 0 {
 		return
 	}
 	o.log.Info("a member is back: kicking there the client IDs connected here while it was out of reach", "peer", peer, "clients", len(pending))
-	again := map[string]staleKick{}
-	for id, sk := range pending {
+	for round := 0; len(pending) > 0; round++ {
+		again := map[string]staleKick{}
+		for id, sk := range pending {
+			select {
+			case <-o.done:
+				return
+			default:
+			}
+			if !o.peers.peerUp(peer) || !o.staleKick(peer, id, sk) {
+				again[id] = sk
+			}
+		}
+		pending = again
+		if len(pending) == 0 || round+1 == staleRetries || !o.peers.peerUp(peer) {
+			break
+		}
 		select {
 		case <-o.done:
 			return
-		default:
-		}
-		if !o.peers.peerUp(peer) {
-			again[id] = sk
-			continue
-		}
-		if !o.staleKick(peer, id, sk) {
-			again[id] = sk
+		case <-time.After(staleRetryEvery):
 		}
 	}
-	if len(again) > 0 {
-		o.log.Info("a member went out of reach again before every stale kick reached it; they wait for its next link", "peer", peer, "clients", len(again))
-		o.stale.keep(peer, again)
+	if len(pending) == 0 {
+		return
 	}
+	if !slices.Contains(o.peers.memberNames(), peer) {
+		return // it left: its sessions are gone with it
+	}
+	o.log.Info("stale kicks a member could not take yet wait for its next link", "peer", peer, "clients", len(pending))
+	o.stale.keep(peer, pending)
 }
 
-// staleKick kicks id's older connection and session on peer. It reports false when
-// peer could not be reached (to try at its next link).
+// staleKick kicks id's older connection and session on peer. It reports false when it
+// should be tried again (peer out of reach, the ID's turn not granted, its copy there
+// still moving, no answer).
 func (o *ownership) staleKick(peer, id string, sk staleKick) bool {
 	if !sk.clean {
 		// A persistent copy may come here: the ID's move order holds (turns.go).
-		if release := o.takeTurn(id); release != nil {
-			defer release()
+		release := o.takeTurn(id)
+		if release == nil {
+			return false
 		}
+		defer release()
 	}
 	req := &request{Op: opKick, ClientID: id, Epoch: sk.epoch, Clean: sk.clean, Owner: sk.claim.Owner, CheckOwner: sk.claim.Check, Stale: true}
 	resp, err := o.peers.requestLate(peer, req, kickWait, func(resp *response) { o.staleCopy(peer, id, resp) })
 	if err == nil {
 		err = resp.err()
 	}
-	switch {
-	case CodeOf(err) == apiv1.CodeClientIDOwned:
+	switch code := CodeOf(err); {
+	case err == nil:
+	case code == apiv1.CodeClientIDOwned:
 		return true // another user's session there: it stays
-	case err != nil && !o.peers.peerUp(peer):
+	case code == apiv1.CodeSessionMoving:
 		return false
-	case err != nil:
+	case code == apiv1.CodeUnreachable && !o.peers.peerUp(peer):
+		return false
+	case code == apiv1.CodeUnreachable:
+		return true // no answer in time: a late one is taken in (staleCopy)
+	default:
 		o.log.Warn("a stale kick failed", "client", id, "peer", peer, "error", err)
 		return true
 	}
@@ -157,8 +233,9 @@ func (o *ownership) staleKick(peer, id string, sk staleKick) bool {
 }
 
 // staleCopy takes in the persistent copy of id that a stale kick made peer hand over:
-// merged into the session here (each message once) and released there, or, with no
-// session here any more, given back to peer.
+// merged into the session here (each message once) and, once every member has this
+// node's routes, released there; with no session here any more (or another user's),
+// given back to peer.
 func (o *ownership) staleCopy(peer, id string, resp *response) {
 	if resp.err() != nil {
 		return
@@ -171,9 +248,10 @@ func (o *ownership) staleCopy(peer, id string, resp *response) {
 	if snap == nil {
 		return
 	}
-	if !o.srv.MergeStale(id, snap.Queue) {
+	if !o.srv.MergeStale(id, snap) {
 		o.giveBack(snap, peer)
 		return
 	}
-	o.srv.MergeStale(id, o.release(id, peer))
+	o.peers.barrier()
+	o.srv.MergeMoved(id, o.release(id, peer))
 }

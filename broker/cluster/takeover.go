@@ -17,22 +17,25 @@ import (
 // comes back to continue here.
 func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.Handover, error) {
 	var (
-		snap   *session.Snapshot
-		source string
-		also   []string
-		epoch  uint64
-		turn   uint64
-		err    error
+		snap    *session.Snapshot
+		source  string
+		also    []string
+		skipped []string
+		epoch   uint64
+		turn    uint64
+		err     error
 	)
 	if o.majority != nil && !o.majority() {
 		return server.Handover{}, server.ErrNoMajority
 	}
 	owner := o.owner(id)
 	if owner == o.self {
-		snap, source, also, epoch, turn, err = o.ownerTakeover(id, clean, o.self, claim)
+		var res ownerResult
+		res, err = o.ownerTakeover(id, clean, o.self, claim)
 		if err = takeoverErr(err); err != nil {
 			return server.Handover{}, err
 		}
+		snap, source, also, epoch, turn, skipped = res.snap, res.source, res.also, res.epoch, res.turn, res.skipped
 	} else {
 		var resp *response
 		req := &request{Op: opTakeover, ClientID: id, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check, Turns: true}
@@ -54,9 +57,9 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 			return server.Handover{}, err
 		}
 		source, epoch, turn = resp.Node, resp.Epoch, resp.Turn
-		also = resp.Also
+		also, skipped = resp.Also, resp.Skipped
 	}
-	o.noteUnreachable(id, epoch, clean, claim)
+	o.noteUnreachable(id, epoch, clean, claim, skipped)
 	ho := server.Handover{Session: snap, Epoch: epoch}
 	if snap != nil {
 		ho.Finish = func() []*session.Delivery { return o.settle(id, source, also...) }
@@ -81,10 +84,10 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 // claim's keeps it, and the takeover fails with apiv1.CodeClientIDOwned. A reachable
 // node that does not answer its kick in time fails it with apiv1.CodeSessionMoving
 // (the client tries again): going on without its copy would split the session.
-func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (*session.Snapshot, string, []string, uint64, uint64, error) {
+func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim server.Claim) (ownerResult, error) {
 	turn := o.turns.acquire(id, turnWait, o.done)
 	if turn == 0 {
-		return nil, "", nil, 0, 0, errorf(apiv1.CodeSessionMoving, "%v: another move of it is still running", server.ErrSessionMoving)
+		return ownerResult{}, errorf(apiv1.CodeSessionMoving, "%v: another move of it is still running", server.ErrSessionMoving)
 	}
 	moving := false
 	defer func() {
@@ -100,10 +103,11 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 		}
 	}
 	var (
-		wg     sync.WaitGroup
-		smu    lockorder.Mutex
-		copies []nodeCopy
-		failed error
+		wg      sync.WaitGroup
+		smu     lockorder.Mutex
+		copies  []nodeCopy
+		failed  error
+		skipped []string // guarded by smu
 	)
 	keep := func(s *session.Snapshot, from string) {
 		if s != nil {
@@ -128,6 +132,7 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 	}
 	for _, p := range peers {
 		if !o.peers.peerUp(p) {
+			skipped = append(skipped, p)
 			continue
 		}
 		wg.Add(1)
@@ -157,6 +162,9 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 				// Cut off meanwhile: the connect goes on without it (a copy it handed
 				// over all the same goes back to it after its move timeout).
 				o.log.Warn("takeover could not reach a node", "client", id, "peer", p, "error", err)
+				smu.Lock()
+				skipped = append(skipped, p)
+				smu.Unlock()
 				return
 			}
 			s, err := decodeSnap(resp.Data)
@@ -180,14 +188,26 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 				o.giveBack(c.snap, c.from)
 			}
 		}
-		return nil, "", nil, epoch, 0, failed
+		return ownerResult{epoch: epoch}, failed
 	}
 	best, source, also := mergeCopies(copies)
 	if best == nil {
-		return nil, "", nil, epoch, 0, nil
+		return ownerResult{epoch: epoch, skipped: skipped}, nil
 	}
 	moving = true
-	return best, source, also, epoch, turn, nil
+	return ownerResult{snap: best, source: source, also: also, epoch: epoch, turn: turn, skipped: skipped}, nil
+}
+
+// ownerResult is what a takeover at the owner found: the session copy to continue
+// (none: snap nil), the node it came from, the other nodes whose copies were merged
+// into it, the connect's epoch, the ID's turn (with a session) and the members it did
+// not kick (out of reach; the connecting node kicks them once they are back).
+type ownerResult struct {
+	snap        *session.Snapshot
+	source      string
+	also        []string
+	epoch, turn uint64
+	skipped     []string
 }
 
 // kickWait bounds the wait for one node's answer to a takeover's kick: with the wait

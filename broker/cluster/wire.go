@@ -130,6 +130,7 @@ type response struct {
 	OK        bool
 	Node      string   // takeover: the node the session came from
 	Also      []string // takeover: other nodes whose copies were merged into Data; released with Node
+	Skipped   []string // takeover: members the owner did not kick (out of reach): kicked once back
 	Index     uint64   // readindex: the last entry the leader's state machine applied
 	Turn      uint64   // takeover (with a session) and turn: the client ID's turn, to end with turndone
 }

@@ -47,7 +47,6 @@ type client struct {
 	entry              *entry
 	sess               *session.Session
 	gen                uint64
-	epoch              uint64 // the cluster's order of this connect (Handover.Epoch; 0 alone); set under s.mu
 
 	// reader
 	aliasIn       map[uint16]string

@@ -192,8 +192,8 @@ func (s *Server) Kick(id string, epoch uint64, want bool, claim Claim) (*session
 }
 
 // KickStale is Kick for a connect the cluster ordered while this node was out of reach
-// (sent once it is back): a connection attached here with a later epoch is newer and
-// stays; an older one, or a session without a connection, goes as with Kick.
+// (sent once it is back): a session whose last connect here came later (a higher
+// epoch, connected or not) is newer and stays; an older one goes as with Kick.
 func (s *Server) KickStale(id string, epoch uint64, want bool, claim Claim) (*session.Snapshot, error) {
 	return s.kick(id, epoch, want, claim, true)
 }
@@ -217,8 +217,8 @@ func (s *Server) kick(id string, epoch uint64, want bool, claim Claim, stale boo
 		s.log.Info("takeover from another node refused: the session is still moving", "client", id)
 		return nil, ErrSessionMoving
 	}
-	if stale && e != nil && e.client != nil && e.client.epoch > epoch {
-		return nil, nil // connected here after the connect that kicks: this one is newer
+	if stale && e != nil && e.epoch > epoch {
+		return nil, nil // connected here after the connect that kicks (still or before): newer
 	}
 	if stale && e != nil && e.client != nil {
 		s.log.Info("closing a connection that a newer connect elsewhere replaced while this node was out of reach", "client", id, "remote", e.client.addr)
@@ -360,18 +360,23 @@ func (s *Server) MergeMoved(id string, ds []*session.Delivery) {
 	}
 }
 
-// MergeStale adds to client id's session here what a copy of it on a node that was
-// out of reach held (KickStale there handed it over), each message once. It reports
-// false, doing nothing, when there is no such session here (to take the copy in).
-func (s *Server) MergeStale(id string, ds []*session.Delivery) bool {
+// MergeStale takes in the copy of client id's session that a node out of reach held
+// (KickStale there handed it over): its messages are queued in the session here after
+// what it holds, each once (mergeCopy). It reports false, doing nothing, when there is
+// no such session here to take it, or it is moving, or it is another user's (the
+// copy then goes back).
+func (s *Server) MergeStale(id string, other *session.Snapshot) bool {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	e := s.sessions[id]
-	ok := e != nil && !e.moving
-	s.mu.RUnlock()
-	if ok {
-		s.MergeMoved(id, ds)
+	if e == nil || e.moving || e.sess.Owner() != other.Owner {
+		return false
 	}
-	return ok
+	mergeCopy(e.sess, other)
+	if e.client == nil && e.expiry != 0 {
+		s.saveSession(e)
+	}
+	return true
 }
 
 // mergeCopy queues what another copy of a session held after sess's own (as a

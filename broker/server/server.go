@@ -203,6 +203,9 @@ type entry struct {
 	moving       bool        // handed to another node, kept until it releases it
 	moveTimer    *time.Timer // keeps a moving session nobody released here again (moveExpired)
 	moveGen      uint64      // counts the session's moves: a timer of an earlier one does nothing
+	// epoch is the cluster's order of the last connect that attached here (kept once
+	// it disconnects): a stale kick of an earlier connect leaves the session (KickStale).
+	epoch uint64
 }
 
 // New creates a server and restores the retained messages and sessions in its store.
