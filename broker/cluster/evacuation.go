@@ -39,8 +39,8 @@ type evacServer interface {
 	LocalLoad() (clients, sessions int)
 	DetachedSessions() []string
 	Kick(id string, epoch uint64, want bool, claim server.Claim) (*session.Snapshot, error)
-	Unmove(snap session.Snapshot)
-	Release(id string) []*session.Delivery
+	Unmove(snap session.Snapshot, epoch uint64)
+	Release(id string, epoch uint64) []*session.Delivery
 }
 
 // evacuation is the progress of moving this node's clients away.
@@ -187,11 +187,11 @@ func (e *evacuator) moveSession(id, target string) bool {
 	if err != nil {
 		// Keep the session here and try again on the next round.
 		e.log.Warn("moving a session failed; keeping it", "client", id, "target", target, "error", err)
-		e.srv.Unmove(*snap)
+		e.srv.Unmove(*snap, 0)
 		return false
 	}
 	if !resp.OK { // a session of this ID was there already: its takeover has the state
-		e.srv.Release(id)
+		e.srv.Release(id, 0)
 	}
 	return true
 }

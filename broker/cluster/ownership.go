@@ -41,10 +41,12 @@ type ownership struct {
 // ownerServer is what takeovers need of the broker.
 type ownerServer interface {
 	Kick(id string, epoch uint64, want bool, claim server.Claim) (*session.Snapshot, error)
-	Release(id string) []*session.Delivery
-	Unmove(snap session.Snapshot)
+	Release(id string, epoch uint64) []*session.Delivery
+	Unmove(snap session.Snapshot, epoch uint64)
 	MergeMoved(id string, ds []*session.Delivery)
 	MergeStale(id string, other *session.Snapshot) bool
+	// Holds reports whether a session of id is here and not moving away.
+	Holds(id string) bool
 }
 
 // ownerPeers is what takeovers need of the cluster: the members, their links, and
@@ -159,14 +161,14 @@ func (o *ownership) endTurn(owner, id string, token uint64) {
 	}
 }
 
-// settle finishes a session's move to this node: once every peer has this node's
-// routes for it, the old node (and every other node whose copy was merged into it)
-// releases its copy and sends what arrived meanwhile.
-func (o *ownership) settle(id, source string, also ...string) []*session.Delivery {
+// settle finishes a session's move to this node (the move of epoch: its kicks'): once
+// every peer has this node's routes for it, the old node (and every other node whose
+// copy was merged into it) releases its copy and sends what arrived meanwhile.
+func (o *ownership) settle(id, source string, epoch uint64, also ...string) []*session.Delivery {
 	o.peers.barrier()
 	var extra []*session.Delivery
 	for _, n := range append([]string{source}, also...) {
-		extra = append(extra, o.release(id, n)...)
+		extra = append(extra, o.release(id, n, epoch)...)
 	}
 	return extra
 }
@@ -176,16 +178,19 @@ func (o *ownership) settle(id, source string, also ...string) []*session.Deliver
 // then (MergeMoved); one whose link was down is tried again in the background once
 // the link is back (moveRetry), so a link that drops for a moment right after a heal
 // does not leave the old copy behind.
-func (o *ownership) release(id, node string) []*session.Delivery {
+func (o *ownership) release(id, node string, epoch uint64) []*session.Delivery {
 	if node == o.self {
 		o.peers.drainInbound() // as the old node does before answering a release
-		return o.srv.Release(id)
+		return o.srv.Release(id, epoch)
 	}
-	extra, err := o.releaseOn(id, node)
+	extra, err := o.releaseOn(id, node, epoch)
 	if err != nil && CodeOf(err) == apiv1.CodeUnreachable && !o.peers.peerUp(node) {
 		o.log.Warn("releasing a moved session failed: its old node is out of reach; trying again once it is back", "client", id, "node", node, "error", err)
 		o.moveRetry("release", id, node, func() error {
-			extra, err := o.releaseOn(id, node)
+			if !o.srv.Holds(id) {
+				return errGone // the session left this node meanwhile: its copy there waits for its timeout
+			}
+			extra, err := o.releaseOn(id, node, epoch)
 			if err == nil && len(extra) > 0 {
 				o.srv.MergeMoved(id, extra)
 			}
@@ -200,15 +205,18 @@ func (o *ownership) release(id, node string) []*session.Delivery {
 	return extra
 }
 
-// releaseOn sends one release of id to node.
-func (o *ownership) releaseOn(id, node string) ([]*session.Delivery, error) {
+// errGone ends a background retry whose session left this node.
+var errGone = errorf(apiv1.CodeInternal, "the session is no longer on this node")
+
+// releaseOn sends one release of id's move of epoch to node.
+func (o *ownership) releaseOn(id, node string, epoch uint64) ([]*session.Delivery, error) {
 	late := func(resp *response) {
 		if extra, err := decodeSnap(resp.Data); err == nil && extra != nil && len(extra.Queue) > 0 {
 			o.log.Warn("a moved session's release was answered late; merging what it sent", "client", id, "node", node, "messages", len(extra.Queue))
 			o.srv.MergeMoved(id, extra.Queue)
 		}
 	}
-	resp, err := o.peers.requestLate(node, &request{Op: opRelease, ClientID: id}, requestTimeout+5*time.Second, late)
+	resp, err := o.peers.requestLate(node, &request{Op: opRelease, ClientID: id, Epoch: epoch}, requestTimeout+5*time.Second, late)
 	if err == nil {
 		err = resp.err()
 	}
@@ -243,6 +251,11 @@ func (o *ownership) moveRetry(what, id, node string, attempt func() error) {
 				return
 			case <-tick.C:
 			}
+			select {
+			case <-o.done: // both ready: the node stops first
+				return
+			default:
+			}
 			if !o.peers.peerUp(node) {
 				continue
 			}
@@ -263,9 +276,9 @@ func (o *ownership) moveRetry(what, id, node string, attempt func() error) {
 // that node is out of reach it is tried again in the background once it is back
 // (moveRetry; past that the source keeps its copy again after the move timeout all
 // the same).
-func (o *ownership) giveBack(snap *session.Snapshot, source string) {
+func (o *ownership) giveBack(snap *session.Snapshot, source string, epoch uint64) {
 	if source == o.self {
-		o.srv.Unmove(*snap)
+		o.srv.Unmove(*snap, epoch)
 		return
 	}
 	b, err := store.EncodeSession(*snap)
@@ -274,7 +287,7 @@ func (o *ownership) giveBack(snap *session.Snapshot, source string) {
 		return
 	}
 	unmove := func() error {
-		resp, err := o.peers.request(source, &request{Op: opUnmove, Data: b})
+		resp, err := o.peers.request(source, &request{Op: opUnmove, Data: b, Epoch: epoch})
 		if err == nil {
 			err = resp.err()
 		}

@@ -395,8 +395,9 @@ func (s *fakeOwnerServer) Kick(id string, epoch uint64, want bool, claim server.
 	}
 	return s.kickSnap, nil
 }
-func (s *fakeOwnerServer) Release(id string) []*session.Delivery { return nil }
-func (s *fakeOwnerServer) Unmove(snap session.Snapshot) {
+func (s *fakeOwnerServer) Release(string, uint64) []*session.Delivery { return nil }
+func (s *fakeOwnerServer) Holds(string) bool                          { return true }
+func (s *fakeOwnerServer) Unmove(snap session.Snapshot, _ uint64) {
 	s.mu.Lock()
 	s.unmoved = append(s.unmoved, snap.ID)
 	s.mu.Unlock()

@@ -51,7 +51,7 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		// The new node's routes reached every peer (its barrier): what they forwarded
 		// here before that is drained first, into this copy.
 		n.routes.drainInbound()
-		extra := n.srv.Release(req.ClientID)
+		extra := n.srv.Release(req.ClientID, req.Epoch)
 		return sessionResponse(&response{}, &session.Snapshot{ID: req.ClientID, Queue: extra})
 	case opSync:
 		return &response{}
@@ -74,14 +74,14 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		if !n.srv.AdoptSession(snap) {
 			return &response{}
 		}
-		n.srv.MergeMoved(snap.ID, n.own.settle(snap.ID, peer))
+		n.srv.MergeMoved(snap.ID, n.own.settle(snap.ID, peer, 0)) // an evacuation's move
 		return &response{OK: true}
 	case opUnmove:
 		snap, err := store.DecodeSession(req.Data)
 		if err != nil {
 			return errResponse(errorf(apiv1.CodeBadRequest, "undecodable session: %v", err))
 		}
-		n.srv.Unmove(snap)
+		n.srv.Unmove(snap, req.Epoch)
 		return &response{}
 	}
 	return errResponse(errorf(apiv1.CodeBadRequest, "unknown request %q", req.Op))

@@ -134,6 +134,11 @@ func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim s
 			o.log.Error("too many connects while a member is out of reach: the newest are not kicked there when it is back",
 				"peer", name, "limit", staleKicksMax)
 		}
+		if o.peers.peerUp(name) {
+			// The owner could not reach it, this node can: no link of ours comes up
+			// to send it, so the sender starts now.
+			go o.peerBack(name)
+		}
 	}
 }
 
@@ -210,7 +215,7 @@ func (o *ownership) staleKick(peer, id string, sk staleKick) bool {
 		defer release()
 	}
 	req := &request{Op: opKick, ClientID: id, Epoch: sk.epoch, Clean: sk.clean, Owner: sk.claim.Owner, CheckOwner: sk.claim.Check, Stale: true}
-	resp, err := o.peers.requestLate(peer, req, kickWait, func(resp *response) { o.staleCopy(peer, id, resp) })
+	resp, err := o.peers.requestLate(peer, req, kickWait, func(resp *response) { o.staleCopy(peer, id, sk.epoch, resp) })
 	if err == nil {
 		err = resp.err()
 	}
@@ -228,7 +233,7 @@ func (o *ownership) staleKick(peer, id string, sk staleKick) bool {
 		o.log.Warn("a stale kick failed", "client", id, "peer", peer, "error", err)
 		return true
 	}
-	o.staleCopy(peer, id, resp)
+	o.staleCopy(peer, id, sk.epoch, resp)
 	return true
 }
 
@@ -236,7 +241,7 @@ func (o *ownership) staleKick(peer, id string, sk staleKick) bool {
 // merged into the session here (each message once) and, once every member has this
 // node's routes, released there; with no session here any more (or another user's),
 // given back to peer.
-func (o *ownership) staleCopy(peer, id string, resp *response) {
+func (o *ownership) staleCopy(peer, id string, epoch uint64, resp *response) {
 	if resp.err() != nil {
 		return
 	}
@@ -249,9 +254,9 @@ func (o *ownership) staleCopy(peer, id string, resp *response) {
 		return
 	}
 	if !o.srv.MergeStale(id, snap) {
-		o.giveBack(snap, peer)
+		o.giveBack(snap, peer, epoch)
 		return
 	}
 	o.peers.barrier()
-	o.srv.MergeMoved(id, o.release(id, peer))
+	o.srv.MergeMoved(id, o.release(id, peer, epoch))
 }

@@ -62,8 +62,8 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 	o.noteUnreachable(id, epoch, clean, claim, skipped)
 	ho := server.Handover{Session: snap, Epoch: epoch}
 	if snap != nil {
-		ho.Finish = func() []*session.Delivery { return o.settle(id, source, also...) }
-		ho.GiveBack = func() { o.giveBack(snap, source) }
+		ho.Finish = func() []*session.Delivery { return o.settle(id, source, epoch, also...) }
+		ho.GiveBack = func() { o.giveBack(snap, source, epoch) }
 		if owner == o.self {
 			ho.Done = func() { o.turns.release(id, turn) }
 		} else {
@@ -132,14 +132,16 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 	}
 	for _, p := range peers {
 		if !o.peers.peerUp(p) {
+			smu.Lock() // kicks started before may be adding too
 			skipped = append(skipped, p)
+			smu.Unlock()
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			req := &request{Op: opKick, ClientID: id, Epoch: epoch, Clean: clean, Owner: claim.Owner, CheckOwner: claim.Check}
-			resp, err := o.peers.requestLate(p, req, kickWait, func(resp *response) { o.kickTooLate(id, p, resp) })
+			resp, err := o.peers.requestLate(p, req, kickWait, func(resp *response) { o.kickTooLate(id, p, epoch, resp) })
 			if err == nil {
 				err = resp.err()
 			}
@@ -185,7 +187,7 @@ func (o *ownership) ownerTakeover(id string, clean bool, requester string, claim
 	if failed != nil {
 		for _, c := range copies { // each node that handed its copy over keeps it again
 			if c.from != requester {
-				o.giveBack(c.snap, c.from)
+				o.giveBack(c.snap, c.from, epoch)
 			}
 		}
 		return ownerResult{epoch: epoch}, failed
@@ -216,7 +218,7 @@ const kickWait = requestTimeout - 2*time.Second
 
 // kickTooLate handles a kick's answer that came after the takeover gave up on it: the
 // session that node handed over goes back to it.
-func (o *ownership) kickTooLate(id, peer string, resp *response) {
+func (o *ownership) kickTooLate(id, peer string, epoch uint64, resp *response) {
 	if resp.err() != nil || len(resp.Data) == 0 {
 		return
 	}
@@ -226,7 +228,7 @@ func (o *ownership) kickTooLate(id, peer string, resp *response) {
 		return
 	}
 	o.log.Warn("a kick was answered after its takeover gave up: the session goes back", "client", id, "peer", peer)
-	o.giveBack(snap, peer)
+	o.giveBack(snap, peer, epoch)
 }
 
 // takeoverTooLate handles the owner's takeover answer that came after this node gave
@@ -243,9 +245,15 @@ func (o *ownership) takeoverTooLate(owner, id string, resp *response) {
 	}
 	o.log.Warn("a takeover was answered after this node gave up on it: the session goes back", "client", id, "owner", owner, "node", resp.Node)
 	for _, n := range resp.Also { // merged into snap: what they still hold came since
-		snap.Queue = append(snap.Queue, o.release(id, n)...)
+		// Once only: this node holds no session to merge a retry's answer into (a
+		// copy left out waits for its move timeout).
+		extra, err := o.releaseOn(id, n, resp.Epoch)
+		if err != nil {
+			o.log.Warn("releasing a merged copy failed; its node keeps it after the move timeout", "client", id, "node", n, "error", err)
+		}
+		snap.Queue = append(snap.Queue, extra...)
 	}
-	o.giveBack(snap, resp.Node)
+	o.giveBack(snap, resp.Node, resp.Epoch)
 }
 
 // nodeCopy is a session copy a kick returned and the node it came from.

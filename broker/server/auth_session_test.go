@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func TestAuthMovingSessionKeepsItsOwner(t *testing.T) {
 	if _, code := v5Connect(t, tcpTransport, b, persistentCP("meter", "bob", "bob-pw")); code != 0x87 {
 		t.Fatalf("bob's connect while alice's session moves: 0x%02X, want 0x87", code)
 	}
-	b.Unmove(*snap) // alice's move failed: the session is hers here again
+	b.Unmove(*snap, 0) // alice's move failed: the session is hers here again
 	back, _ := v5Connect(t, tcpTransport, b, persistentCP("meter", "alice", "alice-pw"))
 	if back == nil || !back.Connack.SessionPresent {
 		t.Fatal("alice lost her session")
@@ -137,5 +138,38 @@ func TestAuthDelayedWillJudgedWhenDue(t *testing.T) {
 	sys.WillMessage = &paho.WillMessage{Topic: "$SYS/broker/version", Payload: []byte("spoofed")}
 	if _, code := v5Connect(t, tcpTransport, b, sys); code != 0x87 {
 		t.Fatalf("a will to $SYS: CONNACK 0x%02X, want 0x87", code)
+	}
+}
+
+// TestAuthMergedCopyIsFiltered: what another copy of a session held (a copy on a node
+// that was out of reach, taken in by a stale kick) is judged by the ACL of the
+// session's user before it is queued: alice's session takes in a copy holding one
+// message she may read and one she may not, and gets only the first. Before, the
+// merged messages were queued unchecked.
+func TestAuthMergedCopyIsFiltered(t *testing.T) {
+	b, _, _ := startAuthBroker(t, false, 0)
+	alice, _ := v5Connect(t, tcpTransport, b, persistentCP("meter-2", "alice", "alice-pw"))
+	alice.subscribe(t, 0, sub("alice/#", 1))
+	_ = alice.Disconnect(&paho.Disconnect{})
+	eventually(t, waitFor, "alice offline", func() bool { return b.Stats().ClientsConnected == 0 })
+
+	d := func(topic string, seq uint64) *session.Delivery {
+		return &session.Delivery{QoS: 1, Msg: &session.Message{Topic: topic, QoS: 1, Payload: []byte(topic),
+			ID: session.MessageID{Origin: 5, Seq: seq}}}
+	}
+	other := &session.Snapshot{ID: "meter-2", Owner: "alice", Queue: []*session.Delivery{d("bob/secret", 1), d("alice/readable", 2)}}
+	if !b.MergeStale("meter-2", other) {
+		t.Fatal("alice's session did not take in her other copy")
+	}
+	if b.MergeStale("meter-2", &session.Snapshot{ID: "meter-2", Owner: "bob", Queue: []*session.Delivery{d("alice/from-bob", 3)}}) {
+		t.Fatal("alice's session took in bob's copy")
+	}
+	back, _ := v5Connect(t, tcpTransport, b, persistentCP("meter-2", "alice", "alice-pw"))
+	if back == nil || !back.Connack.SessionPresent {
+		t.Fatal("alice lost her session")
+	}
+	back.publish(t, msg("alice/sentinel", 1, "sentinel"))
+	if got := back.untilSentinel(t, "sentinel"); !slices.Equal(got, []string{"alice/readable=alice/readable", "alice/sentinel=sentinel"}) {
+		t.Fatalf("alice received %v, want only the merged message she may read, then the sentinel", got)
 	}
 }

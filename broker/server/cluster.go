@@ -256,6 +256,7 @@ func (s *Server) kick(id string, epoch uint64, want bool, claim Claim, stale boo
 	snap.Expiry = expiry
 	snap.Disconnected = disconnected
 	e.moving = true
+	e.moveEpoch = epoch
 	if err := s.opts.Store.DeleteSession(id); err != nil { // the state is the new node's now
 		s.stats.storeErrors.Add(1)
 		s.log.Error("deleting session failed", "client", id, "error", err)
@@ -294,14 +295,15 @@ func (s *Server) moveExpired(id string, e *entry, gen uint64, handed session.Sna
 }
 
 // Release ends a moving session (its new node has it and its routes) and returns what
-// was queued for it since it moved.
-func (s *Server) Release(id string) []*session.Delivery {
+// was queued for it since it moved. A non-zero epoch names the move (its kick's
+// epoch): the release of another move does nothing (a retry that comes late).
+func (s *Server) Release(id string, epoch uint64) []*session.Delivery {
 	var routes uint64
 	defer func() { s.flushRoutes(routes) }() // after the unlock, before the answer
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.sessions[id]
-	if e == nil || !e.moving {
+	if e == nil || !e.moving || (epoch != 0 && e.moveEpoch != epoch) {
 		return nil
 	}
 	stopTimer(e.moveTimer)
@@ -314,11 +316,12 @@ func (s *Server) Release(id string) []*session.Delivery {
 }
 
 // Unmove takes back a session whose move failed: its state plus what arrived since.
-func (s *Server) Unmove(snap session.Snapshot) {
+// A non-zero epoch names the move, as with Release.
+func (s *Server) Unmove(snap session.Snapshot, epoch uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.sessions[snap.ID]
-	if e == nil || !e.moving {
+	if e == nil || !e.moving || (epoch != 0 && e.moveEpoch != epoch) {
 		return
 	}
 	s.unmoveLocked(e, snap)
@@ -351,7 +354,7 @@ func (s *Server) MergeMoved(id string, ds []*session.Delivery) {
 		}
 		return
 	}
-	added, dropped := e.sess.MergeMoved(ds, movedDedupWindow)
+	added, dropped := e.sess.MergeMoved(s.readable(id, e, ds), movedDedupWindow)
 	if dropped > 0 {
 		s.stats.dropped.Add(uint64(dropped))
 	}
@@ -372,11 +375,45 @@ func (s *Server) MergeStale(id string, other *session.Snapshot) bool {
 	if e == nil || e.moving || e.sess.Owner() != other.Owner {
 		return false
 	}
-	mergeCopy(e.sess, other)
+	mergeCopy(e.sess, &session.Snapshot{Queue: s.readable(id, e, other.Queue)})
 	if e.client == nil && e.expiry != 0 {
 		s.saveSession(e)
 	}
 	return true
+}
+
+// readable keeps of ds what session e's user may read: messages queued on another
+// copy of the session (a move's old node, a copy out of reach) were matched by that
+// copy's subscriptions and judged by its node's rules at its time. A session whose
+// user is unknown keeps all; the client that claims it gets it rechecked.
+func (s *Server) readable(id string, e *entry, ds []*session.Delivery) []*session.Delivery {
+	a := s.opts.Auth
+	if a == nil || len(ds) == 0 {
+		return ds
+	}
+	p, ok := principalOf(id, e.sess.Owner())
+	if !ok {
+		return ds
+	}
+	out := ds[:0:0]
+	for _, d := range ds {
+		if d.Msg == nil || a.MayRead(p, d.Msg.Topic) {
+			out = append(out, d)
+		}
+	}
+	if n := len(ds) - len(out); n > 0 {
+		s.stats.dropped.Add(uint64(n))
+		s.log.Info("messages from another copy of a session dropped: the ACL does not let its user read them", "client", id, "username", p.Username, "messages", n)
+	}
+	return out
+}
+
+// Holds reports whether client id has a session here that is not moving away.
+func (s *Server) Holds(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e := s.sessions[id]
+	return e != nil && !e.moving
 }
 
 // mergeCopy queues what another copy of a session held after sess's own (as a
@@ -422,6 +459,9 @@ func (s *Server) AdoptSession(snap session.Snapshot) bool {
 	}
 	var e *entry
 	e, routes = s.installSession(snap)
+	// Newer than any connect before the move (a stale kick of one leaves it); two
+	// copies, if the cluster held another, rather than none.
+	e.epoch = uint64(time.Now().UnixNano())
 	s.armExpiry(snap.ID, e, snap.Disconnected)
 	s.saveSession(e)
 	return true

@@ -237,6 +237,7 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		if moved != nil && !clean && s.sessions[c.id] == nil && !s.closing && claim.Allows(moved.Owner) {
 			var e *entry
 			e, routes = s.installSession(*moved)
+			e.epoch = epoch // this connect's: a stale kick of an earlier one leaves it
 			s.armExpiry(c.id, e, moved.Disconnected)
 			s.saveSession(e)
 			installed = true

@@ -372,7 +372,15 @@ func TestMovingSessionNotMovedTwice(t *testing.T) {
 	if ack := busy.connect("twice", false, 0, expiry); ack.ReasonCode != packet.ServerBusy {
 		t.Fatalf("connect while the session's copy is away: CONNACK 0x%02X, want 0x89", byte(ack.ReasonCode))
 	}
-	b.Unmove(*snap) // the late answer gives it back
+	b.Unmove(*snap, 7) // the give-back of another move (its kick's epoch 7): nothing happens
+	still := dialRaw(t, b.TCPAddr, packet.V5)
+	if ack := still.connect("twice", false, 0, expiry); ack.ReasonCode != packet.ServerBusy {
+		t.Fatalf("after another move's give-back: CONNACK 0x%02X, want 0x89 (still moving)", byte(ack.ReasonCode))
+	}
+	if extra := b.Release("twice", 7); extra != nil || b.Holds("twice") {
+		t.Fatalf("another move's release acted: %v", extra)
+	}
+	b.Unmove(*snap, 1) // the late answer gives it back
 	back := dialRaw(t, b.TCPAddr, packet.V5)
 	if ack := back.connect("twice", false, 0, expiry); ack.ReasonCode != packet.Success || !ack.SessionPresent {
 		t.Fatalf("after the copy is back: CONNACK 0x%02X, session present %v", byte(ack.ReasonCode), ack.SessionPresent)

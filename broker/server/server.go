@@ -203,6 +203,7 @@ type entry struct {
 	moving       bool        // handed to another node, kept until it releases it
 	moveTimer    *time.Timer // keeps a moving session nobody released here again (moveExpired)
 	moveGen      uint64      // counts the session's moves: a timer of an earlier one does nothing
+	moveEpoch    uint64      // the epoch of the kick that started the current move (0: an evacuation's)
 	// epoch is the cluster's order of the last connect that attached here (kept once
 	// it disconnects): a stale kick of an earlier connect leaves the session (KickStale).
 	epoch uint64
