@@ -136,7 +136,7 @@ func connectV5(t testing.TB, n *node, id string, o v5Options) *v5Client {
 func subscriber(t testing.TB, n *node, id, topic string, o v5Options) *v5Client {
 	t.Helper()
 	c := connectV5(t, n, id, o)
-	c.subscribe(t, topic)
+	c.subscribeQoS(t, topic, 1)
 	return c
 }
 
@@ -158,16 +158,19 @@ func (c *v5Client) alive() bool {
 }
 
 // subscribe subscribes to filter at QoS 1 and fails the test unless it is granted.
-func (c *v5Client) subscribe(t testing.TB, filter string) {
+func (c *v5Client) subscribe(t testing.TB, filter string) { c.subscribeQoS(t, filter, 1) }
+
+// subscribeQoS subscribes at qos and fails unless the server grants it.
+func (c *v5Client) subscribeQoS(t testing.TB, filter string, qos byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), mqttTimeout)
 	defer cancel()
-	ack, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	ack, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
 	if err != nil {
 		t.Fatalf("%s: subscribe %s on %s: %v", c.id, filter, c.node, err)
 	}
-	if len(ack.Reasons) != 1 || ack.Reasons[0] != 1 {
-		t.Fatalf("%s: subscribe %s on %s: reasons %v, want QoS 1", c.id, filter, c.node, ack.Reasons)
+	if len(ack.Reasons) != 1 || ack.Reasons[0] != qos {
+		t.Fatalf("%s: subscribe %s on %s: reasons %v, want QoS %d", c.id, filter, c.node, ack.Reasons, qos)
 	}
 }
 
@@ -178,9 +181,14 @@ func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 // publishQoS1 publishes at QoS 1 and returns the PUBACK's reason code (a refusal,
 // 0x80 and above, is a code, not an error).
 func (c *v5Client) publishQoS1(topic string, retain bool, payload []byte, timeout time.Duration) (byte, error) {
+	return c.publishQoS(topic, 1, retain, payload, timeout)
+}
+
+// publishQoS publishes at qos (1 or 2) and returns the PUBACK's or PUBREC's reason code.
+func (c *v5Client) publishQoS(topic string, qos byte, retain bool, payload []byte, timeout time.Duration) (byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: retain, Payload: payload})
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Retain: retain, Payload: payload})
 	if resp != nil && resp.ReasonCode >= 0x80 {
 		return resp.ReasonCode, nil // paho reports a refusal as an error too
 	}
@@ -213,11 +221,13 @@ func awaitRoute(t testing.TB, pub *v5Client, topic string, recs ...*recorder) {
 	})
 }
 
-// stream publishes numbered QoS 1 messages (0, 1, 2, ...) of size bytes to one topic,
-// one per tick, each after the previous one was acknowledged, until stopped or a
-// publish fails. A message counts as acknowledged when its PUBACK says success (0x00).
+// stream publishes numbered QoS 1 (or 2) messages (0, 1, 2, ...) of size bytes to one
+// topic, one per tick, each after the previous one was acknowledged, until stopped or
+// a publish fails. A message counts as acknowledged when its PUBACK (QoS 2: its
+// PUBREC, then PUBCOMP) says success (0x00).
 type stream struct {
 	topic     string
+	qos       byte
 	acked     atomic.Int64  // messages acknowledged so far
 	slowest   atomic.Int64  // the longest wait for a PUBACK, nanoseconds
 	stopping  chan struct{} // closed by stop
@@ -249,7 +259,12 @@ func seqOf(payload string) (int, bool) {
 // startStream publishes size-byte messages from pub to topic at most once per
 // streamTick (100 messages/s).
 func startStream(pub *v5Client, topic string, size int) *stream {
-	s := &stream{topic: topic, stopping: make(chan struct{}), exited: make(chan struct{}), startedAt: time.Now()}
+	return startStreamQoS(pub, topic, 1, size)
+}
+
+// startStreamQoS is startStream at qos.
+func startStreamQoS(pub *v5Client, topic string, qos byte, size int) *stream {
+	s := &stream{topic: topic, qos: qos, stopping: make(chan struct{}), exited: make(chan struct{}), startedAt: time.Now()}
 	go func() {
 		defer close(s.exited)
 		tick := time.NewTicker(streamTick)
@@ -261,7 +276,7 @@ func startStream(pub *v5Client, topic string, size int) *stream {
 			case <-tick.C:
 			}
 			start := time.Now()
-			code, err := pub.publishQoS1(topic, false, payload(seq, size), publishTimeout)
+			code, err := pub.publishQoS(topic, qos, false, payload(seq, size), publishTimeout)
 			if err == nil && code != 0 {
 				err = fmt.Errorf("%s: publish %d to %s on %s: PUBACK reason 0x%02X", pub.id, seq, topic, pub.node, code)
 			}
@@ -414,6 +429,9 @@ func expectAll(t *testing.T, sub *v5Client, s *stream, total int) {
 	}
 	if len(a.unexpected) > 0 {
 		t.Errorf("%s (on %s): received %d messages never acknowledged: %s", sub.id, sub.node, len(a.unexpected), ranges(a.unexpected))
+	}
+	if s.qos == 2 && a.duplicates > 0 {
+		t.Errorf("%s (on %s): %d QoS 2 messages delivered more than once", sub.id, sub.node, a.duplicates)
 	}
 	t.Logf("%s on %s: %d/%d received, %d duplicates", sub.id, sub.node, total-len(a.missing), total, a.duplicates)
 }

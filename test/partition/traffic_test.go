@@ -18,40 +18,54 @@ const (
 	settle = 100
 )
 
-// TestMinorityIsolationQoS1: QoS 1 subscribers on all three nodes, a publisher on A
-// sending about 100 messages of 1 kB per second; C is cut off from A and B for 12 s,
-// then healed. Every message PUBACKed to the publisher reaches every subscriber, in
-// order: the one on C gets what was published during the cut once it is healed
-// (A's outbox for C).
-func TestMinorityIsolationQoS1(t *testing.T) {
+// TestMinorityIsolation: QoS 1 subscribers on all three nodes and a publisher on A
+// sending about 100 messages of 1 kB per second; QoS 2 subscribers on all three and a
+// publisher on B sending QoS 2 at the same pace; C is cut off from A and B for 12 s,
+// then healed. Every message acknowledged to a publisher (PUBACK; QoS 2: PUBREC and
+// PUBCOMP) reaches every subscriber, in order, and each QoS 2 one exactly once: those
+// on C get what was published during the cut once it is healed (A's and B's outboxes
+// for C).
+func TestMinorityIsolation(t *testing.T) {
 	nw := newNetwork(t)
 	nodes := formCluster(t, nw)
-	a, c := nodes[0], nodes[2]
-	const topic = "part/minority"
-	var subs []*v5Client
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	const topic, topic2 = "part/minority", "part/minority-qos2"
+	var subs, subs2 []*v5Client
 	for _, n := range nodes {
 		subs = append(subs, subscriber(t, n, "sub-"+n.name(), topic, v5Options{cleanStart: true}))
+		s2 := connectV5(t, n, "sub2-"+n.name(), v5Options{cleanStart: true})
+		s2.subscribeQoS(t, topic2, 2)
+		subs2 = append(subs2, s2)
 	}
 	pub := connectV5(t, a, "pub", v5Options{cleanStart: true})
+	pub2 := connectV5(t, b, "pub2", v5Options{cleanStart: true})
 	awaitRoute(t, pub, topic, recorders(subs)...)
+	awaitRoute(t, pub2, topic2, recorders(subs2)...)
 
 	s := startStream(pub, topic, 1024)
+	s2 := startStreamQoS(pub2, topic2, 2, 1024)
 	waitAcked(t, s, settle)
-	cutAcked, cutAt := s.acked.Load(), time.Now()
+	waitAcked(t, s2, settle)
+	cutAcked, cutAcked2, cutAt := s.acked.Load(), s2.acked.Load(), time.Now()
 	nw.isolate(t, c.index)
 	took := eventually(t, detectTimeout, a.name()+" marks the cut-off "+c.name()+" unreachable",
 		reachability(a, map[string]bool{c.name(): false}))
-	hold(t, isolation-time.Since(cutAt), s)
+	hold(t, isolation-time.Since(cutAt), s, s2)
 	nw.healAll(t)
-	healAcked := s.acked.Load()
+	healAcked, healAcked2 := s.acked.Load(), s2.acked.Load()
 	eventually(t, clusterTimeout, a.name()+" reaches "+c.name()+" again", reachability(a, allReachable(nodes)))
 	waitAcked(t, s, s.acked.Load()+settle)
-	total := s.stop(t)
-	t.Logf("%s; %d acknowledged during the %v cut (noticed after %v)", s.report(), healAcked-cutAcked,
+	waitAcked(t, s2, s2.acked.Load()+settle)
+	total, total2 := s.stop(t), s2.stop(t)
+	t.Logf("QoS 1: %s; %d acknowledged during the %v cut (noticed after %v)", s.report(), healAcked-cutAcked,
 		isolation, took.Round(time.Millisecond))
+	t.Logf("QoS 2: %s; %d acknowledged during the cut", s2.report(), healAcked2-cutAcked2)
 
 	for _, sub := range subs {
 		expectAll(t, sub, s, total)
+	}
+	for _, sub := range subs2 {
+		expectAll(t, sub, s2, total2)
 	}
 	outboxesDrained(t, nodes)
 }
