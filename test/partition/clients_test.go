@@ -158,8 +158,6 @@ func (c *v5Client) alive() bool {
 }
 
 // subscribe subscribes to filter at QoS 1 and fails the test unless it is granted.
-func (c *v5Client) subscribe(t testing.TB, filter string) { c.subscribeQoS(t, filter, 1) }
-
 // subscribeQoS subscribes at qos and fails unless the server grants it.
 func (c *v5Client) subscribeQoS(t testing.TB, filter string, qos byte) {
 	t.Helper()
