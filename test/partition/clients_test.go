@@ -157,8 +157,7 @@ func (c *v5Client) alive() bool {
 	}
 }
 
-// subscribe subscribes to filter at QoS 1 and fails the test unless it is granted.
-// subscribeQoS subscribes at qos and fails unless the server grants it.
+// subscribeQoS subscribes to filter at qos and fails the test unless it is granted.
 func (c *v5Client) subscribeQoS(t testing.TB, filter string, qos byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), mqttTimeout)
