@@ -124,8 +124,9 @@ func (k *staleKicks) size() int {
 
 // noteUnreachable remembers a connect of id ordered with epoch for every member this
 // node cannot reach now and every one the owner did not kick (skipped: the owner's
-// view of who is out of reach may differ from this node's).
-func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim server.Claim, skipped []string) {
+// view of who is out of reach may differ from this node's). It returns the skipped
+// members this node reaches: their senders are started by the caller.
+func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim server.Claim, skipped []string) (reachable []string) {
 	for _, name := range o.peers.memberNames() {
 		if name == o.self || (o.peers.peerUp(name) && !slices.Contains(skipped, name)) {
 			continue
@@ -135,18 +136,17 @@ func (o *ownership) noteUnreachable(id string, epoch uint64, clean bool, claim s
 				"peer", name, "limit", staleKicksMax)
 		}
 		if o.peers.peerUp(name) {
-			// The owner could not reach it, this node can: no link of ours comes up
-			// to send it, so the sender starts now.
-			go o.peerBack(name)
+			reachable = append(reachable, name)
 		}
 	}
+	return reachable
 }
 
 // staleRetries and staleRetryEvery bound how often a sender tries again the stale
 // kicks a member could not take yet (its copy still moving, no turn, a timeout)
 // while its link stays up; what is left then waits for its next link.
 const (
-	staleRetries    = 10
+	staleRetries    = 25 // 75 s: past a moving copy's timeout (60 s)
 	staleRetryEvery = 3 * time.Second
 )
 

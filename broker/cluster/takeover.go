@@ -59,7 +59,7 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		source, epoch, turn = resp.Node, resp.Epoch, resp.Turn
 		also, skipped = resp.Also, resp.Skipped
 	}
-	o.noteUnreachable(id, epoch, clean, claim, skipped)
+	reachable := o.noteUnreachable(id, epoch, clean, claim, skipped)
 	ho := server.Handover{Session: snap, Epoch: epoch}
 	if snap != nil {
 		ho.Finish = func() []*session.Delivery { return o.settle(id, source, epoch, also...) }
@@ -69,6 +69,20 @@ func (o *ownership) takeover(id string, clean bool, claim server.Claim) (server.
 		} else {
 			// The CONNACK need not wait for the owner's answer.
 			ho.Done = func() { go o.endTurn(owner, id, turn) }
+		}
+	}
+	if len(reachable) > 0 {
+		// Members the owner skipped that this node reaches: no link of ours comes up
+		// to send their stale kicks, so their senders start once the session is in
+		// place here (a copy they hand over needs it to merge into).
+		done := ho.Done
+		ho.Done = func() {
+			if done != nil {
+				done()
+			}
+			for _, name := range reachable {
+				go o.peerBack(name)
+			}
 		}
 	}
 	return ho, nil
@@ -244,15 +258,9 @@ func (o *ownership) takeoverTooLate(owner, id string, resp *response) {
 		return
 	}
 	o.log.Warn("a takeover was answered after this node gave up on it: the session goes back", "client", id, "owner", owner, "node", resp.Node)
-	for _, n := range resp.Also { // merged into snap: what they still hold came since
-		// Once only: this node holds no session to merge a retry's answer into (a
-		// copy left out waits for its move timeout).
-		extra, err := o.releaseOn(id, n, resp.Epoch)
-		if err != nil {
-			o.log.Warn("releasing a merged copy failed; its node keeps it after the move timeout", "client", id, "node", n, "error", err)
-		}
-		snap.Queue = append(snap.Queue, extra...)
-	}
+	// The copies merged into snap (resp.Also) are not released: if the give-back
+	// failed they would be gone with it. They keep their copy after their move
+	// timeout: what snap holds of them twice is delivered twice, not lost.
 	o.giveBack(snap, resp.Node, resp.Epoch)
 }
 

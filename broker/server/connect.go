@@ -281,7 +281,7 @@ func (s *Server) attach(c *client, clean bool) (present bool, code packet.Code, 
 		// continues and the other's messages are queued after it, each once; what its
 		// old node queued meanwhile follows (Finish). (A local copy that ends with its
 		// connection, expiry 0, takes nothing: known limits in docs/clustering.md.)
-		mergeCopy(e.sess, moved)
+		mergeCopy(e.sess, &session.Snapshot{Queue: s.readable(c.id, e, moved.Queue)})
 		installed = true
 		foreign = moved.Owner != e.sess.Owner()
 	}
