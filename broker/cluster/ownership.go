@@ -184,6 +184,11 @@ func (o *ownership) release(id, node string, epoch uint64) []*session.Delivery {
 		return o.srv.Release(id, epoch)
 	}
 	extra, err := o.releaseOn(id, node, epoch)
+	if err != nil && CodeOf(err) == apiv1.CodeUnreachable && !o.peers.peerUp(node) && o.awaitLink(node, releaseLinkWait) {
+		// The link dropped for a moment (right after a heal): once more before the
+		// client's CONNACK, so what the old copy holds comes before newer messages.
+		extra, err = o.releaseOn(id, node, epoch)
+	}
 	if err != nil && CodeOf(err) == apiv1.CodeUnreachable && !o.peers.peerUp(node) {
 		o.log.Warn("releasing a moved session failed: its old node is out of reach; trying again once it is back", "client", id, "node", node, "error", err)
 		o.moveRetry("release", id, node, func() error {
@@ -203,6 +208,28 @@ func (o *ownership) release(id, node string, epoch uint64) []*session.Delivery {
 		return nil
 	}
 	return extra
+}
+
+// releaseLinkWait bounds how long a release waits for the old node's link to come back
+// before the CONNACK (then it goes on in the background: moveRetry).
+const releaseLinkWait = 10 * time.Second
+
+// awaitLink waits up to d for node's link to be up; false when it is not.
+func (o *ownership) awaitLink(node string, d time.Duration) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !o.peers.peerUp(node) {
+		select {
+		case <-o.done:
+			return false
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
 }
 
 // errGone ends a background retry whose session left this node.
