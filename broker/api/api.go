@@ -20,6 +20,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
+	"github.com/mqtt-operator/mqtt-operator/broker/listener"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
 
@@ -33,6 +34,9 @@ type Options struct {
 	EvacuationRate int
 	// Auth, when set, has its counters exported in /metrics.
 	Auth *auth.Authenticator
+	// Certs are the TLS listeners' certificates by listener name, their reload
+	// counters exported in /metrics.
+	Certs map[string]*listener.CertReloader
 }
 
 // Handler returns the HTTP API of srv; node is its cluster membership (nil when the
@@ -48,6 +52,9 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	}
 	if opts.Auth != nil {
 		reg.MustRegister(authCollector{opts.Auth})
+	}
+	if len(opts.Certs) > 0 {
+		reg.MustRegister(certCollector(opts.Certs))
 	}
 	a := &api{srv: srv, node: node, opts: opts}
 	mux := http.NewServeMux()

@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
+	"github.com/mqtt-operator/mqtt-operator/broker/listener"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 )
 
@@ -136,4 +137,26 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+var (
+	certReloadDesc = prometheus.NewDesc("mqttd_tls_certificate_reloads_total", "TLS listener certificates read again after their files changed.", []string{"listener"}, nil)
+	certFailDesc   = prometheus.NewDesc("mqttd_tls_certificate_load_failures_total", "Changed TLS certificate files that did not load (the previous certificate stayed in use).", []string{"listener"}, nil)
+)
+
+// certCollector reports the TLS listeners' certificate reloads.
+type certCollector map[string]*listener.CertReloader
+
+// Describe implements prometheus.Collector.
+func (c certCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- certReloadDesc
+	ch <- certFailDesc
+}
+
+// Collect implements prometheus.Collector.
+func (c certCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, r := range c {
+		ch <- prometheus.MustNewConstMetric(certReloadDesc, prometheus.CounterValue, float64(r.Reloads()), name)
+		ch <- prometheus.MustNewConstMetric(certFailDesc, prometheus.CounterValue, float64(r.Failures()), name)
+	}
 }

@@ -38,6 +38,14 @@ type Config struct {
 type Listeners struct {
 	TCP       string `yaml:"tcp"`
 	WebSocket string `yaml:"websocket"`
+	// MQTTS is MQTT over TLS over TCP (usually :8883) with the certificate and key in
+	// MQTTSCertFile and MQTTSKeyFile (PEM), read again when they change, so a renewed
+	// certificate serves new handshakes while existing connections stay up.
+	MQTTS         string `yaml:"mqtts"`
+	MQTTSCertFile string `yaml:"mqtts_cert_file"`
+	MQTTSKeyFile  string `yaml:"mqtts_key_file"`
+	// TLSMinVersion is the lowest TLS version the TLS listeners accept: "1.2" or "1.3".
+	TLSMinVersion string `yaml:"tls_min_version"`
 }
 
 // API configures the HTTP API: /healthz, /readyz and /metrics (Prometheus).
@@ -145,7 +153,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Listeners: Listeners{TCP: ":1883", WebSocket: ":8083"},
+		Listeners: Listeners{TCP: ":1883", WebSocket: ":8083", TLSMinVersion: "1.2"},
 		API:       API{Listen: ":8080"},
 		Log:       Log{Level: "info", Format: "text"},
 		Limits: Limits{
@@ -255,6 +263,10 @@ func duration(key, help string, p func(*Config) *Duration) setting {
 var settings = []setting{
 	str("listeners.tcp", "MQTT over TCP listen address (empty: off)", func(c *Config) *string { return &c.Listeners.TCP }),
 	str("listeners.websocket", "MQTT over WebSocket listen address (empty: off)", func(c *Config) *string { return &c.Listeners.WebSocket }),
+	str("listeners.mqtts", "MQTT over TLS listen address, usually :8883 (empty: off; needs mqtts_cert_file and mqtts_key_file)", func(c *Config) *string { return &c.Listeners.MQTTS }),
+	str("listeners.mqtts_cert_file", "PEM certificate (chain) of the mqtts listener, read again when it changes", func(c *Config) *string { return &c.Listeners.MQTTSCertFile }),
+	str("listeners.mqtts_key_file", "PEM private key of the mqtts listener, read again when it changes", func(c *Config) *string { return &c.Listeners.MQTTSKeyFile }),
+	str("listeners.tls_min_version", "lowest TLS version the TLS listeners accept: 1.2 or 1.3", func(c *Config) *string { return &c.Listeners.TLSMinVersion }),
 	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
 	str("api.token_file", "file with the bearer token of /api/v1, at least 16 characters (empty: /api/v1 off)", func(c *Config) *string { return &c.API.TokenFile }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
@@ -388,8 +400,16 @@ func loadFile(path string, cfg *Config) error {
 // Validate checks values that parse but make no sense.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Listeners.TCP == "" && c.Listeners.WebSocket == "" {
+	if c.Listeners.TCP == "" && c.Listeners.WebSocket == "" && c.Listeners.MQTTS == "" {
 		errs = append(errs, errors.New("listeners: at least one listener is needed"))
+	}
+	if c.Listeners.MQTTS != "" && (c.Listeners.MQTTSCertFile == "" || c.Listeners.MQTTSKeyFile == "") {
+		errs = append(errs, errors.New("listeners.mqtts_cert_file and listeners.mqtts_key_file: both are needed for listeners.mqtts"))
+	}
+	switch c.Listeners.TLSMinVersion {
+	case "1.2", "1.3":
+	default:
+		errs = append(errs, fmt.Errorf("listeners.tls_min_version: %q is not 1.2 or 1.3", c.Listeners.TLSMinVersion))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -65,6 +65,8 @@ func TestErrors(t *testing.T) {
 		{name: "bad level", args: []string{"--log.level", "loud"}, want: "log.level"},
 		{name: "bad policy", args: []string{"--limits.queue-drop-policy", "random"}, want: "queue_drop_policy"},
 		{name: "no listeners", args: []string{"--listeners.tcp", "", "--listeners.websocket", ""}, want: "at least one listener"},
+		{name: "mqtts without its certificate", args: []string{"--listeners.mqtts", ":8883"}, want: "mqtts_cert_file and listeners.mqtts_key_file"},
+		{name: "unknown TLS version", args: []string{"--listeners.tls-min-version", "1.1"}, want: "tls_min_version"},
 		{name: "tiny packets", args: []string{"--limits.max-packet-size", "10"}, want: "max_packet_size"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/mqttd.yaml"}, want: "reading config"},
 		{name: "stray argument", args: []string{"extra"}, want: "unexpected argument"},

@@ -197,7 +197,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if node != nil {
 		defer node.Close()
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wsCtx, cancelWS := context.WithCancel(context.Background())
 	defer cancelWS()
 	running := 0
@@ -209,6 +209,27 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("listening", "listener", "tcp", "address", l.Addr().String())
 		running++
 		go func() { errc <- srv.Serve(l) }()
+	}
+	certs := map[string]*listener.CertReloader{}
+	if cfg.Listeners.MQTTS != "" {
+		mqttsCert, err := listener.NewCertReloader(cfg.Listeners.MQTTSCertFile, cfg.Listeners.MQTTSKeyFile, log)
+		if err != nil {
+			return fmt.Errorf("mqtts listener: %w", err)
+		}
+		minVersion, err := listener.TLSVersion(cfg.Listeners.TLSMinVersion)
+		if err != nil {
+			return fmt.Errorf("listeners.tls_min_version: %w", err)
+		}
+		l, err := net.Listen("tcp", cfg.Listeners.MQTTS)
+		if err != nil {
+			return fmt.Errorf("mqtts listener: %w", err)
+		}
+		log.Info("listening", "listener", "mqtts", "address", l.Addr().String(), "tlsMinVersion", cfg.Listeners.TLSMinVersion)
+		running++
+		// The TLS handshake runs on the connection's first read, under the server's
+		// connect timeout: one that does not finish in time is closed.
+		certs["mqtts"] = mqttsCert
+		go func() { errc <- srv.Serve(tls.NewListener(l, listener.ServerTLS(mqttsCert, minVersion))) }()
 	}
 	if cfg.Listeners.WebSocket != "" {
 		l, err := net.Listen("tcp", cfg.Listeners.WebSocket)
@@ -230,7 +251,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn}), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Certs: certs}), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		go func() {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
