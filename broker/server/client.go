@@ -197,7 +197,8 @@ func (c *client) serve() {
 		s.mu.Unlock()
 	}()
 
-	_ = c.conn.SetReadDeadline(time.Now().Add(s.opts.ConnectTimeout))
+	// Reads and writes: a TLS handshake, which runs on the first read, writes too.
+	_ = c.conn.SetDeadline(time.Now().Add(s.opts.ConnectTimeout))
 	p, err := packet.Read(c.br, 0, s.opts.MaxPacketSize)
 	if err != nil || p.Type != packet.Connect {
 		c.refuseFirst(p, err)

@@ -104,7 +104,7 @@ func dialTLS(addr string, pool *x509.CertPool, maxVersion uint16) (*tls.Conn, in
 }
 
 // TestMQTTSListener: the mqtts listener speaks MQTT over TLS to a real client (paho)
-// that verifies the server's certificate; a renewed certificate (the files replaced)
+// that verifies the server's certificate, with per-listener limits of its own; a renewed certificate (the files replaced)
 // serves new handshakes within seconds while the connection made before keeps
 // working; files that do not load keep the certificate in force (logged); a client
 // below tls_min_version is refused; a connection that never finishes its handshake is
@@ -114,8 +114,9 @@ func TestMQTTSListener(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := ca.issue(t, dir, 100)
 	mqtts := freePort(t)
-	_, w, _, apiAddr := startMqttd(t, "--listeners.mqtts", mqtts, "--listeners.mqtts-cert-file", certFile,
-		"--listeners.mqtts-key-file", keyFile, "--listeners.tls-min-version", "1.3", "--limits.connect-timeout", "1s")
+	_, w, addr, apiAddr := startMqttd(t, "--listeners.mqtts", mqtts, "--listeners.mqtts-cert-file", certFile,
+		"--listeners.mqtts-key-file", keyFile, "--listeners.tls-min-version", "1.3", "--limits.connect-timeout", "1s",
+		"--limits.max-connections-per-listener", "1")
 
 	conn, serial, err := dialTLS(mqtts, ca.pool, 0)
 	if err != nil || serial != 100 {
@@ -148,6 +149,9 @@ func TestMQTTSListener(t *testing.T) {
 		}
 	}
 	roundTrip("before")
+	// The mqtts listener has its own limits: its one connection leaves the plain TCP
+	// listener's one slot free.
+	_, _ = connectV5(t, addr, "plain-beside-tls")
 
 	ca.issue(t, dir, 200) // renewed
 	deadline := time.Now().Add(10 * time.Second)
