@@ -229,7 +229,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		// The TLS handshake runs on the connection's first read, under the server's
 		// connect timeout: one that does not finish in time is closed.
 		certs["mqtts"] = mqttsCert
-		go func() { errc <- srv.ServeListener(tls.NewListener(l, listener.ServerTLS(mqttsCert, minVersion)), "mqtts") }()
+		go func() {
+			errc <- srv.ServeListener(tls.NewListener(l, listener.ServerTLS(mqttsCert, minVersion)), "mqtts")
+		}()
 	}
 	if cfg.Listeners.WebSocket != "" {
 		l, err := net.Listen("tcp", cfg.Listeners.WebSocket)
