@@ -51,19 +51,21 @@ func newTestCA(t *testing.T) *testCA {
 	return &testCA{cert: cert, key: key, pool: pool}
 }
 
-// issue writes a server certificate for localhost and 127.0.0.1 with serial and its
-// key as PEM files in dir, each written beside and renamed into place (as a mounted
-// Secret changes), and returns their paths.
-func (ca *testCA) issue(t *testing.T, dir string, serial int64) (certFile, keyFile string) {
+// issue writes a certificate for localhost and 127.0.0.1 (server and client use)
+// with serial, signed by ca, and its key as PEM files name.pem and name-key.pem in
+// dir, each written beside and renamed into place (as a mounted Secret changes), and
+// returns their paths.
+func (ca *testCA) issue(t *testing.T, dir, name string, serial int64) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "localhost"},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +74,7 @@ func (ca *testCA) issue(t *testing.T, dir string, serial int64) (certFile, keyFi
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
 	replace(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 	replace(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 	return certFile, keyFile
@@ -112,7 +114,7 @@ func dialTLS(addr string, pool *x509.CertPool, maxVersion uint16) (*tls.Conn, in
 func TestMQTTSListener(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
-	certFile, keyFile := ca.issue(t, dir, 100)
+	certFile, keyFile := ca.issue(t, dir, "mqtts", 100)
 	mqtts := freePort(t)
 	_, w, addr, apiAddr := startMqttd(t, "--listeners.mqtts", mqtts, "--listeners.mqtts-cert-file", certFile,
 		"--listeners.mqtts-key-file", keyFile, "--listeners.tls-min-version", "1.3", "--limits.connect-timeout", "1s",
@@ -153,7 +155,7 @@ func TestMQTTSListener(t *testing.T) {
 	// listener's one slot free.
 	_, _ = connectV5(t, addr, "plain-beside-tls")
 
-	ca.issue(t, dir, 200) // renewed
+	ca.issue(t, dir, "mqtts", 200) // renewed
 	deadline := time.Now().Add(10 * time.Second)
 	for serial != 200 && time.Now().Before(deadline) {
 		var nc *tls.Conn
