@@ -34,9 +34,10 @@ type Options struct {
 	EvacuationRate int
 	// Auth, when set, has its counters exported in /metrics.
 	Auth *auth.Authenticator
-	// Certs are the TLS listeners' certificates by listener name, their reload
-	// counters exported in /metrics.
-	Certs map[string]*listener.CertReloader
+	// Listeners are the client listeners: their refusals (PROXY header, TLS
+	// handshake, WebSocket upgrade), handshakes and certificate reloads are exported
+	// in /metrics.
+	Listeners []*listener.Listener
 }
 
 // Handler returns the HTTP API of srv; node is its cluster membership (nil when the
@@ -53,8 +54,8 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	if opts.Auth != nil {
 		reg.MustRegister(authCollector{opts.Auth})
 	}
-	if len(opts.Certs) > 0 {
-		reg.MustRegister(certCollector(opts.Certs))
+	if len(opts.Listeners) > 0 {
+		reg.MustRegister(listenerCollector(opts.Listeners))
 	}
 	a := &api{srv: srv, node: node, opts: opts}
 	mux := http.NewServeMux()
@@ -119,6 +120,7 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	v1.HandleFunc("GET /api/v1/node/evacuation", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
 		return n.Evacuation(), nil
 	}))
+	v1.HandleFunc("GET /api/v1/clients/{clientID}", a.getClient)
 	v1.HandleFunc("/api/v1/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
@@ -173,6 +175,18 @@ func (a *api) nodeInfo() apiv1.Node {
 
 func (a *api) getNode(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, a.nodeInfo())
+}
+
+// getClient describes a client connected to this node (its address is the PROXY
+// header's when its listener has the PROXY protocol on). Only this node's clients for
+// now: the cluster-wide client list is [dashboard]'s.
+func (a *api) getClient(w http.ResponseWriter, r *http.Request) {
+	info, ok := a.srv.Client(r.PathValue("clientID"))
+	if !ok {
+		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "no client with this ID is connected to this node")
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
 }
 
 // clusterVerb wraps a verb that needs the cluster port.

@@ -142,21 +142,39 @@ func b2f(b bool) float64 {
 var (
 	certReloadDesc = prometheus.NewDesc("mqttd_tls_certificate_reloads_total", "TLS listener certificates read again after their files changed.", []string{"listener"}, nil)
 	certFailDesc   = prometheus.NewDesc("mqttd_tls_certificate_load_failures_total", "Changed TLS certificate files that did not load (the previous certificate stayed in use).", []string{"listener"}, nil)
+	handshakeDesc  = prometheus.NewDesc("mqttd_tls_handshakes_total", "TLS handshakes completed on client listeners, by TLS version.", []string{"listener", "version"}, nil)
+	hsFailDesc     = prometheus.NewDesc("mqttd_tls_handshake_failures_total", "TLS handshakes that failed on client listeners, by reason (client_certificate_missing, client_certificate_untrusted, client_certificate_expired, server_certificate_refused, client_aborted, protocol_version, no_shared_cipher_suite, timeout, not_tls, closed, ...).", []string{"listener", "reason"}, nil)
+	refusalDesc    = prometheus.NewDesc("mqttd_listener_refusals_total", "Connections refused before MQTT other than by TLS: a missing or invalid PROXY protocol header (stage proxy), a refused WebSocket origin or upgrade (stage websocket).", []string{"listener", "stage", "reason"}, nil)
 )
 
-// certCollector reports the TLS listeners' certificate reloads.
-type certCollector map[string]*listener.CertReloader
+// listenerCollector reports the client listeners' refusals, TLS handshakes and
+// certificate reloads.
+type listenerCollector []*listener.Listener
 
 // Describe implements prometheus.Collector.
-func (c certCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- certReloadDesc
-	ch <- certFailDesc
+func (c listenerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{certReloadDesc, certFailDesc, handshakeDesc, hsFailDesc, refusalDesc} {
+		ch <- d
+	}
 }
 
 // Collect implements prometheus.Collector.
-func (c certCollector) Collect(ch chan<- prometheus.Metric) {
-	for name, r := range c {
-		ch <- prometheus.MustNewConstMetric(certReloadDesc, prometheus.CounterValue, float64(r.Reloads()), name)
-		ch <- prometheus.MustNewConstMetric(certFailDesc, prometheus.CounterValue, float64(r.Failures()), name)
+func (c listenerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c {
+		name := l.Name()
+		if r := l.Certificate(); r != nil {
+			ch <- prometheus.MustNewConstMetric(certReloadDesc, prometheus.CounterValue, float64(r.Reloads()), name)
+			ch <- prometheus.MustNewConstMetric(certFailDesc, prometheus.CounterValue, float64(r.Failures()), name)
+			v12, v13 := l.Handshakes()
+			ch <- prometheus.MustNewConstMetric(handshakeDesc, prometheus.CounterValue, float64(v12), name, "1.2")
+			ch <- prometheus.MustNewConstMetric(handshakeDesc, prometheus.CounterValue, float64(v13), name, "1.3")
+		}
+		for _, f := range l.Failures() {
+			if f.Stage == "tls" {
+				ch <- prometheus.MustNewConstMetric(hsFailDesc, prometheus.CounterValue, float64(f.Count), name, f.Reason)
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(refusalDesc, prometheus.CounterValue, float64(f.Count), name, f.Stage, f.Reason)
+		}
 	}
 }

@@ -24,6 +24,7 @@ const (
 	CodeEvacuating     = "evacuating"      // the node is being evacuated
 	CodeClientIDOwned  = "client_id_owned" // a takeover of another user's client ID
 	CodeSessionMoving  = "session_moving"  // another move of the client ID's session is still running
+	CodeNotFound       = "not_found"       // no such object (a client not connected to this node)
 	CodeInternal       = "internal"        // anything else
 )
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -85,13 +86,14 @@ type Authenticator struct {
 
 type counters struct {
 	ok, badCredentials, anonymousRefused, clientIDRefused, busy atomic.Uint64
+	certificates                                                atomic.Uint64 // accepted by a client certificate
 	deniedPublish, deniedSubscribe, deniedWill                  atomic.Uint64
 	reloads, reloadErrors, revoked                              atomic.Uint64
 }
 
 // Stats are the authenticator's counters.
 type Stats struct {
-	Connects             map[string]uint64 // by result: ok, bad_credentials, anonymous_refused, client_id_owned, busy
+	Connects             map[string]uint64 // by result: ok, certificate, bad_credentials, anonymous_refused, client_id_owned, busy
 	Denied               map[string]uint64 // by action: publish, subscribe, will
 	Reloads              uint64            // rule changes applied
 	ReloadErrors         uint64            // files that could not be read or parsed (old rules kept)
@@ -249,6 +251,20 @@ func (a *Authenticator) Authenticate(clientID string, hasUsername bool, username
 	return Principal{}, AnonymousRefused
 }
 
+// AuthenticateCertificate accepts a client whose verified TLS client certificate
+// names username (the listener takes it from the CN or a SAN): the certificate is the
+// credential, so no password is checked and the user need not be in the users file;
+// the ACL applies to username as to any user. A name starting with '$' (such as
+// "$anonymous", which ACL rules use for clients without a username) is refused.
+func (a *Authenticator) AuthenticateCertificate(clientID, username string) (Principal, Result) {
+	if username == "" || strings.HasPrefix(username, "$") {
+		a.stats.badCredentials.Add(1)
+		return Principal{}, BadCredentials
+	}
+	a.stats.certificates.Add(1)
+	return Principal{Username: username, ClientID: clientID}, OK
+}
+
 // check verifies a password: from the cache, else with bcrypt once a slot is free.
 // busy reports that no slot freed up within BcryptWait.
 func (a *Authenticator) check(u *Users, name string, password []byte) (good, busy bool) {
@@ -345,7 +361,7 @@ func (a *Authenticator) Stats() Stats {
 	return Stats{
 		Connects: map[string]uint64{"ok": a.stats.ok.Load(), "bad_credentials": a.stats.badCredentials.Load(),
 			"anonymous_refused": a.stats.anonymousRefused.Load(), "client_id_owned": a.stats.clientIDRefused.Load(),
-			"busy": a.stats.busy.Load()},
+			"busy": a.stats.busy.Load(), "certificate": a.stats.certificates.Load()},
 		Denied: map[string]uint64{"publish": a.stats.deniedPublish.Load(), "subscribe": a.stats.deniedSubscribe.Load(),
 			"will": a.stats.deniedWill.Load()},
 		Reloads: a.stats.reloads.Load(), ReloadErrors: a.stats.reloadErrors.Load(), RevokedSubscriptions: a.stats.revoked.Load(),

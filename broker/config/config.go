@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -44,8 +45,70 @@ type Listeners struct {
 	MQTTS         string `yaml:"mqtts"`
 	MQTTSCertFile string `yaml:"mqtts_cert_file"`
 	MQTTSKeyFile  string `yaml:"mqtts_key_file"`
+	// WSS is MQTT over WebSocket over TLS (usually :8084), with its own certificate
+	// and key (empty: the mqtts listener's files).
+	WSS         string `yaml:"wss"`
+	WSSCertFile string `yaml:"wss_cert_file"`
+	WSSKeyFile  string `yaml:"wss_key_file"`
+	// The settings below apply to both TLS listeners (mqtts, wss).
 	// TLSMinVersion is the lowest TLS version the TLS listeners accept: "1.2" or "1.3".
 	TLSMinVersion string `yaml:"tls_min_version"`
+	// TLSCipherSuites are the TLS 1.2 cipher suites allowed (comma-separated Go names,
+	// e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256); empty: Go's defaults. TLS 1.3's
+	// suites are not configurable.
+	TLSCipherSuites string `yaml:"tls_cipher_suites"`
+	// TLSClientCerts: "none" (not asked for), "optional" (one that is sent must
+	// verify against TLSClientCAFile) or "required".
+	TLSClientCerts  string `yaml:"tls_client_certs"`
+	TLSClientCAFile string `yaml:"tls_client_ca_file"`
+	TLSUsernameFrom string `yaml:"tls_username_from"`
+	// ProxyProtocol lists the listeners (tcp, mqtts, websocket, wss) whose
+	// connections start with a PROXY protocol v1 or v2 header, comma-separated; such
+	// a listener refuses connections without one.
+	ProxyProtocol string `yaml:"proxy_protocol"`
+	// WebSocketOrigins are the browser origins the WebSocket listeners accept
+	// (comma-separated host patterns such as "*.example.com", "*" for any). Empty:
+	// any when anonymous clients are allowed, else only the page's own host. A
+	// client that sends no Origin (not a browser) is always accepted.
+	WebSocketOrigins string `yaml:"websocket_origins"`
+}
+
+// WSSFiles are the wss listener's certificate and key files: its own, else mqtts's.
+func (l Listeners) WSSFiles() (cert, key string) {
+	if l.WSSCertFile != "" || l.WSSKeyFile != "" {
+		return l.WSSCertFile, l.WSSKeyFile
+	}
+	return l.MQTTSCertFile, l.MQTTSKeyFile
+}
+
+// ListenerNames are the client listeners, as proxy_protocol and the metrics name them.
+var ListenerNames = []string{"tcp", "mqtts", "websocket", "wss"}
+
+// Proxied reports whether the listener name has the PROXY protocol on.
+func (l Listeners) Proxied(name string) bool {
+	for _, n := range strings.Split(l.ProxyProtocol, ",") {
+		if strings.TrimSpace(n) == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Origins is the WebSocket Origin allow list in force (see WebSocketOrigins).
+func (c Config) Origins() []string {
+	if c.Listeners.WebSocketOrigins == "" {
+		if c.Auth.AllowAnonymous {
+			return []string{"*"}
+		}
+		return nil
+	}
+	var out []string
+	for _, o := range strings.Split(c.Listeners.WebSocketOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // API configures the HTTP API: /healthz, /readyz and /metrics (Prometheus).
@@ -153,7 +216,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Listeners: Listeners{TCP: ":1883", WebSocket: ":8083", TLSMinVersion: "1.2"},
+		Listeners: Listeners{TCP: ":1883", WebSocket: ":8083", TLSMinVersion: "1.2", TLSClientCerts: "none"},
 		API:       API{Listen: ":8080"},
 		Log:       Log{Level: "info", Format: "text"},
 		Limits: Limits{
@@ -266,7 +329,16 @@ var settings = []setting{
 	str("listeners.mqtts", "MQTT over TLS listen address, usually :8883 (empty: off; needs mqtts_cert_file and mqtts_key_file)", func(c *Config) *string { return &c.Listeners.MQTTS }),
 	str("listeners.mqtts_cert_file", "PEM certificate (chain) of the mqtts listener, read again when it changes", func(c *Config) *string { return &c.Listeners.MQTTSCertFile }),
 	str("listeners.mqtts_key_file", "PEM private key of the mqtts listener, read again when it changes", func(c *Config) *string { return &c.Listeners.MQTTSKeyFile }),
+	str("listeners.wss", "MQTT over WebSocket over TLS listen address, usually :8084 (empty: off)", func(c *Config) *string { return &c.Listeners.WSS }),
+	str("listeners.wss_cert_file", "PEM certificate (chain) of the wss listener, read again when it changes (empty: mqtts_cert_file)", func(c *Config) *string { return &c.Listeners.WSSCertFile }),
+	str("listeners.wss_key_file", "PEM private key of the wss listener, read again when it changes (empty: mqtts_key_file)", func(c *Config) *string { return &c.Listeners.WSSKeyFile }),
 	str("listeners.tls_min_version", "lowest TLS version the TLS listeners accept: 1.2 or 1.3", func(c *Config) *string { return &c.Listeners.TLSMinVersion }),
+	str("listeners.tls_cipher_suites", "TLS 1.2 cipher suites allowed, comma-separated Go names (empty: Go's defaults)", func(c *Config) *string { return &c.Listeners.TLSCipherSuites }),
+	str("listeners.tls_client_certs", "client certificates on the TLS listeners: none, optional or required", func(c *Config) *string { return &c.Listeners.TLSClientCerts }),
+	str("listeners.tls_client_ca_file", "PEM CA bundle that client certificates must chain to", func(c *Config) *string { return &c.Listeners.TLSClientCAFile }),
+	str("listeners.tls_username_from", "take the MQTT username from the client certificate: cn, dn, san_dns, san_email, san_uri (empty: the CONNECT's)", func(c *Config) *string { return &c.Listeners.TLSUsernameFrom }),
+	str("listeners.proxy_protocol", "listeners whose connections start with a PROXY v1/v2 header, comma-separated: tcp, mqtts, websocket, wss", func(c *Config) *string { return &c.Listeners.ProxyProtocol }),
+	str("listeners.websocket_origins", "browser origins the WebSocket listeners accept, comma-separated host patterns, * for any (empty: any with anonymous access, else same host)", func(c *Config) *string { return &c.Listeners.WebSocketOrigins }),
 	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
 	str("api.token_file", "file with the bearer token of /api/v1, at least 16 characters (empty: /api/v1 off)", func(c *Config) *string { return &c.API.TokenFile }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
@@ -400,11 +472,40 @@ func loadFile(path string, cfg *Config) error {
 // Validate checks values that parse but make no sense.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Listeners.TCP == "" && c.Listeners.WebSocket == "" && c.Listeners.MQTTS == "" {
+	l := c.Listeners
+	if l.TCP == "" && l.WebSocket == "" && l.MQTTS == "" && l.WSS == "" {
 		errs = append(errs, errors.New("listeners: at least one listener is needed"))
 	}
-	if c.Listeners.MQTTS != "" && (c.Listeners.MQTTSCertFile == "" || c.Listeners.MQTTSKeyFile == "") {
+	if l.MQTTS != "" && (l.MQTTSCertFile == "" || l.MQTTSKeyFile == "") {
 		errs = append(errs, errors.New("listeners.mqtts_cert_file and listeners.mqtts_key_file: both are needed for listeners.mqtts"))
+	}
+	if cert, key := l.WSSFiles(); l.WSS != "" && (cert == "" || key == "") {
+		errs = append(errs, errors.New("listeners.wss_cert_file and listeners.wss_key_file (or the mqtts ones): both are needed for listeners.wss"))
+	}
+	if (l.WSSCertFile == "") != (l.WSSKeyFile == "") {
+		errs = append(errs, errors.New("listeners.wss_cert_file and listeners.wss_key_file: set both or neither"))
+	}
+	switch l.TLSClientCerts {
+	case "none":
+		if l.TLSUsernameFrom != "" {
+			errs = append(errs, errors.New("listeners.tls_username_from: needs listeners.tls_client_certs optional or required"))
+		}
+	case "optional", "required":
+		if l.TLSClientCAFile == "" {
+			errs = append(errs, fmt.Errorf("listeners.tls_client_ca_file: required with listeners.tls_client_certs %s", l.TLSClientCerts))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("listeners.tls_client_certs: %q is not none, optional or required", l.TLSClientCerts))
+	}
+	switch l.TLSUsernameFrom {
+	case "", "cn", "dn", "san_dns", "san_email", "san_uri":
+	default:
+		errs = append(errs, fmt.Errorf("listeners.tls_username_from: %q is not cn, dn, san_dns, san_email or san_uri", l.TLSUsernameFrom))
+	}
+	for _, n := range strings.Split(l.ProxyProtocol, ",") {
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(ListenerNames, n) {
+			errs = append(errs, fmt.Errorf("listeners.proxy_protocol: %q is not a listener (%s)", n, strings.Join(ListenerNames, ", ")))
+		}
 	}
 	switch c.Listeners.TLSMinVersion {
 	case "1.2", "1.3":

@@ -2,9 +2,12 @@ package listener
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,8 +106,141 @@ func TLSVersion(v string) (uint16, error) {
 	return 0, fmt.Errorf("TLS version %q is not 1.2 or 1.3", v)
 }
 
-// ServerTLS is the TLS configuration of a client listener: Go's defaults (cipher
-// suites, curves) above minVersion, the certificate from r.
-func ServerTLS(r *CertReloader, minVersion uint16) *tls.Config {
-	return &tls.Config{MinVersion: minVersion, GetCertificate: r.GetCertificate}
+// Client certificate modes of a TLS listener.
+const (
+	ClientCertsNone     = "none"     // no certificate asked for
+	ClientCertsOptional = "optional" // asked for; one that is sent must verify
+	ClientCertsRequired = "required" // a verified certificate is needed
+)
+
+// Where a username is taken from a client certificate.
+const (
+	UsernameNone     = ""          // not from the certificate: the CONNECT's
+	UsernameCN       = "cn"        // the subject's common name
+	UsernameDN       = "dn"        // the whole subject, as in "CN=dev1,O=acme"
+	UsernameSANDNS   = "san_dns"   // the first DNS name
+	UsernameSANEmail = "san_email" // the first e-mail address
+	UsernameSANURI   = "san_uri"   // the first URI
+)
+
+// TLSSettings are a TLS listener's settings, as in the configuration.
+type TLSSettings struct {
+	Cert         *CertReloader
+	MinVersion   string // "1.2" or "1.3"
+	CipherSuites string // comma-separated Go names of TLS 1.2 suites; empty: Go's defaults
+	ClientCerts  string // none, optional or required
+	ClientCAFile string // PEM bundle that client certificates must chain to
+	UsernameFrom string // UsernameNone, UsernameCN, ...
+}
+
+// TLS is a client listener's TLS: Go's defaults (curves, TLS 1.3 suites) above the
+// minimum version, the certificate read again when it changes, client certificates
+// verified against the CA bundle.
+type TLS struct {
+	config       *tls.Config
+	cert         *CertReloader
+	usernameFrom string
+}
+
+// NewTLS checks s and builds the listener's TLS.
+func NewTLS(s TLSSettings) (*TLS, error) {
+	minVersion, err := TLSVersion(s.MinVersion)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{MinVersion: minVersion, GetCertificate: s.Cert.GetCertificate}
+	if s.CipherSuites != "" {
+		if cfg.CipherSuites, err = CipherSuites(s.CipherSuites); err != nil {
+			return nil, err
+		}
+	}
+	switch s.ClientCerts {
+	case ClientCertsNone, "":
+		if s.UsernameFrom != UsernameNone {
+			return nil, fmt.Errorf("a username from client certificates needs client certificates (optional or required)")
+		}
+	case ClientCertsOptional, ClientCertsRequired:
+		if s.ClientCAFile == "" {
+			return nil, fmt.Errorf("client certificates %s need a CA bundle to verify them", s.ClientCerts)
+		}
+		pem, err := os.ReadFile(s.ClientCAFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", s.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		if s.ClientCerts == ClientCertsRequired {
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	default:
+		return nil, fmt.Errorf("client certificates %q: not none, optional or required", s.ClientCerts)
+	}
+	switch s.UsernameFrom {
+	case UsernameNone, UsernameCN, UsernameDN, UsernameSANDNS, UsernameSANEmail, UsernameSANURI:
+	default:
+		return nil, fmt.Errorf("username from %q: not cn, dn, san_dns, san_email or san_uri", s.UsernameFrom)
+	}
+	return &TLS{config: cfg, cert: s.Cert, usernameFrom: s.UsernameFrom}, nil
+}
+
+// CipherSuites parses comma-separated names of TLS 1.2 cipher suites; only the ones
+// Go deems secure are accepted (TLS 1.3's suites are not configurable).
+func CipherSuites(names string) ([]uint16, error) {
+	known := map[string]uint16{}
+	for _, cs := range tls.CipherSuites() {
+		known[cs.Name] = cs.ID
+	}
+	var out []uint16
+	for _, n := range strings.Split(names, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		id, ok := known[n]
+		if !ok {
+			return nil, fmt.Errorf("cipher suite %q is not one of Go's secure suites (%s)", n, strings.Join(sortedKeys(known), ", "))
+		}
+		out = append(out, id)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("cipher suites %q: none named", names)
+	}
+	return out, nil
+}
+
+func sortedKeys(m map[string]uint16) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// certUsername takes the username from a verified client certificate ("" when the
+// field is empty).
+func certUsername(c *x509.Certificate, from string) string {
+	switch from {
+	case UsernameCN:
+		return c.Subject.CommonName
+	case UsernameDN:
+		return c.Subject.String()
+	case UsernameSANDNS:
+		if len(c.DNSNames) > 0 {
+			return c.DNSNames[0]
+		}
+	case UsernameSANEmail:
+		if len(c.EmailAddresses) > 0 {
+			return c.EmailAddresses[0]
+		}
+	case UsernameSANURI:
+		if len(c.URIs) > 0 {
+			return c.URIs[0].String()
+		}
+	}
+	return ""
 }

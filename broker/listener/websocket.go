@@ -1,18 +1,24 @@
-// Package listener turns network endpoints into MQTT connections for the server:
-// plain TCP is served by server.Serve directly; WebSocket needs the HTTP upgrade here.
+// Package listener turns network endpoints into MQTT connections for the server: the
+// PROXY protocol header and TLS handshake of a connection (Listener, Conn), the
+// certificates of TLS listeners (CertReloader), and the HTTP upgrade of WebSocket.
 package listener
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
 )
 
-// Name is the WebSocket listener's name: its per-listener limits and logs.
+// Name is the plain WebSocket listener's name: its per-listener limits and logs.
 const Name = "websocket"
 
 // ConnServer runs the MQTT protocol on one connection of a named listener and limits
@@ -22,51 +28,188 @@ type ConnServer interface {
 	ThrottleAccept(l net.Listener, listener string) net.Listener
 }
 
+// WebSocketOptions configure a WebSocket listener.
+type WebSocketOptions struct {
+	// Origins are the browser origins allowed to connect: patterns matched against
+	// the Origin header's host (or against the whole origin when a pattern holds
+	// "://"), "*" for any. A request without an Origin header (not from a browser)
+	// and one from the page's own host are always allowed.
+	Origins []string
+	// PrepareTimeout bounds the PROXY header and the TLS handshake.
+	PrepareTimeout time.Duration
+	Log            *slog.Logger
+}
+
+type connKey struct{}
+
 // WebSocket returns an HTTP handler that accepts MQTT over WebSocket (binary frames,
-// subprotocol "mqtt", MQTT 5.0 section 6) on any path.
-func WebSocket(srv ConnServer, log *slog.Logger) http.Handler {
+// subprotocol "mqtt" or "mqttv3.1", MQTT 5.0 section 6) on any path, for the
+// listener l (whose name, counters and client addresses it uses).
+func WebSocket(srv ConnServer, l *Listener, o WebSocketOptions) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lc, _ := r.Context().Value(connKey{}).(*Conn)
+		remote := remoteAddr(r.RemoteAddr)
+		if lc != nil {
+			remote = lc.RemoteAddr()
+		}
+		if origin := r.Header.Get("Origin"); !originAllowed(origin, r.Host, o.Origins) {
+			l.refuse(stageWebSocket, "origin_refused", remote.String(), errors.New("origin "+origin+" is not allowed"))
+			http.Error(w, "origin not allowed", http.StatusForbidden)
+			return
+		}
 		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 			Subprotocols:       []string{"mqtt", "mqttv3.1"},
-			InsecureSkipVerify: true, // MQTT clients are not browsers bound by same-origin; auth is MQTT's
+			InsecureSkipVerify: true, // the origin was checked above
 		})
 		if err != nil {
-			log.Info("websocket upgrade failed", "remote", r.RemoteAddr, "error", err)
+			l.refuse(stageWebSocket, "upgrade_failed", remote.String(), err)
 			return
 		}
 		if ws.Subprotocol() == "" {
+			l.refuse(stageWebSocket, "subprotocol_missing", remote.String(), errors.New("the client offered neither mqtt nor mqttv3.1"))
 			_ = ws.Close(websocket.StatusPolicyViolation, "subprotocol mqtt required")
 			return
 		}
 		ws.SetReadLimit(-1) // the MQTT layer enforces the maximum packet size
-		conn := websocket.NetConn(context.Background(), ws, websocket.MessageBinary)
-		srv.ServeConnOn(&addrConn{Conn: conn, remote: remoteAddr(r.RemoteAddr)}, Name)
+		conn := &addrConn{Conn: websocket.NetConn(context.Background(), ws, websocket.MessageBinary), remote: remote}
+		if lc != nil {
+			conn.certUser, conn.tlsVersion = lc.CertUsername(), lc.TLSVersion()
+		}
+		srv.ServeConnOn(conn, l.Name())
 	})
 }
 
+// originAllowed applies the Origin allow list.
+func originAllowed(origin, host string, patterns []string) bool {
+	if origin == "" {
+		return true // not a browser: MQTT's own authentication applies
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true
+	}
+	for _, p := range patterns {
+		p = strings.ToLower(p)
+		target := strings.ToLower(u.Host)
+		if strings.Contains(p, "://") {
+			target = strings.ToLower(u.Scheme + "://" + u.Host)
+		}
+		if ok, _ := path.Match(p, target); ok || p == "*" {
+			return true
+		}
+	}
+	return false
+}
+
 // ServeWebSocket serves MQTT over WebSocket on l until ctx is done. Connections are
-// accepted at the listener's connection rate, before the HTTP upgrade.
-func ServeWebSocket(ctx context.Context, l net.Listener, srv ConnServer, log *slog.Logger) error {
-	l = srv.ThrottleAccept(l, Name)
-	hs := &http.Server{Handler: WebSocket(srv, log), ReadHeaderTimeout: 10 * time.Second}
+// accepted at the listener's connection rate, then prepared (PROXY header, TLS) on
+// their own goroutines under o.PrepareTimeout, before the HTTP upgrade.
+func ServeWebSocket(ctx context.Context, l *Listener, srv ConnServer, o WebSocketOptions) error {
+	if o.PrepareTimeout <= 0 {
+		o.PrepareTimeout = 10 * time.Second
+	}
+	throttled := srv.ThrottleAccept(l, l.Name())
+	ready := &preparedListener{Listener: throttled, conns: make(chan net.Conn), done: make(chan struct{})}
+	go ready.run(o.PrepareTimeout)
+	hs := &http.Server{
+		Handler:           WebSocket(srv, l, o),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+	}
 	go func() {
 		<-ctx.Done()
 		_ = hs.Close()
 	}()
-	err := hs.Serve(l)
-	if err == http.ErrServerClosed {
+	err := hs.Serve(ready)
+	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
 }
 
-// addrConn reports the HTTP client's address instead of the WebSocket wrapper's.
+// preparedListener hands the HTTP server connections whose PROXY header and TLS
+// handshake are done (Accept must not wait on one slow client).
+type preparedListener struct {
+	net.Listener
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	mu    sync.Mutex
+	err   error // the accept loop's error, returned once the queue is empty
+}
+
+func (p *preparedListener) run(timeout time.Duration) {
+	for {
+		c, err := p.Listener.Accept()
+		if err != nil {
+			p.mu.Lock()
+			p.err = err
+			p.mu.Unlock()
+			p.close()
+			return
+		}
+		go func() {
+			lc, ok := c.(*Conn)
+			if ok {
+				if err := lc.Prepare(time.Now().Add(timeout)); err != nil {
+					_ = c.Close()
+					return
+				}
+				_ = lc.raw.SetDeadline(time.Time{})
+			}
+			select {
+			case p.conns <- c:
+			case <-p.done:
+				_ = c.Close()
+			}
+		}()
+	}
+}
+
+func (p *preparedListener) close() { p.once.Do(func() { close(p.done) }) }
+
+// Accept returns the next prepared connection.
+func (p *preparedListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	case <-p.done:
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.err != nil {
+			return nil, p.err
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting.
+func (p *preparedListener) Close() error {
+	p.close()
+	return p.Listener.Close()
+}
+
+// addrConn reports the client's address (the PROXY header's, or the HTTP peer's)
+// instead of the WebSocket wrapper's, and the username from its TLS certificate.
 type addrConn struct {
 	net.Conn
-	remote net.Addr
+	remote     net.Addr
+	certUser   string
+	tlsVersion uint16
 }
 
 func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// TLSVersion is the negotiated TLS version of a wss connection (0 on plain ws).
+func (c *addrConn) TLSVersion() uint16 { return c.tlsVersion }
+
+// CertUsername is the username from the client's TLS certificate, if taken.
+func (c *addrConn) CertUsername() string { return c.certUser }
 
 type stringAddr string
 

@@ -75,9 +75,23 @@ func (c *client) authenticate(cf *packet.ConnectFields) (packet.Code, string) {
 	a := c.s.opts.Auth
 	if a == nil {
 		c.principal = auth.Principal{Anonymous: true, ClientID: c.id}
+		if c.certUser != "" {
+			c.principal = auth.Principal{Username: c.certUser, ClientID: c.id}
+		}
 		return packet.Success, ""
 	}
-	p, res := a.Authenticate(c.id, cf.UsernameFlag, cf.Username, cf.PasswordFlag, cf.Password)
+	var (
+		p   auth.Principal
+		res auth.Result
+	)
+	if c.certUser != "" {
+		// The listener took the username from a verified client certificate: it
+		// replaces the CONNECT's username and password (as Mosquitto's
+		// use_identity_as_username and EMQX's peer_cert_as_username do).
+		p, res = a.AuthenticateCertificate(c.id, c.certUser)
+	} else {
+		p, res = a.Authenticate(c.id, cf.UsernameFlag, cf.Username, cf.PasswordFlag, cf.Password)
+	}
 	if res != auth.OK {
 		// A flood of bad logins must not flood the log: info level at most every
 		// logEvery, debug otherwise; the counters count every one.
@@ -86,6 +100,10 @@ func (c *client) authenticate(cf *packet.ConnectFields) (packet.Code, string) {
 	ctx := context.Background()
 	switch res {
 	case auth.BadCredentials:
+		if c.certUser != "" {
+			c.s.log.Log(ctx, c.refuseLevel, "authentication failed", "client", c.id, "username", c.certUser, "remote", c.addr, "reason", "the client certificate's username is reserved")
+			return packet.BadUserNameOrPassword, "the client certificate's username may not start with $"
+		}
 		c.s.log.Log(ctx, c.refuseLevel, "authentication failed", "client", c.id, "username", cf.Username, "remote", c.addr, "reason", "bad username or password")
 		return packet.BadUserNameOrPassword, "bad user name or password"
 	case auth.Busy:

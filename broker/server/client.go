@@ -44,6 +44,8 @@ type client struct {
 	aliasMaxOut        uint16 // client's Topic Alias Maximum
 	requestProblemInfo bool
 	principal          auth.Principal // who the client is, for the ACL
+	certUser           string         // username from the verified TLS client certificate ("" if none)
+	connectedAt        time.Time
 	entry              *entry
 	sess               *session.Session
 	gen                uint64
@@ -185,6 +187,18 @@ func (c *client) shutdown(code packet.Code, why string) {
 	c.notify()
 }
 
+// preparer is a connection with work to do before MQTT: the PROXY protocol header and
+// the TLS handshake of a listener.Conn. A failure is counted and logged by it.
+type preparer interface {
+	Prepare(deadline time.Time) error
+}
+
+// certUserConn is a connection whose verified TLS client certificate may name the
+// client's username (listener.Conn, and WebSocket connections over TLS).
+type certUserConn interface {
+	CertUsername() string
+}
+
 // serve runs the connection: CONNECT, then the read loop, then cleanup.
 func (c *client) serve() {
 	s := c.s
@@ -197,8 +211,19 @@ func (c *client) serve() {
 		s.mu.Unlock()
 	}()
 
-	// Reads and writes: a TLS handshake, which runs on the first read, writes too.
-	_ = c.conn.SetDeadline(time.Now().Add(s.opts.ConnectTimeout))
+	// Reads and writes: a TLS handshake writes too.
+	deadline := time.Now().Add(s.opts.ConnectTimeout)
+	_ = c.conn.SetDeadline(deadline)
+	if p, ok := c.conn.(preparer); ok {
+		if err := p.Prepare(deadline); err != nil {
+			_ = c.conn.Close() // the listener counted and logged it
+			return
+		}
+		c.addr = c.conn.RemoteAddr().String() // the PROXY header's
+	}
+	if cu, ok := c.conn.(certUserConn); ok {
+		c.certUser = cu.CertUsername()
+	}
 	p, err := packet.Read(c.br, 0, s.opts.MaxPacketSize)
 	if err != nil || p.Type != packet.Connect {
 		c.refuseFirst(p, err)
@@ -207,7 +232,7 @@ func (c *client) serve() {
 	}
 	// The connection caps come before anything costly (authentication, takeover).
 	defer c.release()
-	c.version, c.id = p.Connect.ProtocolVersion, p.Connect.ClientID
+	c.version, c.id, c.connectedAt = p.Connect.ProtocolVersion, p.Connect.ClientID, time.Now()
 	if code, why := c.admit(p); code != packet.Success {
 		c.refuseOverLimit(code, why)
 		_ = c.conn.Close()

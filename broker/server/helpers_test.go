@@ -53,7 +53,8 @@ func startBroker(t testing.TB, opts server.Options) *broker {
 		served <- struct{}{}
 	}()
 	go func() {
-		if err := listener.ServeWebSocket(ctx, ws, srv, opts.Logger); err != nil {
+		if err := listener.ServeWebSocket(ctx, listener.Wrap(ws, listener.Options{Name: listener.Name, Log: opts.Logger}), srv,
+			listener.WebSocketOptions{Origins: []string{"*"}, Log: opts.Logger}); err != nil {
 			t.Errorf("ServeWebSocket: %v", err)
 		}
 		served <- struct{}{}

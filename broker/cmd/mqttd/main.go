@@ -197,50 +197,28 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if node != nil {
 		defer node.Close()
 	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	wsCtx, cancelWS := context.WithCancel(context.Background())
 	defer cancelWS()
 	running := 0
-	if cfg.Listeners.TCP != "" {
-		l, err := net.Listen("tcp", cfg.Listeners.TCP)
-		if err != nil {
-			return fmt.Errorf("mqtt listener: %w", err)
-		}
-		log.Info("listening", "listener", "tcp", "address", l.Addr().String())
-		running++
-		go func() { errc <- srv.Serve(l) }()
+	clientListeners, err := openListeners(cfg, log)
+	if err != nil {
+		return err
 	}
-	certs := map[string]*listener.CertReloader{}
-	if cfg.Listeners.MQTTS != "" {
-		mqttsCert, err := listener.NewCertReloader(cfg.Listeners.MQTTSCertFile, cfg.Listeners.MQTTSKeyFile, log)
-		if err != nil {
-			return fmt.Errorf("mqtts listener: %w", err)
-		}
-		minVersion, err := listener.TLSVersion(cfg.Listeners.TLSMinVersion)
-		if err != nil {
-			return fmt.Errorf("listeners.tls_min_version: %w", err)
-		}
-		l, err := net.Listen("tcp", cfg.Listeners.MQTTS)
-		if err != nil {
-			return fmt.Errorf("mqtts listener: %w", err)
-		}
-		log.Info("listening", "listener", "mqtts", "address", l.Addr().String(), "tlsMinVersion", cfg.Listeners.TLSMinVersion)
+	for _, cl := range clientListeners {
 		running++
-		// The TLS handshake runs on the connection's first read, under the server's
-		// connect timeout: one that does not finish in time is closed.
-		certs["mqtts"] = mqttsCert
-		go func() {
-			errc <- srv.ServeListener(tls.NewListener(l, listener.ServerTLS(mqttsCert, minVersion)), "mqtts")
-		}()
-	}
-	if cfg.Listeners.WebSocket != "" {
-		l, err := net.Listen("tcp", cfg.Listeners.WebSocket)
-		if err != nil {
-			return fmt.Errorf("websocket listener: %w", err)
+		switch name := cl.Name(); name {
+		case "websocket", "wss":
+			go func() {
+				errc <- listener.ServeWebSocket(wsCtx, cl, srv, listener.WebSocketOptions{Origins: cfg.Origins(),
+					PrepareTimeout: time.Duration(cfg.Limits.ConnectTimeout), Log: log})
+			}()
+		default:
+			// The PROXY header and the TLS handshake run on the connection's goroutine
+			// under the server's connect timeout: one that does not finish in time is
+			// closed.
+			go func() { errc <- srv.ServeListener(cl, name) }()
 		}
-		log.Info("listening", "listener", "websocket", "address", l.Addr().String())
-		running++
-		go func() { errc <- listener.ServeWebSocket(wsCtx, l, srv, log) }()
 	}
 	var httpSrv *http.Server
 	if cfg.API.Listen != "" {
@@ -253,7 +231,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Certs: certs}), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners}), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		go func() {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -289,6 +267,58 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("mqttd stopped")
 	return serveErr
+}
+
+// openListeners opens the client listeners the configuration asks for: each wrapped
+// for its PROXY header and TLS (listener.Wrap), with its TLS certificate loaded.
+func openListeners(cfg config.Config, log *slog.Logger) (out []*listener.Listener, err error) {
+	defer func() {
+		if err != nil {
+			for _, l := range out {
+				_ = l.Close()
+			}
+		}
+	}()
+	lc := cfg.Listeners
+	wssCert, wssKey := lc.WSSFiles()
+	for _, d := range []struct {
+		name, addr, cert, key string
+	}{
+		{"tcp", lc.TCP, "", ""},
+		{"mqtts", lc.MQTTS, lc.MQTTSCertFile, lc.MQTTSKeyFile},
+		{"websocket", lc.WebSocket, "", ""},
+		{"wss", lc.WSS, wssCert, wssKey},
+	} {
+		if d.addr == "" {
+			continue
+		}
+		var t *listener.TLS
+		if d.cert != "" {
+			cert, err := listener.NewCertReloader(d.cert, d.key, log)
+			if err != nil {
+				return out, fmt.Errorf("%s listener: %w", d.name, err)
+			}
+			t, err = listener.NewTLS(listener.TLSSettings{Cert: cert, MinVersion: lc.TLSMinVersion,
+				CipherSuites: lc.TLSCipherSuites, ClientCerts: lc.TLSClientCerts, ClientCAFile: lc.TLSClientCAFile,
+				UsernameFrom: lc.TLSUsernameFrom})
+			if err != nil {
+				return out, fmt.Errorf("%w: %s listener: %w", errConfig, d.name, err)
+			}
+		}
+		l, err := net.Listen("tcp", d.addr)
+		if err != nil {
+			return out, fmt.Errorf("%s listener: %w", d.name, err)
+		}
+		proxied := lc.Proxied(d.name)
+		out = append(out, listener.Wrap(l, listener.Options{Name: d.name, ProxyProtocol: proxied, TLS: t, Log: log}))
+		attrs := []any{"listener", d.name, "address", l.Addr().String(), "proxyProtocol", proxied}
+		if t != nil {
+			attrs = append(attrs, "tlsMinVersion", lc.TLSMinVersion, "clientCertificates", lc.TLSClientCerts,
+				"usernameFrom", lc.TLSUsernameFrom)
+		}
+		log.Info("listening", attrs...)
+	}
+	return out, nil
 }
 
 // ownership says whether client IDs belong to their session's user: "auto" is on

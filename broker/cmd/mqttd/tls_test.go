@@ -57,15 +57,41 @@ func newTestCA(t *testing.T) *testCA {
 // returns their paths.
 func (ca *testCA) issue(t *testing.T, dir, name string, serial int64) (certFile, keyFile string) {
 	t.Helper()
+	return ca.issueCert(t, dir, name, certOpts{serial: serial})
+}
+
+// certOpts vary a test certificate: its common name (default: the file name), DNS
+// names (default: localhost and 127.0.0.1), validity and serial.
+type certOpts struct {
+	serial   int64
+	cn       string
+	dnsNames []string
+	expired  bool
+}
+
+func (ca *testCA) issueCert(t *testing.T, dir, name string, o certOpts) (certFile, keyFile string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+	if o.cn == "" {
+		o.cn = name
+	}
+	if o.serial == 0 {
+		o.serial = time.Now().UnixNano()
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(o.serial), Subject: pkix.Name{CommonName: o.cn},
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	if o.dnsNames != nil {
+		tmpl.DNSNames, tmpl.IPAddresses = o.dnsNames, nil
+	}
+	if o.expired {
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +104,24 @@ func (ca *testCA) issue(t *testing.T, dir, name string, serial int64) (certFile,
 	replace(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
 	replace(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 	return certFile, keyFile
+}
+
+// pemFile writes the CA's certificate to dir/name and returns its path.
+func (ca *testCA) pemFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	replace(t, path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}))
+	return path
+}
+
+// clientCert loads a certificate pair for a TLS client.
+func clientCert(t *testing.T, certFile, keyFile string) []tls.Certificate {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []tls.Certificate{c}
 }
 
 func replace(t *testing.T, path string, data []byte) {
