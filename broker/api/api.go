@@ -38,6 +38,9 @@ type Options struct {
 	// handshake, WebSocket upgrade), handshakes and certificate reloads are exported
 	// in /metrics.
 	Listeners []*listener.Listener
+	// ClusterCert is the cluster port's certificate (nil without cluster TLS): its
+	// reloads are exported as those of the listener "cluster".
+	ClusterCert *listener.CertReloader
 }
 
 // Handler returns the HTTP API of srv; node is its cluster membership (nil when the
@@ -54,8 +57,8 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	if opts.Auth != nil {
 		reg.MustRegister(authCollector{opts.Auth})
 	}
-	if len(opts.Listeners) > 0 {
-		reg.MustRegister(listenerCollector(opts.Listeners))
+	if len(opts.Listeners) > 0 || opts.ClusterCert != nil {
+		reg.MustRegister(listenerCollector{listeners: opts.Listeners, cluster: opts.ClusterCert})
 	}
 	a := &api{srv: srv, node: node, opts: opts}
 	mux := http.NewServeMux()

@@ -81,6 +81,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 var (
+	clusterTLSDesc = prometheus.NewDesc("mqttd_cluster_tls_handshakes_total", "TLS handshakes completed on the cluster port (both directions), by TLS version.", []string{"version"}, nil)
 	handshakesDesc = prometheus.NewDesc("mqttd_cluster_handshakes_total",
 		"Cluster connection handshakes by result: ok, cookie_mismatch (the peer has another cookie), failed.",
 		[]string{"result"}, nil)
@@ -104,7 +105,7 @@ type clusterCollector struct{ node *cluster.Node }
 
 // Describe implements prometheus.Collector.
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, unreachDesc, hbDesc, outboxDesc, outDropDesc, dupDesc, tlsFailDesc, staleKDesc} {
+	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, unreachDesc, hbDesc, outboxDesc, outDropDesc, dupDesc, tlsFailDesc, clusterTLSDesc, staleKDesc} {
 		ch <- d
 	}
 }
@@ -115,6 +116,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.OK), "ok")
 	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.CookieMismatch), "cookie_mismatch")
 	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.Failed), "failed")
+	ch <- prometheus.MustNewConstMetric(handshakesDesc, prometheus.CounterValue, float64(s.Reflected), "reflected")
 	st := c.node.Stats()
 	ch <- prometheus.MustNewConstMetric(peersDesc, prometheus.GaugeValue, float64(st.Peers))
 	ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(st.Members))
@@ -129,6 +131,8 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(outDropDesc, prometheus.CounterValue, float64(st.OutboxDropped))
 	ch <- prometheus.MustNewConstMetric(dupDesc, prometheus.CounterValue, float64(st.Duplicates))
 	ch <- prometheus.MustNewConstMetric(tlsFailDesc, prometheus.CounterValue, float64(st.TLSFailures))
+	ch <- prometheus.MustNewConstMetric(clusterTLSDesc, prometheus.CounterValue, float64(st.TLS12Handshakes), "1.2")
+	ch <- prometheus.MustNewConstMetric(clusterTLSDesc, prometheus.CounterValue, float64(st.TLS13Handshakes), "1.3")
 	ch <- prometheus.MustNewConstMetric(staleKDesc, prometheus.GaugeValue, float64(st.StaleKicks))
 }
 
@@ -149,7 +153,10 @@ var (
 
 // listenerCollector reports the client listeners' refusals, TLS handshakes and
 // certificate reloads.
-type listenerCollector []*listener.Listener
+type listenerCollector struct {
+	listeners []*listener.Listener
+	cluster   *listener.CertReloader
+}
 
 // Describe implements prometheus.Collector.
 func (c listenerCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -160,7 +167,11 @@ func (c listenerCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c listenerCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, l := range c {
+	if r := c.cluster; r != nil {
+		ch <- prometheus.MustNewConstMetric(certReloadDesc, prometheus.CounterValue, float64(r.Reloads()), "cluster")
+		ch <- prometheus.MustNewConstMetric(certFailDesc, prometheus.CounterValue, float64(r.Failures()), "cluster")
+	}
+	for _, l := range c.listeners {
 		name := l.Name()
 		if r := l.Certificate(); r != nil {
 			ch <- prometheus.MustNewConstMetric(certReloadDesc, prometheus.CounterValue, float64(r.Reloads()), name)

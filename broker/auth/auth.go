@@ -254,10 +254,13 @@ func (a *Authenticator) Authenticate(clientID string, hasUsername bool, username
 // AuthenticateCertificate accepts a client whose verified TLS client certificate
 // names username (the listener takes it from the CN or a SAN): the certificate is the
 // credential, so no password is checked and the user need not be in the users file;
-// the ACL applies to username as to any user. A name starting with '$' (such as
-// "$anonymous", which ACL rules use for clients without a username) is refused.
+// the ACL applies to username as to any user. A name ValidUsername refuses (one
+// starting with '$' such as "$anonymous", "*", control characters, surrounding
+// spaces) is refused, except that ':' is allowed.
 func (a *Authenticator) AuthenticateCertificate(clientID, username string) (Principal, Result) {
-	if username == "" || strings.HasPrefix(username, "$") {
+	// As ValidUsername, except that ':' is allowed (URIs, DNs; the name is not a line
+	// of the users file).
+	if ValidUsername(strings.ReplaceAll(username, ":", "_")) != nil || strings.Contains(username, "\x00") {
 		a.stats.badCredentials.Add(1)
 		return Principal{}, BadCredentials
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -26,7 +27,11 @@ import (
 //  3. each end checks the other's proof in constant time.
 //
 // Fresh nonces on both sides make a recorded proof useless on another connection, and
-// the role label stops a proof from being reflected back to its sender. The cookie
+// the role label stops a proof from being reflected back to its sender on the same
+// connection. Across two connections in opposite directions the labels line up (the
+// node dials on one, listens on the other), so a hello that carries this node's own
+// name or echoes a nonce of one of its handshakes in progress is refused before any
+// proof is sent (ErrReflection). The cookie
 // itself never crosses the wire. Both ends reach the same verdict: with different
 // cookies neither proof checks, so both refuse.
 
@@ -59,6 +64,10 @@ var (
 	ErrCookieMismatch = errors.New("cluster cookie mismatch")
 	// ErrProtocol: the peer does not speak the cluster protocol (or another version).
 	ErrProtocol = errors.New("not an mqttd cluster peer")
+	// ErrReflection: the peer's hello carries this node's own name or one of its own
+	// nonces: a relay of this node's handshake back to itself (or a node dialing
+	// itself). It wraps ErrProtocol.
+	ErrReflection = fmt.Errorf("%w: the hello reflects this node's own", ErrProtocol)
 )
 
 // Authenticator runs handshakes with one cookie and counts how they end.
@@ -69,6 +78,10 @@ type Authenticator struct {
 	ok       atomic.Uint64
 	mismatch atomic.Uint64
 	failed   atomic.Uint64
+	reflect  atomic.Uint64
+
+	mu     sync.Mutex
+	nonces map[[nonceSize]byte]struct{} // of the handshakes in progress
 }
 
 // NewAuthenticator returns an Authenticator for node name with cookie. A handshake
@@ -80,17 +93,19 @@ func NewAuthenticator(name string, cookie []byte, timeout time.Duration) (*Authe
 	if name == "" || len(name) > maxNameLen {
 		return nil, fmt.Errorf("node name %q: must be 1 to %d bytes", name, maxNameLen)
 	}
-	return &Authenticator{cookie: append([]byte(nil), cookie...), name: name, timeout: timeout}, nil
+	return &Authenticator{cookie: append([]byte(nil), cookie...), name: name, timeout: timeout,
+		nonces: map[[nonceSize]byte]struct{}{}}, nil
 }
 
-// HandshakeStats counts handshakes by outcome.
+// HandshakeStats counts handshakes by outcome: Reflected is a hello that carried this
+// node's own name or nonce, Failed every other failure but a cookie mismatch.
 type HandshakeStats struct {
-	OK, CookieMismatch, Failed uint64
+	OK, CookieMismatch, Failed, Reflected uint64
 }
 
 // Stats returns the counters.
 func (a *Authenticator) Stats() HandshakeStats {
-	return HandshakeStats{OK: a.ok.Load(), CookieMismatch: a.mismatch.Load(), Failed: a.failed.Load()}
+	return HandshakeStats{OK: a.ok.Load(), CookieMismatch: a.mismatch.Load(), Failed: a.failed.Load(), Reflected: a.reflect.Load()}
 }
 
 // Handshake authenticates conn as role and returns the peer's node name. On error
@@ -103,6 +118,8 @@ func (a *Authenticator) Handshake(conn net.Conn, role Role) (peer string, err er
 			a.ok.Add(1)
 		case errors.Is(err, ErrCookieMismatch):
 			a.mismatch.Add(1)
+		case errors.Is(err, ErrReflection):
+			a.reflect.Add(1)
 		default:
 			a.failed.Add(1)
 		}
@@ -116,6 +133,14 @@ func (a *Authenticator) Handshake(conn net.Conn, role Role) (peer string, err er
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return "", err
 	}
+	a.mu.Lock()
+	a.nonces[nonce] = struct{}{}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.nonces, nonce)
+		a.mu.Unlock()
+	}()
 	// Write and read concurrently: both ends speak first.
 	werr := make(chan error, 1)
 	go func() { werr <- writeHello(conn, nonce[:], a.name) }()
@@ -126,6 +151,17 @@ func (a *Authenticator) Handshake(conn net.Conn, role Role) (peer string, err er
 	}
 	if werrHello != nil {
 		return "", fmt.Errorf("sending hello: %w", werrHello)
+	}
+	// Before any proof: a hello with this node's name or one of its nonces is a
+	// reflection (its proof on another connection would be the one expected here).
+	if peer == a.name {
+		return peer, fmt.Errorf("%w name %q", ErrReflection, peer)
+	}
+	a.mu.Lock()
+	_, ours := a.nonces[[nonceSize]byte(peerNonce)]
+	a.mu.Unlock()
+	if ours {
+		return peer, fmt.Errorf("%w nonce (peer %q)", ErrReflection, peer)
 	}
 
 	mine := a.proof(role, nonce[:], peerNonce, a.name, peer)

@@ -163,3 +163,105 @@ func TestNewAuthenticatorChecks(t *testing.T) {
 		t.Fatal("accepted an empty name")
 	}
 }
+
+// TestHandshakeRefusesReflection is the relay of a node's proof back to itself: an
+// attacker without the cookie has the victim dial it (conn B, as to a seed) and dials
+// the victim (conn A). On A it sends a hello with B's victim nonce and the victim's
+// own name; on B a hello with A's victim nonce and, again, the victim's name. The
+// proof the victim then sends on B is exactly the proof it expects on A. The victim
+// must refuse a hello that carries its own name or echoes one of its own nonces, so
+// neither connection authenticates.
+func TestHandshakeRefusesReflection(t *testing.T) {
+	victim := auth(t, "node-0", "the-shared-cookie-123")
+	bVictim, bAttacker := net.Pipe() // the victim dialed the attacker
+	aVictim, aAttacker := net.Pipe() // the attacker dialed the victim
+	defer func() {
+		for _, c := range []net.Conn{bVictim, bAttacker, aVictim, aAttacker} {
+			_ = c.Close()
+		}
+	}()
+	onB, onA := make(chan result, 1), make(chan result, 1)
+	// As the transport does, the victim closes a connection whose handshake failed.
+	handshake := func(c net.Conn, role Role, out chan result) {
+		p, err := victim.Handshake(c, role)
+		if err != nil {
+			_ = c.Close()
+		}
+		out <- result{p, err}
+	}
+	go handshake(bVictim, Dialer, onB)
+	// B: the victim's hello, whose nonce the attacker uses on A.
+	nonceB, _, err := readHello(bAttacker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go handshake(aVictim, Listener, onA)
+	if err := writeHello(aAttacker, nonceB, "node-0"); err != nil {
+		t.Fatal(err)
+	}
+	// A: the victim's hello (unless it refused already).
+	nonceA, _, err := readHello(aAttacker)
+	if err == nil {
+		_ = writeHello(bAttacker, nonceA, "node-0")
+		// B: the victim's proof, relayed to A as the attacker's.
+		proof := make([]byte, 32)
+		if _, err := io.ReadFull(bAttacker, proof); err == nil {
+			read := make(chan struct{})
+			go func() { _, _ = io.ReadFull(aAttacker, make([]byte, 32)); close(read) }() // the victim's proof on A
+			_, _ = aAttacker.Write(proof)
+			<-read
+		}
+	}
+	_ = aAttacker.Close()
+	_ = bAttacker.Close()
+	if st := victim.Stats(); st.Reflected < 1 || st.OK != 0 {
+		t.Fatalf("victim's handshake counters %+v: want the reflection counted and nothing authenticated", st)
+	}
+	for name, ch := range map[string]chan result{"A (attacker dialed)": onA, "B (victim dialed)": onB} {
+		select {
+		case r := <-ch:
+			if r.err == nil {
+				t.Fatalf("connection %s authenticated the attacker as %q by reflection", name, r.peer)
+			}
+			if !errors.Is(r.err, ErrReflection) && !errors.Is(r.err, ErrCookieMismatch) {
+				t.Fatalf("connection %s: %v, want a refused reflection (or no proof at all)", name, r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("connection %s: the handshake did not end", name)
+		}
+	}
+}
+
+// TestHandshakeRefusesOwnNonce: a hello that echoes the nonce of one of this node's
+// handshakes in progress is refused whatever name it carries.
+func TestHandshakeRefusesOwnNonce(t *testing.T) {
+	victim := auth(t, "node-0", "the-shared-cookie-123")
+	bVictim, bAttacker := net.Pipe()
+	aVictim, aAttacker := net.Pipe()
+	defer func() {
+		for _, c := range []net.Conn{bVictim, bAttacker, aVictim, aAttacker} {
+			_ = c.Close()
+		}
+	}()
+	go func() { _, _ = victim.Handshake(bVictim, Dialer) }() // in progress until the pipes close
+	nonceB, _, err := readHello(bAttacker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onA := make(chan error, 1)
+	go func() { _, err := victim.Handshake(aVictim, Listener); onA <- err }()
+	if err := writeHello(aAttacker, nonceB, "node-9"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := readHello(aAttacker); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-onA:
+		if !errors.Is(err, ErrReflection) {
+			t.Fatalf("a hello echoing the victim's nonce: %v, want ErrReflection", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handshake did not end")
+	}
+}

@@ -155,6 +155,7 @@ func (n *Node) Peers() []string { return n.routes.upPeers() }
 // Stats are the node's counters and gauges for the metrics.
 type Stats struct {
 	ForwardedOut, ForwardedIn, ForwardFailures, TLSFailures uint64
+	TLS12Handshakes, TLS13Handshakes                        uint64 // completed on the cluster port
 	HeartbeatTimeouts, OutboxDropped, Duplicates            uint64
 	Outboxed                                                int64
 	Members, Peers, StaleKicks                              int
@@ -167,7 +168,8 @@ func (n *Node) Stats() Stats {
 	st := Stats{ForwardedOut: r.forwardedOut.Load(), ForwardedIn: r.forwardedIn.Load(),
 		ForwardFailures: r.forwardFailure.Load(), TLSFailures: n.tr.tlsFailures.Load(), Peers: len(n.Peers()),
 		HeartbeatTimeouts: r.heartbeatTimeouts.Load(), OutboxDropped: r.outboxDropped.Load(),
-		Duplicates: r.duplicates.Load(), Outboxed: r.outboxed.Load(), StaleKicks: n.own.stale.size()}
+		Duplicates: r.duplicates.Load(), Outboxed: r.outboxed.Load(), StaleKicks: n.own.stale.size(),
+		TLS12Handshakes: n.tr.tlsDone[0].Load(), TLS13Handshakes: n.tr.tlsDone[1].Load()}
 	st.Members, st.Stale, st.Leader = n.mem.stats()
 	return st
 }

@@ -38,6 +38,7 @@ type transport struct {
 	closed bool
 
 	tlsFailures atomic.Uint64
+	tlsDone     [2]atomic.Uint64 // TLS handshakes completed with TLS 1.2, 1.3
 }
 
 func newTransport(cfg Config, done <-chan struct{}, wg *sync.WaitGroup) *transport {
@@ -105,6 +106,15 @@ func (t *transport) close() {
 	}
 }
 
+// countTLS counts a completed TLS handshake by its version.
+func (t *transport) countTLS(tc *tls.Conn) {
+	if tc.ConnectionState().Version == tls.VersionTLS13 {
+		t.tlsDone[1].Add(1)
+	} else {
+		t.tlsDone[0].Add(1)
+	}
+}
+
 // accept authenticates an incoming connection and dispatches it by channel.
 func (t *transport) accept(c net.Conn) {
 	if tc, ok := c.(*tls.Conn); ok {
@@ -117,6 +127,7 @@ func (t *transport) accept(c net.Conn) {
 			t.untrack(c)
 			return
 		}
+		t.countTLS(tc)
 	}
 	peer, err := t.auth.Handshake(c, Listener)
 	if err != nil {
@@ -167,6 +178,7 @@ func (t *transport) dial(ctx context.Context, addr string, ch byte) (net.Conn, e
 			t.log.Warn("cluster TLS handshake failed", "remote", addr, "error", err)
 			return nil, errorf(apiv1.CodeUnreachable, "%s: TLS: %v", addr, err)
 		}
+		t.countTLS(tc)
 		c = tc
 	}
 	if !t.track(c) {

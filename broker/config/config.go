@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path"
 	"slices"
 	"sort"
 	"strconv"
@@ -67,8 +68,9 @@ type Listeners struct {
 	// a listener refuses connections without one.
 	ProxyProtocol string `yaml:"proxy_protocol"`
 	// WebSocketOrigins are the browser origins the WebSocket listeners accept
-	// (comma-separated host patterns such as "*.example.com", "*" for any). Empty:
-	// any when anonymous clients are allowed, else only the page's own host. A
+	// (comma-separated host patterns such as "*.example.com", matched against the
+	// origin's host name; "*" for any). Empty: any when anonymous clients are allowed
+	// and no client certificates are asked for, else only the page's own host. A
 	// client that sends no Origin (not a browser) is always accepted.
 	WebSocketOrigins string `yaml:"websocket_origins"`
 }
@@ -97,7 +99,10 @@ func (l Listeners) Proxied(name string) bool {
 // Origins is the WebSocket Origin allow list in force (see WebSocketOrigins).
 func (c Config) Origins() []string {
 	if c.Listeners.WebSocketOrigins == "" {
-		if c.Auth.AllowAnonymous {
+		// Any origin only when there is nothing a page could borrow from a visitor's
+		// browser: anonymous access on and no client certificates (a browser presents
+		// an installed certificate to any page that opens wss://).
+		if c.Auth.AllowAnonymous && c.Listeners.TLSClientCerts == "none" {
 			return []string{"*"}
 		}
 		return nil
@@ -502,9 +507,31 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("listeners.tls_username_from: %q is not cn, dn, san_dns, san_email or san_uri", l.TLSUsernameFrom))
 	}
+	addrs := map[string]string{"tcp": l.TCP, "mqtts": l.MQTTS, "websocket": l.WebSocket, "wss": l.WSS}
 	for _, n := range strings.Split(l.ProxyProtocol, ",") {
-		if n = strings.TrimSpace(n); n != "" && !slices.Contains(ListenerNames, n) {
+		switch n = strings.TrimSpace(n); {
+		case n == "":
+		case !slices.Contains(ListenerNames, n):
 			errs = append(errs, fmt.Errorf("listeners.proxy_protocol: %q is not a listener (%s)", n, strings.Join(ListenerNames, ", ")))
+		case addrs[n] == "":
+			errs = append(errs, fmt.Errorf("listeners.proxy_protocol: the %s listener is off", n))
+		}
+	}
+	// A TLS setting without a TLS listener would be accepted and do nothing.
+	if l.MQTTS == "" && l.WSS == "" && (l.TLSClientCerts != "none" || l.TLSClientCAFile != "" || l.TLSCipherSuites != "" || l.TLSUsernameFrom != "") {
+		errs = append(errs, errors.New("listeners.tls_*: TLS settings need a TLS listener (listeners.mqtts or listeners.wss)"))
+	}
+	if l.TLSClientCerts == "none" && l.TLSClientCAFile != "" {
+		errs = append(errs, errors.New("listeners.tls_client_ca_file: set, but listeners.tls_client_certs is none (no certificate is asked for)"))
+	}
+	if l.TLSCipherSuites != "" && l.TLSMinVersion == "1.3" {
+		errs = append(errs, errors.New("listeners.tls_cipher_suites: only TLS 1.2 suites are configurable, and tls_min_version is 1.3"))
+	}
+	for _, o := range strings.Split(l.WebSocketOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			if _, err := path.Match(o, ""); err != nil {
+				errs = append(errs, fmt.Errorf("listeners.websocket_origins: %q is not a valid pattern", o))
+			}
 		}
 	}
 	switch c.Listeners.TLSMinVersion {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,11 @@ func TestErrors(t *testing.T) {
 		{name: "username from certificates none are asked for", args: []string{"--listeners.tls-username-from", "cn"}, want: "needs listeners.tls_client_certs"},
 		{name: "unknown username source", args: []string{"--listeners.tls-client-certs", "optional", "--listeners.tls-client-ca-file", "ca.pem", "--listeners.tls-username-from", "serial"}, want: "tls_username_from"},
 		{name: "PROXY protocol on an unknown listener", args: []string{"--listeners.proxy-protocol", "tcp,http"}, want: `"http" is not a listener`},
+		{name: "PROXY protocol on a listener that is off", args: []string{"--listeners.proxy-protocol", "mqtts"}, want: "the mqtts listener is off"},
+		{name: "client certificates without a TLS listener", args: []string{"--listeners.tls-client-certs", "optional", "--listeners.tls-client-ca-file", "ca.pem"}, want: "TLS settings need a TLS listener"},
+		{name: "a CA bundle no certificate is asked for", args: []string{"--listeners.mqtts", ":8883", "--listeners.mqtts-cert-file", "c", "--listeners.mqtts-key-file", "k", "--listeners.tls-client-ca-file", "ca.pem"}, want: "tls_client_certs is none"},
+		{name: "cipher suites at TLS 1.3", args: []string{"--listeners.mqtts", ":8883", "--listeners.mqtts-cert-file", "c", "--listeners.mqtts-key-file", "k", "--listeners.tls-min-version", "1.3", "--listeners.tls-cipher-suites", "X"}, want: "only TLS 1.2 suites"},
+		{name: "a bad origin pattern", args: []string{"--listeners.websocket-origins", "[bad"}, want: "not a valid pattern"},
 		{name: "tiny packets", args: []string{"--limits.max-packet-size", "10"}, want: "max_packet_size"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/mqttd.yaml"}, want: "reading config"},
 		{name: "stray argument", args: []string{"extra"}, want: "unexpected argument"},
@@ -163,6 +169,30 @@ func TestSetAndYAMLRoundTrip(t *testing.T) {
 		err := cfg.Set(bad.key, bad.value)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("Set(%q, %q) = %v, want an error mentioning %q", bad.key, bad.value, err, bad.want)
+		}
+	}
+}
+
+// TestOrigins: without websocket_origins, any origin is allowed only when anonymous
+// access is on and no client certificates are asked for; else only the page's own
+// host (an empty list).
+func TestOrigins(t *testing.T) {
+	for _, tc := range []struct {
+		anonymous   bool
+		clientCerts string
+		set         string
+		want        []string
+	}{
+		{true, "none", "", []string{"*"}},
+		{false, "none", "", nil},
+		{true, "optional", "", nil},
+		{true, "required", "", nil},
+		{false, "none", " *.example.com , app.example.org", []string{"*.example.com", "app.example.org"}},
+	} {
+		c := Default()
+		c.Auth.AllowAnonymous, c.Listeners.TLSClientCerts, c.Listeners.WebSocketOrigins = tc.anonymous, tc.clientCerts, tc.set
+		if got := c.Origins(); !slices.Equal(got, tc.want) {
+			t.Errorf("anonymous %v, client certificates %s, set %q: %q, want %q", tc.anonymous, tc.clientCerts, tc.set, got, tc.want)
 		}
 	}
 }

@@ -42,14 +42,14 @@ type Listener struct {
 
 	mu       sync.Mutex
 	failures map[failureKey]uint64
-	logged   map[string]struct{} // client hosts whose failure was logged at info level
+	logged   map[logKey]time.Time // when a (host, stage, reason) was last logged at info level
 	accepted atomic.Uint64
 	versions [2]atomic.Uint64 // handshakes done with TLS 1.2, 1.3
 }
 
 type failureKey struct{ stage, reason string }
 
-// maxLogged bounds the set of client hosts whose failures were logged: past it, the
+// maxLogged bounds the set of (host, stage, reason) logged at info level: past it, the
 // set starts over (a scan from many addresses does not grow memory).
 const maxLogged = 4096
 
@@ -58,7 +58,7 @@ func Wrap(l net.Listener, o Options) *Listener {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Listener{Listener: l, opts: o, failures: map[failureKey]uint64{}, logged: map[string]struct{}{}}
+	return &Listener{Listener: l, opts: o, failures: map[failureKey]uint64{}, logged: map[logKey]time.Time{}}
 }
 
 // Name is the listener's name.
@@ -89,7 +89,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // Failure is a count of refused connections of one stage and reason.
 type Failure struct {
-	Stage  string // "proxy" (the PROXY header), "tls" (the handshake) or "websocket" (the upgrade)
+	Stage  string // "proxy" (the PROXY header), "tls" (the handshake), "certificate" (its name) or "websocket" (the upgrade)
 	Reason string
 	Count  uint64
 }
@@ -124,36 +124,48 @@ func (l *Listener) Certificate() *CertReloader {
 	return l.opts.TLS.cert
 }
 
-// refuse counts a refused connection and logs it: at info level the first time for a
-// client host, at debug level after that.
+// refuse counts a refused connection and logs it: at info level the first time for
+// a client host, stage and reason (and again after logAgain), at debug level
+// otherwise. A connection closed before saying anything (a balancer's TCP check)
+// is logged at debug level only.
 func (l *Listener) refuse(stage, reason, remote string, err error) {
 	host := remote
 	if h, _, e := net.SplitHostPort(remote); e == nil {
 		host = h
 	}
+	key := logKey{host, stage, reason}
+	now := time.Now()
 	l.mu.Lock()
 	l.failures[failureKey{stage, reason}]++
-	_, seen := l.logged[host]
-	if !seen {
+	last, seen := l.logged[key]
+	loud := (!seen || now.Sub(last) > logAgain) && reason != "closed"
+	if loud {
 		if len(l.logged) >= maxLogged {
 			clear(l.logged)
 		}
-		l.logged[host] = struct{}{}
+		l.logged[key] = now
 	}
 	l.mu.Unlock()
-	level := slog.LevelInfo
-	if seen {
-		level = slog.LevelDebug
+	level := slog.LevelDebug
+	if loud {
+		level = slog.LevelInfo
 	}
 	msg := map[string]string{stageTLS: "TLS handshake failed", stageProxy: "PROXY protocol header refused",
-		stageWebSocket: "WebSocket upgrade refused"}[stage]
+		stageWebSocket: "WebSocket upgrade refused", stageCertificate: "client certificate refused"}[stage]
 	l.opts.Log.Log(context.Background(), level, msg, "listener", l.opts.Name, "remote", remote, "reason", reason, "error", err)
 }
 
+// logAgain is how long a (host, stage, reason) stays at debug level after it was
+// logged at info level.
+const logAgain = 10 * time.Minute
+
+type logKey struct{ host, stage, reason string }
+
 const (
-	stageProxy     = "proxy"
-	stageTLS       = "tls"
-	stageWebSocket = "websocket"
+	stageProxy       = "proxy"
+	stageTLS         = "tls"
+	stageWebSocket   = "websocket"
+	stageCertificate = "certificate" // a verified certificate without the name to take
 )
 
 // Conn is a connection of a Listener: Prepare reads the PROXY header and runs the TLS
@@ -207,7 +219,7 @@ func (c *Conn) Prepare(deadline time.Time) error {
 	if from := c.l.opts.TLS.usernameFrom; from != UsernameNone && len(st.VerifiedChains) > 0 {
 		name := certUsername(st.VerifiedChains[0][0], from)
 		if name == "" {
-			c.l.refuse(stageTLS, "no_username_in_certificate", c.remote.String(),
+			c.l.refuse(stageCertificate, "no_username", c.remote.String(),
 				fmt.Errorf("the client certificate has no %s to take the username from", from))
 			return fmt.Errorf("the client certificate has no %s", from)
 		}
@@ -227,7 +239,7 @@ func proxyFailure(p *proxyproto.Conn) (string, error) {
 		return "missing", err
 	case isTimeout(err):
 		return "timeout", err
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
 		return "closed", err
 	}
 	return "invalid", err
@@ -288,8 +300,8 @@ func handshakeFailure(err error) string {
 			return "server_certificate_refused"
 		}
 		return "client_alert"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
-		return "closed"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed):
+		return "closed" // also our own close (shutdown, a node reset) during the handshake
 	}
 	msg := err.Error()
 	switch {

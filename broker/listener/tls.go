@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -150,6 +151,9 @@ func NewTLS(s TLSSettings) (*TLS, error) {
 	}
 	cfg := &tls.Config{MinVersion: minVersion, GetCertificate: s.Cert.GetCertificate}
 	if s.CipherSuites != "" {
+		if minVersion == tls.VersionTLS13 {
+			return nil, fmt.Errorf("cipher suites are configurable for TLS 1.2 only, and the minimum version is 1.3")
+		}
 		if cfg.CipherSuites, err = CipherSuites(s.CipherSuites); err != nil {
 			return nil, err
 		}
@@ -192,7 +196,9 @@ func NewTLS(s TLSSettings) (*TLS, error) {
 func CipherSuites(names string) ([]uint16, error) {
 	known := map[string]uint16{}
 	for _, cs := range tls.CipherSuites() {
-		known[cs.Name] = cs.ID
+		if slices.Contains(cs.SupportedVersions, tls.VersionTLS12) {
+			known[cs.Name] = cs.ID // TLS 1.3's suites are not configurable in Go
+		}
 	}
 	var out []uint16
 	for _, n := range strings.Split(names, ",") {
@@ -202,7 +208,7 @@ func CipherSuites(names string) ([]uint16, error) {
 		}
 		id, ok := known[n]
 		if !ok {
-			return nil, fmt.Errorf("cipher suite %q is not one of Go's secure suites (%s)", n, strings.Join(sortedKeys(known), ", "))
+			return nil, fmt.Errorf("cipher suite %q is not one of Go's secure TLS 1.2 suites (%s)", n, strings.Join(sortedKeys(known), ", "))
 		}
 		out = append(out, id)
 	}

@@ -13,6 +13,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -54,6 +55,7 @@ func WebSocket(srv ConnServer, l *Listener, o WebSocketOptions) http.Handler {
 		}
 		if origin := r.Header.Get("Origin"); !originAllowed(origin, r.Host, o.Origins) {
 			l.refuse(stageWebSocket, "origin_refused", remote.String(), errors.New("origin "+origin+" is not allowed"))
+			w.Header().Set("Connection", "close")
 			http.Error(w, "origin not allowed", http.StatusForbidden)
 			return
 		}
@@ -93,11 +95,11 @@ func originAllowed(origin, host string, patterns []string) bool {
 	}
 	for _, p := range patterns {
 		p = strings.ToLower(p)
-		target := strings.ToLower(u.Host)
+		target := strings.ToLower(u.Hostname()) // a host pattern ignores the port
 		if strings.Contains(p, "://") {
 			target = strings.ToLower(u.Scheme + "://" + u.Host)
 		}
-		if ok, _ := path.Match(p, target); ok || p == "*" {
+		if ok, _ := path.Match(p, target); ok || p == "*" { // patterns are checked by config.Validate
 			return true
 		}
 	}
@@ -111,12 +113,19 @@ func ServeWebSocket(ctx context.Context, l *Listener, srv ConnServer, o WebSocke
 	if o.PrepareTimeout <= 0 {
 		o.PrepareTimeout = 10 * time.Second
 	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	throttled := srv.ThrottleAccept(l, l.Name())
 	ready := &preparedListener{Listener: throttled, conns: make(chan net.Conn), done: make(chan struct{})}
 	go ready.run(o.PrepareTimeout)
 	hs := &http.Server{
 		Handler:           WebSocket(srv, l, o),
 		ReadHeaderTimeout: 10 * time.Second,
+		// A connection whose upgrade was refused or failed must not idle on: it never
+		// reaches MQTT, where the connection caps apply.
+		IdleTimeout: 10 * time.Second,
+		ErrorLog:    slog.NewLogLogger(o.Log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},
@@ -140,19 +149,34 @@ type preparedListener struct {
 	done  chan struct{}
 	once  sync.Once
 	mu    sync.Mutex
-	err   error // the accept loop's error, returned once the queue is empty
+	err   error // the accept loop's error, after which Accept fails
 }
 
 func (p *preparedListener) run(timeout time.Duration) {
+	var delay time.Duration
 	for {
 		c, err := p.Listener.Accept()
 		if err != nil {
+			// Out of file descriptors and the like: wait and accept again, as
+			// net/http does (a stopped loop would leave the port bound and dead).
+			var ne net.Error
+			if !errors.Is(err, net.ErrClosed) && (errors.As(err, &ne) && ne.Timeout() || isTemporary(err)) {
+				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(delay):
+					continue
+				case <-p.done:
+					return
+				}
+			}
 			p.mu.Lock()
 			p.err = err
 			p.mu.Unlock()
 			p.close()
+			_ = p.Listener.Close()
 			return
 		}
+		delay = 0
 		go func() {
 			lc, ok := c.(*Conn)
 			if ok {
@@ -171,9 +195,17 @@ func (p *preparedListener) run(timeout time.Duration) {
 	}
 }
 
+// isTemporary reports accept errors worth waiting out: no file descriptors or
+// buffers left, a connection aborted before it was accepted.
+func isTemporary(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED)
+}
+
 func (p *preparedListener) close() { p.once.Do(func() { close(p.done) }) }
 
-// Accept returns the next prepared connection.
+// Accept returns the next prepared connection; after Close or a failed accept, the
+// error (net.ErrClosed, or the accept error, which is not temporary).
 func (p *preparedListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-p.conns:
@@ -182,7 +214,8 @@ func (p *preparedListener) Accept() (net.Conn, error) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.err != nil {
-			return nil, p.err
+			// Not wrapped: net/http would retry a temporary error forever.
+			return nil, errors.New("accepting websocket connections: " + p.err.Error())
 		}
 		return nil, net.ErrClosed
 	}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
@@ -315,8 +316,11 @@ func (s *Server) ServeListener(l net.Listener, name string) error {
 				return ErrServerClosed
 			default:
 			}
+			// Timeouts and a lack of file descriptors or buffers pass: accept again
+			// after a pause, rather than stop the listener (and with it the broker).
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) || errors.Is(err, syscall.ECONNABORTED) {
 				delay = min(max(delay*2, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue

@@ -190,7 +190,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go func() { defer reloads.Done(); reloadOnHangup(reloadCtx, authn) }()
 	defer func() { stopReloads(); reloads.Wait() }()
 	// The cluster comes before the listeners: a client's first connect may need it.
-	node, err := startCluster(ctx, cfg, srv, opts.Store, log)
+	node, clusterCert, err := startCluster(ctx, cfg, srv, opts.Store, log)
 	if err != nil {
 		return err
 	}
@@ -231,7 +231,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners}), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners, ClusterCert: clusterCert}), ReadHeaderTimeout: 10 * time.Second}
 		running++
 		go func() {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -364,52 +364,52 @@ func readToken(file string) (string, error) {
 
 // startCluster opens the cluster port, starts the node's raft and bootstraps or joins
 // through the seeds when the config asks; it returns nil without clustering.
-func startCluster(ctx context.Context, c config.Config, srv *server.Server, st store.Store, log *slog.Logger) (*cluster.Node, error) {
+func startCluster(ctx context.Context, c config.Config, srv *server.Server, st store.Store, log *slog.Logger) (_ *cluster.Node, _ *listener.CertReloader, err error) {
 	cfg := c.Cluster
 	if cfg.Listen == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	pebbleStore, ok := st.(*store.Pebble)
 	if !ok {
-		return nil, fmt.Errorf("%w: clustering needs %s", errConfig, config.Name("store.dir")) // config.Load checks it first
+		return nil, nil, fmt.Errorf("%w: clustering needs %s", errConfig, config.Name("store.dir")) // config.Load checks it first
 	}
 	raw, err := os.ReadFile(cfg.CookieFile)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errConfig, config.Name("cluster.cookie_file"), err)
+		return nil, nil, fmt.Errorf("%w: %s: %w", errConfig, config.Name("cluster.cookie_file"), err)
 	}
 	if cookie := bytes.TrimSpace(raw); len(cookie) < minSecret {
-		return nil, fmt.Errorf("%w: %s: the cookie in %s must be at least %d bytes (it has %d)",
+		return nil, nil, fmt.Errorf("%w: %s: the cookie in %s must be at least %d bytes (it has %d)",
 			errConfig, config.Name("cluster.cookie_file"), cfg.CookieFile, minSecret, len(cookie))
 	}
 	name := cfg.NodeName
 	if name == "" {
 		if name, err = os.Hostname(); err != nil {
-			return nil, fmt.Errorf("cluster node name: %w", err)
+			return nil, nil, fmt.Errorf("cluster node name: %w", err)
 		}
 	}
 	auth, err := cluster.NewAuthenticator(name, bytes.TrimSpace(raw), 10*time.Second)
 	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
+		return nil, nil, fmt.Errorf("cluster: %w", err)
 	}
-	tlsCfg, err := clusterTLS(cfg)
+	tlsCfg, clusterCert, err := clusterTLS(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("cluster listener: %w", err)
+		return nil, nil, fmt.Errorf("cluster listener: %w", err)
 	}
 	advertise := advertiseAddr(cfg.Advertise, name, l.Addr().String())
 	snapDir := filepath.Join(c.Store.Dir, "raft-snapshots")
 	if err := os.MkdirAll(snapDir, 0o750); err != nil {
 		_ = l.Close()
-		return nil, fmt.Errorf("%w: %w", errStore, err)
+		return nil, nil, fmt.Errorf("%w: %w", errStore, err)
 	}
 	node, err := cluster.NewNode(cluster.Config{Name: name, Advertise: advertise, Store: pebbleStore,
 		SnapshotDir: snapDir, Auth: auth, Server: srv, TLS: tlsCfg, Logger: log.With("component", "cluster")})
 	if err != nil {
 		_ = l.Close()
-		return nil, fmt.Errorf("%w: %w", errStore, err)
+		return nil, nil, fmt.Errorf("%w: %w", errStore, err)
 	}
 	srv.SetCluster(node)
 	log.Info("listening", "listener", "cluster", "address", l.Addr().String(), "node", name, "advertise", advertise)
@@ -423,7 +423,7 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 	if cfg.Bootstrap && info.StoreState == apiv1.StoreEmpty {
 		if err := node.Bootstrap(); err != nil {
 			node.Close()
-			return nil, fmt.Errorf("bootstrapping the cluster: %w", err)
+			return nil, nil, fmt.Errorf("bootstrapping the cluster: %w", err)
 		}
 	}
 	var seeds []string
@@ -439,27 +439,32 @@ func startCluster(ctx context.Context, c config.Config, srv *server.Server, st s
 			}
 		}()
 	}
-	return node, nil
+	return node, clusterCert, nil
 }
 
-// clusterTLS loads the cluster port's TLS settings (nil without TLS).
-func clusterTLS(cfg config.Cluster) (*tls.Config, error) {
+// clusterTLS loads the cluster port's TLS settings (nil without TLS): mutual TLS 1.3,
+// both ends' certificates verified against the cluster's CA. The node's certificate
+// is read again when its files change (a renewal reaches new links without a
+// restart).
+func clusterTLS(cfg config.Cluster, log *slog.Logger) (*tls.Config, *listener.CertReloader, error) {
 	if cfg.TLSCertFile == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+	cert, err := listener.NewCertReloader(cfg.TLSCertFile, cfg.TLSKeyFile, log)
 	if err != nil {
-		return nil, fmt.Errorf("cluster TLS certificate: %w", err)
+		return nil, nil, fmt.Errorf("cluster TLS certificate: %w", err)
 	}
 	caPEM, err := os.ReadFile(cfg.TLSCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("cluster TLS CA: %w", err)
+		return nil, nil, fmt.Errorf("cluster TLS CA: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("cluster TLS CA: no certificate in %s", cfg.TLSCAFile)
+		return nil, nil, fmt.Errorf("cluster TLS CA: no certificate in %s", cfg.TLSCAFile)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
+	return &tls.Config{GetCertificate: cert.GetCertificate,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert.GetCertificate(nil) },
+		RootCAs:              pool, ClientCAs: pool, MinVersion: tls.VersionTLS13}, cert, nil
 }
 
 // advertiseAddr is the address other nodes dial: the configured one, else the bound

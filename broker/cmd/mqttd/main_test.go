@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/pem"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -482,13 +481,12 @@ func TestCtlCluster(t *testing.T) {
 }
 
 // writeCerts writes a CA and, for each name, a certificate for 127.0.0.1 signed by it
-// (or by another CA when foreign); it returns the CA file and name -> cert, key files.
-func writeCerts(t *testing.T, names ...string) (ca string, certs map[string][2]string) {
+// (or by another CA when foreign); it returns the CA, its file and name -> cert, key
+// files (in dir).
+func writeCerts(t *testing.T, dir string, names ...string) (cluster *testCA, ca string, certs map[string][2]string) {
 	t.Helper()
-	dir := t.TempDir()
 	cluster, other := newTestCA(t), newTestCA(t)
-	ca = filepath.Join(dir, "ca.pem")
-	replace(t, ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cluster.cert.Raw}))
+	ca = cluster.pemFile(t, dir, "ca.pem")
 	certs = map[string][2]string{}
 	for i, name := range names {
 		signer := cluster
@@ -498,46 +496,66 @@ func writeCerts(t *testing.T, names ...string) (ca string, certs map[string][2]s
 		certFile, keyFile := signer.issue(t, dir, name, int64(i+2))
 		certs[name] = [2]string{certFile, keyFile}
 	}
-	return ca, certs
+	return cluster, ca, certs
 }
 
-// TestClusterTLS: with TLS on the cluster port, nodes with certificates from the
-// cluster's CA form a cluster (the cookie handshake runs inside TLS); a node whose
-// certificate another CA signed is refused in the TLS handshake and counted.
+// TestClusterTLS: with TLS on the cluster port, three nodes with certificates from
+// the cluster's CA form a cluster over mutual TLS 1.3 (the cookie handshake runs
+// inside it; the version is counted); a node whose certificate another CA signed is
+// refused in the TLS handshake and counted; a renewed node certificate (files
+// replaced) is presented on new cluster connections without a restart.
 func TestClusterTLS(t *testing.T) {
 	cookie, token := writeCookie(t, "the-cluster-cookie-0123456789"), writeCookie(t, "api-token-0123456789")
-	ca, certs := writeCerts(t, "node-a", "node-b", "foreign")
+	dir := t.TempDir()
+	clusterCA, ca, certs := writeCerts(t, dir, "node-a", "node-b", "node-c", "foreign")
 	tlsArgs := func(name string) []string {
 		return []string{"--cluster.tls-cert-file", certs[name][0], "--cluster.tls-key-file", certs[name][1], "--cluster.tls-ca-file", ca,
 			"--cluster.cookie-file", cookie, "--cluster.node-name", name, "--store.dir", t.TempDir(), "--api.token-file", token}
 	}
-	seed := freePort(t)
+	seed, bPort := freePort(t), freePort(t)
 	_, _, _, aAPI := startMqttd(t, append([]string{"--cluster.listen", seed, "--cluster.bootstrap=true"}, tlsArgs("node-a")...)...)
-	_, _, _, bAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"}, tlsArgs("node-b")...)...)
+	_, _, _, bAPI := startMqttd(t, append([]string{"--cluster.listen", bPort}, tlsArgs("node-b")...)...)
+	_, _, _, cAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"}, tlsArgs("node-c")...)...)
 	_, _, _, fAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"}, tlsArgs("foreign")...)...)
 
-	if code, out, errOut := ctl(t, bAPI, token, "cluster", "join", seed); code != exitOK || !strings.Contains(out, `"storeState": "member"`) {
-		t.Fatalf("join over TLS: exit %d, %s %s", code, out, errOut)
+	for _, api := range []string{bAPI, cAPI} {
+		if code, out, errOut := ctl(t, api, token, "cluster", "join", seed); code != exitOK || !strings.Contains(out, `"storeState": "member"`) {
+			t.Fatalf("join over TLS: exit %d, %s %s", code, out, errOut)
+		}
 	}
 	if code, _, errOut := ctl(t, fAPI, token, "cluster", "join", seed); code != exitFailed || !strings.Contains(errOut, "unreachable") || !strings.Contains(strings.ToLower(errOut), "tls") {
 		t.Fatalf("join with a foreign certificate: exit %d, %q", code, errOut)
 	}
 	// node-a counts the refusal when its side of the handshake ends, which may be just
 	// after the foreign node saw it fail; its member gauge follows raft within 200 ms.
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		_, body := httpGet(t, aAPI, "/metrics")
-		if strings.Contains(body, "mqttd_cluster_tls_failures_total 1") && strings.Contains(body, "mqttd_cluster_members 2") {
-			break
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("node-a metrics after the foreign join:\n%s", body)
-		case <-tick.C:
-		}
+	// Every cluster connection is TLS 1.3.
+	waitMetric(t, aAPI, `mqttd_cluster_tls_failures_total 1\b`)
+	waitMetric(t, aAPI, `mqttd_cluster_members 3\b`)
+	for _, api := range []string{aAPI, bAPI, cAPI} {
+		waitMetric(t, api, `mqttd_cluster_tls_handshakes_total\{version="1.3"\} [1-9]`)
+		waitMetric(t, api, `mqttd_cluster_tls_handshakes_total\{version="1.2"\} 0\b`)
+		waitMetric(t, api, `mqttd_cluster_peers 2\b`)
 	}
+
+	// node-b's certificate is renewed: a new connection to its cluster port (a member's
+	// client certificate) gets the new serial within seconds, node-b still a member.
+	clusterCA.issue(t, dir, "node-b", 99)
+	member := clientCert(t, certs["node-c"][0], certs["node-c"][1])
+	deadline := time.Now().Add(10 * time.Second)
+	var serial int64
+	for serial != 99 && time.Now().Before(deadline) {
+		conn, err := tlsDial(bPort, &tls.Config{RootCAs: clusterCA.pool, Certificates: member, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatalf("TLS to node-b's cluster port: %v", err)
+		}
+		serial = conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+		_ = conn.Close()
+	}
+	if serial != 99 {
+		t.Fatalf("node-b still presents serial %d 10 s after its renewal, want 99", serial)
+	}
+	waitMetric(t, bAPI, `mqttd_tls_certificate_reloads_total\{listener="cluster"\} 1\b`)
+	waitMetric(t, bAPI, `mqttd_cluster_members 3\b`)
 }
 
 // TestSecretsAreConfiguration: a token or cookie file that is missing or too short,

@@ -228,12 +228,13 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, ack, err := pahoOver(t, conn, &paho.Connect{ClientID: "dev1-v5", UsernameFlag: true, Username: "alice"})
+	c, ack, err := pahoOver(t, conn, &paho.Connect{ClientID: "dev1-v5", UsernameFlag: true, Username: "alice",
+		PasswordFlag: true, Password: []byte("alice-pw")})
 	if err != nil || ack.ReasonCode != 0 {
 		t.Fatalf("paho.golang with dev1's certificate: %+v %v", ack, err)
 	}
 	if pr, err := c.Publish(ctx, &paho.Publish{Topic: "devices/dev2/temp", QoS: 1, Payload: []byte("x")}); err == nil || pr == nil || pr.ReasonCode != byte(packet.NotAuthorized) {
-		t.Fatalf("dev1 (claiming to be alice in CONNECT) publishing to devices/dev2: %+v %v; want PUBACK 0x87 (the certificate's name decides)", pr, err)
+		t.Fatalf("dev1 (logging in as alice in CONNECT) publishing to devices/dev2: %+v %v; want PUBACK 0x87 (the certificate's name decides)", pr, err)
 	}
 
 	// No certificate: the password decides (client certificates are optional).
@@ -292,11 +293,10 @@ rules:
 	waitMetric(t, apiAddr, `mqttd_tls_handshakes_total\{listener="wss",version="1.3"\} [1-9]`)
 }
 
-// TestTLSRequiredClientCertificates: with client certificates required (and the
-// username from the CONNECT, anonymous access on), mosquitto_sub and mosquitto_pub
-// with --cert/--key talk over mqtts; a client without a certificate is refused and
-// counted; server-only TLS with paho.mqtt.golang and mosquitto (--cafile only) on a
-// listener that asks for no certificate.
+// TestTLSRequiredClientCertificates: with client certificates required (anonymous
+// access on, no username taken from them), mosquitto_sub and mosquitto_pub with
+// --cert/--key talk over mqtts; a client without a certificate is refused and
+// counted; a TLS 1.2 client with a certificate is accepted and counted by version.
 func TestTLSRequiredClientCertificates(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
@@ -333,7 +333,7 @@ func TestTLSRequiredClientCertificates(t *testing.T) {
 		t.Fatalf("mosquitto_pub without a certificate was accepted: %s", out)
 	}
 	waitMetric(t, apiAddr, `mqttd_tls_handshake_failures_total\{listener="mqtts",reason="client_certificate_missing"\} 1\b`)
-	// TLS 1.2 with a chosen cipher suite is accepted at min 1.2.
+	// TLS 1.2 (the minimum here) with a certificate is accepted.
 	conn, err := tlsDial(mqtts, &tls.Config{RootCAs: ca.pool, Certificates: clientCert(t, devCert, devKey), MaxVersion: tls.VersionTLS12})
 	if err != nil {
 		t.Fatalf("TLS 1.2 with a client certificate: %v", err)
@@ -393,6 +393,12 @@ func TestTLSServerOnly(t *testing.T) {
 			t.Fatalf("%q did not arrive over wss", want)
 		}
 	}
+	conn, err := tlsDial(mqtts, &tls.Config{RootCAs: ca.pool, MaxVersion: tls.VersionTLS12,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}})
+	if err != nil || conn.ConnectionState().CipherSuite != tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 {
+		t.Fatalf("a TLS 1.2 client offering the allowed suite: %v; want that suite negotiated", err)
+	}
+	_ = conn.Close()
 	if _, err := tlsDial(mqtts, &tls.Config{RootCAs: ca.pool, MaxVersion: tls.VersionTLS12,
 		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}); err == nil {
 		t.Fatal("a TLS 1.2 client offering only a suite outside tls_cipher_suites was accepted")
@@ -565,9 +571,10 @@ func isReset(err error) bool {
 	return errors.As(err, &oe) && strings.Contains(oe.Err.Error(), "reset")
 }
 
-// TestWebSocketOrigins: with anonymous access off, the WebSocket listener accepts
-// clients without an Origin (not browsers) and origins on the allow list, and refuses
-// others (counted).
+// TestWebSocketOrigins: the WebSocket listener accepts clients without an Origin (not
+// browsers), the page's own host and origins on the allow list, and refuses others
+// (counted); subprotocol mqttv3.1 is accepted. (The default list: config's
+// TestOrigins.)
 func TestWebSocketOrigins(t *testing.T) {
 	dir := t.TempDir()
 	users := filepath.Join(dir, "users")
