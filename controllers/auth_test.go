@@ -8,6 +8,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -174,10 +175,8 @@ rules:
 			Should(Equal(corev1.ServiceTypeLoadBalancer))
 	})
 
-	It("fails closed on a TLS listener: not Ready, the client Service back to ClusterIP until it goes", func() {
+	It("fails closed on the dashboard: not Ready, the client Service back to ClusterIP until it goes", func() {
 		ns := newNamespace()
-		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tls"},
-			Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": []byte("c"), "tls.key": []byte("k")}})).To(Succeed())
 		mc := createCluster(ns, "failclosed", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
 		})
@@ -189,13 +188,11 @@ rules:
 		setSTSStatus(mc, 3)
 		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined")
 
-		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Listeners = append(mc.Spec.Listeners, v1alpha1.Listener{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"})
-		})
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true })
 		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "FeatureNotSupported")
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "FeatureNotSupported")
 		Expect(condition(mc, v1alpha1.ConditionReady).Message).To(And(
-			ContainSubstring("the mqtts (TLS) listener is not implemented by mqttd yet"),
+			ContainSubstring("the dashboard is not implemented by mqttd yet"),
 			ContainSubstring("spec.service.type LoadBalancer is withheld")))
 		Eventually(func(g Gomega) {
 			svc := child(&corev1.Service{}, ns, "failclosed")
@@ -207,13 +204,56 @@ rules:
 		Eventually(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(BeNumerically(">", 0))
 
 		By("exposing the Service again once the spec asks only for what mqttd does")
-		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Listeners = mc.Spec.Listeners[:2] })
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = false })
 		Eventually(func() []corev1.ContainerPort { return sts(mc).Spec.Template.Spec.Containers[0].Ports }).
-			ShouldNot(ContainElement(HaveField("Name", "mqtts")))
+			ShouldNot(ContainElement(HaveField("Name", "dashboard")))
 		setSTSStatus(mc, 3) // the StatefulSet controller saw the new template
 		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined")
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "failclosed").Spec.Type }).
 			Should(Equal(corev1.ServiceTypeLoadBalancer))
+	})
+
+	It("serves TLS listeners from their Secrets, exposes only them outside and keeps plain MQTT on the internal Service", func() {
+		ns := newNamespace()
+		certPEM, keyPEM := selfSigned("tls-cluster." + ns + ".svc")
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tls"},
+			Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM}})).To(Succeed())
+		mc := createCluster(ns, "tls-cluster", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
+			mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtt", Port: 1883}, {Name: "mqtts", Port: 8883, TLSSecretName: "tls"},
+				{Name: "wss", Port: 8084, TLSSecretName: "tls"}}
+		})
+		setSTSStatus(mc, 3)
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+		cm := child(&corev1.ConfigMap{}, ns, "tls-cluster-config")
+		Expect(cm.Data["mqttd.yaml"]).To(And(ContainSubstring(`mqtts: 0.0.0.0:8883`), ContainSubstring(`mqtts_cert_file: /etc/mqttd/tls/mqtts/tls.crt`),
+			ContainSubstring(`wss: 0.0.0.0:8084`), ContainSubstring(`wss_key_file: /etc/mqttd/tls/wss/tls.key`)))
+		Eventually(func(g Gomega) {
+			svc := child(&corev1.Service{}, ns, "tls-cluster")
+			g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
+			g.Expect(svc.Spec.Ports).To(ConsistOf(HaveField("Port", int32(8883)), HaveField("Port", int32(8084))), "only TLS outside")
+			internal := child(&corev1.Service{}, ns, "tls-cluster-internal")
+			g.Expect(internal.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
+			g.Expect(internal.Spec.Ports).To(ConsistOf(HaveField("Port", int32(1883))))
+		}).Should(Succeed())
+
+		By("refusing a Secret whose certificate and key do not load")
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "broken"},
+			Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"tls.crt": []byte("c"), "tls.key": []byte("k")}})).To(Succeed())
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Listeners[2].TLSSecretName = "broken" })
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "InvalidTLSSecret")
+		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`spec.listeners[wss].tlsSecretName: Secret "broken"`))
+
+		By("dropping the internal Service when the client Service stays inside the cluster")
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Listeners[2].TLSSecretName = "tls"
+			mc.Spec.Service.Type = corev1.ServiceTypeClusterIP
+		})
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+		Eventually(func() error {
+			return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "tls-cluster-internal"}, &corev1.Service{})
+		}).Should(Satisfy(apierrors.IsNotFound))
+		Expect(child(&corev1.Service{}, ns, "tls-cluster").Spec.Ports).To(HaveLen(3))
 	})
 })

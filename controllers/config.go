@@ -29,15 +29,10 @@ func (r *MQTTClusterReconciler) reconcileConfig(ctx context.Context, st *state) 
 }
 
 // unsupportedFeatures lists what the spec asks for that this mqttd cannot do yet.
-// Each one fails closed (Ready False, client Service ClusterIP only): a TLS listener
-// that is silently plain text would be worse than a cluster that is not Ready.
+// Each one fails closed (Ready False, client Service ClusterIP only): a feature that
+// is silently missing would be worse than a cluster that is not Ready.
 func unsupportedFeatures(mc *v1alpha1.MQTTCluster) []string {
 	var out []string
-	for _, l := range mc.Spec.Listeners {
-		if l.Name == v1alpha1.ListenerMQTTS || l.Name == v1alpha1.ListenerWSS {
-			out = append(out, "the "+string(l.Name)+" (TLS) listener")
-		}
-	}
 	if mc.Spec.Dashboard.Enabled {
 		out = append(out, "the dashboard")
 	}

@@ -3,7 +3,9 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -69,6 +71,12 @@ func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state)
 		}
 		if ref.field == usersField && len(s.Data[resource.UsersKey]) > 0 {
 			r.checkUsersFile(st, ref.name, s.Data[resource.UsersKey])
+		}
+		if strings.HasSuffix(ref.field, ".tlsSecretName") && len(s.Data[corev1.TLSCertKey]) > 0 && len(s.Data[corev1.TLSPrivateKeyKey]) > 0 {
+			// mqttd would not start on a pair that does not load.
+			if _, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]); err != nil {
+				r.report(st, invalidInput, "InvalidTLSSecret", fmt.Sprintf("%s: Secret %q: %v", ref.field, ref.name, err))
+			}
 		}
 	}
 	if hasInvalidInput(st.problems) {

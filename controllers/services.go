@@ -13,8 +13,9 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
-// reconcileServices writes the headless and client Services, and the dashboard
-// Service while the dashboard is enabled (it is deleted when disabled). While the
+// reconcileServices writes the headless and client Services, the internal Service of
+// the plain listeners while the client Service exposes only TLS (resource.SplitPlain),
+// and the dashboard Service while the dashboard is enabled (each deleted otherwise). While the
 // spec asks for something mqttd does not enforce, the client Service stays ClusterIP.
 func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
@@ -42,6 +43,14 @@ func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state
 		if _, err := r.apply(ctx, mc, b); err != nil {
 			return false, err
 		}
+	}
+	internal := &resource.ServiceBuilder{Cluster: mc, Kind: resource.InternalService}
+	if resource.SplitPlain(mc) {
+		if _, err := r.apply(ctx, mc, internal); err != nil {
+			return false, err
+		}
+	} else if err := r.deleteIfOwned(ctx, mc, internal.Object()); err != nil {
+		return false, err
 	}
 	dashboard := &resource.ServiceBuilder{Cluster: mc, Kind: resource.DashboardService}
 	if !mc.Spec.Dashboard.Enabled {

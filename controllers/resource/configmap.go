@@ -56,6 +56,16 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 			cfg.Listeners.TCP = addr
 		case v1alpha1.ListenerWS:
 			cfg.Listeners.WebSocket = addr
+		case v1alpha1.ListenerMQTTS:
+			// The Secret's volume: the kubelet replaces the files when the Secret
+			// changes and mqttd reads them again, so a renewal restarts nothing.
+			cfg.Listeners.MQTTS = addr
+			cfg.Listeners.MQTTSCertFile = TLSDir + "/mqtts/" + corev1.TLSCertKey
+			cfg.Listeners.MQTTSKeyFile = TLSDir + "/mqtts/" + corev1.TLSPrivateKeyKey
+		case v1alpha1.ListenerWSS:
+			cfg.Listeners.WSS = addr
+			cfg.Listeners.WSSCertFile = TLSDir + "/wss/" + corev1.TLSCertKey
+			cfg.Listeners.WSSKeyFile = TLSDir + "/wss/" + corev1.TLSPrivateKeyKey
 		}
 	}
 	// The users file and the ACL are mounted files that mqttd re-reads on change.

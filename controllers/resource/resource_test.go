@@ -264,9 +264,17 @@ func TestRenderConfig(t *testing.T) {
 				t.Fatalf("auth %+v", c.Auth)
 			}
 		}},
-		{"only TLS listeners leave mqttd nothing it can serve", func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Listeners = []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"}}
-		}, "at least one listener", nil},
+		{"TLS listeners read their Secrets' mounted files", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Listeners = []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"},
+				{Name: v1alpha1.ListenerWSS, Port: 8084, TLSSecretName: "tls-ws"}}
+		}, "", func(t *testing.T, c config.Config) {
+			l := c.Listeners
+			if l.TCP != "" || l.WebSocket != "" || l.MQTTS != "0.0.0.0:8883" || l.WSS != "0.0.0.0:8084" ||
+				l.MQTTSCertFile != TLSDir+"/mqtts/tls.crt" || l.MQTTSKeyFile != TLSDir+"/mqtts/tls.key" ||
+				l.WSSCertFile != TLSDir+"/wss/tls.crt" || l.WSSKeyFile != TLSDir+"/wss/tls.key" {
+				t.Fatalf("listeners %+v", l)
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mc := cluster()

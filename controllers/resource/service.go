@@ -25,7 +25,45 @@ const (
 	ClientService
 	// DashboardService exposes the dashboard.
 	DashboardService
+	// InternalService carries the plain (non-TLS) listeners inside the cluster when
+	// the client Service is exposed with TLS listeners only (SplitPlain).
+	InternalService
 )
+
+// SplitPlain reports whether the plain listeners leave the client Service for the
+// internal one: the client Service is a NodePort or LoadBalancer and the cluster has
+// a TLS listener, so only TLS is exposed outside the cluster and plain MQTT stays on
+// a ClusterIP Service ("<name>-internal") for in-cluster clients.
+func SplitPlain(mc *v1alpha1.MQTTCluster) bool {
+	t := mc.Spec.Service.Type
+	if t != corev1.ServiceTypeNodePort && t != corev1.ServiceTypeLoadBalancer {
+		return false
+	}
+	tls, plain := false, false
+	for _, l := range mc.Spec.Listeners {
+		if isTLS(l.Name) {
+			tls = true
+		} else {
+			plain = true
+		}
+	}
+	return tls && plain
+}
+
+func isTLS(n v1alpha1.ListenerName) bool {
+	return n == v1alpha1.ListenerMQTTS || n == v1alpha1.ListenerWSS
+}
+
+// listenerPorts are the ports of the listeners that tls says (TLS or plain).
+func listenerPorts(mc *v1alpha1.MQTTCluster, tls bool) []corev1.ServicePort {
+	var ports []corev1.ServicePort
+	for _, p := range ListenerPorts(mc) {
+		if isTLS(v1alpha1.ListenerName(p.Name)) == tls {
+			ports = append(ports, p)
+		}
+	}
+	return ports
+}
 
 // ServiceBuilder builds one of the cluster's Services.
 type ServiceBuilder struct {
@@ -44,6 +82,8 @@ func (b *ServiceBuilder) Object() client.Object {
 		name = HeadlessServiceName(b.Cluster)
 	case ClientService:
 		name = ClientServiceName(b.Cluster)
+	case InternalService:
+		name = InternalServiceName(b.Cluster)
 	default:
 		name = DashboardServiceName(b.Cluster)
 	}
@@ -88,6 +128,12 @@ func (b *ServiceBuilder) Mutate(obj client.Object) error {
 		}
 		svc.Annotations = userAnnotations(svc.Annotations, mc.Spec.Service.Annotations)
 		ports = ListenerPorts(mc)
+		if SplitPlain(mc) {
+			ports = listenerPorts(mc, true)
+		}
+	case InternalService:
+		svc.Spec.Type = corev1.ServiceTypeClusterIP
+		ports = listenerPorts(mc, false)
 	case DashboardService:
 		svc.Spec.Type = corev1.ServiceTypeClusterIP
 		ports = []corev1.ServicePort{servicePort("dashboard", DashboardPort)}

@@ -100,10 +100,9 @@ var _ = Describe("client authentication and authorization with real brokers", fu
 
 	It("never reports Ready, nor exposes the Service, while a setting mqttd does not enforce is asked for", func(ctx SpecContext) {
 		e := newEnv(ctx, 1, func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Listeners = []v1alpha1.Listener{{Name: v1alpha1.ListenerMQTT, Port: 1883},
-				{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "tls"}}
+			mc.Spec.Dashboard.Enabled = true
 			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
-		}, withSecret("tls", map[string][]byte{corev1.TLSCertKey: []byte("cert"), corev1.TLSPrivateKeyKey: []byte("key")}))
+		})
 		e.expectMembers(ctx, 1)
 		Eventually(ctx, func(g Gomega) {
 			mc := &v1alpha1.MQTTCluster{}
@@ -114,7 +113,7 @@ var _ = Describe("client authentication and authorization with real brokers", fu
 			g.Expect(ready.ObservedGeneration).To(Equal(gen))
 			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(ready.Reason).To(Equal("FeatureNotSupported"))
-			g.Expect(ready.Message).To(ContainSubstring("the mqtts (TLS) listener is not implemented by mqttd yet"))
+			g.Expect(ready.Message).To(ContainSubstring("the dashboard is not implemented by mqttd yet"))
 			g.Expect(e.clientService(ctx, g).Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
 		}).Should(Succeed())
 		Consistently(ctx, func(g Gomega) {
@@ -123,23 +122,13 @@ var _ = Describe("client authentication and authorization with real brokers", fu
 		}).WithTimeout(2 * time.Second).Should(Succeed())
 
 		By("becoming Ready and exposed once the spec asks only for what mqttd does")
-		e.patch(ctx, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Listeners = mc.Spec.Listeners[:1] })
+		e.patch(ctx, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = false })
 		e.expectReadyStatus(ctx, 1)
 		Eventually(ctx, func(g Gomega) {
 			g.Expect(e.clientService(ctx, g).Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
 		}).Should(Succeed())
 	}, SpecTimeout(5*time.Minute))
 })
-
-// withSecret creates the Secret name in the spec's namespace before its cluster.
-func withSecret(name string, data map[string][]byte) envOption {
-	return func(e *env) {
-		GinkgoHelper()
-		Expect(k8sClient.Create(context.Background(), &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name}, Data: data,
-		})).To(Succeed())
-	}
-}
 
 // generatedUser reads the user the operator generated in "<cluster>-users".
 func (e *env) generatedUser(ctx context.Context) (user, password string) {

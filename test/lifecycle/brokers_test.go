@@ -76,6 +76,7 @@ type broker struct {
 	exitErr  error         // valid once exited is closed
 	apiAddr  string        // the HTTP API, host:port
 	mqttAddr string        // MQTT over TCP, host:port
+	tlsAddr  string        // MQTT over TLS (mqtts), when the configuration has it
 }
 
 // startBroker starts mqttd and waits until its MQTT, API and cluster listeners are
@@ -117,6 +118,8 @@ func startBroker(opts brokerOptions, logs *mqttdproc.Log) (*broker, error) {
 				b.mqttAddr = ev.Address
 			case "api":
 				b.apiAddr = ev.Address
+			case "mqtts":
+				b.tlsAddr = ev.Address // logged before the API's, so known once it is
 			}
 		case <-b.exited:
 			return b, fmt.Errorf("mqttd exited before listening: %w", b.exitErr)

@@ -92,6 +92,16 @@ func (s *simulator) broker(ord int) (api, mqtt, token string) {
 	return "", "", s.token
 }
 
+// mqttsAddr returns the mqtts address of pod ordinal ord's process ("" without one).
+func (s *simulator) mqttsAddr(ord int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[ord]; sl != nil && sl.proc != nil {
+		return sl.proc.tlsAddr
+	}
+	return ""
+}
+
 // pid returns the process ID of ordinal ord's container (0 while it has none).
 func (s *simulator) pid(ord int) int {
 	s.mu.Lock()

@@ -278,9 +278,16 @@ func podConfig(sl *slot) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("the rendered mqttd.yaml: %w", err)
 	}
-	for _, p := range []*string{&cfg.Auth.UsersFile, &cfg.Auth.ACLFile} {
+	l := &cfg.Listeners
+	for _, p := range []*string{&cfg.Auth.UsersFile, &cfg.Auth.ACLFile, &l.MQTTSCertFile, &l.MQTTSKeyFile, &l.WSSCertFile, &l.WSSKeyFile} {
 		if *p != "" {
 			*p = filepath.Join(sl.root, *p)
+		}
+	}
+	// TLS listeners on ports of this machine's choosing (startBroker reads them).
+	for _, a := range []*string{&l.MQTTS, &l.WSS} {
+		if *a != "" {
+			*a = "127.0.0.1:0"
 		}
 	}
 	raw, err := cfg.YAML()
