@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"net"
@@ -263,5 +265,14 @@ func TestHandshakeRefusesOwnNonce(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the handshake did not end")
+	}
+}
+
+func TestCertNamesNode(t *testing.T) {
+	c := &x509.Certificate{Subject: pkix.Name{CommonName: "mq-0"}, DNSNames: []string{"mq-1.mq-headless.ns.svc", "mq-2"}}
+	for node, want := range map[string]bool{"mq-0": true, "mq-1": true, "mq-2": true, "mq-3": false, "mq": false, "mq-1.mq-headless": false} {
+		if got := certNamesNode(c, node); got != want {
+			t.Errorf("node %q: %v, want %v", node, got, want)
+		}
 	}
 }

@@ -3,9 +3,12 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -106,6 +109,63 @@ func (t *transport) close() {
 	}
 }
 
+// dialTLS is the dialer's TLS: the peer's chain is verified against the cluster CA
+// (RootCAs) but not against the address dialed, which may be an IP or a name the
+// certificate does not carry; certNames binds the certificate to the node name the
+// peer proves in the cookie handshake instead.
+func dialTLS(base *tls.Config) *tls.Config {
+	cfg := base.Clone()
+	roots := cfg.RootCAs
+	cfg.InsecureSkipVerify = true // replaced by VerifyConnection below
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the peer sent no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		return err
+	}
+	return cfg
+}
+
+// ErrCertName is the refusal of a peer whose certificate does not name the node it
+// proved to be.
+var ErrCertName = errors.New("the peer's certificate does not name it")
+
+// certNames checks, on a TLS connection, that the peer's certificate names the node
+// peer (its common name or a DNS name): a certificate of the cluster's CA is good only
+// for the node it was issued to. A refusal is counted with the TLS failures.
+func (t *transport) certNames(c net.Conn, peer string) error {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) > 0 && certNamesNode(certs[0], peer) {
+		return nil
+	}
+	t.tlsFailures.Add(1)
+	return fmt.Errorf("%w: %q", ErrCertName, peer)
+}
+
+// certNamesNode reports whether cert is issued to node: its common name, or one of its
+// DNS names, or the first label of one (a pod's DNS name starts with the pod name).
+func certNamesNode(cert *x509.Certificate, node string) bool {
+	if cert.Subject.CommonName == node {
+		return true
+	}
+	for _, n := range cert.DNSNames {
+		if first, _, _ := strings.Cut(n, "."); n == node || first == node {
+			return true
+		}
+	}
+	return false
+}
+
 // countTLS counts a completed TLS handshake by its version.
 func (t *transport) countTLS(tc *tls.Conn) {
 	if tc.ConnectionState().Version == tls.VersionTLS13 {
@@ -130,12 +190,15 @@ func (t *transport) accept(c net.Conn) {
 		t.countTLS(tc)
 	}
 	peer, err := t.auth.Handshake(c, Listener)
+	if err == nil {
+		err = t.certNames(c, peer)
+	}
 	if err != nil {
 		t.untrack(c)
 		if errors.Is(err, ErrCookieMismatch) {
 			t.log.Warn("cluster connection refused: cookie mismatch", "remote", c.RemoteAddr().String(), "peer", peer)
 		} else {
-			t.log.Warn("cluster connection refused", "remote", c.RemoteAddr().String(), "error", err)
+			t.log.Warn("cluster connection refused", "remote", c.RemoteAddr().String(), "peer", peer, "error", err)
 		}
 		return
 	}
@@ -167,11 +230,7 @@ func (t *transport) dial(ctx context.Context, addr string, ch byte) (net.Conn, e
 		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
 	}
 	if t.tls != nil {
-		cfg := t.tls.Clone()
-		if host, _, err := net.SplitHostPort(addr); err == nil {
-			cfg.ServerName = host
-		}
-		tc := tls.Client(c, cfg)
+		tc := tls.Client(c, dialTLS(t.tls))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = c.Close()
 			t.tlsFailures.Add(1)
@@ -191,6 +250,11 @@ func (t *transport) dial(ctx context.Context, addr string, ch byte) (net.Conn, e
 			t.log.Warn("cluster peer refused: cookie mismatch", "remote", addr, "peer", peer)
 			return nil, errorf(apiv1.CodeCookieMismatch, "%s does not know this node's cookie", addr)
 		}
+		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
+	}
+	if err := t.certNames(c, peer); err != nil {
+		t.untrack(c)
+		t.log.Warn("cluster peer refused", "remote", addr, "peer", peer, "error", err)
 		return nil, errorf(apiv1.CodeUnreachable, "%s: %v", addr, err)
 	}
 	if err := writeChannel(c, ch, t.clusterID()); err != nil {

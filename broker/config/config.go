@@ -120,6 +120,10 @@ func (c Config) Origins() []string {
 type API struct {
 	Listen    string `yaml:"listen"`     // empty: off
 	TokenFile string `yaml:"token_file"` // bearer token of /api/v1; empty: /api/v1 is off
+	// TLSCertFile and TLSKeyFile serve the API over HTTPS (both or neither), read
+	// again when they change.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 }
 
 // Store says where the node keeps its durable state (sessions, retained messages).
@@ -346,6 +350,8 @@ var settings = []setting{
 	str("listeners.websocket_origins", "browser origins the WebSocket listeners accept, comma-separated host patterns, * for any (empty: any with anonymous access, else same host)", func(c *Config) *string { return &c.Listeners.WebSocketOrigins }),
 	str("api.listen", "HTTP API listen address: /healthz, /readyz, /metrics (empty: off)", func(c *Config) *string { return &c.API.Listen }),
 	str("api.token_file", "file with the bearer token of /api/v1, at least 16 characters (empty: /api/v1 off)", func(c *Config) *string { return &c.API.TokenFile }),
+	str("api.tls_cert_file", "PEM certificate: serve the HTTP API over HTTPS (with tls_key_file; read again when it changes)", func(c *Config) *string { return &c.API.TLSCertFile }),
+	str("api.tls_key_file", "PEM private key of the HTTPS API", func(c *Config) *string { return &c.API.TLSKeyFile }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
 	str("cluster.listen", "cluster port address (empty: no clustering)", func(c *Config) *string { return &c.Cluster.Listen }),
 	str("cluster.cookie_file", "file with the cluster cookie, at least 16 bytes", func(c *Config) *string { return &c.Cluster.CookieFile }),
@@ -562,6 +568,9 @@ func (c Config) Validate() error {
 	}
 	if t := c.Cluster; (t.TLSCertFile != "" || t.TLSKeyFile != "" || t.TLSCAFile != "") && (t.TLSCertFile == "" || t.TLSKeyFile == "" || t.TLSCAFile == "") {
 		errs = append(errs, errors.New("cluster.tls_cert_file, tls_key_file and tls_ca_file: set all three or none"))
+	}
+	if (c.API.TLSCertFile == "") != (c.API.TLSKeyFile == "") {
+		errs = append(errs, errors.New("api.tls_cert_file and api.tls_key_file: set both or neither"))
 	}
 	if a := c.Cluster.Advertise; a != "" {
 		if _, _, err := net.SplitHostPort(a); err != nil {

@@ -226,7 +226,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("api listener: %w", err)
 		}
-		log.Info("listening", "listener", "api", "address", l.Addr().String())
+		var apiCert *listener.CertReloader
+		if cfg.API.TLSCertFile != "" {
+			if apiCert, err = listener.NewCertReloader(cfg.API.TLSCertFile, cfg.API.TLSKeyFile, log); err != nil {
+				_ = l.Close()
+				return fmt.Errorf("api listener: %w", err)
+			}
+			l = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: apiCert.GetCertificate})
+		}
+		log.Info("listening", "listener", "api", "address", l.Addr().String(), "https", apiCert != nil)
 		token, err := readToken(cfg.API.TokenFile)
 		if err != nil {
 			return err

@@ -513,7 +513,7 @@ func TestClusterTLS(t *testing.T) {
 			"--cluster.cookie-file", cookie, "--cluster.node-name", name, "--store.dir", t.TempDir(), "--api.token-file", token}
 	}
 	seed, bPort := freePort(t), freePort(t)
-	_, _, _, aAPI := startMqttd(t, append([]string{"--cluster.listen", seed, "--cluster.bootstrap=true"}, tlsArgs("node-a")...)...)
+	_, aLog, _, aAPI := startMqttd(t, append([]string{"--cluster.listen", seed, "--cluster.bootstrap=true"}, tlsArgs("node-a")...)...)
 	_, _, _, bAPI := startMqttd(t, append([]string{"--cluster.listen", bPort}, tlsArgs("node-b")...)...)
 	_, _, _, cAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"}, tlsArgs("node-c")...)...)
 	_, _, _, fAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"}, tlsArgs("foreign")...)...)
@@ -556,6 +556,16 @@ func TestClusterTLS(t *testing.T) {
 	}
 	waitMetric(t, bAPI, `mqttd_tls_certificate_reloads_total\{listener="cluster"\} 1\b`)
 	waitMetric(t, bAPI, `mqttd_cluster_members 3\b`)
+
+	// A node presenting another node's certificate (right CA, right cookie, wrong
+	// name) is refused: a certificate is good only for the node it names.
+	_, _, _, impAPI := startMqttd(t, append([]string{"--cluster.listen", "127.0.0.1:0"},
+		append(tlsArgs("node-c"), "--cluster.node-name", "impostor")...)...)
+	if code, _, errOut := ctl(t, impAPI, token, "cluster", "join", seed); code != exitFailed || !strings.Contains(errOut, "unreachable") {
+		t.Fatalf("join with another node's certificate: exit %d, %q", code, errOut)
+	}
+	aLog.waitFor(t, regexp.MustCompile(`(cluster connection refused.*peer=impostor.*does not name it)`))
+	waitMetric(t, aAPI, `mqttd_cluster_tls_failures_total 2\b`)
 }
 
 // TestSecretsAreConfiguration: a token or cookie file that is missing or too short,

@@ -623,3 +623,28 @@ func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
 }
+
+// TestAPIOverTLS: with api.tls_cert_file the HTTP API answers only over HTTPS, with
+// the configured certificate.
+func TestAPIOverTLS(t *testing.T) {
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	cert, key := ca.issue(t, dir, "api", 7)
+	_, _, _, apiAddr := startMqttd(t, "--api.tls-cert-file", cert, "--api.tls-key-file", key)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "localhost"}}}
+	resp, err := c.Get("https://" + apiAddr + "/healthz")
+	if err != nil {
+		t.Fatalf("HTTPS /healthz: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 7 {
+		t.Fatalf("HTTPS /healthz: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second}
+	if resp, err := plain.Get("http://" + apiAddr + "/healthz"); err == nil {
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("the API answered plain HTTP with api.tls_cert_file set")
+		}
+	}
+}
