@@ -226,6 +226,11 @@ rules:
 		})
 		setSTSStatus(mc, 3)
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+		tmpl := sts(mc).Spec.Template.Spec
+		Expect(tmpl.Volumes).To(ContainElement(And(HaveField("Name", "tls-mqtts"), HaveField("VolumeSource.Secret.SecretName", "tls"))))
+		Expect(tmpl.Containers[0].VolumeMounts).To(ContainElements(
+			And(HaveField("Name", "tls-mqtts"), HaveField("MountPath", "/etc/mqttd/tls/mqtts"), HaveField("SubPath", "")),
+			And(HaveField("Name", "tls-wss"), HaveField("MountPath", "/etc/mqttd/tls/wss"))))
 		cm := child(&corev1.ConfigMap{}, ns, "tls-cluster-config")
 		Expect(cm.Data["mqttd.yaml"]).To(And(ContainSubstring(`mqtts: 0.0.0.0:8883`), ContainSubstring(`mqtts_cert_file: /etc/mqttd/tls/mqtts/tls.crt`),
 			ContainSubstring(`wss: 0.0.0.0:8084`), ContainSubstring(`wss_key_file: /etc/mqttd/tls/wss/tls.key`)))
@@ -245,15 +250,19 @@ rules:
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "InvalidTLSSecret")
 		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring(`spec.listeners[wss].tlsSecretName: Secret "broken"`))
 
-		By("dropping the internal Service when the client Service stays inside the cluster")
+		By("keeping the internal Service, and every port on the client Service, when it stays inside the cluster")
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Listeners[2].TLSSecretName = "tls"
 			mc.Spec.Service.Type = corev1.ServiceTypeClusterIP
 		})
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+		Eventually(func() []corev1.ServicePort { return child(&corev1.Service{}, ns, "tls-cluster").Spec.Ports }).Should(HaveLen(3))
+		Expect(child(&corev1.Service{}, ns, "tls-cluster-internal").Spec.Ports).To(ConsistOf(HaveField("Port", int32(1883))))
+
+		By("dropping the internal Service when no plain listener is left")
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Listeners = mc.Spec.Listeners[1:] })
 		Eventually(func() error {
 			return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "tls-cluster-internal"}, &corev1.Service{})
 		}).Should(Satisfy(apierrors.IsNotFound))
-		Expect(child(&corev1.Service{}, ns, "tls-cluster").Spec.Ports).To(HaveLen(3))
 	})
 })

@@ -74,7 +74,8 @@ var _ = Describe("The manager's cache", func() {
 		for _, s := range secrets.Items {
 			names = append(names, s.Name)
 		}
-		Expect(names).To(ConsistOf("cached-api-token", "cached-node-secrets", "cached-fingerprint-key"), "the cached Secrets are the generated ones")
+		Expect(names).To(ConsistOf("cached-api-token", "cached-node-secrets", "cached-fingerprint-key", "cached-cluster-ca", "cached-cluster-tls"),
+			"the cached Secrets are the generated ones")
 	})
 
 	It("gives a child back its labels when they are edited away, though it left the cache", func() {

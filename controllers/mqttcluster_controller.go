@@ -83,6 +83,8 @@ type state struct {
 	fingerprintKey []byte
 	// requeue asks for another reconcile after this long (0: only on changes).
 	requeue time.Duration
+	// clusterTLS: the pods link with mutual TLS (decideClusterTLS).
+	clusterTLS bool
 }
 
 // step is one stage of the pipeline. A step that finds invalid input records a
@@ -95,12 +97,13 @@ type step struct {
 // Reconcile drives the cluster's children towards the spec, then reports status.
 // The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
 // mount them (the node Secret holds what the nodes run, copied from the cookie and
-// token Secrets); the Services before the pods look each other up; the NetworkPolicy
+// token Secrets); clustertls before the StatefulSet (a pod's certificate exists
+// before the pod); the Services before the pods look each other up; the NetworkPolicy
 // before the pods, so that none starts unprotected; the PodDisruptionBudget
 // once there is something to protect. failclosed comes first of all: while the spec
 // asks for something mqttd does not enforce, the client Service falls back to
-// ClusterIP even when a later step stops on invalid input (a TLS listener whose
-// Secret does not exist yet must not leave a LoadBalancer in front of the old pods);
+// ClusterIP even when a later step stops on invalid input (the dashboard asked for
+// with an admin Secret that does not exist yet must not leave a LoadBalancer up);
 // it only ever narrows the Service. Widening it waits for the services step, after
 // the spec proved valid, and for the pods to run the settings it asks for.
 // retiredtokens follows lifecycle, whose observation says whether any node still
@@ -118,6 +121,7 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		{"failclosed", r.reconcileFailClosed},
 		{"secrets", r.reconcileSecrets},
 		{"nodesecrets", r.reconcileNodeSecrets},
+		{"clustertls", r.reconcileClusterTLS},
 		{"config", r.reconcileConfig},
 		{"services", r.reconcileServices},
 		{"networkpolicy", r.reconcileNetworkPolicy},

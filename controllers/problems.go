@@ -22,8 +22,8 @@ const (
 	// unsupportedChange: the spec asks for a change the operator cannot make (such as
 	// resizing volumes); the last good state is kept and Degraded says why.
 	unsupportedChange
-	// unsupportedFeature: the spec asks for something mqttd does not do (a TLS
-	// listener, the dashboard). The cluster fails closed: Ready is False and the
+	// unsupportedFeature: the spec asks for something mqttd does not do (the
+	// dashboard). The cluster fails closed: Ready is False and the
 	// client Service is not exposed beyond ClusterIP while the spec asks for it.
 	unsupportedFeature
 	// refusedChange: the spec, or a Secret it names, asks for a change the operator

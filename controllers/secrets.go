@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -73,10 +74,7 @@ func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state)
 			r.checkUsersFile(st, ref.name, s.Data[resource.UsersKey])
 		}
 		if strings.HasSuffix(ref.field, ".tlsSecretName") && len(s.Data[corev1.TLSCertKey]) > 0 && len(s.Data[corev1.TLSPrivateKeyKey]) > 0 {
-			// mqttd would not start on a pair that does not load.
-			if _, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey]); err != nil {
-				r.report(st, invalidInput, "InvalidTLSSecret", fmt.Sprintf("%s: Secret %q: %v", ref.field, ref.name, err))
-			}
+			r.checkTLSSecret(st, ref, s)
 		}
 	}
 	if hasInvalidInput(st.problems) {
@@ -144,4 +142,27 @@ func (r *MQTTClusterReconciler) clustersReferringTo(ctx context.Context, obj cli
 		}
 	}
 	return reqs
+}
+
+// checkTLSSecret checks a listener's certificate Secret. A pair that does not load
+// (mqttd would not start on it; running nodes keep the pair they loaded) or a
+// certificate outside its validity is not in force: Ready False, Degraded says why.
+// The pipeline goes on: such a Secret is usually a renewal gone wrong outside the
+// spec, and the lifecycle (scale-downs, leaves) must not stop for it.
+func (r *MQTTClusterReconciler) checkTLSSecret(st *state, ref secretRef, s *corev1.Secret) {
+	pair, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+	if err != nil {
+		r.report(st, notInForce, "InvalidTLSSecret", fmt.Sprintf("%s: Secret %q: %v", ref.field, ref.name, err))
+		return
+	}
+	now := time.Now()
+	switch leaf := pair.Leaf; {
+	case leaf == nil:
+	case now.After(leaf.NotAfter):
+		r.report(st, notInForce, "TLSCertificateExpired", fmt.Sprintf("%s: Secret %q: the certificate expired at %s: clients refuse it",
+			ref.field, ref.name, leaf.NotAfter.UTC().Format(time.RFC3339)))
+	case now.Before(leaf.NotBefore):
+		r.report(st, notInForce, "TLSCertificateNotYetValid", fmt.Sprintf("%s: Secret %q: the certificate is valid only from %s",
+			ref.field, ref.name, leaf.NotBefore.UTC().Format(time.RFC3339)))
+	}
 }

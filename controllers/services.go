@@ -14,8 +14,9 @@ import (
 )
 
 // reconcileServices writes the headless and client Services, the internal Service of
-// the plain listeners while the client Service exposes only TLS (resource.SplitPlain),
-// and the dashboard Service while the dashboard is enabled (each deleted otherwise). While the
+// the plain listeners while there is one (resource.HasPlain; the client Service
+// carries them too unless it exposes only TLS, resource.SplitPlain), and the dashboard
+// Service while the dashboard is enabled (each deleted otherwise). While the
 // spec asks for something mqttd does not enforce, the client Service stays ClusterIP.
 func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
@@ -38,19 +39,20 @@ func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state
 			}
 		}
 	}
-	for _, kind := range []resource.ServiceKind{resource.HeadlessService, resource.ClientService} {
-		b := &resource.ServiceBuilder{Cluster: mc, Kind: kind, ClusterIPOnly: narrow}
-		if _, err := r.apply(ctx, mc, b); err != nil {
-			return false, err
-		}
-	}
+	// The internal Service first: the client Service may drop the plain ports next.
 	internal := &resource.ServiceBuilder{Cluster: mc, Kind: resource.InternalService}
-	if resource.SplitPlain(mc) {
+	if resource.HasPlain(mc) {
 		if _, err := r.apply(ctx, mc, internal); err != nil {
 			return false, err
 		}
 	} else if err := r.deleteIfOwned(ctx, mc, internal.Object()); err != nil {
 		return false, err
+	}
+	for _, kind := range []resource.ServiceKind{resource.HeadlessService, resource.ClientService} {
+		b := &resource.ServiceBuilder{Cluster: mc, Kind: kind, ClusterIPOnly: narrow}
+		if _, err := r.apply(ctx, mc, b); err != nil {
+			return false, err
+		}
 	}
 	dashboard := &resource.ServiceBuilder{Cluster: mc, Kind: resource.DashboardService}
 	if !mc.Spec.Dashboard.Enabled {

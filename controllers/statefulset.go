@@ -18,7 +18,7 @@ import (
 func (r *MQTTClusterReconciler) reconcileStatefulSet(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
 	b := &resource.StatefulSetBuilder{Cluster: mc, ConfigHash: resource.ConfigHash(st.config), DefaultImage: r.DefaultImage,
-		NodeSecret: resource.NodeSecretName(mc)}
+		NodeSecret: resource.NodeSecretName(mc), ClusterTLS: st.clusterTLS}
 	if st.nodeSecrets != nil {
 		b.APITokenHash = resource.TokenHash(st.fingerprintKey, st.nodeSecrets.Token)
 		b.CookieFingerprint = resource.Fingerprint(st.fingerprintKey, st.nodeSecrets.Cookie)

@@ -73,6 +73,10 @@ func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems [
 	if sts != nil {
 		out.Replicas = sts.Status.Replicas
 		out.ReadyReplicas = sts.Status.ReadyReplicas
+		out.ClusterTLS = v1alpha1.ClusterTLSDisabled
+		if resource.ClusterTLSInTemplate(&sts.Spec.Template) {
+			out.ClusterTLS = v1alpha1.ClusterTLSEnabled
+		}
 	}
 	for _, c := range []metav1.Condition{
 		readyCondition(mc, sts, problems, out.Members, lc != nil, outdatedPods(sts, lc)),

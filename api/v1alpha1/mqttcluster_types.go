@@ -95,11 +95,40 @@ type MQTTClusterSpec struct {
 	// +optional
 	Pod PodOverrides `json:"pod,omitempty"`
 
+	// Cluster configures the links between the nodes.
+	// +kubebuilder:default={}
+	// +optional
+	Cluster ClusterSpec `json:"cluster,omitempty"`
+
 	// UpdateStrategy says how pods are replaced when the image or a restart-requiring
 	// setting changes.
 	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+}
+
+// ClusterTLSMode turns mutual TLS between the nodes on or off.
+// +kubebuilder:validation:Enum=Enabled;Disabled
+type ClusterTLSMode string
+
+// Cluster TLS modes.
+const (
+	ClusterTLSEnabled  ClusterTLSMode = "Enabled"
+	ClusterTLSDisabled ClusterTLSMode = "Disabled"
+)
+
+// ClusterSpec configures the links between the nodes.
+type ClusterSpec struct {
+	// TLS: with Enabled (the default) the operator keeps a CA for the cluster (the
+	// Secret "<name>-cluster-ca", made once) and gives every pod a certificate for its
+	// stable name, renewed before it expires without restarts; the nodes link with
+	// mutual TLS 1.3 and the cookie handshake runs inside it. Disabled is for
+	// debugging only and is reported in status. Either is taken when the cluster
+	// starts (or has no pod left): a running cluster keeps the mode it runs, with
+	// ClusterTLSChangeRefused saying how to change it.
+	// +kubebuilder:default=Enabled
+	// +optional
+	TLS ClusterTLSMode `json:"tls,omitempty"`
 }
 
 // StorageSpec is the per-node persistent volume.
@@ -416,6 +445,10 @@ type MQTTClusterStatus struct {
 	// +listMapKey=ordinal
 	// +optional
 	Members []MemberStatus `json:"members,omitempty"`
+	// ClusterTLS is the mode the nodes' links run: Enabled (mutual TLS 1.3 with the
+	// cluster's CA) or Disabled (cookie handshake only; debugging).
+	// +optional
+	ClusterTLS ClusterTLSMode `json:"clusterTLS,omitempty"`
 }
 
 // Condition types.
@@ -442,6 +475,7 @@ const (
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready Replicas",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Cluster TLS",type=string,JSONPath=`.status.clusterTLS`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MQTTCluster struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -83,7 +83,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 var (
 	clusterTLSDesc = prometheus.NewDesc("mqttd_cluster_tls_handshakes_total", "TLS handshakes completed on the cluster port (both directions), by TLS version.", []string{"version"}, nil)
 	handshakesDesc = prometheus.NewDesc("mqttd_cluster_handshakes_total",
-		"Cluster connection handshakes by result: ok, cookie_mismatch (the peer has another cookie), failed.",
+		"Cluster connection handshakes by result: ok, cookie_mismatch (the peer has another cookie), reflected (its hello carried this node's own name or nonce), failed.",
 		[]string{"result"}, nil)
 	peersDesc     = prometheus.NewDesc("mqttd_cluster_peers", "Members this node has a working link to.", nil, nil)
 	membersDesc   = prometheus.NewDesc("mqttd_cluster_members", "Members of the cluster as this node sees it (0: not a member).", nil, nil)
@@ -148,7 +148,7 @@ var (
 	certFailDesc   = prometheus.NewDesc("mqttd_tls_certificate_load_failures_total", "Changed TLS certificate files that did not load (the previous certificate stayed in use).", []string{"listener"}, nil)
 	handshakeDesc  = prometheus.NewDesc("mqttd_tls_handshakes_total", "TLS handshakes completed on client listeners, by TLS version.", []string{"listener", "version"}, nil)
 	hsFailDesc     = prometheus.NewDesc("mqttd_tls_handshake_failures_total", "TLS handshakes that failed on client listeners, by reason (client_certificate_missing, client_certificate_untrusted, client_certificate_expired, server_certificate_refused, client_aborted, protocol_version, no_shared_cipher_suite, timeout, not_tls, closed, ...).", []string{"listener", "reason"}, nil)
-	refusalDesc    = prometheus.NewDesc("mqttd_listener_refusals_total", "Connections refused before MQTT other than by TLS: a missing or invalid PROXY protocol header (stage proxy), a refused WebSocket origin or upgrade (stage websocket).", []string{"listener", "stage", "reason"}, nil)
+	refusalDesc    = prometheus.NewDesc("mqttd_listener_refusals_total", "Connections refused before MQTT other than by a failed TLS handshake: a missing or invalid PROXY protocol header (stage proxy), a verified client certificate without the name to take as username (stage certificate, reason no_username), a refused WebSocket origin or upgrade (stage websocket).", []string{"listener", "stage", "reason"}, nil)
 )
 
 // listenerCollector reports the client listeners' refusals, TLS handshakes and

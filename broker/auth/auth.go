@@ -255,12 +255,12 @@ func (a *Authenticator) Authenticate(clientID string, hasUsername bool, username
 // names username (the listener takes it from the CN or a SAN): the certificate is the
 // credential, so no password is checked and the user need not be in the users file;
 // the ACL applies to username as to any user. A name ValidUsername refuses (one
-// starting with '$' such as "$anonymous", "*", control characters, surrounding
+// starting with '$' such as "$anonymous", "*", NUL or line breaks, surrounding
 // spaces) is refused, except that ':' is allowed.
 func (a *Authenticator) AuthenticateCertificate(clientID, username string) (Principal, Result) {
 	// As ValidUsername, except that ':' is allowed (URIs, DNs; the name is not a line
 	// of the users file).
-	if ValidUsername(strings.ReplaceAll(username, ":", "_")) != nil || strings.Contains(username, "\x00") {
+	if ValidUsername(strings.ReplaceAll(username, ":", "_")) != nil {
 		a.stats.badCredentials.Add(1)
 		return Principal{}, BadCredentials
 	}

@@ -67,7 +67,7 @@ var (
 	// ErrReflection: the peer's hello carries this node's own name or one of its own
 	// nonces: a relay of this node's handshake back to itself (or a node dialing
 	// itself). It wraps ErrProtocol.
-	ErrReflection = fmt.Errorf("%w: the hello reflects this node's own", ErrProtocol)
+	ErrReflection = fmt.Errorf("%w: the hello carries this node's own", ErrProtocol)
 )
 
 // Authenticator runs handshakes with one cookie and counts how they end.
@@ -155,7 +155,7 @@ func (a *Authenticator) Handshake(conn net.Conn, role Role) (peer string, err er
 	// Before any proof: a hello with this node's name or one of its nonces is a
 	// reflection (its proof on another connection would be the one expected here).
 	if peer == a.name {
-		return peer, fmt.Errorf("%w name %q", ErrReflection, peer)
+		return peer, fmt.Errorf("%w name %q (another node with the same cluster.node_name, this node dialing itself, or a relay)", ErrReflection, peer)
 	}
 	a.mu.Lock()
 	_, ours := a.nonces[[nonceSize]byte(peerNonce)]

@@ -63,8 +63,14 @@ func (b *NetworkPolicyBuilder) Mutate(obj client.Object) error {
 	np.Spec.PolicyTypes = []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
 	np.Spec.Egress = nil
 
-	listeners := make([]networkingv1.NetworkPolicyPort, 0, len(mc.Spec.Listeners))
+	// With only TLS exposed outside (SplitPlain), the plain listeners admit pods of
+	// the Kubernetes cluster only, not every source that can reach a pod IP.
+	var listeners, plain []networkingv1.NetworkPolicyPort
 	for _, l := range mc.Spec.Listeners {
+		if SplitPlain(mc) && !isTLS(l.Name) {
+			plain = append(plain, policyPort(l.Port))
+			continue
+		}
 		listeners = append(listeners, policyPort(l.Port))
 	}
 	var api []networkingv1.NetworkPolicyPeer
@@ -77,6 +83,10 @@ func (b *NetworkPolicyBuilder) Mutate(obj client.Object) error {
 	var rules []networkingv1.NetworkPolicyIngressRule
 	if len(listeners) > 0 {
 		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: listeners}) // no From: every source
+	}
+	if len(plain) > 0 {
+		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: plain,
+			From: []networkingv1.NetworkPolicyPeer{{NamespaceSelector: &metav1.LabelSelector{}}}}) // every pod, no outside source
 	}
 	rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{policyPort(ClusterPort)},
 		From: []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(mc)}}}})

@@ -56,6 +56,14 @@ func TestNetworkPolicyBuilder(t *testing.T) {
 			APIPort:       {"ns=kubernetes.io/metadata.name=ops/pods=control-plane=controller-manager", "pods=app=prometheus"},
 			DashboardPort: {"*"},
 		}},
+		{"TLS exposed alone: the plain listeners admit the Kubernetes cluster's pods only", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Service.Type = "LoadBalancer"
+			mc.Spec.Listeners = append(mc.Spec.Listeners, v1alpha1.Listener{Name: v1alpha1.ListenerMQTTS, Port: 8883, TLSSecretName: "t"})
+		}, operator, map[int32][]string{
+			8883: {"*"}, 1883: {"ns=<none>/pods=<none>"}, 8083: {"ns=<none>/pods=<none>"},
+			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+			APIPort:     {"ns=kubernetes.io/metadata.name=ops/pods=control-plane=controller-manager"},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mc := cluster()

@@ -103,8 +103,7 @@ func HeadlessServiceName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-h
 // ClientServiceName is the Service clients connect to.
 func ClientServiceName(mc *v1alpha1.MQTTCluster) string { return mc.Name }
 
-// InternalServiceName is the ClusterIP Service of the plain listeners when the client
-// Service exposes only TLS (SplitPlain).
+// InternalServiceName is the ClusterIP Service of the plain listeners (HasPlain).
 func InternalServiceName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-internal" }
 
 // DashboardServiceName is the dashboard's Service.

@@ -25,8 +25,10 @@ const (
 	ClientService
 	// DashboardService exposes the dashboard.
 	DashboardService
-	// InternalService carries the plain (non-TLS) listeners inside the cluster when
-	// the client Service is exposed with TLS listeners only (SplitPlain).
+	// InternalService carries the plain (non-TLS) listeners inside the cluster,
+	// whatever the client Service is (HasPlain): one stable in-cluster address, and
+	// the plain listeners' only Service when the client Service exposes TLS only
+	// (SplitPlain).
 	InternalService
 )
 
@@ -48,6 +50,16 @@ func SplitPlain(mc *v1alpha1.MQTTCluster) bool {
 		}
 	}
 	return tls && plain
+}
+
+// HasPlain reports whether the cluster has a listener without TLS.
+func HasPlain(mc *v1alpha1.MQTTCluster) bool {
+	for _, l := range mc.Spec.Listeners {
+		if !isTLS(l.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 func isTLS(n v1alpha1.ListenerName) bool {
@@ -128,7 +140,7 @@ func (b *ServiceBuilder) Mutate(obj client.Object) error {
 		}
 		svc.Annotations = userAnnotations(svc.Annotations, mc.Spec.Service.Annotations)
 		ports = ListenerPorts(mc)
-		if SplitPlain(mc) {
+		if SplitPlain(mc) && !b.ClusterIPOnly {
 			ports = listenerPorts(mc, true)
 		}
 	case InternalService:

@@ -49,6 +49,19 @@ type StatefulSetBuilder struct {
 	// CookieFingerprint is Fingerprint of the cookie the node Secret holds, recorded
 	// on the StatefulSet's own metadata (empty: left as it is).
 	CookieFingerprint string
+	// ClusterTLS mounts the node certificates Secret and has each node link with
+	// mutual TLS under its own certificate (ClusterTLSInTemplate tells it back).
+	ClusterTLS bool
+}
+
+// ClusterTLSInTemplate reports whether a pod template runs cluster TLS.
+func ClusterTLSInTemplate(t *corev1.PodTemplateSpec) bool {
+	for _, v := range t.Spec.Volumes {
+		if v.Name == ClusterTLSVolume {
+			return true
+		}
+	}
+	return false
 }
 
 // Object implements Builder.
@@ -211,6 +224,22 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 		// and mqttd re-reads the file.
 		mounts = append(mounts, corev1.VolumeMount{Name: "users", MountPath: UsersDir, ReadOnly: true})
 	}
+	env := []corev1.EnvVar{
+		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
+		{Name: "MQTTD_CLUSTER_NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+		// The stable DNS name under the headless Service (ClusterAddress).
+		{Name: "MQTTD_CLUSTER_ADVERTISE", Value: fmt.Sprintf("$(POD_NAME).%s.%s.svc:%d", HeadlessServiceName(mc), mc.Namespace, ClusterPort)},
+	}
+	if b.ClusterTLS {
+		// A directory (the kubelet updates renewed certificates; mqttd reads them
+		// again); each pod takes its own pair by its name.
+		mounts = append(mounts, corev1.VolumeMount{Name: ClusterTLSVolume, MountPath: ClusterTLSDir, ReadOnly: true})
+		env = append(env,
+			corev1.EnvVar{Name: "MQTTD_CLUSTER_TLS_CERT_FILE", Value: ClusterTLSDir + "/" + NodeCertKey("$(POD_NAME)")},
+			corev1.EnvVar{Name: "MQTTD_CLUSTER_TLS_KEY_FILE", Value: ClusterTLSDir + "/" + NodeKeyKey("$(POD_NAME)")},
+			corev1.EnvVar{Name: "MQTTD_CLUSTER_TLS_CA_FILE", Value: ClusterTLSDir + "/" + CACertKey})
+	}
 	pullPolicy := mc.Spec.ImagePullPolicy
 	if pullPolicy == "" {
 		pullPolicy = corev1.PullIfNotPresent
@@ -224,16 +253,10 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 		Image:           image,
 		ImagePullPolicy: pullPolicy,
 		Args:            []string{"--config", ConfigDir + "/" + ConfigFile},
-		Env: []corev1.EnvVar{
-			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
-			{Name: "MQTTD_CLUSTER_NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-			// The stable DNS name under the headless Service (ClusterAddress).
-			{Name: "MQTTD_CLUSTER_ADVERTISE", Value: fmt.Sprintf("$(POD_NAME).%s.%s.svc:%d", HeadlessServiceName(mc), mc.Namespace, ClusterPort)},
-		},
-		Ports:        ports,
-		Resources:    mc.Spec.Resources,
-		VolumeMounts: mounts,
+		Env:             env,
+		Ports:           ports,
+		Resources:       mc.Spec.Resources,
+		VolumeMounts:    mounts,
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
 			PeriodSeconds:    5,
@@ -299,6 +322,10 @@ func (b *StatefulSetBuilder) volumes() []corev1.Volume {
 			vols = append(vols, corev1.Volume{Name: "tls-" + string(l.Name), VolumeSource: corev1.VolumeSource{
 				Secret: &corev1.SecretVolumeSource{SecretName: l.TLSSecretName, DefaultMode: ptr.To[int32](0o400)}}})
 		}
+	}
+	if b.ClusterTLS {
+		vols = append(vols, corev1.Volume{Name: ClusterTLSVolume, VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: ClusterTLSSecretName(mc), DefaultMode: ptr.To[int32](0o400)}}})
 	}
 	if name, ok := UsersSecret(mc); ok {
 		// Only the hashes: a generated Secret's clear password stays out of the pods.

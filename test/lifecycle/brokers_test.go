@@ -41,8 +41,9 @@ type brokerOptions struct {
 	dataDir     string
 	cookieFile  string
 	tokenFile   string
-	bootstrap   bool   // --cluster.bootstrap=true (the standalone cluster of the stale spec)
-	configFile  string // --config: the operator's rendered mqttd.yaml (podConfig), "" for none
+	bootstrap   bool      // --cluster.bootstrap=true (the standalone cluster of the stale spec)
+	configFile  string    // --config: the operator's rendered mqttd.yaml (podConfig), "" for none
+	clusterTLS  [3]string // --cluster.tls-cert-file, -key-file, -ca-file (the pod's mounted files), empty for none
 }
 
 func (o brokerOptions) args() []string {
@@ -63,6 +64,10 @@ func (o brokerOptions) args() []string {
 	)
 	if o.bootstrap {
 		args = append(args, "--cluster.bootstrap=true")
+	}
+	if o.clusterTLS[0] != "" {
+		args = append(args, "--cluster.tls-cert-file", o.clusterTLS[0], "--cluster.tls-key-file", o.clusterTLS[1],
+			"--cluster.tls-ca-file", o.clusterTLS[2])
 	}
 	return args
 }

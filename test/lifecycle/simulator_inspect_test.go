@@ -102,6 +102,16 @@ func (s *simulator) mqttsAddr(ord int) string {
 	return ""
 }
 
+// clusterAddr returns the cluster port address of pod ordinal ord ("" without a slot).
+func (s *simulator) clusterAddr(ord int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sl := s.slots[ord]; sl != nil {
+		return sl.clusterAddr
+	}
+	return ""
+}
+
 // pid returns the process ID of ordinal ord's container (0 while it has none).
 func (s *simulator) pid(ord int) int {
 	s.mu.Lock()

@@ -475,10 +475,18 @@ func (s *simulator) startProcess(sl *slot) (*broker, error) {
 		}
 		sl.logs.Add("=== this container cannot open its store (storage outage or image " + sl.image + ")")
 	}
-	b, err := startBroker(brokerOptions{
+	opts := brokerOptions{
 		name: sl.pod, clusterAddr: sl.clusterAddr, dataDir: dataDir,
 		cookieFile: cookieFile, tokenFile: s.tokenFile, configFile: configFile,
-	}, sl.logs)
+	}
+	// A pod given cluster TLS has the node certificates mounted: it runs with its own
+	// pair, as the pod's MQTTD_CLUSTER_TLS_* variables say ($(POD_NAME) expanded).
+	tlsDir := filepath.Join(sl.root, resource.ClusterTLSDir)
+	if _, err := os.Stat(filepath.Join(tlsDir, resource.NodeCertKey(sl.pod))); err == nil {
+		opts.clusterTLS = [3]string{filepath.Join(tlsDir, resource.NodeCertKey(sl.pod)),
+			filepath.Join(tlsDir, resource.NodeKeyKey(sl.pod)), filepath.Join(tlsDir, resource.CACertKey)}
+	}
+	b, err := startBroker(opts, sl.logs)
 	if err != nil {
 		return b, err
 	}

@@ -543,7 +543,9 @@ func TestClusterTLS(t *testing.T) {
 	member := clientCert(t, certs["node-c"][0], certs["node-c"][1])
 	deadline := time.Now().Add(10 * time.Second)
 	var serial int64
-	for serial != 99 && time.Now().Before(deadline) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ; serial != 99 && time.Now().Before(deadline); <-tick.C {
 		conn, err := tlsDial(bPort, &tls.Config{RootCAs: clusterCA.pool, Certificates: member, ServerName: "127.0.0.1"})
 		if err != nil {
 			t.Fatalf("TLS to node-b's cluster port: %v", err)
@@ -554,7 +556,13 @@ func TestClusterTLS(t *testing.T) {
 	if serial != 99 {
 		t.Fatalf("node-b still presents serial %d 10 s after its renewal, want 99", serial)
 	}
-	waitMetric(t, bAPI, `mqttd_tls_certificate_reloads_total\{listener="cluster"\} 1\b`)
+	waitMetric(t, bAPI, `mqttd_tls_certificate_reloads_total\{listener="cluster"\} [1-9]`)
+	// TLS 1.2 is refused on the cluster port, even with a member's certificate.
+	if conn, err := tlsDial(bPort, &tls.Config{RootCAs: clusterCA.pool, Certificates: member, ServerName: "127.0.0.1",
+		MaxVersion: tls.VersionTLS12}); err == nil {
+		_ = conn.Close()
+		t.Fatal("the cluster port accepted TLS 1.2")
+	}
 	waitMetric(t, bAPI, `mqttd_cluster_members 3\b`)
 
 	// A node presenting another node's certificate (right CA, right cookie, wrong
