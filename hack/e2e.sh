@@ -137,9 +137,18 @@ demo)
   kind_of="$(pick_cluster)"
   cluster_up "${kind_of}"
   install_operator
-  log "applying the 3-node sample MQTTCluster"
-  "${KUBECTL}" apply -f config/samples/broker_v1alpha1_mqttcluster.yaml
-  name="$("${KUBECTL}" get -f config/samples/broker_v1alpha1_mqttcluster.yaml -o jsonpath='{.metadata.name}')"
+  sample=config/samples/broker_v1alpha1_mqttcluster.yaml
+  name="$("${KUBECTL}" create --dry-run=client -f "${sample}" -o jsonpath='{.metadata.name}')"
+  # MQTT over TLS too: a demo CA and a certificate for the names a port-forward and
+  # in-cluster clients use, in the listener's Secret (kept across demo runs).
+  tls_dir="${PWD}/bin/demo-tls"
+  go run ./hack/democert -dir "${tls_dir}" -names "localhost,127.0.0.1,${name},${name}.default.svc"
+  "${KUBECTL}" create secret tls "${name}-tls" --cert="${tls_dir}/tls.crt" --key="${tls_dir}/tls.key" \
+    --dry-run=client -o yaml | "${KUBECTL}" apply -f -
+  log "applying the 3-node sample MQTTCluster, with an mqtts listener on 8883"
+  "${KUBECTL}" patch --local -f "${sample}" --type merge -o yaml -p "{\"spec\":{\"listeners\":[
+    {\"name\":\"mqtt\",\"port\":1883},{\"name\":\"ws\",\"port\":8083},
+    {\"name\":\"mqtts\",\"port\":8883,\"tlsSecretName\":\"${name}-tls\"}]}}" | "${KUBECTL}" apply -f -
   "${KUBECTL}" wait "mqc/${name}" --for=condition=Ready --timeout=5m
   "${KUBECTL}" get mqc,pods,svc -o wide
   # The sample refuses anonymous clients: the operator generated the users Secret.
@@ -156,11 +165,14 @@ generated in the Secret ${name}-users. To talk to it${clients}:
   export KUBECONFIG=${KUBECONFIG}
   MQTT_USER="\$(${KUBECTL} get secret ${name}-users -o jsonpath='{.data.username}' | base64 -d)"
   MQTT_PASSWORD="\$(${KUBECTL} get secret ${name}-users -o jsonpath='{.data.password}' | base64 -d)"
-  ${KUBECTL} port-forward svc/${name} 1883:1883 &
+  ${KUBECTL} port-forward svc/${name} 1883:1883 8883:8883 &
   mosquitto_sub -h 127.0.0.1 -p 1883 -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t 'demo/#' -v &
   mosquitto_pub -h 127.0.0.1 -p 1883 -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t demo/hello -m 'hello from the demo'
+  mosquitto_pub -h localhost -p 8883 --cafile ${tls_dir}/ca.crt -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t demo/hello -m 'hello over TLS'
 
-Without -u/-P the broker refuses the connection (not authorised).
+Without -u/-P the broker refuses the connection (not authorised). The nodes link with
+mutual TLS 1.3 ($("${KUBECTL}" get mqc "${name}" -o jsonpath='{.status.clusterTLS}'): the
+operator's CA in the Secret ${name}-cluster-ca).
 
 Stop everything with: make cluster-down
 EOM
