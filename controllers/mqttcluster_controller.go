@@ -59,6 +59,7 @@ type MQTTClusterReconciler struct {
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // errNameConflict: a child's name is taken by an object the cluster does not own.
@@ -120,6 +121,7 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	pipeline := []step{
 		{"failclosed", r.reconcileFailClosed},
 		{"secrets", r.reconcileSecrets},
+		{"certificate", r.reconcileCertificate},
 		{"nodesecrets", r.reconcileNodeSecrets},
 		{"clustertls", r.reconcileClusterTLS},
 		{"config", r.reconcileConfig},

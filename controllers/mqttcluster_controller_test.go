@@ -64,7 +64,7 @@ var _ = Describe("MQTTCluster defaults and validation", func() {
 		}, "mqtts and wss listeners need tlsSecretName"),
 		Entry("plain listener with a TLS Secret", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtt", Port: 1883, TLSSecretName: "tls"}}
-		}, "mqtt and ws must not have one"),
+		}, "mqtt and ws listeners must not have a tlsSecretName"),
 		Entry("unknown listener kind", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Listeners = []v1alpha1.Listener{{Name: "quic", Port: 1883}}
 		}, `Unsupported value: "quic"`),

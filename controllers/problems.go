@@ -35,6 +35,10 @@ const (
 	// that by itself (it is forbidden to write a child, a child it keeps cannot be
 	// read). Degraded says why and Ready is False.
 	notInForce
+	// waitingOutside: the operator waits for something outside it (cert-manager issuing a
+	// certificate). Ready is False and Progressing True with the reason; it is not
+	// Degraded, since nothing is wrong yet.
+	waitingOutside
 	// needsAttention: the operator holds back an automatic action a person must decide
 	// on (a volume it will not wipe while the cluster's data is not safe elsewhere).
 	// Degraded says why; the reconcile goes on.
@@ -55,7 +59,11 @@ func (r *MQTTClusterReconciler) report(st *state, kind problemKind, reason, mess
 	if r.Recorder == nil {
 		return
 	}
-	if c := meta.FindStatusCondition(st.cluster.Status.Conditions, v1alpha1.ConditionDegraded); c != nil &&
+	shownIn := v1alpha1.ConditionDegraded
+	if kind == waitingOutside {
+		shownIn = v1alpha1.ConditionProgressing // a wait is not Degraded
+	}
+	if c := meta.FindStatusCondition(st.cluster.Status.Conditions, shownIn); c != nil &&
 		c.Status == metav1.ConditionTrue && strings.Contains(c.Message, message) {
 		return
 	}

@@ -25,7 +25,11 @@ type secretRef struct {
 	keys  []string
 }
 
-// referencedSecrets lists the user's Secrets the cluster needs.
+// issuedField names spec.tls.issuerRef's Secret among the referenced ones.
+const issuedField = "spec.tls.issuerRef"
+
+// referencedSecrets lists the user's Secrets the cluster needs (and the one
+// cert-manager writes for spec.tls.issuerRef).
 func referencedSecrets(mc *v1alpha1.MQTTCluster) []secretRef {
 	var refs []secretRef
 	if r := mc.Spec.CookieSecretRef; r != nil {
@@ -39,6 +43,11 @@ func referencedSecrets(mc *v1alpha1.MQTTCluster) []secretRef {
 			refs = append(refs, secretRef{fmt.Sprintf("spec.listeners[%s].tlsSecretName", l.Name), l.TLSSecretName,
 				[]string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey}})
 		}
+	}
+	if resource.UsesIssuedCertificate(mc) {
+		// cert-manager writes it: watched like the user's, but its absence is a wait
+		// (reconcileCertificate), not invalid input.
+		refs = append(refs, secretRef{issuedField, resource.CertificateName(mc), []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey}})
 	}
 	if a := mc.Spec.Auth; a != nil && a.UsersSecretRef != nil {
 		refs = append(refs, secretRef{usersField, a.UsersSecretRef.Name, []string{resource.UsersKey}})
@@ -56,6 +65,9 @@ func referencedSecrets(mc *v1alpha1.MQTTCluster) []secretRef {
 func (r *MQTTClusterReconciler) reconcileSecrets(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
 	for _, ref := range referencedSecrets(mc) {
+		if ref.field == issuedField {
+			continue // reconcileCertificate's
+		}
 		s := &corev1.Secret{}
 		err := r.getSecret(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: ref.name}, s)
 		if apierrors.IsNotFound(err) {

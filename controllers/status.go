@@ -81,7 +81,7 @@ func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems [
 	for _, c := range []metav1.Condition{
 		readyCondition(mc, sts, problems, out.Members, lc != nil, outdatedPods(sts, lc)),
 		availableCondition(sts),
-		progressingCondition(mc, sts),
+		progressingCondition(mc, sts, problems),
 		degradedCondition(problems),
 	} {
 		c.ObservedGeneration = mc.Generation
@@ -133,6 +133,9 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 		// Fail closed: what was asked is not in force.
 		refused := append(ofKind(problems, refusedChange), ofKind(problems, notInForce)...)
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, refused[0].reason, problemMessages(refused)
+	case len(ofKind(problems, waitingOutside)) > 0:
+		w := ofKind(problems, waitingOutside)
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, w[0].reason, problemMessages(w)
 	case len(ofKind(problems, unsupportedFeature)) > 0:
 		// Fail closed: never Ready while a setting the user asked for is ignored.
 		c.Status, c.Reason = metav1.ConditionFalse, "FeatureNotSupported"
@@ -181,10 +184,12 @@ func availableCondition(sts *appsv1.StatefulSet) metav1.Condition {
 
 // progressingCondition: the StatefulSet is still moving towards the spec (pods being
 // created, started or removed).
-func progressingCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet) metav1.Condition {
+func progressingCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems []problem) metav1.Condition {
 	want := desiredReplicas(mc)
 	c := metav1.Condition{Type: v1alpha1.ConditionProgressing}
-	switch {
+	switch w := ofKind(problems, waitingOutside); {
+	case len(w) > 0:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, w[0].reason, problemMessages(w)
 	case sts == nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "NotStarted", "the broker StatefulSet does not exist yet"
 	case !stsCaughtUp(sts) || sts.Status.Replicas != want || sts.Status.ReadyReplicas != want:
@@ -208,8 +213,14 @@ func updatePending(sts *appsv1.StatefulSet) bool {
 }
 
 // degradedCondition: something in the spec needs the user's attention.
-func degradedCondition(problems []problem) metav1.Condition {
+func degradedCondition(all []problem) metav1.Condition {
 	c := metav1.Condition{Type: v1alpha1.ConditionDegraded}
+	var problems []problem
+	for _, p := range all {
+		if p.kind != waitingOutside {
+			problems = append(problems, p)
+		}
+	}
 	if len(problems) == 0 {
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "AsExpected", "no problem found"
 		return c

@@ -84,7 +84,7 @@ func TestConditions(t *testing.T) {
 			}{
 				{readyCondition(mc, tc.sts, tc.problems, joinedMembers(tc.members), true, 0), tc.ready},
 				{availableCondition(tc.sts), tc.available},
-				{progressingCondition(mc, tc.sts), tc.progressing},
+				{progressingCondition(mc, tc.sts, nil), tc.progressing},
 				{degradedCondition(tc.problems), tc.degraded},
 			} {
 				if c.got.Status != c.want.status || c.got.Reason != c.want.reason || c.got.Message == "" {
@@ -233,11 +233,11 @@ func TestProgressingUpdatePending(t *testing.T) {
 	mc := testCluster(3)
 	sts := testSTS(2, 2, 3, 3)
 	sts.Status.CurrentRevision, sts.Status.UpdateRevision, sts.Status.UpdatedReplicas = "r1", "r2", 1
-	if c := progressingCondition(mc, sts); c.Status != metav1.ConditionTrue || c.Reason != "UpdatePending" {
+	if c := progressingCondition(mc, sts, nil); c.Status != metav1.ConditionTrue || c.Reason != "UpdatePending" {
 		t.Fatalf("old pods: %+v", c)
 	}
 	sts.Status.CurrentRevision, sts.Status.UpdatedReplicas = "r2", 3
-	if c := progressingCondition(mc, sts); c.Status != metav1.ConditionFalse || c.Reason != "Stable" {
+	if c := progressingCondition(mc, sts, nil); c.Status != metav1.ConditionFalse || c.Reason != "Stable" {
 		t.Fatalf("all updated: %+v", c)
 	}
 }

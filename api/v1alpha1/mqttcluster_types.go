@@ -8,6 +8,7 @@ import (
 )
 
 // MQTTClusterSpec is the desired state of a clustered mqttd broker.
+// +kubebuilder:validation:XValidation:rule="!has(self.listeners) || self.listeners.all(l, !(l.name == 'mqtts' || l.name == 'wss') || has(l.tlsSecretName) || (has(self.tls) && has(self.tls.issuerRef)))",message="mqtts and wss listeners need tlsSecretName (or spec.tls.issuerRef)"
 type MQTTClusterSpec struct {
 	// Replicas is the number of broker nodes.
 	// +kubebuilder:default=3
@@ -95,6 +96,10 @@ type MQTTClusterSpec struct {
 	// +optional
 	Pod PodOverrides `json:"pod,omitempty"`
 
+	// TLS configures certificates the operator requests for the TLS listeners.
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
+
 	// Cluster configures the links between the nodes.
 	// +kubebuilder:default={}
 	// +optional
@@ -105,6 +110,33 @@ type MQTTClusterSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	UpdateStrategy UpdateStrategy `json:"updateStrategy,omitempty"`
+}
+
+// TLSSpec configures the certificates of the TLS listeners.
+type TLSSpec struct {
+	// IssuerRef names a cert-manager Issuer or ClusterIssuer. The operator then
+	// requests a cert-manager Certificate "<name>-tls" for the client Service's DNS
+	// names and the pods' names under the headless Service; its Secret "<name>-tls"
+	// serves every mqtts and wss listener that names no tlsSecretName. cert-manager
+	// renews it; the brokers read the renewed files without a restart.
+	// +optional
+	IssuerRef *IssuerRef `json:"issuerRef,omitempty"`
+}
+
+// IssuerRef names a cert-manager issuer.
+type IssuerRef struct {
+	// Name of the issuer.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Kind is Issuer (in the MQTTCluster's namespace) or ClusterIssuer.
+	// +kubebuilder:default=Issuer
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	// +optional
+	Kind string `json:"kind,omitempty"`
+	// Group of the issuer (cert-manager.io, or an external issuer's group).
+	// +kubebuilder:default=cert-manager.io
+	// +optional
+	Group string `json:"group,omitempty"`
 }
 
 // ClusterTLSMode turns mutual TLS between the nodes on or off.
@@ -186,7 +218,7 @@ const (
 )
 
 // Listener is one client-facing listener.
-// +kubebuilder:validation:XValidation:rule="(self.name == 'mqtts' || self.name == 'wss') == has(self.tlsSecretName)",message="mqtts and wss listeners need tlsSecretName; mqtt and ws must not have one"
+// +kubebuilder:validation:XValidation:rule="(self.name == 'mqtts' || self.name == 'wss') || !has(self.tlsSecretName)",message="mqtt and ws listeners must not have a tlsSecretName"
 type Listener struct {
 	// Name is the listener kind: mqtt, mqtts (TLS), ws (WebSocket) or wss.
 	Name ListenerName `json:"name"`
@@ -195,7 +227,7 @@ type Listener struct {
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port"`
 	// TLSSecretName is a kubernetes.io/tls Secret with the server certificate
-	// (mqtts and wss only).
+	// (mqtts and wss only; without it, spec.tls.issuerRef's certificate).
 	// +kubebuilder:validation:MinLength=1
 	// +optional
 	TLSSecretName string `json:"tlsSecretName,omitempty"`

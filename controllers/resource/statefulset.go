@@ -215,7 +215,7 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 		{Name: "secrets", MountPath: SecretsDir, ReadOnly: true},
 	}
 	for _, l := range mc.Spec.Listeners {
-		if l.TLSSecretName != "" {
+		if ListenerSecret(mc, l) != "" {
 			mounts = append(mounts, corev1.VolumeMount{Name: "tls-" + string(l.Name), MountPath: TLSDir + "/" + string(l.Name), ReadOnly: true})
 		}
 	}
@@ -318,9 +318,9 @@ func (b *StatefulSetBuilder) volumes() []corev1.Volume {
 		}}},
 	}
 	for _, l := range mc.Spec.Listeners {
-		if l.TLSSecretName != "" {
+		if name := ListenerSecret(mc, l); name != "" {
 			vols = append(vols, corev1.Volume{Name: "tls-" + string(l.Name), VolumeSource: corev1.VolumeSource{
-				Secret: &corev1.SecretVolumeSource{SecretName: l.TLSSecretName, DefaultMode: ptr.To[int32](0o400)}}})
+				Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr.To[int32](0o400)}}})
 		}
 	}
 	if b.ClusterTLS {
