@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -16,11 +17,16 @@ import (
 
 // reconcileClusterTLS decides whether the pods link with mutual TLS (decideClusterTLS)
 // and, when they do, keeps the cluster's CA Secret (made once, never regenerated) and
-// the node certificates Secret (one certificate per pod, renewed before expiry).
+// the node certificates Secret (one certificate per pod, renewed before expiry). While
+// nodes run with TLS, the CA they trust (the node certificates Secret's ca.crt; mqttd
+// reads it only at start) is never replaced: a missing or different CA Secret is
+// reported and nothing is issued from it.
 func (r *MQTTClusterReconciler) reconcileClusterTLS(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
+	// From the API server: the mode in force must not come from a stale cached
+	// template (a mode switch and a scale-up in one edit).
 	sts := &appsv1.StatefulSet{}
-	if err := r.getChild(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.StatefulSetName(mc)}, sts); apierrors.IsNotFound(err) {
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.StatefulSetName(mc)}, sts); apierrors.IsNotFound(err) {
 		sts = nil
 	} else if err != nil {
 		return false, err
@@ -29,35 +35,73 @@ func (r *MQTTClusterReconciler) reconcileClusterTLS(ctx context.Context, st *sta
 	if err != nil {
 		return false, err
 	}
-	d := decideClusterTLS(resource.ClusterTLSWanted(mc), sts, running)
+	have := false
+	switch {
+	case sts != nil:
+		have = resource.ClusterTLSInTemplate(&sts.Spec.Template)
+	case running:
+		// Pods without their StatefulSet (deleted with --cascade=orphan): theirs.
+		if have, err = r.podsRunClusterTLS(ctx, mc); err != nil {
+			return false, err
+		}
+	}
+	d := decideClusterTLS(mc.Spec.Cluster.TLS, running, have)
 	st.clusterTLS = d.on
 	if d.refused {
-		have, want := "off", "on"
+		from, to := "without", "with"
 		if d.on {
-			have, want = "on", "off"
+			from, to = "with", "without"
 		}
 		r.report(st, refusedChange, "ClusterTLSChangeRefused", fmt.Sprintf(
-			"spec.cluster.tls asks for TLS between the nodes %s, but the running nodes link with it %s, and a node of one kind cannot link to the other: the pods keep it %s. "+
+			"spec.cluster.tls asks for the nodes to link %s TLS, but they run %s it, and a node of one kind cannot link to the other: they keep running %s it. "+
 				"To change it, scale the cluster to 0 (spec.replicas: 0), wait until no pod is left, then scale it back (docs/architecture.md, \"Cluster TLS\")",
-			want, have, have))
+			to, from, from))
 	}
 	if !d.on {
 		return false, nil // the CA Secret, if any, is kept for a later switch back
 	}
-	obj, err := r.apply(ctx, mc, &resource.CASecretBuilder{Cluster: mc})
-	if err != nil {
+	inForce := running && have // nodes run with TLS and trust a CA already
+	certs := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.ClusterTLSSecretName(mc)}, certs); apierrors.IsNotFound(err) {
+		certs = nil
+	} else if err != nil {
 		return false, err
 	}
-	caSecret, ok := obj.(*corev1.Secret)
-	if !ok {
-		return false, fmt.Errorf("applied a %T, want a Secret", obj)
+	caSecret := &corev1.Secret{}
+	err = r.APIReader.Get(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.ClusterCASecretName(mc)}, caSecret)
+	switch {
+	case apierrors.IsNotFound(err) && inForce:
+		r.report(st, notInForce, "ClusterCAMissing", fmt.Sprintf(
+			"the Secret %q with the cluster's CA is gone while the nodes run with TLS: the operator makes no new CA now (the nodes trust the old one until they restart, so they would refuse each other's new certificates). "+
+				"Restore the Secret, or scale the cluster to 0 and back (a new CA is made then); the node certificates stay valid for at least 30 days",
+			resource.ClusterCASecretName(mc)))
+		return false, nil
+	case apierrors.IsNotFound(err):
+		obj, err := r.apply(ctx, mc, &resource.CASecretBuilder{Cluster: mc})
+		if err != nil {
+			return false, err
+		}
+		s, ok := obj.(*corev1.Secret)
+		if !ok {
+			return false, fmt.Errorf("applied a %T, want a Secret", obj)
+		}
+		caSecret = s
+	case err != nil:
+		return false, err
 	}
 	ca, err := resource.ParseCA(caSecret.Data)
 	if err != nil {
 		r.report(st, notInForce, "ClusterCAUnusable", fmt.Sprintf(
-			"Secret %q: %v. The operator never makes a new CA for a running cluster (nodes would refuse each other); restore the Secret, or scale to 0 and delete it to get a new one",
+			"Secret %q: %v. The operator never makes a new CA for a running cluster (nodes would refuse each other); restore the Secret, or scale the cluster to 0 and back",
 			resource.ClusterCASecretName(mc), err))
-		return true, nil
+		return false, nil
+	}
+	if inForce && certs != nil && len(certs.Data[resource.CACertKey]) > 0 && !bytes.Equal(certs.Data[resource.CACertKey], ca.CertPEM) {
+		r.report(st, refusedChange, "ClusterCAChangeRefused", fmt.Sprintf(
+			"the Secret %q holds another CA than the one the running nodes trust (%q key %q): no certificate is issued from it, since the nodes would refuse each other's. "+
+				"Put the CA back, or scale the cluster to 0 and back",
+			resource.ClusterCASecretName(mc), resource.ClusterTLSSecretName(mc), resource.CACertKey))
+		return false, nil
 	}
 	n := replicas(mc)
 	if sts != nil && sts.Spec.Replicas != nil && *sts.Spec.Replicas > n {
@@ -71,8 +115,23 @@ func (r *MQTTClusterReconciler) reconcileClusterTLS(ctx context.Context, st *sta
 	if _, err := r.apply(ctx, mc, b); err != nil {
 		return false, err
 	}
+	st.renewAt = b.NextRenewal
 	if len(b.Issued) > 0 {
 		logf.FromContext(ctx).Info("issued cluster certificates", "pods", b.Issued, "nextRenewal", b.NextRenewal)
+	}
+	return false, nil
+}
+
+// podsRunClusterTLS reports whether a pod of the cluster mounts the node certificates.
+func (r *MQTTClusterReconciler) podsRunClusterTLS(ctx context.Context, mc *v1alpha1.MQTTCluster) (bool, error) {
+	pods := &corev1.PodList{}
+	if err := r.APIReader.List(ctx, pods, client.InNamespace(mc.Namespace), client.MatchingLabels(resource.SelectorLabels(mc))); err != nil {
+		return false, err
+	}
+	for i := range pods.Items {
+		if resource.ClusterTLSInTemplate(&corev1.PodTemplateSpec{Spec: pods.Items[i].Spec}) {
+			return true, nil
+		}
 	}
 	return false, nil
 }
@@ -83,16 +142,18 @@ type clusterTLSDecision struct {
 	refused bool // the spec asks for the other mode while pods run this one
 }
 
-// decideClusterTLS: a cluster with no pod that may run takes what the spec asks; a
-// running one keeps what its StatefulSet gives the pods (a node with TLS cannot link
-// to one without), and a different wish is refused. A StatefulSet made before cluster
-// TLS existed gives none.
-func decideClusterTLS(want bool, sts *appsv1.StatefulSet, podsMayRun bool) clusterTLSDecision {
-	if sts == nil || !podsMayRun {
-		return clusterTLSDecision{on: want}
+// decideClusterTLS: a cluster with no pod that may run takes what the spec asks (TLS
+// unless Disabled); a running one keeps what its pods run (have: a node with TLS
+// cannot link to one without), and an explicit wish for the other mode is refused.
+// Left unset, the mode is TLS for a new cluster and whatever a running one runs (one
+// made before cluster TLS existed runs none): no refusal, so upgrading the operator
+// does not make running clusters not Ready.
+func decideClusterTLS(want v1alpha1.ClusterTLSMode, running, have bool) clusterTLSDecision {
+	if !running {
+		return clusterTLSDecision{on: want != v1alpha1.ClusterTLSDisabled}
 	}
-	have := resource.ClusterTLSInTemplate(&sts.Spec.Template)
-	return clusterTLSDecision{on: have, refused: have != want}
+	asked := want != ""
+	return clusterTLSDecision{on: have, refused: asked && have != (want == v1alpha1.ClusterTLSEnabled)}
 }
 
 // replicas is spec.replicas (the CRD defaults it to 3).

@@ -1,11 +1,10 @@
 package controllers_test
 
 import (
-	"slices"
-
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -63,18 +62,48 @@ var _ = Describe("cluster TLS", func() {
 		Expect(warningEvents(mc, "ClusterTLSChangeRefused")).To(BeEmpty())
 	})
 
-	It("never replaces a CA Secret that became unusable", func() {
+	It("never makes a new CA, nor issues from another, while the nodes run with TLS", func() {
+		ns := newNamespace()
+		mc := createCluster(ns, "keepca", nil)
+		var certs *corev1.Secret
+		Eventually(func(g Gomega) {
+			certs = child(&corev1.Secret{}, ns, "keepca-cluster-tls")
+			g.Expect(certs.Data).To(HaveKey("keepca-2.crt"))
+			g.Expect(res.ClusterTLSInTemplate(&sts(mc).Spec.Template)).To(BeTrue())
+		}).Should(Succeed())
+		setSTSStatus(mc, 3)
+		before := certs.DeepCopy().Data
+
+		By("the CA Secret deleted")
+		Expect(k8sClient.Delete(ctx, child(&corev1.Secret{}, ns, "keepca-cluster-ca"))).To(Succeed())
+		touch(mc, "deleted")
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "ClusterCAMissing")
+		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "ClusterCAMissing")
+		Consistently(func() bool {
+			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "keepca-cluster-ca"}, &corev1.Secret{}))
+		}).Should(BeTrue(), "no new CA while the nodes run")
+		Expect(child(&corev1.Secret{}, ns, "keepca-cluster-tls").Data).To(Equal(before), "the node certificates untouched")
+
+		By("another CA put in its place")
+		other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "keepca-cluster-ca"}}
+		Expect((&res.CASecretBuilder{Cluster: mc}).Mutate(other)).To(Succeed())
+		Expect(k8sClient.Create(ctx, other)).To(Succeed())
+		touch(mc, "other")
+		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "ClusterCAChangeRefused")
+		Consistently(func() map[string][]byte { return child(&corev1.Secret{}, ns, "keepca-cluster-tls").Data }).
+			Should(Equal(before), "nothing issued from the other CA")
+	})
+
+	It("reports an unusable CA Secret and keeps it", func() {
 		ns := newNamespace()
 		mc := createCluster(ns, "badca", nil)
 		Eventually(func() []byte { return child(&corev1.Secret{}, ns, "badca-cluster-ca").Data[res.CAKeyKey] }).ShouldNot(BeEmpty())
 		ca := child(&corev1.Secret{}, ns, "badca-cluster-ca")
 		ca.Data[res.CAKeyKey] = []byte("not a key")
 		Expect(k8sClient.Update(ctx, ca)).To(Succeed())
-		touch(mc, "2")
+		touch(mc, "1")
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "ClusterCAUnusable")
-		Consistently(func() bool {
-			return slices.Equal(child(&corev1.Secret{}, ns, "badca-cluster-ca").Data[res.CAKeyKey], []byte("not a key"))
-		}).Should(BeTrue(), "the operator does not make a new CA for a running cluster")
+		Expect(child(&corev1.Secret{}, ns, "badca-cluster-ca").Data[res.CAKeyKey]).To(Equal([]byte("not a key")))
 	})
 })
 

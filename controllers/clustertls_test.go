@@ -3,38 +3,39 @@ package controllers
 import (
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-
-	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 )
 
 // TestDecideClusterTLS: what the spec asks is taken only while no pod may run; a
-// running cluster keeps what its pods run (a StatefulSet from before cluster TLS runs
-// none), and a different wish is refused, never rolled into a split cluster.
+// running cluster keeps what its pods run (one from before cluster TLS runs none), an
+// explicit wish for the other mode is refused, never rolled into a split cluster, and
+// an unset mode refuses nothing (an operator upgrade leaves running clusters Ready).
 func TestDecideClusterTLS(t *testing.T) {
-	withTLS := &appsv1.StatefulSet{}
-	withTLS.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: resource.ClusterTLSVolume}}
-	plain := &appsv1.StatefulSet{}
+	const (
+		unset    = v1alpha1.ClusterTLSMode("")
+		enabled  = v1alpha1.ClusterTLSEnabled
+		disabled = v1alpha1.ClusterTLSDisabled
+	)
 	for _, tc := range []struct {
-		name       string
-		want       bool
-		sts        *appsv1.StatefulSet
-		running    bool
-		on, refuse bool
+		name          string
+		want          v1alpha1.ClusterTLSMode
+		running, have bool
+		on, refuse    bool
 	}{
-		{"new cluster, default", true, nil, false, true, false},
-		{"new cluster, disabled for debugging", false, nil, false, false, false},
-		{"running with TLS", true, withTLS, true, true, false},
-		{"running without, as asked", false, plain, true, false, false},
-		{"made before cluster TLS, running: kept off, refused", true, plain, true, false, true},
-		{"running with TLS, asked off: kept on, refused", false, withTLS, true, true, true},
-		{"scaled to zero, no pod left: takes the wish", true, plain, false, true, false},
-		{"scaled to zero, turned off", false, withTLS, false, false, false},
-		{"pods without a StatefulSet: the wish", true, nil, true, true, false},
+		{"new cluster, unset: TLS", unset, false, false, true, false},
+		{"new cluster, enabled", enabled, false, false, true, false},
+		{"new cluster, disabled for debugging", disabled, false, false, false, false},
+		{"running with TLS, unset", unset, true, true, true, false},
+		{"running with TLS, enabled", enabled, true, true, true, false},
+		{"running without, disabled", disabled, true, false, false, false},
+		{"made before cluster TLS, unset: kept off, nothing refused", unset, true, false, false, false},
+		{"made before cluster TLS, enabled: kept off, refused", enabled, true, false, false, true},
+		{"running with TLS, disabled: kept on, refused", disabled, true, true, true, true},
+		{"scaled to zero, enabled: taken", enabled, false, false, true, false},
+		{"scaled to zero, disabled: taken", disabled, false, true, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := decideClusterTLS(tc.want, tc.sts, tc.running)
+			d := decideClusterTLS(tc.want, tc.running, tc.have)
 			if d.on != tc.on || d.refused != tc.refuse {
 				t.Fatalf("on %v refused %v, want on %v refused %v", d.on, d.refused, tc.on, tc.refuse)
 			}

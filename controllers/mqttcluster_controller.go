@@ -86,6 +86,8 @@ type state struct {
 	requeue time.Duration
 	// clusterTLS: the pods link with mutual TLS (decideClusterTLS).
 	clusterTLS bool
+	// renewAt is when the first node certificate is due for renewal (zero: none).
+	renewAt time.Time
 }
 
 // step is one stage of the pipeline. A step that finds invalid input records a
@@ -98,8 +100,8 @@ type step struct {
 // Reconcile drives the cluster's children towards the spec, then reports status.
 // The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
 // mount them (the node Secret holds what the nodes run, copied from the cookie and
-// token Secrets); clustertls before the StatefulSet (a pod's certificate exists
-// before the pod); the Services before the pods look each other up; the NetworkPolicy
+// token Secrets); clustertls right after failclosed (a pod's certificate exists
+// before the pod, and renewal runs even when a later step stops); the Services before the pods look each other up; the NetworkPolicy
 // before the pods, so that none starts unprotected; the PodDisruptionBudget
 // once there is something to protect. failclosed comes first of all: while the spec
 // asks for something mqttd does not enforce, the client Service falls back to
@@ -120,10 +122,12 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	st := &state{cluster: mc}
 	pipeline := []step{
 		{"failclosed", r.reconcileFailClosed},
+		// Before anything that may stop the pipeline: certificates are renewed even
+		// while the spec has a problem.
+		{"clustertls", r.reconcileClusterTLS},
 		{"secrets", r.reconcileSecrets},
 		{"certificate", r.reconcileCertificate},
 		{"nodesecrets", r.reconcileNodeSecrets},
-		{"clustertls", r.reconcileClusterTLS},
 		{"config", r.reconcileConfig},
 		{"services", r.reconcileServices},
 		{"networkpolicy", r.reconcileNetworkPolicy},
@@ -162,6 +166,12 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	if err := r.reconcileStatus(ctx, st); err != nil || forbidden != nil {
 		return ctrl.Result{}, errors.Join(forbidden, err)
+	}
+	if !st.renewAt.IsZero() {
+		// Renewal does not wait for an event: come back when a certificate is due.
+		if d := max(time.Until(st.renewAt), time.Minute); st.requeue == 0 || d < st.requeue {
+			st.requeue = d
+		}
 	}
 	return ctrl.Result{RequeueAfter: st.requeue}, nil
 }

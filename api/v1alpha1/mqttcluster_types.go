@@ -151,14 +151,15 @@ const (
 
 // ClusterSpec configures the links between the nodes.
 type ClusterSpec struct {
-	// TLS: with Enabled (the default) the operator keeps a CA for the cluster (the
-	// Secret "<name>-cluster-ca", made once) and gives every pod a certificate for its
+	// TLS: with Enabled the operator keeps a CA for the cluster (the Secret
+	// "<name>-cluster-ca", made once) and gives every pod a certificate for its
 	// stable name, renewed before it expires without restarts; the nodes link with
 	// mutual TLS 1.3 and the cookie handshake runs inside it. Disabled is for
 	// debugging only and is reported in status. Either is taken when the cluster
 	// starts (or has no pod left): a running cluster keeps the mode it runs, with
-	// ClusterTLSChangeRefused saying how to change it.
-	// +kubebuilder:default=Enabled
+	// ClusterTLSChangeRefused saying how to change it. Unset: Enabled for a new
+	// cluster; a cluster running before cluster TLS existed keeps running without
+	// (status.clusterTLS says so) until it is scaled to 0 and back.
 	// +optional
 	TLS ClusterTLSMode `json:"tls,omitempty"`
 }

@@ -94,7 +94,7 @@ func (b *CASecretBuilder) Mutate(obj client.Object) error {
 	}
 	tmpl := &x509.Certificate{SerialNumber: serial,
 		Subject:   pkix.Name{CommonName: fmt.Sprintf("mqtt-operator cluster CA %s/%s", b.Cluster.Namespace, b.Cluster.Name)},
-		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(caValidity),
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(caValidity),
 		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -139,6 +139,9 @@ func ParseCA(data map[string][]byte) (*CA, error) {
 	}
 	if !cert.IsCA || !key.PublicKey.Equal(cert.PublicKey) {
 		return nil, fmt.Errorf("%w: not a CA certificate with its key", ErrBadCA)
+	}
+	if time.Now().After(cert.NotAfter) {
+		return nil, fmt.Errorf("%w: it expired at %s", ErrBadCA, cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return &CA{Cert: cert, Key: key, CertPEM: data[CACertKey]}, nil
 }
@@ -244,8 +247,13 @@ func (b *NodeCertsBuilder) issue(pod string, names []string, now time.Time) (cer
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	notAfter := now.Add(nodeValidity)
+	if notAfter.After(b.CA.Cert.NotAfter) {
+		notAfter = b.CA.Cert.NotAfter
+	}
+	// An hour back: a peer whose clock is behind still takes a fresh certificate.
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: pod}, DNSNames: names,
-		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(nodeValidity), KeyUsage: x509.KeyUsageDigitalSignature,
+		NotBefore: now.Add(-time.Hour), NotAfter: notAfter, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, b.CA.Cert, &key.PublicKey, b.CA.Key)
 	if err != nil {
