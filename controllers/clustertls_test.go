@@ -3,7 +3,10 @@ package controllers
 import (
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
 // TestDecideClusterTLS: what the spec asks is taken only while no pod may run; a
@@ -40,5 +43,21 @@ func TestDecideClusterTLS(t *testing.T) {
 				t.Fatalf("on %v refused %v, want on %v refused %v", d.on, d.refused, tc.on, tc.refuse)
 			}
 		})
+	}
+}
+
+// TestAPIScheme: a pod given cluster TLS serves its API over HTTPS with its cluster
+// certificate, so the operator calls it with https://.
+func TestAPIScheme(t *testing.T) {
+	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: "10.0.0.7"}}
+	if got := (InClusterAddresses{}).API(nil, pod); got != "http://10.0.0.7:8080" {
+		t.Fatalf("without cluster TLS: %q", got)
+	}
+	pod.Spec.Volumes = []corev1.Volume{{Name: resource.ClusterTLSVolume}}
+	if got := (InClusterAddresses{}).API(nil, pod); got != "https://10.0.0.7:8080" {
+		t.Fatalf("with cluster TLS: %q", got)
+	}
+	if got := (InClusterAddresses{}).API(nil, &corev1.Pod{}); got != "" {
+		t.Fatalf("without an IP: %q", got)
 	}
 }

@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +122,7 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 		}
 	}
 	var wg sync.WaitGroup
+	var cas *x509.CertPool // the cluster CA, read once when a pod serves its API over TLS
 	for k := range n {
 		b := &brokerPod{ordinal: k, name: resource.PodName(mc, k), pod: byOrdinal[k]}
 		o.pods = append(o.pods, b)
@@ -130,6 +134,18 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 			continue
 		}
 		b.api = &brokerclient.Client{BaseURL: url, Token: string(tokens.Token), Previous: tokens.PreviousTokens, Timeout: 5 * time.Second}
+		if strings.HasPrefix(url, "https://") {
+			// The pod's certificate, from the cluster's CA, must name the pod: the
+			// token goes only to the broker of this very pod.
+			if cas == nil {
+				var err error
+				if cas, err = r.clusterCAPool(ctx, mc); err != nil {
+					return nil, err
+				}
+			}
+			b.api.HTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cas, ServerName: b.name}}}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -182,4 +198,18 @@ func (r *MQTTClusterReconciler) pods() PodAddresses {
 		return r.Pods
 	}
 	return InClusterAddresses{}
+}
+
+// clusterCAPool is the CA the pods' API certificates chain to: the ca.crt of the node
+// certificates Secret (the CA the nodes trust).
+func (r *MQTTClusterReconciler) clusterCAPool(ctx context.Context, mc *v1alpha1.MQTTCluster) (*x509.CertPool, error) {
+	s := &corev1.Secret{}
+	if err := r.getChild(ctx, client.ObjectKey{Namespace: mc.Namespace, Name: resource.ClusterTLSSecretName(mc)}, s); err != nil {
+		return nil, fmt.Errorf("the cluster CA for the brokers' API: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(s.Data[resource.CACertKey]) {
+		return nil, fmt.Errorf("the cluster CA for the brokers' API: Secret %q has no certificate in %q", s.Name, resource.CACertKey)
+	}
+	return pool, nil
 }

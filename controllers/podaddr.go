@@ -17,7 +17,8 @@ import (
 // PodAddresses turns a broker pod into the addresses of its broker: the one place
 // where a pod becomes a host:port. Tests map pods to local mqttd processes here.
 type PodAddresses interface {
-	// API is the base URL of the pod's HTTP API ("" while the pod has no address).
+	// API is the base URL of the pod's HTTP API ("" while the pod has no address):
+	// https:// when the pod serves it with its cluster certificate.
 	API(mc *v1alpha1.MQTTCluster, pod *corev1.Pod) string
 	// Cluster is the pod's cluster address, as its node advertises it.
 	Cluster(mc *v1alpha1.MQTTCluster, pod *corev1.Pod) string
@@ -32,7 +33,11 @@ func (InClusterAddresses) API(_ *v1alpha1.MQTTCluster, pod *corev1.Pod) string {
 	if pod.Status.PodIP == "" {
 		return ""
 	}
-	return "http://" + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(resource.APIPort)))
+	scheme := "http://"
+	if resource.ClusterTLSInTemplate(&corev1.PodTemplateSpec{Spec: pod.Spec}) {
+		scheme = "https://" // the pod serves its API with its cluster certificate
+	}
+	return scheme + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(resource.APIPort)))
 }
 
 // Cluster implements PodAddresses.

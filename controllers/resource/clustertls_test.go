@@ -148,8 +148,18 @@ func TestClusterTLSInStatefulSet(t *testing.T) {
 		if got := env["MQTTD_CLUSTER_TLS_CERT_FILE"]; (got == ClusterTLSDir+"/$(POD_NAME).crt") != on {
 			t.Fatalf("ClusterTLS %v: MQTTD_CLUSTER_TLS_CERT_FILE %q", on, got)
 		}
-		if on && (env["MQTTD_CLUSTER_TLS_KEY_FILE"] != ClusterTLSDir+"/$(POD_NAME).key" || env["MQTTD_CLUSTER_TLS_CA_FILE"] != ClusterTLSDir+"/ca.crt") {
+		if on && (env["MQTTD_CLUSTER_TLS_KEY_FILE"] != ClusterTLSDir+"/$(POD_NAME).key" || env["MQTTD_CLUSTER_TLS_CA_FILE"] != ClusterTLSDir+"/ca.crt" ||
+			env["MQTTD_API_TLS_CERT_FILE"] != ClusterTLSDir+"/$(POD_NAME).crt" || env["MQTTD_API_TLS_KEY_FILE"] != ClusterTLSDir+"/$(POD_NAME).key") {
 			t.Fatalf("env %v", env)
+		}
+		want := corev1.URISchemeHTTP
+		if on {
+			want = corev1.URISchemeHTTPS
+		}
+		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+			if p.HTTPGet.Scheme != want {
+				t.Fatalf("ClusterTLS %v: probe scheme %s, want %s", on, p.HTTPGet.Scheme, want)
+			}
 		}
 	}
 }

@@ -238,7 +238,15 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 		env = append(env,
 			corev1.EnvVar{Name: "MQTTD_CLUSTER_TLS_CERT_FILE", Value: ClusterTLSDir + "/" + NodeCertKey("$(POD_NAME)")},
 			corev1.EnvVar{Name: "MQTTD_CLUSTER_TLS_KEY_FILE", Value: ClusterTLSDir + "/" + NodeKeyKey("$(POD_NAME)")},
-			corev1.EnvVar{Name: "MQTTD_CLUSTER_TLS_CA_FILE", Value: ClusterTLSDir + "/" + CACertKey})
+			corev1.EnvVar{Name: "MQTTD_CLUSTER_TLS_CA_FILE", Value: ClusterTLSDir + "/" + CACertKey},
+			// The API over HTTPS with the same certificate: the operator checks it
+			// names the pod before it sends the token.
+			corev1.EnvVar{Name: "MQTTD_API_TLS_CERT_FILE", Value: ClusterTLSDir + "/" + NodeCertKey("$(POD_NAME)")},
+			corev1.EnvVar{Name: "MQTTD_API_TLS_KEY_FILE", Value: ClusterTLSDir + "/" + NodeKeyKey("$(POD_NAME)")})
+	}
+	probeScheme := corev1.URISchemeHTTP
+	if b.ClusterTLS {
+		probeScheme = corev1.URISchemeHTTPS // the kubelet does not verify it
 	}
 	pullPolicy := mc.Spec.ImagePullPolicy
 	if pullPolicy == "" {
@@ -258,7 +266,7 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 		Resources:       mc.Spec.Resources,
 		VolumeMounts:    mounts,
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("api"), Scheme: probeScheme}},
 			PeriodSeconds:    5,
 			TimeoutSeconds:   2,
 			SuccessThreshold: 1,
@@ -266,14 +274,14 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 		},
 		// Opening a large store can take a while: liveness starts once this passes.
 		StartupProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: probeScheme}},
 			PeriodSeconds:    5,
 			TimeoutSeconds:   2,
 			SuccessThreshold: 1,
 			FailureThreshold: 60,
 		},
 		LivenessProbe: &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: corev1.URISchemeHTTP}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("api"), Scheme: probeScheme}},
 			PeriodSeconds:    10,
 			TimeoutSeconds:   2,
 			SuccessThreshold: 1,

@@ -104,11 +104,18 @@ var _ = Describe("TLS on a real cluster", Ordered, func() {
 		await(c.Publish("e2e/tls", 1, false, "over TLS"))
 		Eventually(msgs).WithTimeout(30 * time.Second).Should(Receive(WithTransform(func(m mqtt.Message) string { return string(m.Payload()) }, Equal("over TLS"))))
 
-		// Every node links to both others over TLS 1.3.
+		// Every node links to both others over TLS 1.3; its API is HTTPS with a
+		// certificate from the cluster's CA that names the pod (what the operator checks).
+		clusterCA, err := base64.StdEncoding.DecodeString(run(kubectlBin, "get", "secret", "-n", ns, "tlsdemo-cluster-tls", "-o", `jsonpath={.data.ca\.crt}`))
+		Expect(err).NotTo(HaveOccurred())
+		cas := x509.NewCertPool()
+		Expect(cas.AppendCertsFromPEM(clusterCA)).To(BeTrue())
 		for i := range 3 {
 			api := portForward(ns, fmt.Sprintf("pod/tlsdemo-%d", i), 8080)
+			hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: cas, ServerName: fmt.Sprintf("tlsdemo-%d", i)}}}
 			Eventually(func() (string, error) {
-				resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + api + "/metrics")
+				resp, err := hc.Get("https://" + api + "/metrics")
 				if err != nil {
 					return "", err
 				}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -14,7 +16,7 @@ import (
 	"time"
 )
 
-const ctlUsage = `usage: mqttd ctl [--api URL] [--token-file FILE] COMMAND
+const ctlUsage = `usage: mqttd ctl [--api URL] [--token-file FILE] [--ca-file FILE --server-name NAME] COMMAND
 
 Drives a running mqttd through its HTTP API (/api/v1, bearer token).
 
@@ -29,7 +31,10 @@ commands:
   cluster leave            leave the cluster gracefully
   cluster force-leave NODE remove a dead node from the cluster
 
-environment: MQTTD_API (default http://127.0.0.1:8080), MQTTD_API_TOKEN_FILE
+environment: MQTTD_API (default http://127.0.0.1:8080, or https:// when
+MQTTD_API_TLS_CERT_FILE is set, as in an operator's pod), MQTTD_API_TOKEN_FILE,
+MQTTD_API_CA_FILE (default MQTTD_CLUSTER_TLS_CA_FILE), MQTTD_API_SERVER_NAME (default
+POD_NAME): an https API is verified against that CA and name.
 `
 
 // runCtl is `mqttd ctl`: the cluster verbs of the HTTP API from the command line.
@@ -43,7 +48,13 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mqttd ctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, ctlUsage) }
-	apiURL := fs.String("api", envOr(env, "MQTTD_API", "http://127.0.0.1:8080"), "base URL of the node's HTTP API")
+	defURL := "http://127.0.0.1:8080"
+	if env["MQTTD_API_TLS_CERT_FILE"] != "" {
+		defURL = "https://127.0.0.1:8080" // this node serves its API over HTTPS
+	}
+	apiURL := fs.String("api", envOr(env, "MQTTD_API", defURL), "base URL of the node's HTTP API")
+	caFile := fs.String("ca-file", envOr(env, "MQTTD_API_CA_FILE", env["MQTTD_CLUSTER_TLS_CA_FILE"]), "CA bundle an https API's certificate must chain to")
+	serverName := fs.String("server-name", envOr(env, "MQTTD_API_SERVER_NAME", env["POD_NAME"]), "name an https API's certificate must carry (default: the URL's host)")
 	tokenFile := fs.String("token-file", env["MQTTD_API_TOKEN_FILE"], "file with the API bearer token")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
@@ -77,7 +88,21 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	hc := http.DefaultClient
+	if strings.HasPrefix(*apiURL, "https://") && *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "mqttd ctl: %v\n", err)
+			return exitConfig
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fmt.Fprintf(stderr, "mqttd ctl: %s holds no PEM certificate\n", *caFile)
+			return exitConfig
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: *serverName, MinVersion: tls.VersionTLS12}}}
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttd ctl: %v\n", err)
 		return exitFailed

@@ -630,7 +630,8 @@ func TestAPIOverTLS(t *testing.T) {
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	cert, key := ca.issue(t, dir, "api", 7)
-	_, _, _, apiAddr := startMqttd(t, "--api.tls-cert-file", cert, "--api.tls-key-file", key)
+	token := writeFile(t, dir, "token", testToken)
+	_, _, _, apiAddr := startMqttd(t, "--api.tls-cert-file", cert, "--api.tls-key-file", key, "--api.token-file", token)
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool, ServerName: "localhost"}}}
 	resp, err := c.Get("https://" + apiAddr + "/healthz")
 	if err != nil {
@@ -639,6 +640,20 @@ func TestAPIOverTLS(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.TLS == nil || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 7 {
 		t.Fatalf("HTTPS /healthz: %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	// mqttd ctl as in an operator's pod: https by default, the CA and the name from
+	// the pod's environment.
+	var stdout, stderr strings.Builder
+	env := []string{"MQTTD_API_TLS_CERT_FILE=" + cert, "MQTTD_API=https://" + apiAddr, "MQTTD_CLUSTER_TLS_CA_FILE=" + ca.pemFile(t, dir, "ca.pem"),
+		"POD_NAME=localhost", "MQTTD_API_TOKEN_FILE=" + token}
+	if code := runCtl([]string{"node", "status"}, env, &stdout, &stderr); code != exitOK || !strings.Contains(stdout.String(), `"version"`) {
+		t.Fatalf("mqttd ctl over HTTPS: exit %d, %s %s", code, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := runCtl([]string{"--server-name", "mq-9", "node", "status"}, env, &stdout, &stderr); code == exitOK ||
+		!strings.Contains(stderr.String(), "certificate") {
+		t.Fatalf("mqttd ctl with a name the certificate does not carry: exit %d, %s", code, stderr.String())
 	}
 	plain := &http.Client{Timeout: 5 * time.Second}
 	if resp, err := plain.Get("http://" + apiAddr + "/healthz"); err == nil {
