@@ -35,30 +35,34 @@ var _ = Describe("spec.tls.issuerRef (cert-manager)", func() {
 		By("with cert-manager's Certificate CRD installed: a Certificate, and a wait for its Secret")
 		_, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{filepath.Join("..", "test", "crds", "cert-manager")}})
 		Expect(err).NotTo(HaveOccurred())
+		// The operator looks again every minute by itself (cert-manager may come
+		// later); the test does not wait that long.
 		touch(mc, "crd")
 		cert := &unstructured.Unstructured{}
 		cert.SetGroupVersionKind(res.CertificateGVK)
 		Eventually(func() error {
-			return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "issued-tls"}, cert)
+			return k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "issued-listener-tls"}, cert)
 		}).Should(Succeed())
 		spec := cert.Object["spec"].(map[string]any)
-		Expect(spec["secretName"]).To(Equal("issued-tls"))
+		Expect(spec["secretName"]).To(Equal("issued-listener-tls"))
 		Expect(spec["issuerRef"]).To(Equal(map[string]any{"name": "ca-issuer", "kind": "Issuer", "group": "cert-manager.io"}))
 		Expect(spec["dnsNames"]).To(ContainElements("issued."+ns+".svc", "issued-internal."+ns+".svc", "*.issued-headless."+ns+".svc"))
 		Expect(metav1.IsControlledBy(cert, fresh(mc))).To(BeTrue())
 		expectCondition(mc, v1alpha1.ConditionProgressing, metav1.ConditionTrue, "WaitingForCertificate")
 		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "WaitingForCertificate")
+		Expect(condition(mc, v1alpha1.ConditionProgressing).Message).To(Equal(
+			`waiting for cert-manager to issue the Certificate "issued-listener-tls" (issuer Issuer "ca-issuer") into the Secret "issued-listener-tls"`))
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 		Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "issued"}, &appsv1.StatefulSet{}))).To(BeTrue(),
 			"no StatefulSet before the certificate: its pods could not mount it")
 
 		By("the issuer (a stand-in here) filling the Secret: the pods mount it for the mqtts listener")
 		certPEM, keyPEM := selfSigned("issued." + ns + ".svc")
-		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "issued-tls"},
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "issued-listener-tls"},
 			Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM}})).To(Succeed())
 		Eventually(func(g Gomega) {
 			tmpl := sts(mc).Spec.Template.Spec
-			g.Expect(tmpl.Volumes).To(ContainElement(And(HaveField("Name", "tls-mqtts"), HaveField("VolumeSource.Secret.SecretName", "issued-tls"))))
+			g.Expect(tmpl.Volumes).To(ContainElement(And(HaveField("Name", "tls-mqtts"), HaveField("VolumeSource.Secret.SecretName", "issued-listener-tls"))))
 		}).Should(Succeed())
 		setSTSStatus(mc, 3)
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")

@@ -92,7 +92,7 @@ func (r *MQTTClusterReconciler) reconcileClusterTLS(ctx context.Context, st *sta
 	ca, err := resource.ParseCA(caSecret.Data)
 	if err != nil {
 		r.report(st, notInForce, "ClusterCAUnusable", fmt.Sprintf(
-			"Secret %q: %v. The operator never makes a new CA for a running cluster (nodes would refuse each other); restore the Secret, or scale the cluster to 0 and back",
+			"Secret %q: %v. The operator never replaces a CA Secret that holds data (nodes would refuse each other): restore it, or, with no pod running (scale to 0 first), delete it to get a new CA",
 			resource.ClusterCASecretName(mc), err))
 		return false, nil
 	}

@@ -46,16 +46,19 @@ func TestDecideClusterTLS(t *testing.T) {
 	}
 }
 
-// TestAPIScheme: a pod given cluster TLS serves its API over HTTPS with its cluster
-// certificate, so the operator calls it with https://.
+// TestAPIScheme: a pod whose mqttd is given MQTTD_API_TLS_CERT_FILE serves its API
+// over HTTPS, so the operator calls it with https://; the cluster TLS volume alone
+// (a pod of an earlier template) does not make it so.
 func TestAPIScheme(t *testing.T) {
 	pod := &corev1.Pod{Status: corev1.PodStatus{PodIP: "10.0.0.7"}}
-	if got := (InClusterAddresses{}).API(nil, pod); got != "http://10.0.0.7:8080" {
-		t.Fatalf("without cluster TLS: %q", got)
-	}
+	pod.Spec.Containers = []corev1.Container{{Name: resource.ContainerName}}
 	pod.Spec.Volumes = []corev1.Volume{{Name: resource.ClusterTLSVolume}}
+	if got := (InClusterAddresses{}).API(nil, pod); got != "http://10.0.0.7:8080" {
+		t.Fatalf("without the API TLS variable: %q", got)
+	}
+	pod.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "MQTTD_API_TLS_CERT_FILE", Value: resource.ClusterTLSDir + "/$(POD_NAME).crt"}}
 	if got := (InClusterAddresses{}).API(nil, pod); got != "https://10.0.0.7:8080" {
-		t.Fatalf("with cluster TLS: %q", got)
+		t.Fatalf("with it: %q", got)
 	}
 	if got := (InClusterAddresses{}).API(nil, &corev1.Pod{}); got != "" {
 		t.Fatalf("without an IP: %q", got)

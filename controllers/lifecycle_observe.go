@@ -143,7 +143,9 @@ func (r *MQTTClusterReconciler) observe(ctx context.Context, mc *v1alpha1.MQTTCl
 					return nil, err
 				}
 			}
-			b.api.HTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			// A transport per observation: no keep-alive, or each reconcile would
+			// leave an idle connection open to every broker.
+			b.api.HTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 				TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cas, ServerName: b.name}}}
 		}
 		wg.Add(1)

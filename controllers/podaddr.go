@@ -34,7 +34,7 @@ func (InClusterAddresses) API(_ *v1alpha1.MQTTCluster, pod *corev1.Pod) string {
 		return ""
 	}
 	scheme := "http://"
-	if resource.ClusterTLSInTemplate(&corev1.PodTemplateSpec{Spec: pod.Spec}) {
+	if resource.ServesAPIOverTLS(pod) {
 		scheme = "https://" // the pod serves its API with its cluster certificate
 	}
 	return scheme + net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(int(resource.APIPort)))

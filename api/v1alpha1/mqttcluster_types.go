@@ -115,8 +115,9 @@ type MQTTClusterSpec struct {
 // TLSSpec configures the certificates of the TLS listeners.
 type TLSSpec struct {
 	// IssuerRef names a cert-manager Issuer or ClusterIssuer. The operator then
-	// requests a cert-manager Certificate "<name>-tls" for the client Service's DNS
-	// names and the pods' names under the headless Service; its Secret "<name>-tls"
+	// requests a cert-manager Certificate "<name>-listener-tls" for the client
+	// Service's DNS names and the pods' names under the headless Service; its Secret
+	// "<name>-listener-tls"
 	// serves every mqtts and wss listener that names no tlsSecretName. cert-manager
 	// renews it; the brokers read the renewed files without a restart.
 	// +optional

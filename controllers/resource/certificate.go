@@ -17,7 +17,7 @@ var CertificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: 
 
 // CertificateName is the cert-manager Certificate of spec.tls.issuerRef, and its
 // Secret's name.
-func CertificateName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-tls" }
+func CertificateName(mc *v1alpha1.MQTTCluster) string { return mc.Name + "-listener-tls" }
 
 // IssuerRefOf is spec.tls.issuerRef (nil when none).
 func IssuerRefOf(mc *v1alpha1.MQTTCluster) *v1alpha1.IssuerRef {
@@ -105,9 +105,8 @@ func (b *CertificateBuilder) Mutate(obj client.Object) error {
 	}
 	spec := map[string]any{
 		"secretName": CertificateName(mc),
-		"commonName": fmt.Sprintf("%s.%s.svc", ClientServiceName(mc), mc.Namespace),
-		"dnsNames":   names,
-		"usages":     []any{"server auth", "digital signature", "key encipherment"},
+		"dnsNames":   names, // no common name: names over 64 bytes would be refused
+		"usages":     []any{"server auth", "digital signature"},
 		"privateKey": map[string]any{"algorithm": "ECDSA", "size": int64(256), "rotationPolicy": "Always"},
 		"issuerRef":  map[string]any{"name": ref.Name, "kind": kind, "group": group},
 	}

@@ -224,7 +224,11 @@ func (b *NodeCertsBuilder) usable(certPEM, keyPEM []byte, names []string, now ti
 	if err != nil || !key.PublicKey.Equal(cert.PublicKey) || cert.CheckSignatureFrom(b.CA.Cert) != nil {
 		return nil, false
 	}
-	if now.Before(cert.NotBefore) || now.After(cert.NotAfter.Add(-nodeRenewBefore)) {
+	due := cert.NotAfter.Add(-nodeRenewBefore)
+	if !cert.NotAfter.Before(b.CA.Cert.NotAfter) {
+		due = cert.NotAfter // capped at the CA's end: a new one could not last longer
+	}
+	if now.Before(cert.NotBefore) || now.After(due) {
 		return nil, false
 	}
 	if len(cert.DNSNames) != len(names) {

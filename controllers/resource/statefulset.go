@@ -54,6 +54,22 @@ type StatefulSetBuilder struct {
 	ClusterTLS bool
 }
 
+// ServesAPIOverTLS reports whether a pod's mqttd serves its API over HTTPS: its
+// container is given MQTTD_API_TLS_CERT_FILE (the volume alone does not say so).
+func ServesAPIOverTLS(pod *corev1.Pod) bool {
+	for _, c := range pod.Spec.Containers {
+		if c.Name != ContainerName {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.Name == "MQTTD_API_TLS_CERT_FILE" && e.Value != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ClusterTLSInTemplate reports whether a pod template runs cluster TLS.
 func ClusterTLSInTemplate(t *corev1.PodTemplateSpec) bool {
 	for _, v := range t.Spec.Volumes {

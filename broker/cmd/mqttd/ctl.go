@@ -34,7 +34,8 @@ commands:
 environment: MQTTD_API (default http://127.0.0.1:8080, or https:// when
 MQTTD_API_TLS_CERT_FILE is set, as in an operator's pod), MQTTD_API_TOKEN_FILE,
 MQTTD_API_CA_FILE (default MQTTD_CLUSTER_TLS_CA_FILE), MQTTD_API_SERVER_NAME (default
-POD_NAME): an https API is verified against that CA and name.
+POD_NAME for this pod's own API, else the URL's host): an https API is verified against
+that CA and name.
 `
 
 // runCtl is `mqttd ctl`: the cluster verbs of the HTTP API from the command line.
@@ -54,7 +55,7 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	apiURL := fs.String("api", envOr(env, "MQTTD_API", defURL), "base URL of the node's HTTP API")
 	caFile := fs.String("ca-file", envOr(env, "MQTTD_API_CA_FILE", env["MQTTD_CLUSTER_TLS_CA_FILE"]), "CA bundle an https API's certificate must chain to")
-	serverName := fs.String("server-name", envOr(env, "MQTTD_API_SERVER_NAME", env["POD_NAME"]), "name an https API's certificate must carry (default: the URL's host)")
+	serverName := fs.String("server-name", env["MQTTD_API_SERVER_NAME"], "name an https API's certificate must carry (default: POD_NAME for this pod's own API, else the URL's host)")
 	tokenFile := fs.String("token-file", env["MQTTD_API_TOKEN_FILE"], "file with the API bearer token")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
 	if err := fs.Parse(args); err != nil {
@@ -88,6 +89,9 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if *serverName == "" && *apiURL == defURL {
+		*serverName = env["POD_NAME"] // this pod's own API: its certificate names the pod
+	}
 	hc := http.DefaultClient
 	if strings.HasPrefix(*apiURL, "https://") && *caFile != "" {
 		pem, err := os.ReadFile(*caFile)

@@ -239,7 +239,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners, ClusterCert: clusterCert}), ReadHeaderTimeout: 10 * time.Second}
+		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners, ClusterCert: clusterCert}), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: time.Minute} // an idle keep-alive connection does not stay forever
 		running++
 		go func() {
 			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
