@@ -1,11 +1,18 @@
 package controllers
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
+	"github.com/mqtt-operator/mqtt-operator/controllers/brokerclient"
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
@@ -62,5 +69,25 @@ func TestAPIScheme(t *testing.T) {
 	}
 	if got := (InClusterAddresses{}).API(nil, &corev1.Pod{}); got != "" {
 		t.Fatalf("without an IP: %q", got)
+	}
+}
+
+// TestCertRejectedIsAlive: a broker whose API certificate the operator does not trust
+// (here: not from the CA it trusts) is marked certRejected, not merely unreachable, so
+// a scale-down never force-leaves it; no request reaches it.
+func TestCertRejectedIsAlive(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { requests.Add(1) }))
+	defer srv.Close()
+	b := &brokerPod{name: "mq-0", api: &brokerclient.Client{BaseURL: srv.URL, Token: "t", HTTP: &http.Client{
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "mq-0"}}}}}
+	b.ask(context.Background())
+	if !b.certRejected || b.reachable() || b.tokenRejected || requests.Load() != 0 {
+		t.Fatalf("certRejected %v reachable %v tokenRejected %v requests %d (%v)", b.certRejected, b.reachable(), b.tokenRejected, requests.Load(), b.err)
+	}
+	dead := &brokerPod{name: "mq-1", api: &brokerclient.Client{BaseURL: "https://127.0.0.1:1", Token: "t"}}
+	dead.ask(context.Background())
+	if dead.certRejected {
+		t.Fatal("a broker that does not answer is not certRejected")
 	}
 }

@@ -62,6 +62,11 @@ func (r *MQTTClusterReconciler) reconcileLifecycle(ctx context.Context, st *stat
 	lc := &lifecycle{observation: o, gathered: true}
 	st.lifecycle = lc
 	for _, b := range o.pods {
+		if b.certRejected {
+			r.report(st, needsAttention, "APICertificateRejected", fmt.Sprintf(
+				"%s answers with an API certificate that is not from the cluster's CA or does not name the pod: no token is sent to it, it is not taken for dead, but the operator cannot see or drive it (%v)",
+				b.name, b.err))
+		}
 		if b.tokenRejected {
 			r.report(st, needsAttention, "APITokenRejected", fmt.Sprintf(
 				"%s answers but refuses every API token the operator holds (the node Secret's current and previous tokens): it is not taken for dead, but the operator cannot see or drive it. "+

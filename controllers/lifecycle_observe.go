@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -59,6 +60,10 @@ type brokerPod struct {
 	// tokenRejected: the broker answered, refusing every token the operator holds.
 	// node is nil, but the pod is alive: never taken for dead.
 	tokenRejected bool
+	// certRejected: the broker answered the TLS handshake with a certificate the
+	// operator does not trust (not from the cluster CA, or not naming the pod): no
+	// token was sent, node is nil, but the pod is alive: never taken for dead.
+	certRejected bool
 }
 
 // dataClaim is one data volume claim of an ordinal of the cluster.
@@ -165,6 +170,8 @@ func (b *brokerPod) ask(ctx context.Context) {
 	if b.err != nil {
 		b.node = nil
 		b.tokenRejected = brokerclient.Unauthorized(b.err)
+		var verify *tls.CertificateVerificationError
+		b.certRejected = errors.As(b.err, &verify)
 		return
 	}
 	if b.view, b.viewErr = b.api.Cluster(ctx); b.viewErr != nil {

@@ -67,9 +67,10 @@ func scaleDown(o *observation, now time.Time) *action {
 		return nil // asked again on the next reconcile
 	}
 	if ref.view.Has(target.name) {
-		if target.reachable() || target.tokenRejected {
+		if target.reachable() || target.tokenRejected || target.certRejected {
 			// Leaving; or alive but refusing every token the operator holds
-			// (APITokenRejected): never force-left while it runs.
+			// (APITokenRejected), or answering with a certificate the operator does
+			// not trust (APICertificateRejected): never force-left while it runs.
 			return nil
 		}
 		// Gone without leaving (its pod is dead): remove it through a member.

@@ -36,9 +36,15 @@ type Error struct {
 	Status  int
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Cause is the transport error of an "unreachable" one (such as a TLS
+	// certificate that did not verify).
+	Cause error `json:"-"`
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// Unwrap returns the transport error, if any.
+func (e *Error) Unwrap() error { return e.Cause }
 
 // CodeOf returns the stable code of err, or "".
 func CodeOf(err error) string {
@@ -190,7 +196,7 @@ func (c *Client) doWith(ctx context.Context, token, method, path string, body, o
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return &Error{Code: apiv1.CodeUnreachable, Message: err.Error()}
+		return &Error{Code: apiv1.CodeUnreachable, Message: err.Error(), Cause: err}
 	}
 	defer func() { _ = resp.Body.Close() }()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
