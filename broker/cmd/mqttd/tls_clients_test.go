@@ -109,7 +109,9 @@ func waitMetric(t *testing.T, apiAddr string, re string) {
 	t.Helper()
 	rx := regexp.MustCompile(re)
 	deadline := time.Now().Add(10 * time.Second)
-	for {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
 		_, body := httpGet(t, apiAddr, "/metrics")
 		if rx.MatchString(body) {
 			return
@@ -123,7 +125,6 @@ func waitMetric(t *testing.T, apiAddr string, re string) {
 			}
 			t.Fatalf("/metrics has no %s within 10 s; it has:\n%s", re, strings.Join(lines, "\n"))
 		}
-		time.Sleep(50 * time.Millisecond) // polling interval, bounded by the deadline above
 	}
 }
 
