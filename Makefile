@@ -109,9 +109,9 @@ lint-config: golangci-lint ## Verify golangci-lint linter configuration.
 	$(GOLANGCI_LINT) config verify
 
 .PHONY: test-deps
-test-deps: ## Ensure test prerequisites exist (mosquitto_pub/mosquitto_sub from mosquitto-clients; ip from iproute2, for test/partition); installs them with apt-get as root.
+test-deps: ## Ensure test prerequisites exist (mosquitto_pub/mosquitto_sub from mosquitto-clients; ip from iproute2, for test/partition; chromium, for the dashboard tests); installs them with apt-get as root.
 	@missing=""; pkgs=""; \
-	for pair in mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients ip:iproute2; do \
+	for pair in mosquitto_pub:mosquitto-clients mosquitto_sub:mosquitto-clients ip:iproute2 chromium:chromium; do \
 		tool=$${pair%%:*}; pkg=$${pair#*:}; \
 		if ! command -v "$$tool" >/dev/null 2>&1; then \
 			missing="$$missing $$tool"; \

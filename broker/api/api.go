@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,14 +43,23 @@ type Options struct {
 	// ClusterCert is the cluster port's certificate (nil without cluster TLS): its
 	// reloads are exported as those of the listener "cluster".
 	ClusterCert *listener.CertReloader
+	// NodeName names this node in the management answers when it runs without a
+	// cluster (default: the host name); a cluster node is named by its cluster name.
+	NodeName string
+	// Logger logs the management actions (kicks, deletes); default slog.Default().
+	Logger *slog.Logger
+	// Dashboard, when set, has its logins counted in /metrics.
+	Dashboard LoginCounter
+}
+
+// LoginCounter counts the dashboard's logins (dashboard.Dashboard).
+type LoginCounter interface {
+	Logins() (ok, failed, throttled uint64)
 }
 
 // Handler returns the HTTP API of srv; node is its cluster membership (nil when the
 // broker runs without a cluster port).
 func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler {
-	if opts.EvacuationRate <= 0 {
-		opts.EvacuationRate = 100
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(srv))
 	if node != nil {
@@ -57,10 +68,13 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	if opts.Auth != nil {
 		reg.MustRegister(authCollector{opts.Auth})
 	}
+	if opts.Dashboard != nil {
+		reg.MustRegister(dashboardCollector{opts.Dashboard})
+	}
 	if len(opts.Listeners) > 0 || opts.ClusterCert != nil {
 		reg.MustRegister(listenerCollector{listeners: opts.Listeners, cluster: opts.ClusterCert})
 	}
-	a := &api{srv: srv, node: node, opts: opts}
+	a := newAPI(srv, node, opts)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
@@ -74,56 +88,9 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	v1 := http.NewServeMux()
-	v1.HandleFunc("GET /api/v1/node", a.getNode)
-	v1.HandleFunc("GET /api/v1/cluster", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) { return n.View() }))
-	v1.HandleFunc("POST /api/v1/cluster/bootstrap", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
-		if err := n.Bootstrap(); err != nil {
-			return nil, err
-		}
-		return a.nodeInfo(), nil
-	}))
-	v1.HandleFunc("POST /api/v1/cluster/join", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
-		var body apiv1.JoinRequest
-		if err := decode(r, &body); err != nil || body.Seed == "" {
-			return nil, &cluster.Error{Code: apiv1.CodeBadRequest, Message: `body must be {"seed": "host:port"}`}
-		}
-		if err := n.Join(r.Context(), body.Seed); err != nil {
-			return nil, err
-		}
-		return a.nodeInfo(), nil
-	}))
-	v1.HandleFunc("POST /api/v1/cluster/leave", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
-		if err := n.Leave(); err != nil {
-			return nil, err
-		}
-		return a.nodeInfo(), nil
-	}))
-	v1.HandleFunc("POST /api/v1/cluster/force-leave", a.clusterVerb(func(n *cluster.Node, r *http.Request) (any, error) {
-		var body apiv1.ForceLeaveRequest
-		if err := decode(r, &body); err != nil || body.Node == "" {
-			return nil, &cluster.Error{Code: apiv1.CodeBadRequest, Message: `body must be {"node": "name"}`}
-		}
-		if err := n.ForceLeave(body.Node); err != nil {
-			return nil, err
-		}
-		return n.View()
-	}))
-	v1.HandleFunc("POST /api/v1/node/reset", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
-		if err := n.Reset(); err != nil {
-			return nil, err
-		}
-		return a.nodeInfo(), nil
-	}))
-	v1.HandleFunc("POST /api/v1/node/evacuate", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
-		if err := n.Evacuate(a.opts.EvacuationRate); err != nil {
-			return nil, err
-		}
-		return n.Evacuation(), nil
-	}))
-	v1.HandleFunc("GET /api/v1/node/evacuation", a.clusterVerb(func(n *cluster.Node, _ *http.Request) (any, error) {
-		return n.Evacuation(), nil
-	}))
-	v1.HandleFunc("GET /api/v1/clients/{clientID}", a.getClient)
+	for _, rt := range a.routes() {
+		v1.HandleFunc(rt.Method+" "+rt.Path, rt.handler)
+	}
 	v1.HandleFunc("/api/v1/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
@@ -131,10 +98,134 @@ func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler 
 	return mux
 }
 
+// Management returns the management part of the API (routes with Management set)
+// without authentication, for the dashboard, which authenticates its own sessions.
+// It answers for the whole cluster like the API on 8080 (the same node, Options).
+func Management(srv *server.Server, node *cluster.Node, opts Options) http.Handler {
+	a := newAPI(srv, node, opts)
+	mux := http.NewServeMux()
+	for _, rt := range a.routes() {
+		if rt.Management {
+			mux.HandleFunc(rt.Method+" "+rt.Path, rt.handler)
+		}
+	}
+	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint")
+	})
+	return mux
+}
+
+func newAPI(srv *server.Server, node *cluster.Node, opts Options) *api {
+	if opts.EvacuationRate <= 0 {
+		opts.EvacuationRate = 100
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.NodeName == "" {
+		opts.NodeName, _ = os.Hostname()
+	}
+	a := &api{srv: srv, node: node, opts: opts, log: opts.Logger}
+	if node != nil {
+		node.SetManager(a.manager)
+	}
+	return a
+}
+
+// Route is one endpoint of /api/v1: its method, path pattern (net/http's), the Go
+// types of its request and answer bodies (nil: none), and whether the dashboard's
+// sessions may call it (Management). The OpenAPI document (apiv1.OpenAPI) is checked
+// against this table by the tests.
+type Route struct {
+	Method, Path string
+	Request      any
+	Response     any
+	Status       int // the success status
+	Management   bool
+	handler      http.HandlerFunc
+}
+
+// Routes lists the endpoints of /api/v1.
+func Routes() []Route { return (&api{}).routes() }
+
+func (a *api) routes() []Route {
+	verb := func(fn func(*cluster.Node, *http.Request) (any, error)) http.HandlerFunc { return a.clusterVerb(fn) }
+	return []Route{
+		{Method: "GET", Path: "/api/v1/node", Response: apiv1.Node{}, Status: 200, Management: true, handler: a.getNode},
+		{Method: "GET", Path: "/api/v1/cluster", Response: apiv1.Cluster{}, Status: 200, Management: true,
+			handler: verb(func(n *cluster.Node, _ *http.Request) (any, error) { return n.View() })},
+		{Method: "POST", Path: "/api/v1/cluster/bootstrap", Response: apiv1.Node{}, Status: 200,
+			handler: verb(func(n *cluster.Node, _ *http.Request) (any, error) {
+				if err := n.Bootstrap(); err != nil {
+					return nil, err
+				}
+				return a.nodeInfo(), nil
+			})},
+		{Method: "POST", Path: "/api/v1/cluster/join", Request: apiv1.JoinRequest{}, Response: apiv1.Node{}, Status: 200,
+			handler: verb(func(n *cluster.Node, r *http.Request) (any, error) {
+				var req apiv1.JoinRequest
+				if err := decode(r, &req); err != nil || req.Seed == "" {
+					return nil, &cluster.Error{Code: apiv1.CodeBadRequest, Message: `body must be {"seed": "host:port"}`}
+				}
+				if err := n.Join(r.Context(), req.Seed); err != nil {
+					return nil, err
+				}
+				return a.nodeInfo(), nil
+			})},
+		{Method: "POST", Path: "/api/v1/cluster/leave", Response: apiv1.Node{}, Status: 200,
+			handler: verb(func(n *cluster.Node, _ *http.Request) (any, error) {
+				if err := n.Leave(); err != nil {
+					return nil, err
+				}
+				return a.nodeInfo(), nil
+			})},
+		{Method: "POST", Path: "/api/v1/cluster/force-leave", Request: apiv1.ForceLeaveRequest{}, Response: apiv1.Cluster{}, Status: 200,
+			handler: verb(func(n *cluster.Node, r *http.Request) (any, error) {
+				var req apiv1.ForceLeaveRequest
+				if err := decode(r, &req); err != nil || req.Node == "" {
+					return nil, &cluster.Error{Code: apiv1.CodeBadRequest, Message: `body must be {"node": "name"}`}
+				}
+				if err := n.ForceLeave(req.Node); err != nil {
+					return nil, err
+				}
+				return n.View()
+			})},
+		{Method: "POST", Path: "/api/v1/node/reset", Response: apiv1.Node{}, Status: 200,
+			handler: verb(func(n *cluster.Node, _ *http.Request) (any, error) {
+				if err := n.Reset(); err != nil {
+					return nil, err
+				}
+				return a.nodeInfo(), nil
+			})},
+		{Method: "POST", Path: "/api/v1/node/evacuate", Response: apiv1.Evacuation{}, Status: 202,
+			handler: verb(func(n *cluster.Node, _ *http.Request) (any, error) {
+				if err := n.Evacuate(a.opts.EvacuationRate); err != nil {
+					return nil, err
+				}
+				return n.Evacuation(), nil
+			})},
+		{Method: "GET", Path: "/api/v1/node/evacuation", Response: apiv1.Evacuation{}, Status: 200, Management: true,
+			handler: verb(func(n *cluster.Node, _ *http.Request) (any, error) { return n.Evacuation(), nil })},
+		{Method: "GET", Path: "/api/v1/nodes", Response: apiv1.NodeList{}, Status: 200, Management: true, handler: a.listNodes},
+		{Method: "GET", Path: "/api/v1/stats", Response: apiv1.Stats{}, Status: 200, Management: true, handler: a.getStats},
+		{Method: "GET", Path: "/api/v1/clients", Response: apiv1.ClientList{}, Status: 200, Management: true, handler: a.listClients},
+		{Method: "GET", Path: "/api/v1/clients/{clientID}", Response: apiv1.ClientDetail{}, Status: 200, Management: true, handler: a.getClient},
+		{Method: "DELETE", Path: "/api/v1/clients/{clientID}", Response: apiv1.KickResult{}, Status: 200, Management: true, handler: a.kickClient},
+		{Method: "GET", Path: "/api/v1/subscriptions", Response: apiv1.SubscriptionList{}, Status: 200, Management: true, handler: a.listSubscriptions},
+		{Method: "GET", Path: "/api/v1/routes", Response: apiv1.RouteList{}, Status: 200, Management: true, handler: a.listRoutes},
+		{Method: "GET", Path: "/api/v1/retained", Response: apiv1.RetainedList{}, Status: 200, Management: true, handler: a.listRetained},
+		{Method: "GET", Path: "/api/v1/retained/{topic...}", Response: apiv1.RetainedMessage{}, Status: 200, Management: true, handler: a.getRetained},
+		{Method: "DELETE", Path: "/api/v1/retained/{topic...}", Status: 204, Management: true, handler: a.deleteRetained},
+		{Method: "POST", Path: "/api/v1/publish", Request: apiv1.PublishRequest{}, Response: apiv1.PublishResult{}, Status: 200, Management: true, handler: a.publish},
+		{Method: "GET", Path: "/api/v1/openapi.json", Status: 200, Management: true, handler: serveOpenAPI},
+	}
+}
+
 type api struct {
 	srv  *server.Server
 	node *cluster.Node
 	opts Options
+	log  *slog.Logger
 }
 
 // readiness reports whether the node takes clients, and why not.
@@ -178,18 +269,6 @@ func (a *api) nodeInfo() apiv1.Node {
 
 func (a *api) getNode(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, a.nodeInfo())
-}
-
-// getClient describes a client connected to this node (its address is the PROXY
-// header's when its listener has the PROXY protocol on). Only this node's clients for
-// now: the cluster-wide client list is [dashboard]'s.
-func (a *api) getClient(w http.ResponseWriter, r *http.Request) {
-	info, ok := a.srv.Client(r.PathValue("clientID"))
-	if !ok {
-		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "no client with this ID is connected to this node")
-		return
-	}
-	writeJSON(w, http.StatusOK, info)
 }
 
 // clusterVerb wraps a verb that needs the cluster port.

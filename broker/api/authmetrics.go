@@ -46,3 +46,21 @@ func (c authCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(authUsersDesc, prometheus.GaugeValue, float64(s.Users))
 	ch <- prometheus.MustNewConstMetric(authRulesDesc, prometheus.GaugeValue, float64(s.Rules))
 }
+
+var dashboardLoginsDesc = prometheus.NewDesc("mqttd_dashboard_logins_total",
+	"Dashboard logins by result: ok, failed (wrong username or password), throttled (too many attempts from one address).",
+	[]string{"result"}, nil)
+
+// dashboardCollector reports the dashboard's logins.
+type dashboardCollector struct{ d LoginCounter }
+
+// Describe implements prometheus.Collector.
+func (c dashboardCollector) Describe(ch chan<- *prometheus.Desc) { ch <- dashboardLoginsDesc }
+
+// Collect implements prometheus.Collector.
+func (c dashboardCollector) Collect(ch chan<- prometheus.Metric) {
+	ok, failed, throttled := c.d.Logins()
+	ch <- prometheus.MustNewConstMetric(dashboardLoginsDesc, prometheus.CounterValue, float64(ok), "ok")
+	ch <- prometheus.MustNewConstMetric(dashboardLoginsDesc, prometheus.CounterValue, float64(failed), "failed")
+	ch <- prometheus.MustNewConstMetric(dashboardLoginsDesc, prometheus.CounterValue, float64(throttled), "throttled")
+}

@@ -4,6 +4,8 @@
 // them. It depends on nothing.
 package apiv1
 
+import _ "embed" // the OpenAPI document
+
 // Store states of a node (Node.StoreState).
 const (
 	StoreEmpty  = "empty"  // no cluster identity yet: may bootstrap or join
@@ -104,3 +106,179 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// Management API: answers for the whole cluster from any node. A node that could not
+// be asked (no link, no answer in time) is listed in Meta.Unreachable: the answer is
+// then partial, never silently short.
+
+// Meta is the paging of a list answer: Page counts from 1, Count is the number of
+// items that matched the filters (on every page), Unreachable the nodes whose items
+// are missing.
+type Meta struct {
+	Page        int      `json:"page"`
+	Limit       int      `json:"limit"`
+	Count       int      `json:"count"`
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// Client is one session of the cluster in GET /api/v1/clients: connected or kept for
+// a client that is away (a persistent session).
+type Client struct {
+	ClientID        string `json:"clientID"`
+	Node            string `json:"node"`
+	Username        string `json:"username,omitempty"`
+	Connected       bool   `json:"connected"`
+	Remote          string `json:"remote,omitempty"` // the client's address (a PROXY header's, when the listener has it on)
+	Listener        string `json:"listener,omitempty"`
+	ProtocolVersion byte   `json:"protocolVersion,omitempty"`
+	TLSVersion      string `json:"tlsVersion,omitempty"` // "1.2" or "1.3" on a TLS listener
+	// ConnectedAt is when the current connection came (connected clients);
+	// DisconnectedAt when the last one went (sessions kept for an absent client). RFC 3339.
+	ConnectedAt    string `json:"connectedAt,omitempty"`
+	DisconnectedAt string `json:"disconnectedAt,omitempty"`
+	// ExpiryInterval is the session expiry interval in seconds once disconnected
+	// (0: the session ends with the connection; 4294967295: never).
+	ExpiryInterval uint32 `json:"expiryInterval"`
+	Subscriptions  int    `json:"subscriptions"`
+	Queued         int    `json:"queued"`   // messages waiting to be sent
+	Inflight       int    `json:"inflight"` // QoS 1 and 2 messages sent and not yet acknowledged
+	Dropped        uint64 `json:"dropped"`  // messages dropped for a full queue
+}
+
+// ClientList is GET /api/v1/clients.
+type ClientList struct {
+	Data []Client `json:"data"`
+	Meta Meta     `json:"meta"`
+}
+
+// ClientDetail is GET /api/v1/clients/{clientID}: the session and its subscriptions.
+type ClientDetail struct {
+	Client
+	SubscriptionList []Subscription `json:"subscriptionList"`
+}
+
+// Subscription is one subscription in GET /api/v1/subscriptions.
+type Subscription struct {
+	ClientID string `json:"clientID"`
+	Node     string `json:"node"`
+	// Topic is the filter as subscribed ($share/{group}/{filter} for a shared one).
+	Topic             string `json:"topic"`
+	QoS               byte   `json:"qos"`
+	NoLocal           bool   `json:"noLocal,omitempty"`
+	RetainAsPublished bool   `json:"retainAsPublished,omitempty"`
+	RetainHandling    byte   `json:"retainHandling,omitempty"`
+	Identifier        uint32 `json:"identifier,omitempty"`
+}
+
+// SubscriptionList is GET /api/v1/subscriptions.
+type SubscriptionList struct {
+	Data []Subscription `json:"data"`
+	Meta Meta           `json:"meta"`
+}
+
+// Route is one topic filter the cluster routes in GET /api/v1/routes, with the nodes
+// that have subscribers to it.
+type Route struct {
+	Topic string   `json:"topic"` // the filter ($share/{group}/{filter} for a shared group)
+	Nodes []string `json:"nodes"`
+}
+
+// RouteList is GET /api/v1/routes.
+type RouteList struct {
+	Data []Route `json:"data"`
+	Meta Meta    `json:"meta"`
+}
+
+// Payload encodings of retained messages and publishes.
+const (
+	EncodingPlain  = "plain"  // UTF-8 text
+	EncodingBase64 = "base64" // standard base64 (any bytes)
+)
+
+// RetainedMessage is one retained message in GET /api/v1/retained. Every node holds
+// the same set (it is replicated); $SYS topics are each node's own and not listed.
+type RetainedMessage struct {
+	Topic string `json:"topic"`
+	QoS   byte   `json:"qos"`
+	// Payload is the payload as text when it is valid UTF-8 (PayloadEncoding plain),
+	// else base64; the list shows at most the first 1024 bytes (Truncated).
+	Payload         string `json:"payload"`
+	PayloadEncoding string `json:"payloadEncoding"`
+	PayloadSize     int    `json:"payloadSize"`
+	Truncated       bool   `json:"truncated,omitempty"`
+	Publisher       string `json:"publisher,omitempty"`
+}
+
+// RetainedList is GET /api/v1/retained.
+type RetainedList struct {
+	Data []RetainedMessage `json:"data"`
+	Meta Meta              `json:"meta"`
+}
+
+// PublishRequest is the body of POST /api/v1/publish.
+type PublishRequest struct {
+	Topic           string `json:"topic"`
+	Payload         string `json:"payload"`
+	PayloadEncoding string `json:"payloadEncoding,omitempty"` // plain (default) or base64
+	QoS             byte   `json:"qos"`
+	Retain          bool   `json:"retain"`
+}
+
+// PublishResult is the answer of POST /api/v1/publish: how many sessions of the
+// cluster queued the message.
+type PublishResult struct {
+	Topic    string `json:"topic"`
+	Sessions int    `json:"sessions"`
+}
+
+// KickResult is the answer of DELETE /api/v1/clients/{clientID}: the node whose
+// connection was closed (reason 0x98, administrative action).
+type KickResult struct {
+	ClientID string `json:"clientID"`
+	Node     string `json:"node"`
+}
+
+// NodeStats is one node's counters in GET /api/v1/stats (the sum of all nodes in
+// Total, with Name empty and UptimeSeconds the longest).
+type NodeStats struct {
+	Name             string `json:"name"`
+	Version          string `json:"version,omitempty"`
+	UptimeSeconds    int64  `json:"uptimeSeconds"`
+	Connections      int64  `json:"connections"`
+	Sessions         int    `json:"sessions"`
+	Subscriptions    int    `json:"subscriptions"`
+	Retained         int    `json:"retained"` // retained messages ($SYS topics, each node's own, left out)
+	MessagesReceived uint64 `json:"messagesReceived"`
+	MessagesSent     uint64 `json:"messagesSent"`
+	MessagesDropped  uint64 `json:"messagesDropped"`
+	BytesReceived    uint64 `json:"bytesReceived"`
+	BytesSent        uint64 `json:"bytesSent"`
+}
+
+// Stats is GET /api/v1/stats.
+type Stats struct {
+	Nodes       []NodeStats `json:"nodes"`
+	Total       NodeStats   `json:"total"`
+	Unreachable []string    `json:"unreachable,omitempty"`
+}
+
+// NodeList is GET /api/v1/nodes: every member's GET /api/v1/node with its uptime.
+type NodeList struct {
+	ClusterID   string       `json:"clusterID,omitempty"`
+	Leader      string       `json:"leader,omitempty"`
+	Data        []NodeDetail `json:"data"`
+	Unreachable []string     `json:"unreachable,omitempty"`
+}
+
+// NodeDetail is one node in GET /api/v1/nodes.
+type NodeDetail struct {
+	Node
+	UptimeSeconds int64 `json:"uptimeSeconds"`
+	Sessions      int   `json:"sessions"`
+}
+
+// OpenAPI is the OpenAPI 3 document of /api/v1 (openapi.yaml), served as JSON at
+// GET /api/v1/openapi.json.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte

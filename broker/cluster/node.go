@@ -71,6 +71,8 @@ type Node struct {
 	done    chan struct{}  // closed by Close
 
 	majorityLost atomic.Bool // the last readiness check found no majority of voters in reach
+
+	manager atomic.Pointer[Manager] // answers management queries (SetManager)
 }
 
 // NewNode opens the node's cluster state from its store and starts raft. It does not

@@ -76,6 +76,8 @@ func (n *Node) handleRequest(peer string, req *request) *response {
 		}
 		n.srv.MergeMoved(snap.ID, n.own.settle(snap.ID, peer, 0)) // an evacuation's move
 		return &response{OK: true}
+	case opManage:
+		return n.answerManage(req)
 	case opUnmove:
 		snap, err := store.DecodeSession(req.Data)
 		if err != nil {

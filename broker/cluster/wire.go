@@ -90,6 +90,7 @@ const (
 	opUnmove    = "unmove"    // take back the moving session in Data: its takeover failed
 	opTurn      = "turn"      // to the owner of ClientID: wait for and hold its turn for a move (answers Turn)
 	opTurnDone  = "turndone"  // to the owner of ClientID: the move holding Turn is over
+	opManage    = "manage"    // a management query Name with JSON parameters Data, answered in Data (Node.SetManager)
 )
 
 type request struct {

@@ -25,6 +25,7 @@ import (
 type Config struct {
 	Listeners Listeners `yaml:"listeners"`
 	API       API       `yaml:"api"`
+	Dashboard Dashboard `yaml:"dashboard"`
 	Store     Store     `yaml:"store"`
 	Cluster   Cluster   `yaml:"cluster"`
 	Log       Log       `yaml:"log"`
@@ -124,6 +125,16 @@ type API struct {
 	// again when they change.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
+}
+
+// Dashboard is the web dashboard: a login, then the management API's views
+// (broker/dashboard).
+type Dashboard struct {
+	Listen string `yaml:"listen"` // usually :18083; empty: off
+	// UsernameFile and PasswordFile hold the administrator's credentials, read at
+	// every login; empty: admin/public, with a banner until they are set.
+	UsernameFile string `yaml:"username_file"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Store says where the node keeps its durable state (sessions, retained messages).
@@ -352,6 +363,9 @@ var settings = []setting{
 	str("api.token_file", "file with the bearer token of /api/v1, at least 16 characters (empty: /api/v1 off)", func(c *Config) *string { return &c.API.TokenFile }),
 	str("api.tls_cert_file", "PEM certificate: serve the HTTP API over HTTPS (with tls_key_file; read again when it changes)", func(c *Config) *string { return &c.API.TLSCertFile }),
 	str("api.tls_key_file", "PEM private key of the HTTPS API", func(c *Config) *string { return &c.API.TLSKeyFile }),
+	str("dashboard.listen", "web dashboard listen address, usually :18083 (empty: off)", func(c *Config) *string { return &c.Dashboard.Listen }),
+	str("dashboard.username_file", "file with the dashboard administrator's username (empty: admin)", func(c *Config) *string { return &c.Dashboard.UsernameFile }),
+	str("dashboard.password_file", "file with the dashboard administrator's password (empty: public, with a banner)", func(c *Config) *string { return &c.Dashboard.PasswordFile }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
 	str("cluster.listen", "cluster port address (empty: no clustering)", func(c *Config) *string { return &c.Cluster.Listen }),
 	str("cluster.cookie_file", "file with the cluster cookie, at least 16 bytes", func(c *Config) *string { return &c.Cluster.CookieFile }),
@@ -568,6 +582,9 @@ func (c Config) Validate() error {
 	}
 	if t := c.Cluster; (t.TLSCertFile != "" || t.TLSKeyFile != "" || t.TLSCAFile != "") && (t.TLSCertFile == "" || t.TLSKeyFile == "" || t.TLSCAFile == "") {
 		errs = append(errs, errors.New("cluster.tls_cert_file, tls_key_file and tls_ca_file: set all three or none"))
+	}
+	if d := c.Dashboard; d.Listen == "" && (d.UsernameFile != "" || d.PasswordFile != "") {
+		errs = append(errs, errors.New("dashboard.username_file, password_file: set, but the dashboard is off (dashboard.listen)"))
 	}
 	if (c.API.TLSCertFile == "") != (c.API.TLSKeyFile == "") {
 		errs = append(errs, errors.New("api.tls_cert_file and api.tls_key_file: set both or neither"))

@@ -533,6 +533,11 @@ func (s *Server) Client(id string) (ClientInfo, bool) {
 	if c == nil {
 		return ClientInfo{}, false
 	}
+	return clientInfo(c), true
+}
+
+// clientInfo describes the connected client c.
+func clientInfo(c *client) ClientInfo {
 	info := ClientInfo{ClientID: c.id, Username: c.principal.Username, Remote: c.addr, Listener: c.listener,
 		Protocol: c.version, ConnectedAt: c.connectedAt}
 	if tv, ok := c.conn.(tlsVersioned); ok {
@@ -543,5 +548,5 @@ func (s *Server) Client(id string) (ClientInfo, bool) {
 			info.TLSVersion = "1.3"
 		}
 	}
-	return info, true
+	return info
 }

@@ -30,6 +30,7 @@ type nodeOptions struct {
 	seeds       []string // --cluster.seeds
 	bootstrap   bool     // --cluster.bootstrap=true
 	extra       []string // more flags
+	dashboard   bool     // --dashboard.listen on a free port
 }
 
 // node is one mqttd process (and its restarts) with the same name, cluster address
@@ -45,6 +46,7 @@ type node struct {
 	exitErr  error                    // valid once exited is closed
 	mqttAddr string                   // MQTT over TCP, new at every start
 	apiAddr  string                   // HTTP API, new at every start
+	dashAddr string                   // the dashboard (with opts.dashboard), new at every start
 	pending  chan mqttdproc.Listening // "listening" lines of the current process
 }
 
@@ -56,6 +58,12 @@ func (n *node) mqttAddress() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.mqttAddr
+}
+
+func (n *node) dashboardAddress() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dashAddr
 }
 
 func (n *node) apiAddress() string {
@@ -139,6 +147,9 @@ func (n *node) args() []string {
 	if o.bootstrap {
 		args = append(args, "--cluster.bootstrap=true")
 	}
+	if o.dashboard {
+		args = append(args, "--dashboard.listen", "127.0.0.1:0")
+	}
 	return append(args, o.extra...)
 }
 
@@ -182,6 +193,9 @@ func (n *node) launch() {
 func (n *node) awaitListening() error {
 	deadline := time.After(startTimeout)
 	want := map[string]bool{"tcp": true, "api": true, "cluster": true}
+	if n.opts.dashboard {
+		want["dashboard"] = true
+	}
 	for len(want) > 0 {
 		select {
 		case ev := <-n.pending:
@@ -195,6 +209,8 @@ func (n *node) awaitListening() error {
 				n.mqttAddr = ev.Address
 			case "api":
 				n.apiAddr = ev.Address
+			case "dashboard":
+				n.dashAddr = ev.Address
 			case "cluster":
 				if ev.Address != n.opts.clusterAddr {
 					n.mu.Unlock()

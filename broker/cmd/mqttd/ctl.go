@@ -16,11 +16,25 @@ import (
 	"time"
 )
 
-const ctlUsage = `usage: mqttd ctl [--api URL] [--token-file FILE] [--ca-file FILE --server-name NAME] COMMAND
+const ctlUsage = `usage: mqttd ctl [--api URL] [--token-file FILE] [--ca-file FILE --server-name NAME] [-o table|json] COMMAND
 
-Drives a running mqttd through its HTTP API (/api/v1, bearer token).
+Drives a running mqttd through its HTTP API (/api/v1, bearer token). The answers of
+clients, subscriptions, retained, status and stats cover the whole cluster, whichever
+node is asked. Output is a table, or the API's JSON with -o json.
 
 commands:
+  status                   every node: state, raft, version, uptime, connections
+  stats                    every node's counters and their sum
+  clients list [--node N] [--user U] [--prefix P] [--connected true|false] [--page N] [--limit N]
+  clients show CLIENT_ID   one session: node, state, queue, subscriptions
+  clients kick CLIENT_ID   disconnect a client (reason 0x98), wherever it is connected
+  subscriptions list [--topic FILTER] [--client CLIENT_ID] [--node N] [--page N] [--limit N]
+  routes list [--topic FILTER] [--page N] [--limit N]
+  retained list [--prefix P] [--page N] [--limit N]
+  retained show TOPIC      one retained message with its whole payload
+  retained delete TOPIC    delete a retained message on every node
+  publish TOPIC PAYLOAD [--qos 0|1|2] [--retain] [--base64]
+  cluster                  members as this node sees them (= cluster status)
   node status              this node: name, cluster ID, raft state, store state, ready
   node evacuate            move clients and persistent sessions to other nodes
   node evacuation          progress of an evacuation
@@ -58,13 +72,18 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 	serverName := fs.String("server-name", env["MQTTD_API_SERVER_NAME"], "name an https API's certificate must carry (default: POD_NAME for this pod's own API, else the URL's host)")
 	tokenFile := fs.String("token-file", env["MQTTD_API_TOKEN_FILE"], "file with the API bearer token")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
+	output := fs.String("o", "table", "output: table or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitConfig
 	}
-	method, path, body, err := ctlRequest(fs.Args())
+	if *output != "table" && *output != "json" {
+		fmt.Fprintf(stderr, "mqttd ctl: -o %q: want table or json\n", *output)
+		return exitConfig
+	}
+	method, path, body, render, err := ctlCommand(fs.Args())
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttd ctl: %v\n\n%s", err, ctlUsage)
 		return exitConfig
@@ -125,6 +144,13 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mqttd ctl: %s: %s\n", resp.Status, bytes.TrimSpace(raw))
 		}
 		return exitFailed
+	}
+	if *output == "table" && render != nil {
+		if err := render(raw, stdout); err != nil {
+			fmt.Fprintf(stderr, "mqttd ctl: the answer does not decode: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
 	}
 	var out bytes.Buffer
 	if json.Indent(&out, raw, "", "  ") != nil {

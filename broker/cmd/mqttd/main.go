@@ -26,6 +26,7 @@ import (
 	"github.com/mqtt-operator/mqtt-operator/broker/auth"
 	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/config"
+	"github.com/mqtt-operator/mqtt-operator/broker/dashboard"
 	"github.com/mqtt-operator/mqtt-operator/broker/listener"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
@@ -197,7 +198,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if node != nil {
 		defer node.Close()
 	}
-	errc := make(chan error, 5)
+	errc := make(chan error, 8)
 	wsCtx, cancelWS := context.WithCancel(context.Background())
 	defer cancelWS()
 	running := 0
@@ -220,6 +221,33 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			go func() { errc <- srv.ServeListener(cl, name) }()
 		}
 	}
+	token, err := readToken(cfg.API.TokenFile)
+	if err != nil {
+		return err
+	}
+	var dash *dashboard.Dashboard
+	apiOpts := api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners, ClusterCert: clusterCert,
+		NodeName: cfg.Cluster.NodeName, Logger: log}
+	var dashSrv *http.Server
+	if cfg.Dashboard.Listen != "" {
+		l, err := net.Listen("tcp", cfg.Dashboard.Listen)
+		if err != nil {
+			return fmt.Errorf("dashboard listener: %w", err)
+		}
+		dash = dashboard.New(dashboard.Options{UsernameFile: cfg.Dashboard.UsernameFile, PasswordFile: cfg.Dashboard.PasswordFile,
+			Secret: token, Management: api.Management(srv, node, apiOpts), Logger: log})
+		apiOpts.Dashboard = dash
+		log.Info("listening", "listener", "dashboard", "address", l.Addr().String(), "defaultCredentials", cfg.Dashboard.PasswordFile == "")
+		dashSrv = &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+		running++
+		go func() {
+			if err := dashSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+				return
+			}
+			errc <- nil
+		}()
+	}
 	var httpSrv *http.Server
 	if cfg.API.Listen != "" {
 		l, err := net.Listen("tcp", cfg.API.Listen)
@@ -235,11 +263,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			l = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: apiCert.GetCertificate})
 		}
 		log.Info("listening", "listener", "api", "address", l.Addr().String(), "https", apiCert != nil)
-		token, err := readToken(cfg.API.TokenFile)
-		if err != nil {
-			return err
-		}
-		httpSrv = &http.Server{Handler: api.Handler(srv, node, api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners, ClusterCert: clusterCert}), ReadHeaderTimeout: 10 * time.Second,
+		httpSrv = &http.Server{Handler: api.Handler(srv, node, apiOpts), ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout: time.Minute} // an idle keep-alive connection does not stay forever
 		running++
 		go func() {
@@ -268,6 +292,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	if httpSrv != nil {
 		_ = httpSrv.Shutdown(sctx)
+	}
+	if dashSrv != nil {
+		_ = dashSrv.Shutdown(sctx)
 	}
 	for ; running > 0; running-- {
 		if err := <-errc; err != nil && !errors.Is(err, server.ErrServerClosed) && serveErr == nil {

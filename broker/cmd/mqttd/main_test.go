@@ -429,6 +429,9 @@ func ctl(t *testing.T, apiAddr, tokenFile string, args ...string) (int, string, 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if len(args) == 0 || args[0] != "-o" {
+		args = append([]string{"-o", "json"}, args...) // the API's JSON unless the caller asks otherwise
+	}
 	cmd := exec.CommandContext(ctx, mqttdBin, append([]string{"ctl", "--api", "http://" + apiAddr, "--token-file", tokenFile}, args...)...)
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut

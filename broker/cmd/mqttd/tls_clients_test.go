@@ -647,7 +647,7 @@ func TestAPIOverTLS(t *testing.T) {
 	var stdout, stderr strings.Builder
 	env := []string{"MQTTD_API_TLS_CERT_FILE=" + cert, "MQTTD_API=https://" + apiAddr, "MQTTD_CLUSTER_TLS_CA_FILE=" + ca.pemFile(t, dir, "ca.pem"),
 		"POD_NAME=localhost", "MQTTD_API_TOKEN_FILE=" + token}
-	if code := runCtl([]string{"node", "status"}, env, &stdout, &stderr); code != exitOK || !strings.Contains(stdout.String(), `"version"`) {
+	if code := runCtl([]string{"-o", "json", "node", "status"}, env, &stdout, &stderr); code != exitOK || !strings.Contains(stdout.String(), `"version"`) {
 		t.Fatalf("mqttd ctl over HTTPS: exit %d, %s %s", code, stdout.String(), stderr.String())
 	}
 	stdout.Reset()

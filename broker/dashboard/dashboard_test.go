@@ -1,0 +1,203 @@
+package dashboard
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// echo stands in for the management API (api.Management, tested with real nodes in
+// test/cluster): it answers which request reached it.
+var echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.WriteString(w, r.Method+" "+r.URL.Path)
+})
+
+func newDashboard(t *testing.T, secret, user, pass string, now *time.Time) *Dashboard {
+	t.Helper()
+	o := Options{Secret: secret, Management: echo, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if now != nil {
+		o.Now = func() time.Time { return *now }
+	}
+	if user != "" {
+		dir := t.TempDir()
+		o.UsernameFile, o.PasswordFile = filepath.Join(dir, "u"), filepath.Join(dir, "p")
+		writeFile(t, o.UsernameFile, user)
+		writeFile(t, o.PasswordFile, pass)
+	}
+	return New(o)
+}
+
+func writeFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// do sends a request with optional cookie and headers from addr.
+func do(d *Dashboard, method, target string, form url.Values, cookie *http.Cookie, hdr map[string]string) *httptest.ResponseRecorder {
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	r := httptest.NewRequest(method, target, body)
+	if form != nil {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if cookie != nil {
+		r.AddCookie(cookie)
+	}
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	d.ServeHTTP(w, r)
+	return w
+}
+
+func loginAs(t *testing.T, d *Dashboard, user, pass string) *http.Cookie {
+	t.Helper()
+	w := do(d, http.MethodPost, "/login", url.Values{"username": {user}, "password": {pass}}, nil, map[string]string{"Sec-Fetch-Site": "same-origin"})
+	if w.Code != http.StatusSeeOther {
+		t.Fatalf("login %s: %d %s", user, w.Code, w.Body)
+	}
+	for _, c := range w.Result().Cookies() {
+		if c.Name == cookieName {
+			if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+				t.Fatalf("session cookie without HttpOnly/SameSite=Strict: %+v", c)
+			}
+			return c
+		}
+	}
+	t.Fatal("no session cookie")
+	return nil
+}
+
+// csrfOf reads the page's CSRF token.
+func csrfOf(t *testing.T, d *Dashboard, c *http.Cookie) string {
+	t.Helper()
+	w := do(d, http.MethodGet, "/", nil, c, nil)
+	_, rest, ok := strings.Cut(w.Body.String(), `name="csrf-token" content="`)
+	if !ok {
+		t.Fatalf("no CSRF token in the page: %d", w.Code)
+	}
+	tok, _, _ := strings.Cut(rest, `"`)
+	return tok
+}
+
+func TestLoginSessionsAndCSRF(t *testing.T) {
+	d := newDashboard(t, "cluster-token-0123456789", "", "", nil)
+	if w := do(d, http.MethodGet, "/", nil, nil, nil); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/login" {
+		t.Fatalf("/ without a session: %d %s", w.Code, w.Header().Get("Location"))
+	}
+	if w := do(d, http.MethodGet, "/api/v1/clients", nil, nil, nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("API without a session: %d", w.Code)
+	}
+	if w := do(d, http.MethodGet, "/login", nil, nil, nil); !strings.Contains(w.Body.String(), "default credentials") {
+		t.Fatal("no default-credentials banner on the login page")
+	}
+	if w := do(d, http.MethodPost, "/login", url.Values{"username": {"admin"}, "password": {"nope"}}, nil, nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("wrong password: %d", w.Code)
+	}
+	if w := do(d, http.MethodPost, "/login", url.Values{"username": {"admin"}, "password": {"public"}}, nil,
+		map[string]string{"Sec-Fetch-Site": "cross-site"}); w.Code != http.StatusForbidden {
+		t.Fatalf("cross-site login: %d", w.Code)
+	}
+	c := loginAs(t, d, "admin", "public")
+	if w := do(d, http.MethodGet, "/api/v1/clients", nil, c, nil); w.Code != http.StatusOK || w.Body.String() != "GET /api/v1/clients" {
+		t.Fatalf("API with a session: %d %s", w.Code, w.Body)
+	}
+	tok := csrfOf(t, d, c)
+	same := map[string]string{"Sec-Fetch-Site": "same-origin", "X-CSRF-Token": tok}
+	if w := do(d, http.MethodDelete, "/api/v1/clients/x", nil, c, same); w.Code != http.StatusOK {
+		t.Fatalf("DELETE with the CSRF token: %d %s", w.Code, w.Body)
+	}
+	for name, hdr := range map[string]map[string]string{
+		"no token":       {"Sec-Fetch-Site": "same-origin"},
+		"wrong token":    {"Sec-Fetch-Site": "same-origin", "X-CSRF-Token": tok + "x"},
+		"cross-site":     {"Sec-Fetch-Site": "cross-site", "X-CSRF-Token": tok},
+		"foreign Origin": {"Origin": "http://evil.example", "X-CSRF-Token": tok},
+	} {
+		if w := do(d, http.MethodDelete, "/api/v1/clients/x", nil, c, hdr); w.Code != http.StatusForbidden {
+			t.Errorf("DELETE with %s: %d", name, w.Code)
+		}
+	}
+	// Another node with the same token accepts the session; one with another does not.
+	if w := do(newDashboard(t, "cluster-token-0123456789", "", "", nil), http.MethodGet, "/api/v1/stats", nil, c, nil); w.Code != http.StatusOK {
+		t.Fatalf("the session on another node of the cluster: %d", w.Code)
+	}
+	if w := do(newDashboard(t, "another-token-0123456789", "", "", nil), http.MethodGet, "/api/v1/stats", nil, c, nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("the session on another cluster: %d", w.Code)
+	}
+	// A forged cookie (another user, same signature) is refused.
+	forged := *c
+	forged.Value = "b3RoZXI" + c.Value[strings.Index(c.Value, "."):]
+	if w := do(d, http.MethodGet, "/api/v1/stats", nil, &forged, nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("a forged cookie: %d", w.Code)
+	}
+}
+
+func TestPasswordChangeEndsSessionsAndExpiry(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	d := newDashboard(t, "tok-0123456789abcdef", "ops", "first-password", &now)
+	if w := do(d, http.MethodGet, "/login", nil, nil, nil); strings.Contains(w.Body.String(), "default credentials") {
+		t.Fatal("the banner shows with credentials set")
+	}
+	if w := do(d, http.MethodPost, "/login", url.Values{"username": {"admin"}, "password": {"public"}}, nil, nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("the defaults with credentials set: %d", w.Code)
+	}
+	c := loginAs(t, d, "ops", "first-password")
+	if w := do(d, http.MethodGet, "/api/v1/stats", nil, c, nil); w.Code != http.StatusOK {
+		t.Fatalf("fresh session: %d", w.Code)
+	}
+	now = now.Add(sessionTTL + time.Second)
+	if w := do(d, http.MethodGet, "/api/v1/stats", nil, c, nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("expired session: %d", w.Code)
+	}
+	now = now.Add(-sessionTTL)
+	writeFile(t, d.opts.PasswordFile, "second-password")
+	if w := do(d, http.MethodGet, "/api/v1/stats", nil, c, nil); w.Code != http.StatusUnauthorized {
+		t.Fatalf("session after a password change: %d", w.Code)
+	}
+	loginAs(t, d, "ops", "second-password")
+}
+
+func TestLoginRateLimit(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	d := newDashboard(t, "", "", "", &now)
+	for i := range loginBurst {
+		if w := do(d, http.MethodPost, "/login", url.Values{"username": {"admin"}, "password": {"guess"}}, nil, nil); w.Code != http.StatusUnauthorized {
+			t.Fatalf("attempt %d: %d", i+1, w.Code)
+		}
+	}
+	// Over the budget even the right password waits.
+	if w := do(d, http.MethodPost, "/login", url.Values{"username": {"admin"}, "password": {"public"}}, nil, nil); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("attempt over the budget: %d", w.Code)
+	}
+	now = now.Add(loginEvery)
+	loginAs(t, d, "admin", "public")
+	if ok, failed, throttled := d.Logins(); ok != 1 || failed != loginBurst || throttled != 1 {
+		t.Fatalf("counts: ok %d failed %d throttled %d", ok, failed, throttled)
+	}
+}
+
+func TestSecurityHeadersAndAssets(t *testing.T) {
+	d := newDashboard(t, "", "", "", nil)
+	w := do(d, http.MethodGet, "/static/app.js", nil, nil, nil)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "/api/v1/stats") {
+		t.Fatalf("app.js: %d", w.Code)
+	}
+	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Fatalf("CSP: %q", csp)
+	}
+	if w := do(d, http.MethodGet, "/static/../dashboard.go", nil, nil, nil); w.Code == http.StatusOK && strings.Contains(w.Body.String(), "package dashboard") {
+		t.Fatal("source served")
+	}
+}
