@@ -175,45 +175,6 @@ rules:
 			Should(Equal(corev1.ServiceTypeLoadBalancer))
 	})
 
-	It("fails closed on the dashboard: not Ready, the client Service back to ClusterIP until it goes", func() {
-		ns := newNamespace()
-		mc := createCluster(ns, "failclosed", func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
-		})
-		Eventually(func(g Gomega) {
-			svc := child(&corev1.Service{}, ns, "failclosed")
-			g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
-			g.Expect(svc.Spec.Ports[0].NodePort).NotTo(BeZero())
-		}).Should(Succeed())
-		setSTSStatus(mc, 3)
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined")
-
-		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true })
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "FeatureNotSupported")
-		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "FeatureNotSupported")
-		Expect(condition(mc, v1alpha1.ConditionReady).Message).To(And(
-			ContainSubstring("the dashboard is not implemented by mqttd yet"),
-			ContainSubstring("spec.service.type LoadBalancer is withheld")))
-		Eventually(func(g Gomega) {
-			svc := child(&corev1.Service{}, ns, "failclosed")
-			g.Expect(svc.Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
-			for _, p := range svc.Spec.Ports {
-				g.Expect(p.NodePort).To(BeZero(), "port %s", p.Name)
-			}
-		}).Should(Succeed())
-		Eventually(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(BeNumerically(">", 0))
-
-		By("exposing the Service again once the spec asks only for what mqttd does")
-		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = false })
-		Eventually(func() []corev1.ContainerPort { return sts(mc).Spec.Template.Spec.Containers[0].Ports }).
-			ShouldNot(ContainElement(HaveField("Name", "dashboard")))
-		setSTSStatus(mc, 3) // the StatefulSet controller saw the new template
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "MembersNotJoined")
-		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
-		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "failclosed").Spec.Type }).
-			Should(Equal(corev1.ServiceTypeLoadBalancer))
-	})
-
 	It("serves TLS listeners from their Secrets, exposes only them outside and keeps plain MQTT on the internal Service", func() {
 		ns := newNamespace()
 		certPEM, keyPEM := selfSigned("tls-cluster." + ns + ".svc")

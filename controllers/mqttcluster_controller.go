@@ -60,6 +60,7 @@ type MQTTClusterReconciler struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors;prometheusrules,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // errNameConflict: a child's name is taken by an object the cluster does not own.
@@ -98,17 +99,14 @@ type step struct {
 }
 
 // Reconcile drives the cluster's children towards the spec, then reports status.
-// The order matters: Secrets and the ConfigMap exist before the StatefulSet whose pods
-// mount them (the node Secret holds what the nodes run, copied from the cookie and
-// token Secrets); clustertls right after failclosed (a pod's certificate exists
-// before the pod, and renewal runs even when a later step stops); the Services before the pods look each other up; the NetworkPolicy
-// before the pods, so that none starts unprotected; the PodDisruptionBudget
-// once there is something to protect. failclosed comes first of all: while the spec
-// asks for something mqttd does not enforce, the client Service falls back to
-// ClusterIP even when a later step stops on invalid input (the dashboard asked for
-// with an admin Secret that does not exist yet must not leave a LoadBalancer up);
-// it only ever narrows the Service. Widening it waits for the services step, after
-// the spec proved valid, and for the pods to run the settings it asks for.
+// The order matters: clustertls first (a pod's certificate exists before the pod,
+// and renewal runs even when a later step stops); Secrets and the ConfigMap exist
+// before the StatefulSet whose pods mount them (the node Secret holds what the nodes
+// run, copied from the cookie and token Secrets); the Services before the pods look
+// each other up; the NetworkPolicy before the pods, so that none starts unprotected;
+// the PodDisruptionBudget once there is something to protect; monitoring last (the
+// brokers do not wait for it). A NodePort or LoadBalancer client Service is widened
+// only once the pods run the settings the spec asks for.
 // retiredtokens follows lifecycle, whose observation says whether any node still
 // runs a replaced API token.
 func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -121,7 +119,6 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	st := &state{cluster: mc}
 	pipeline := []step{
-		{"failclosed", r.reconcileFailClosed},
 		// Before anything that may stop the pipeline: certificates are renewed even
 		// while the spec has a problem.
 		{"clustertls", r.reconcileClusterTLS},
@@ -133,6 +130,7 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		{"networkpolicy", r.reconcileNetworkPolicy},
 		{"statefulset", r.reconcileStatefulSet},
 		{"pdb", r.reconcilePDB},
+		{"monitoring", r.reconcileMonitoring},
 		{"lifecycle", r.reconcileLifecycle},
 		{"retiredtokens", r.reconcileRetiredTokens},
 	}

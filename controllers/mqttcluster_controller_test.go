@@ -207,11 +207,15 @@ var _ = Describe("MQTTCluster reconciler", func() {
 			g.Expect(svc.Spec.Ports[0].NodePort).NotTo(BeZero())
 		}).Should(Succeed())
 
-		// The dashboard is not in mqttd yet: its Service comes, and the client
-		// Service stays inside the cluster (fail closed) until it is disabled.
+		// The dashboard: its Service, its port in the pod template and its listener
+		// in mqttd.yaml; the client Service keeps its type (it was already wide).
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true })
 		child(&corev1.Service{}, ns, "upd-dashboard")
-		Eventually(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "upd").Spec.Type }).Should(Equal(corev1.ServiceTypeClusterIP))
+		Eventually(func(g Gomega) {
+			g.Expect(child(&corev1.ConfigMap{}, ns, "upd-config").Data[res.ConfigFile]).To(ContainSubstring("listen: 0.0.0.0:18083"))
+			g.Expect(sts(mc).Spec.Template.Spec.Containers[0].Ports).To(ContainElement(HaveField("Name", "dashboard")))
+		}).Should(Succeed())
+		Consistently(func() corev1.ServiceType { return child(&corev1.Service{}, ns, "upd").Spec.Type }).Should(Equal(corev1.ServiceTypeNodePort))
 
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = false })
 		Eventually(func() bool {
@@ -286,19 +290,6 @@ var _ = Describe("MQTTCluster reconciler", func() {
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Config["limits.max_queued_messages"] = "500" })
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
 		sts(mc)
-	})
-
-	It("says when the spec asks for what mqttd cannot do yet, once", func() {
-		ns := newNamespace()
-		mc := createCluster(ns, "unsupported", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true })
-		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionTrue, "FeatureNotSupported")
-		Expect(condition(mc, v1alpha1.ConditionDegraded).Message).To(ContainSubstring("the dashboard is not implemented by mqttd yet"))
-		// More reconciles (StatefulSet status changes) do not repeat the event.
-		setSTSStatus(mc, 1)
-		setSTSStatus(mc, 3)
-		expectCondition(mc, v1alpha1.ConditionReady, metav1.ConditionFalse, "FeatureNotSupported")
-		Eventually(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
-		Consistently(func() int { return len(warningEvents(mc, "FeatureNotSupported")) }).Should(Equal(1))
 	})
 
 	It("refuses to take over an object it did not create", func() {

@@ -22,10 +22,6 @@ const (
 	// unsupportedChange: the spec asks for a change the operator cannot make (such as
 	// resizing volumes); the last good state is kept and Degraded says why.
 	unsupportedChange
-	// unsupportedFeature: the spec asks for something mqttd does not do (the
-	// dashboard). The cluster fails closed: Ready is False and the
-	// client Service is not exposed beyond ClusterIP while the spec asks for it.
-	unsupportedFeature
 	// refusedChange: the spec, or a Secret it names, asks for a change the operator
 	// will not make while the cluster runs (a new cluster cookie): the setting in
 	// force is kept, Degraded says why and how to make the change, and Ready is False

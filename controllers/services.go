@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,27 +15,19 @@ import (
 // reconcileServices writes the headless and client Services, the internal Service of
 // the plain listeners while there is one (resource.HasPlain; the client Service
 // carries them too unless it exposes only TLS, resource.SplitPlain), and the dashboard
-// Service while the dashboard is enabled (each deleted otherwise). While the
-// spec asks for something mqttd does not enforce, the client Service stays ClusterIP.
+// Service while the dashboard is enabled (each deleted otherwise).
 func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
-	reason, msg, exposable := clientServiceExposable(mc)
-	if !exposable {
-		r.report(st, unsupportedFeature, reason, msg)
+	// A wider type than the Service has now waits until every pod runs the settings
+	// the spec asks for (turning anonymous access off rolls the pods).
+	narrow := false
+	pending, err := r.settingsPending(ctx, st)
+	if err != nil {
+		return false, err
 	}
-	narrow := !exposable
-	if !narrow {
-		// A wider type than the Service has now waits until every pod runs the
-		// settings the spec asks for (turning anonymous access off rolls the pods).
-		pending, err := r.settingsPending(ctx, st)
-		if err != nil {
+	if pending {
+		if narrow, err = r.clientServiceNarrow(ctx, mc); err != nil {
 			return false, err
-		}
-		if pending {
-			narrow, err = r.clientServiceNarrow(ctx, mc)
-			if err != nil {
-				return false, err
-			}
 		}
 	}
 	// The internal Service first: the client Service may drop the plain ports next.
@@ -58,21 +49,7 @@ func (r *MQTTClusterReconciler) reconcileServices(ctx context.Context, st *state
 	if !mc.Spec.Dashboard.Enabled {
 		return false, r.deleteIfOwned(ctx, mc, dashboard.Object())
 	}
-	_, err := r.apply(ctx, mc, dashboard)
-	return false, err
-}
-
-// reconcileFailClosed narrows an existing client Service to ClusterIP while the spec
-// asks for something mqttd does not enforce; it never widens one (see Reconcile).
-func (r *MQTTClusterReconciler) reconcileFailClosed(ctx context.Context, st *state) (bool, error) {
-	if _, _, ok := clientServiceExposable(st.cluster); ok {
-		return false, nil
-	}
-	narrow, err := r.clientServiceNarrow(ctx, st.cluster)
-	if err != nil || narrow {
-		return false, err // absent, or ClusterIP already
-	}
-	_, err = r.apply(ctx, st.cluster, &resource.ServiceBuilder{Cluster: st.cluster, Kind: resource.ClientService, ClusterIPOnly: true})
+	_, err = r.apply(ctx, mc, dashboard)
 	return false, err
 }
 
@@ -103,15 +80,4 @@ func (r *MQTTClusterReconciler) settingsPending(ctx context.Context, st *state) 
 	}
 	return sts.Spec.Template.Annotations[resource.AnnotationConfigHash] != resource.ConfigHash(st.config) ||
 		sts.Status.ObservedGeneration < sts.Generation || sts.Status.UpdatedReplicas < sts.Status.Replicas, nil
-}
-
-// clientServiceExposable is the check that the client Service may have the type the
-// spec asks for: a NodePort or LoadBalancer Service is withheld (ClusterIP instead)
-// while some requested feature is not enforced by mqttd.
-func clientServiceExposable(mc *v1alpha1.MQTTCluster) (reason, message string, ok bool) {
-	t := mc.Spec.Service.Type
-	if t == "" || t == corev1.ServiceTypeClusterIP || len(unsupportedFeatures(mc)) == 0 {
-		return "", "", true
-	}
-	return "FeatureNotSupported", fmt.Sprintf("spec.service.type %s is withheld: the client Service stays ClusterIP until then", t), false
 }

@@ -78,6 +78,13 @@ func computeStatus(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems [
 			out.ClusterTLS = v1alpha1.ClusterTLSEnabled
 		}
 	}
+	ready := 0
+	for _, m := range out.Members {
+		if m.Joined && m.Ready {
+			ready++
+		}
+	}
+	out.MembersReady = fmt.Sprintf("%d/%d", ready, desiredReplicas(mc))
 	for _, c := range []metav1.Condition{
 		readyCondition(mc, sts, problems, out.Members, lc != nil, outdatedPods(sts, lc)),
 		availableCondition(sts),
@@ -136,11 +143,6 @@ func readyCondition(mc *v1alpha1.MQTTCluster, sts *appsv1.StatefulSet, problems 
 	case len(ofKind(problems, waitingOutside)) > 0:
 		w := ofKind(problems, waitingOutside)
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, w[0].reason, problemMessages(w)
-	case len(ofKind(problems, unsupportedFeature)) > 0:
-		// Fail closed: never Ready while a setting the user asked for is ignored.
-		c.Status, c.Reason = metav1.ConditionFalse, "FeatureNotSupported"
-		c.Message = "the spec asks for what mqttd does not do, so the cluster is not Ready and its client Service is ClusterIP only: " +
-			problemMessages(ofKind(problems, unsupportedFeature))
 	case sts == nil:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "StatefulSetMissing", "the broker StatefulSet does not exist yet"
 	case !stsCaughtUp(sts) || sts.Status.ReadyReplicas < want || sts.Status.Replicas != want:

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -35,7 +34,7 @@ func testSTS(generation, observed int64, replicas, ready int32) *appsv1.Stateful
 func TestConditions(t *testing.T) {
 	invalid := []problem{{kind: invalidInput, reason: "SecretNotFound", message: "no secret"}}
 	unsupported := []problem{{kind: unsupportedChange, reason: "StorageResizeUnsupported", message: "no resize"}}
-	notEnforced := []problem{{kind: unsupportedFeature, reason: "FeatureNotSupported", message: "the mqtts (TLS) listener is not implemented by mqttd yet"}}
+	notEnforced := []problem{{kind: notInForce, reason: "PrometheusOperatorNotInstalled", message: "spec.monitoring.enabled asks for a PodMonitor, but the Prometheus Operator's CRDs are not installed"}}
 	notEnforcedAndInvalid := append([]problem{{kind: invalidInput, reason: "SecretNotFound", message: "no secret"}}, notEnforced...)
 	type want struct {
 		status metav1.ConditionStatus
@@ -66,9 +65,9 @@ func TestConditions(t *testing.T) {
 		{"unsupported change keeps running", 3, 3, testSTS(1, 1, 3, 3), unsupported,
 			want{"True", "AllNodesReady"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "StorageResizeUnsupported"}},
 		{"feature not enforced: never Ready, however healthy", 3, 3, testSTS(1, 1, 3, 3), notEnforced,
-			want{"False", "FeatureNotSupported"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "FeatureNotSupported"}},
+			want{"False", "PrometheusOperatorNotInstalled"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "PrometheusOperatorNotInstalled"}},
 		{"feature not enforced before the StatefulSet exists", 3, 0, nil, notEnforced,
-			want{"False", "FeatureNotSupported"}, want{"False", "NoNodeReady"}, want{"False", "NotStarted"}, want{"True", "FeatureNotSupported"}},
+			want{"False", "PrometheusOperatorNotInstalled"}, want{"False", "NoNodeReady"}, want{"False", "NotStarted"}, want{"True", "PrometheusOperatorNotInstalled"}},
 		{"invalid input comes first", 3, 3, testSTS(1, 1, 3, 3), notEnforcedAndInvalid,
 			want{"False", "InvalidSpec"}, want{"True", "NodesReady"}, want{"False", "Stable"}, want{"True", "SecretNotFound"}},
 		{"pods ready, not all joined", 3, 1, testSTS(1, 1, 3, 3), nil,
@@ -172,60 +171,6 @@ func TestReferencedSecrets(t *testing.T) {
 	}
 	if len(names) != 4 || names[0] != "ck" || names[1] != "tls" || names[2] != "users" || names[3] != "admin" {
 		t.Fatalf("referenced %v", names)
-	}
-}
-
-func TestUnsupportedFeatures(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*v1alpha1.MQTTCluster)
-		want []string
-	}{
-		{"plain cluster", func(*v1alpha1.MQTTCluster) {}, nil},
-		{"auth is enforced by mqttd", func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Auth = &v1alpha1.AuthSpec{AllowAnonymous: ptr.To(false), ACLDefault: "deny",
-				UsersSecretRef: &corev1.LocalObjectReference{Name: "u"},
-				ACL:            []v1alpha1.ACLRule{{Username: "*", Topic: "#", Access: "all", Action: "deny"}}}
-		}, nil},
-		{"TLS listeners are served by mqttd", func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Listeners = []v1alpha1.Listener{{Name: "mqtt", Port: 1883}, {Name: "mqtts", Port: 8883, TLSSecretName: "t"},
-				{Name: "wss", Port: 8084, TLSSecretName: "t"}}
-		}, nil},
-		{"dashboard", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = true }, []string{"the dashboard"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			mc := testCluster(3)
-			tc.edit(mc)
-			if got := unsupportedFeatures(mc); strings.Join(got, "|") != strings.Join(tc.want, "|") {
-				t.Fatalf("unsupported %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestClientServiceExposable(t *testing.T) {
-	for _, tc := range []struct {
-		name        string
-		serviceType corev1.ServiceType
-		dashboard   bool
-		ok          bool
-	}{
-		{"ClusterIP, nothing unsupported", corev1.ServiceTypeClusterIP, false, true},
-		{"LoadBalancer, nothing unsupported", corev1.ServiceTypeLoadBalancer, false, true},
-		{"ClusterIP with an unsupported feature: nothing withheld", corev1.ServiceTypeClusterIP, true, true},
-		{"default type with an unsupported feature", "", true, true},
-		{"NodePort with an unsupported feature", corev1.ServiceTypeNodePort, true, false},
-		{"LoadBalancer with an unsupported feature", corev1.ServiceTypeLoadBalancer, true, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			mc := testCluster(3)
-			mc.Spec.Service.Type = tc.serviceType
-			mc.Spec.Dashboard.Enabled = tc.dashboard
-			reason, msg, ok := clientServiceExposable(mc)
-			if ok != tc.ok || (!ok && (reason != "FeatureNotSupported" || !strings.Contains(msg, "stays ClusterIP"))) {
-				t.Fatalf("exposable %v: %s %q", ok, reason, msg)
-			}
-		})
 	}
 }
 

@@ -62,6 +62,11 @@ type MQTTClusterSpec struct {
 	// +optional
 	Dashboard DashboardSpec `json:"dashboard,omitempty"`
 
+	// Monitoring asks for the Prometheus Operator's objects: a PodMonitor scraping the
+	// brokers' /metrics and a PrometheusRule with the cluster's alerts.
+	// +optional
+	Monitoring MonitoringSpec `json:"monitoring,omitempty"`
+
 	// Auth configures client authentication and authorization.
 	// +optional
 	Auth *AuthSpec `json:"auth,omitempty"`
@@ -256,6 +261,23 @@ type DashboardSpec struct {
 	// dashboard's administrator.
 	// +optional
 	AdminSecretRef *corev1.LocalObjectReference `json:"adminSecretRef,omitempty"`
+}
+
+// MonitoringSpec asks for the Prometheus Operator's PodMonitor and PrometheusRule
+// ("<name>-mqttd"). Without the Prometheus Operator's CRDs the cluster is not Ready
+// (PrometheusOperatorNotInstalled): the monitoring asked for is not in force.
+type MonitoringSpec struct {
+	// Enabled creates the PodMonitor and the PrometheusRule.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+	// Labels are added to both objects, for the Prometheus's podMonitorSelector and
+	// ruleSelector (for example release: kube-prometheus-stack).
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// Interval between scrapes (default 30s).
+	// +kubebuilder:validation:Pattern=`^([0-9]+(ms|s|m|h))+$`
+	// +optional
+	Interval string `json:"interval,omitempty"`
 }
 
 // NetworkPolicySpec shapes the NetworkPolicy "<name>" that admits traffic to the broker
@@ -483,6 +505,11 @@ type MQTTClusterStatus struct {
 	// cluster's CA) or Disabled (cookie handshake only; debugging).
 	// +optional
 	ClusterTLS ClusterTLSMode `json:"clusterTLS,omitempty"`
+
+	// MembersReady is "ready/desired": the nodes that are cluster members and ready,
+	// over spec.replicas (kubectl get's Members column).
+	// +optional
+	MembersReady string `json:"membersReady,omitempty"`
 }
 
 // Condition types.
@@ -507,8 +534,11 @@ const (
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=mqc,categories=all
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
-// +kubebuilder:printcolumn:name="Ready Replicas",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Members",type=string,JSONPath=`.status.membersReady`,description="members ready / replicas desired"
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`,priority=1
+// +kubebuilder:printcolumn:name="Ready Replicas",type=integer,JSONPath=`.status.readyReplicas`,priority=1
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].reason`
+// +kubebuilder:printcolumn:name="Cluster ID",type=string,JSONPath=`.status.clusterID`,priority=1
 // +kubebuilder:printcolumn:name="Cluster TLS",type=string,JSONPath=`.status.clusterTLS`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MQTTCluster struct {

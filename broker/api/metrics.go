@@ -97,6 +97,7 @@ var (
 	outDropDesc   = prometheus.NewDesc("mqttd_cluster_outbox_dropped_total", "QoS 1 and 2 messages not kept for another node: its outbox was full, or its link closed for good (it left the cluster) with them in it.", nil, nil)
 	dupDesc       = prometheus.NewDesc("mqttd_cluster_forward_duplicates_total", "Forwarded messages received again after a reconnect (delivered before): acknowledged, not delivered twice.", nil, nil)
 	tlsFailDesc   = prometheus.NewDesc("mqttd_cluster_tls_failures_total", "Cluster connections refused in the TLS handshake.", nil, nil)
+	evacDesc      = prometheus.NewDesc("mqttd_cluster_evacuating", "1 while this node is being evacuated (its clients and sessions moved to other nodes).", nil, nil)
 	staleKDesc    = prometheus.NewDesc("mqttd_cluster_stale_kicks_pending", "Client IDs connected here while a member was out of reach, whose older connection or session there is kicked once it is back.", nil, nil)
 )
 
@@ -105,7 +106,7 @@ type clusterCollector struct{ node *cluster.Node }
 
 // Describe implements prometheus.Collector.
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, unreachDesc, hbDesc, outboxDesc, outDropDesc, dupDesc, tlsFailDesc, clusterTLSDesc, staleKDesc} {
+	for _, d := range []*prometheus.Desc{handshakesDesc, peersDesc, membersDesc, staleDesc, leaderDesc, forwardedDesc, fwdFailDesc, unreachDesc, hbDesc, outboxDesc, outDropDesc, dupDesc, tlsFailDesc, clusterTLSDesc, staleKDesc, evacDesc} {
 		ch <- d
 	}
 }
@@ -134,6 +135,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(clusterTLSDesc, prometheus.CounterValue, float64(st.TLS12Handshakes), "1.2")
 	ch <- prometheus.MustNewConstMetric(clusterTLSDesc, prometheus.CounterValue, float64(st.TLS13Handshakes), "1.3")
 	ch <- prometheus.MustNewConstMetric(staleKDesc, prometheus.GaugeValue, float64(st.StaleKicks))
+	ch <- prometheus.MustNewConstMetric(evacDesc, prometheus.GaugeValue, b2f(c.node.Evacuation().State == "running"))
 }
 
 func b2f(b bool) float64 {
@@ -148,6 +150,7 @@ var (
 	certFailDesc   = prometheus.NewDesc("mqttd_tls_certificate_load_failures_total", "Changed TLS certificate files that did not load (the previous certificate stayed in use).", []string{"listener"}, nil)
 	handshakeDesc  = prometheus.NewDesc("mqttd_tls_handshakes_total", "TLS handshakes completed on client listeners, by TLS version.", []string{"listener", "version"}, nil)
 	hsFailDesc     = prometheus.NewDesc("mqttd_tls_handshake_failures_total", "TLS handshakes that failed on client listeners, by reason (client_certificate_missing, client_certificate_untrusted, client_certificate_expired, server_certificate_refused, client_aborted, protocol_version, no_shared_cipher_suite, timeout, not_tls, closed, ...).", []string{"listener", "reason"}, nil)
+	certExpiryDesc = prometheus.NewDesc("mqttd_tls_certificate_expiry_timestamp_seconds", "When the certificate in force expires (Unix time), by listener (cluster: the cluster port's).", []string{"listener"}, nil)
 	refusalDesc    = prometheus.NewDesc("mqttd_listener_refusals_total", "Connections refused before MQTT other than by a failed TLS handshake: a missing or invalid PROXY protocol header (stage proxy), a verified client certificate without the name to take as username (stage certificate, reason no_username), a refused WebSocket origin or upgrade (stage websocket).", []string{"listener", "stage", "reason"}, nil)
 )
 
@@ -160,7 +163,7 @@ type listenerCollector struct {
 
 // Describe implements prometheus.Collector.
 func (c listenerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{certReloadDesc, certFailDesc, handshakeDesc, hsFailDesc, refusalDesc} {
+	for _, d := range []*prometheus.Desc{certReloadDesc, certFailDesc, certExpiryDesc, handshakeDesc, hsFailDesc, refusalDesc} {
 		ch <- d
 	}
 }
@@ -170,12 +173,18 @@ func (c listenerCollector) Collect(ch chan<- prometheus.Metric) {
 	if r := c.cluster; r != nil {
 		ch <- prometheus.MustNewConstMetric(certReloadDesc, prometheus.CounterValue, float64(r.Reloads()), "cluster")
 		ch <- prometheus.MustNewConstMetric(certFailDesc, prometheus.CounterValue, float64(r.Failures()), "cluster")
+		if na := r.NotAfter(); !na.IsZero() {
+			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(na.Unix()), "cluster")
+		}
 	}
 	for _, l := range c.listeners {
 		name := l.Name()
 		if r := l.Certificate(); r != nil {
 			ch <- prometheus.MustNewConstMetric(certReloadDesc, prometheus.CounterValue, float64(r.Reloads()), name)
 			ch <- prometheus.MustNewConstMetric(certFailDesc, prometheus.CounterValue, float64(r.Failures()), name)
+			if na := r.NotAfter(); !na.IsZero() {
+				ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(na.Unix()), name)
+			}
 			v12, v13 := l.Handshakes()
 			ch <- prometheus.MustNewConstMetric(handshakeDesc, prometheus.CounterValue, float64(v12), name, "1.2")
 			ch <- prometheus.MustNewConstMetric(handshakeDesc, prometheus.CounterValue, float64(v13), name, "1.3")

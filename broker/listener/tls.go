@@ -93,6 +93,16 @@ func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 // Reloads counts the certificate reloads.
 func (r *CertReloader) Reloads() uint64 { return r.reloads.Load() }
 
+// NotAfter is when the certificate in force expires (zero when it does not parse).
+func (r *CertReloader) NotAfter() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cert == nil || r.cert.Leaf == nil {
+		return time.Time{}
+	}
+	return r.cert.Leaf.NotAfter
+}
+
 // Failures counts the changed pairs that did not load.
 func (r *CertReloader) Failures() uint64 { return r.failures.Load() }
 

@@ -73,6 +73,15 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	if _, ok := UsersSecret(mc); ok {
 		cfg.Auth.UsersFile = UsersDir + "/" + UsersKey
 	}
+	if mc.Spec.Dashboard.Enabled {
+		cfg.Dashboard.Listen = net.JoinHostPort("0.0.0.0", strconv.Itoa(int(DashboardPort)))
+		if mc.Spec.Dashboard.AdminSecretRef != nil {
+			// The Secret's volume: mqttd reads the files at every login, so a changed
+			// password applies without a restart (and ends the sessions).
+			cfg.Dashboard.UsernameFile = DashboardDir + "/username"
+			cfg.Dashboard.PasswordFile = DashboardDir + "/password"
+		}
+	}
 	// Always an ACL file, even without rules: adding the first rule then changes a
 	// mounted file that mqttd reloads, not mqttd.yaml (which would restart the pods).
 	cfg.Auth.ACLFile = ConfigDir + "/" + ACLFile

@@ -26,6 +26,7 @@ const (
 	SecretsDir     = "/etc/mqttd/secrets"
 	TLSDir         = "/etc/mqttd/tls"
 	UsersDir       = "/etc/mqttd/users"
+	DashboardDir   = "/etc/mqttd/dashboard" // spec.dashboard.adminSecretRef's username and password
 	DefaultStorage = "1Gi"
 
 	// nonRootUID is the user of the images (FROM scratch, see Dockerfile).
@@ -240,6 +241,9 @@ func (b *StatefulSetBuilder) container() corev1.Container {
 		// and mqttd re-reads the file.
 		mounts = append(mounts, corev1.VolumeMount{Name: "users", MountPath: UsersDir, ReadOnly: true})
 	}
+	if d := mc.Spec.Dashboard; d.Enabled && d.AdminSecretRef != nil {
+		mounts = append(mounts, corev1.VolumeMount{Name: "dashboard-admin", MountPath: DashboardDir, ReadOnly: true})
+	}
 	env := []corev1.EnvVar{
 		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
 		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
@@ -356,6 +360,11 @@ func (b *StatefulSetBuilder) volumes() []corev1.Volume {
 		vols = append(vols, corev1.Volume{Name: "users", VolumeSource: corev1.VolumeSource{
 			Secret: &corev1.SecretVolumeSource{SecretName: name, DefaultMode: ptr.To[int32](0o400),
 				Items: []corev1.KeyToPath{{Key: UsersKey, Path: UsersKey}}}}})
+	}
+	if d := mc.Spec.Dashboard; d.Enabled && d.AdminSecretRef != nil {
+		vols = append(vols, corev1.Volume{Name: "dashboard-admin", VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: d.AdminSecretRef.Name, DefaultMode: ptr.To[int32](0o400),
+				Items: []corev1.KeyToPath{{Key: "username", Path: "username"}, {Key: "password", Path: "password"}}}}})
 	}
 	return vols
 }

@@ -13,7 +13,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -97,37 +96,6 @@ var _ = Describe("client authentication and authorization with real brokers", fu
 		Expect(e.podIdentities(ctx, 3)).To(Equal(before), "pods, restart counts and processes after the ACL edit")
 		Expect(e.statefulSet(ctx).Generation).To(Equal(generation), "the StatefulSet was not rewritten")
 	}, SpecTimeout(6*time.Minute))
-
-	It("never reports Ready, nor exposes the Service, while a setting mqttd does not enforce is asked for", func(ctx SpecContext) {
-		e := newEnv(ctx, 1, func(mc *v1alpha1.MQTTCluster) {
-			mc.Spec.Dashboard.Enabled = true
-			mc.Spec.Service.Type = corev1.ServiceTypeLoadBalancer
-		})
-		e.expectMembers(ctx, 1)
-		Eventually(ctx, func(g Gomega) {
-			mc := &v1alpha1.MQTTCluster{}
-			g.Expect(k8sClient.Get(ctx, e.key(), mc)).To(Succeed())
-			g.Expect(mc.Status.Members).To(HaveLen(1))
-			g.Expect(mc.Status.Members[0].Joined && mc.Status.Members[0].Ready).To(BeTrue(), "the node is a ready member")
-			ready, gen := e.condition(ctx, g, v1alpha1.ConditionReady)
-			g.Expect(ready.ObservedGeneration).To(Equal(gen))
-			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-			g.Expect(ready.Reason).To(Equal("FeatureNotSupported"))
-			g.Expect(ready.Message).To(ContainSubstring("the dashboard is not implemented by mqttd yet"))
-			g.Expect(e.clientService(ctx, g).Spec.Type).To(Equal(corev1.ServiceTypeClusterIP))
-		}).Should(Succeed())
-		Consistently(ctx, func(g Gomega) {
-			ready, _ := e.condition(ctx, g, v1alpha1.ConditionReady)
-			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-		}).WithTimeout(2 * time.Second).Should(Succeed())
-
-		By("becoming Ready and exposed once the spec asks only for what mqttd does")
-		e.patch(ctx, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Dashboard.Enabled = false })
-		e.expectReadyStatus(ctx, 1)
-		Eventually(ctx, func(g Gomega) {
-			g.Expect(e.clientService(ctx, g).Spec.Type).To(Equal(corev1.ServiceTypeLoadBalancer))
-		}).Should(Succeed())
-	}, SpecTimeout(5*time.Minute))
 })
 
 // generatedUser reads the user the operator generated in "<cluster>-users".
@@ -147,13 +115,6 @@ func (e *env) addr(ord int) string {
 	_, addr, _ := e.sim.broker(ord)
 	Expect(addr).NotTo(BeEmpty(), "%s-%d has no running broker", clusterName, ord)
 	return addr
-}
-
-// clientService is the cluster's client Service.
-func (e *env) clientService(ctx context.Context, g Gomega) *corev1.Service {
-	svc := &corev1.Service{}
-	g.Expect(k8sClient.Get(ctx, e.key(), svc)).To(Succeed())
-	return svc
 }
 
 // podIdentity is what changes when a pod or its container is restarted.
