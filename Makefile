@@ -97,7 +97,7 @@ lint: golangci-lint helm-lint ## Run golangci-lint linter and lint the Helm char
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart with its defaults and with every optional object enabled.
 	$(HELM) lint --strict $(CHART_DIR)
-	$(HELM) lint --strict $(CHART_DIR) --set cluster.enabled=true --set serviceMonitor.enabled=true
+	$(HELM) lint --strict $(CHART_DIR) --set cluster.enabled=true --set serviceMonitor.enabled=true --set grafanaDashboard.enabled=true
 	$(HELM) lint --strict $(CHART_DIR) --namespace mqtt --set cluster.enabled=true --set 'watchNamespaces={mqtt,team-a}'
 
 .PHONY: lint-fix
@@ -144,7 +144,11 @@ test: test-deps envtest-binaries helm ## Run all tests with the race detector, t
 	KUBEBUILDER_ASSETS="$$assets" go test -race -count=1 $(TEST_ARGS)
 	@# The full run checks the lock order too (about 2 minutes more on 2 cores); a run
 	@# narrowed with TEST_ARGS does not.
-	@if [ "$(origin TEST_ARGS)" = file ]; then $(MAKE) --no-print-directory test-lockorder; fi
+	@if [ "$(origin TEST_ARGS)" = file ]; then $(MAKE) --no-print-directory test-lockorder check-monitoring; fi
+
+.PHONY: check-monitoring
+check-monitoring: ## Check the alert rules (controllers/resource/monitoring/rules.yaml) and the Grafana dashboard's queries with Prometheus's own parsers (hack/promcheck, its own module).
+	cd hack/promcheck && go run . ../../controllers/resource/monitoring/rules.yaml ../../charts/mqtt-operator/dashboards/mqttd.json
 
 .PHONY: test-lockorder
 test-lockorder: test-deps ## Run the broker and process tests with -race and the lock-order checker (-tags lockorder, broker/LOCKS.md); an inversion exits 66.

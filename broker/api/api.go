@@ -214,8 +214,8 @@ func (a *api) routes() []Route {
 		{Method: "GET", Path: "/api/v1/subscriptions", Response: apiv1.SubscriptionList{}, Status: 200, Management: true, handler: a.listSubscriptions},
 		{Method: "GET", Path: "/api/v1/routes", Response: apiv1.RouteList{}, Status: 200, Management: true, handler: a.listRoutes},
 		{Method: "GET", Path: "/api/v1/retained", Response: apiv1.RetainedList{}, Status: 200, Management: true, handler: a.listRetained},
-		{Method: "GET", Path: "/api/v1/retained/{topic...}", Response: apiv1.RetainedMessage{}, Status: 200, Management: true, handler: a.getRetained},
-		{Method: "DELETE", Path: "/api/v1/retained/{topic...}", Status: 204, Management: true, handler: a.deleteRetained},
+		{Method: "GET", Path: "/api/v1/retained/message", Response: apiv1.RetainedMessage{}, Status: 200, Management: true, handler: a.getRetained},
+		{Method: "DELETE", Path: "/api/v1/retained/message", Status: 204, Management: true, handler: a.deleteRetained},
 		{Method: "POST", Path: "/api/v1/publish", Request: apiv1.PublishRequest{}, Response: apiv1.PublishResult{}, Status: 200, Management: true, handler: a.publish},
 		{Method: "GET", Path: "/api/v1/openapi.json", Status: 200, Management: true, handler: serveOpenAPI},
 	}

@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
+	"github.com/mqtt-operator/mqtt-operator/broker/cluster"
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 )
@@ -53,6 +54,10 @@ type clientFilter struct {
 	Username  string `json:"username,omitempty"`
 	Prefix    string `json:"prefix,omitempty"`
 	Connected *bool  `json:"connected,omitempty"`
+	Node      string `json:"node,omitempty"`
+	// Want is how many of its matching items, in order, a node sends (the asked
+	// page's end): every node counts all of them but sends no more than a page needs.
+	Want int `json:"want,omitempty"`
 }
 
 func (f clientFilter) match(c apiv1.Client) bool {
@@ -64,6 +69,27 @@ func (f clientFilter) match(c apiv1.Client) bool {
 type subFilter struct {
 	Topic    string `json:"topic,omitempty"`
 	ClientID string `json:"clientID,omitempty"`
+	Node     string `json:"node,omitempty"`
+	Want     int    `json:"want,omitempty"` // as clientFilter.Want
+}
+
+// partial is one node's part of a list: the first Want matching items in the list's
+// order, and how many matched in all.
+type partial[T any] struct {
+	Items []T `json:"items"`
+	Count int `json:"count"`
+}
+
+// cut is the first want items of a node's sorted matches, with their count.
+func cut[T any](items []T, want int) partial[T] {
+	p := partial[T]{Items: items, Count: len(items)}
+	if len(items) > want {
+		p.Items = items[:want]
+	}
+	if p.Items == nil {
+		p.Items = []T{}
+	}
+	return p
 }
 
 func (f subFilter) match(s apiv1.Subscription) bool {
@@ -78,8 +104,9 @@ type kicked struct {
 	Kicked bool `json:"kicked"`
 }
 
-// errNotFound is a query about something this node does not hold.
-var errNotFound = errors.New(apiv1.CodeNotFound)
+// errNotFound is a query about something this node does not hold (a not_found answer,
+// told apart from a node that failed).
+var errNotFound = &cluster.Error{Code: apiv1.CodeNotFound, Message: "not on this node"}
 
 // answerLocal answers a management query from this node's own state.
 func (a *api) answerLocal(name string, params []byte) (any, error) {
@@ -90,14 +117,17 @@ func (a *api) answerLocal(name string, params []byte) (any, error) {
 		if err := unmarshalParams(params, &f); err != nil {
 			return nil, err
 		}
+		if f.Node != "" && f.Node != self {
+			return cut([]apiv1.Client{}, f.Want), nil
+		}
 		out := []apiv1.Client{}
-		for _, c := range a.srv.LocalClients() {
+		for _, c := range a.srv.LocalClients(func(id string) bool { return strings.HasPrefix(id, f.Prefix) }) {
 			if f.match(c) {
 				c.Node = self
 				out = append(out, c)
 			}
 		}
-		return out, nil
+		return cut(out, f.Want), nil
 	case qClient:
 		var p idParam
 		if err := unmarshalParams(params, &p); err != nil {
@@ -117,6 +147,9 @@ func (a *api) answerLocal(name string, params []byte) (any, error) {
 		if err := unmarshalParams(params, &f); err != nil {
 			return nil, err
 		}
+		if f.Node != "" && f.Node != self {
+			return cut([]apiv1.Subscription{}, f.Want), nil
+		}
 		out := []apiv1.Subscription{}
 		for _, s := range a.srv.LocalSubscriptions() {
 			if f.match(s) {
@@ -124,7 +157,7 @@ func (a *api) answerLocal(name string, params []byte) (any, error) {
 				out = append(out, s)
 			}
 		}
-		return out, nil
+		return cut(out, f.Want), nil
 	case qKick:
 		var p idParam
 		if err := unmarshalParams(params, &p); err != nil {
@@ -137,7 +170,7 @@ func (a *api) answerLocal(name string, params []byte) (any, error) {
 		st := a.srv.Stats()
 		return apiv1.NodeDetail{Node: a.nodeInfo(), UptimeSeconds: int64(st.Uptime / time.Second), Sessions: st.Sessions}, nil
 	}
-	return nil, fmt.Errorf("%s: unknown management query %q", apiv1.CodeBadRequest, name)
+	return nil, &cluster.Error{Code: apiv1.CodeBadRequest, Message: fmt.Sprintf("unknown management query %q", name)}
 }
 
 // manager answers peers' management queries (cluster.Manager).
@@ -154,7 +187,7 @@ func unmarshalParams(params []byte, v any) error {
 		return nil
 	}
 	if err := json.Unmarshal(params, v); err != nil {
-		return fmt.Errorf("%s: %w", apiv1.CodeBadRequest, err)
+		return &cluster.Error{Code: apiv1.CodeBadRequest, Message: err.Error()}
 	}
 	return nil
 }
@@ -203,22 +236,25 @@ func (a *api) ask(ctx context.Context, name string, params any) ([]answer, []str
 	return out, unreachable
 }
 
-// gatherList asks every node for a list and concatenates the answers. A node that
-// answered with an error counts as unreachable (its items are missing).
-func gatherList[T any](a *api, r *http.Request, name string, params any) ([]T, []string) {
+// gatherList asks every node for its part of a list and merges them: the items
+// (at most Want from each node) and the total count. A node that answered with an
+// error counts as unreachable (its items are missing).
+func gatherList[T any](a *api, r *http.Request, name string, params any) ([]T, int, []string) {
 	answers, unreachable := a.ask(r.Context(), name, params)
 	var all []T
+	count := 0
 	for _, an := range answers {
-		var part []T
+		var part partial[T]
 		if an.err != nil || json.Unmarshal(an.data, &part) != nil {
 			a.log.Warn("a node's management answer is missing", "query", name, "node", an.node, "error", an.err)
 			unreachable = append(unreachable, an.node)
 			continue
 		}
-		all = append(all, part...)
+		all = append(all, part.Items...)
+		count += part.Count
 	}
 	slices.Sort(unreachable)
-	return all, unreachable
+	return all, count, unreachable
 }
 
 // paging reads ?page= and ?limit=.
@@ -239,11 +275,20 @@ func paging(r *http.Request) (page, limit int, err error) {
 
 // pageOf cuts one page out of items.
 func pageOf[T any](items []T, page, limit int) []T {
-	from := (page - 1) * limit
-	if from >= len(items) {
+	if page-1 >= (len(items)+limit-1)/limit { // also where (page-1)*limit would overflow
 		return []T{}
 	}
+	from := (page - 1) * limit
 	return items[from:min(from+limit, len(items))]
+}
+
+// want is how many sorted items each node sends for a page: its end (capped; a page
+// beyond it is empty anyway).
+func want(page, limit int) int {
+	if page > (1<<30)/limit {
+		return 1 << 30
+	}
+	return page * limit
 }
 
 func (a *api) listClients(w http.ResponseWriter, r *http.Request) {
@@ -253,7 +298,7 @@ func (a *api) listClients(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	f := clientFilter{Username: q.Get("username"), Prefix: q.Get("clientid_prefix")}
+	f := clientFilter{Username: q.Get("username"), Prefix: q.Get("clientid_prefix"), Node: q.Get("node"), Want: want(page, limit)}
 	if v := q.Get("connected"); v != "" {
 		c, err := strconv.ParseBool(v)
 		if err != nil {
@@ -262,16 +307,13 @@ func (a *api) listClients(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Connected = &c
 	}
-	all, unreachable := gatherList[apiv1.Client](a, r, qClients, f)
-	if node := q.Get("node"); node != "" {
-		all = slices.DeleteFunc(all, func(c apiv1.Client) bool { return c.Node != node })
-	}
+	all, count, unreachable := gatherList[apiv1.Client](a, r, qClients, f)
 	// A client ID may have a session on two nodes for a moment (a takeover): both show.
 	slices.SortFunc(all, func(x, y apiv1.Client) int {
 		return cmp.Or(cmp.Compare(x.ClientID, y.ClientID), cmp.Compare(x.Node, y.Node))
 	})
 	writeJSON(w, http.StatusOK, apiv1.ClientList{Data: pageOf(all, page, limit),
-		Meta: apiv1.Meta{Page: page, Limit: limit, Count: len(all), Unreachable: unreachable}})
+		Meta: apiv1.Meta{Page: page, Limit: limit, Count: count, Unreachable: unreachable}})
 }
 
 func (a *api) getClient(w http.ResponseWriter, r *http.Request) {
@@ -280,7 +322,11 @@ func (a *api) getClient(w http.ResponseWriter, r *http.Request) {
 	var found []apiv1.ClientDetail
 	for _, an := range answers {
 		var d apiv1.ClientDetail
-		if an.err == nil && json.Unmarshal(an.data, &d) == nil {
+		switch {
+		case an.err != nil && cluster.CodeOf(an.err) == apiv1.CodeNotFound:
+		case an.err != nil || json.Unmarshal(an.data, &d) != nil:
+			unreachable = append(unreachable, an.node) // failed: it may hold the session
+		default:
 			found = append(found, d)
 		}
 	}
@@ -316,7 +362,10 @@ func (a *api) kickClient(w http.ResponseWriter, r *http.Request) {
 	answers, unreachable := a.ask(r.Context(), qKick, idParam{ClientID: id})
 	for _, an := range answers {
 		var k kicked
-		if an.err == nil && json.Unmarshal(an.data, &k) == nil && k.Kicked {
+		switch {
+		case an.err != nil || json.Unmarshal(an.data, &k) != nil:
+			unreachable = append(unreachable, an.node) // failed: the client may be there
+		case k.Kicked:
 			writeJSON(w, http.StatusOK, apiv1.KickResult{ClientID: id, Node: an.node})
 			return
 		}
@@ -331,15 +380,13 @@ func (a *api) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	all, unreachable := gatherList[apiv1.Subscription](a, r, qSubscriptions, subFilter{Topic: q.Get("topic"), ClientID: q.Get("clientid")})
-	if node := q.Get("node"); node != "" {
-		all = slices.DeleteFunc(all, func(s apiv1.Subscription) bool { return s.Node != node })
-	}
+	all, count, unreachable := gatherList[apiv1.Subscription](a, r, qSubscriptions,
+		subFilter{Topic: q.Get("topic"), ClientID: q.Get("clientid"), Node: q.Get("node"), Want: want(page, limit)})
 	slices.SortFunc(all, func(x, y apiv1.Subscription) int {
 		return cmp.Or(cmp.Compare(x.ClientID, y.ClientID), cmp.Compare(x.Topic, y.Topic), cmp.Compare(x.Node, y.Node))
 	})
 	writeJSON(w, http.StatusOK, apiv1.SubscriptionList{Data: pageOf(all, page, limit),
-		Meta: apiv1.Meta{Page: page, Limit: limit, Count: len(all), Unreachable: unreachable}})
+		Meta: apiv1.Meta{Page: page, Limit: limit, Count: count, Unreachable: unreachable}})
 }
 
 // listRoutes answers from this node alone: every node knows every node's routes.
@@ -396,8 +443,22 @@ func (a *api) listRetained(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, apiv1.RetainedList{Data: out, Meta: apiv1.Meta{Page: page, Limit: limit, Count: count}})
 }
 
+// retainedTopic reads ?topic= (a query parameter, not a path: the router would clean
+// a topic such as "/a", "a//b" or "a/../b" into another one).
+func retainedTopic(w http.ResponseWriter, r *http.Request) (string, bool) {
+	q := r.URL.Query()
+	if !q.Has("topic") {
+		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "the topic is the query parameter topic")
+		return "", false
+	}
+	return q.Get("topic"), true
+}
+
 func (a *api) getRetained(w http.ResponseWriter, r *http.Request) {
-	t := r.PathValue("topic")
+	t, ok := retainedTopic(w, r)
+	if !ok {
+		return
+	}
 	m, ok := a.srv.Retained(t)
 	if !ok || strings.HasPrefix(t, "$SYS/") {
 		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "no retained message on this topic")
@@ -407,7 +468,10 @@ func (a *api) getRetained(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) deleteRetained(w http.ResponseWriter, r *http.Request) {
-	t := r.PathValue("topic")
+	t, ok := retainedTopic(w, r)
+	if !ok {
+		return
+	}
 	if strings.HasPrefix(t, "$SYS/") {
 		writeError(w, http.StatusNotFound, apiv1.CodeNotFound, "no retained message on this topic")
 		return
@@ -426,7 +490,8 @@ func (a *api) deleteRetained(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	var req apiv1.PublishRequest
-	if err := decode(r, &req); err != nil {
+	// Room for a payload of the maximum packet size, base64-encoded.
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 3<<20)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "the body is not a publish request: "+err.Error())
 		return
 	}
@@ -444,14 +509,14 @@ func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, fmt.Sprintf("payloadEncoding must be plain or base64, not %q", req.PayloadEncoding))
 		return
 	}
-	n, err := a.srv.Publish(&session.Message{Topic: req.Topic, Payload: payload, QoS: req.QoS, Retain: req.Retain})
+	n, notRetained, err := a.srv.Publish(&session.Message{Topic: req.Topic, Payload: payload, QoS: req.QoS, Retain: req.Retain})
 	switch {
 	case errors.Is(err, server.ErrBadPublish):
 		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, err.Error())
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, apiv1.CodeNoLeader, err.Error())
 	default:
-		writeJSON(w, http.StatusOK, apiv1.PublishResult{Topic: req.Topic, Sessions: n})
+		writeJSON(w, http.StatusOK, apiv1.PublishResult{Topic: req.Topic, Sessions: n, NotRetained: notRetained})
 	}
 }
 

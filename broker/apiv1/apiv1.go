@@ -229,6 +229,9 @@ type PublishRequest struct {
 type PublishResult struct {
 	Topic    string `json:"topic"`
 	Sessions int    `json:"sessions"`
+	// NotRetained says why a retained message was delivered but not stored (the
+	// retained message limits); empty otherwise.
+	NotRetained string `json:"notRetained,omitempty"`
 }
 
 // KickResult is the answer of DELETE /api/v1/clients/{clientID}: the node whose

@@ -135,6 +135,10 @@ type Dashboard struct {
 	// every login; empty: admin/public, with a banner until they are set.
 	UsernameFile string `yaml:"username_file"`
 	PasswordFile string `yaml:"password_file"`
+	// TLSCertFile and TLSKeyFile serve the dashboard over HTTPS (both or neither),
+	// read again when they change; the session cookie is then Secure.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 }
 
 // Store says where the node keeps its durable state (sessions, retained messages).
@@ -366,6 +370,8 @@ var settings = []setting{
 	str("dashboard.listen", "web dashboard listen address, usually :18083 (empty: off)", func(c *Config) *string { return &c.Dashboard.Listen }),
 	str("dashboard.username_file", "file with the dashboard administrator's username (empty: admin)", func(c *Config) *string { return &c.Dashboard.UsernameFile }),
 	str("dashboard.password_file", "file with the dashboard administrator's password (empty: public, with a banner)", func(c *Config) *string { return &c.Dashboard.PasswordFile }),
+	str("dashboard.tls_cert_file", "PEM certificate: serve the dashboard over HTTPS (with tls_key_file; read again when it changes)", func(c *Config) *string { return &c.Dashboard.TLSCertFile }),
+	str("dashboard.tls_key_file", "PEM private key of the HTTPS dashboard", func(c *Config) *string { return &c.Dashboard.TLSKeyFile }),
 	str("store.dir", "directory of the durable store (empty: memory only)", func(c *Config) *string { return &c.Store.Dir }),
 	str("cluster.listen", "cluster port address (empty: no clustering)", func(c *Config) *string { return &c.Cluster.Listen }),
 	str("cluster.cookie_file", "file with the cluster cookie, at least 16 bytes", func(c *Config) *string { return &c.Cluster.CookieFile }),
@@ -583,8 +589,11 @@ func (c Config) Validate() error {
 	if t := c.Cluster; (t.TLSCertFile != "" || t.TLSKeyFile != "" || t.TLSCAFile != "") && (t.TLSCertFile == "" || t.TLSKeyFile == "" || t.TLSCAFile == "") {
 		errs = append(errs, errors.New("cluster.tls_cert_file, tls_key_file and tls_ca_file: set all three or none"))
 	}
-	if d := c.Dashboard; d.Listen == "" && (d.UsernameFile != "" || d.PasswordFile != "") {
-		errs = append(errs, errors.New("dashboard.username_file, password_file: set, but the dashboard is off (dashboard.listen)"))
+	if d := c.Dashboard; d.Listen == "" && (d.UsernameFile != "" || d.PasswordFile != "" || d.TLSCertFile != "") {
+		errs = append(errs, errors.New("dashboard.username_file, password_file, tls_cert_file: set, but the dashboard is off (dashboard.listen)"))
+	}
+	if (c.Dashboard.TLSCertFile == "") != (c.Dashboard.TLSKeyFile == "") {
+		errs = append(errs, errors.New("dashboard.tls_cert_file and dashboard.tls_key_file: set both or neither"))
 	}
 	if (c.API.TLSCertFile == "") != (c.API.TLSKeyFile == "") {
 		errs = append(errs, errors.New("api.tls_cert_file and api.tls_key_file: set both or neither"))

@@ -202,6 +202,13 @@ func (d *Dashboard) session(r *http.Request) (*session, bool) {
 // ServeHTTP serves the dashboard.
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
+	if !d.hostAllowed(r) {
+		// DNS rebinding: a page of another site whose name now points here would be
+		// "same origin" with the dashboard and could log in with the well-known
+		// default password. With the defaults, only an address or localhost is served.
+		http.Error(w, "the dashboard still has its default credentials, so it answers only to an IP address or localhost: set dashboard.username_file and password_file (spec.dashboard.adminSecretRef) to use a host name", http.StatusMisdirectedRequest)
+		return
+	}
 	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
@@ -237,6 +244,20 @@ func (d *Dashboard) render(w http.ResponseWriter, page string, data map[string]a
 	}
 }
 
+// hostAllowed reports whether the request's Host may be served: any while the
+// credentials are set, else only an IP address or localhost.
+func (d *Dashboard) hostAllowed(r *http.Request) bool {
+	if _, _, isDefault, err := d.credentials(); err != nil || !isDefault {
+		return true
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return host == "localhost" || net.ParseIP(host) != nil
+}
+
 // sameOrigin reports whether a state-changing request comes from the dashboard's own
 // pages: the browser's Sec-Fetch-Site says same-origin, or (older browsers) its
 // Origin, else its Referer, names this host. A request with none of them is not from
@@ -256,14 +277,28 @@ func sameOrigin(r *http.Request) bool {
 	return err == nil && u.Host == r.Host
 }
 
-// clientAddr is the address logins are limited by.
+// clientAddr is the address logins are limited by: an IPv4 address, or an IPv6
+// address's /64 (one host usually holds a whole /64).
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
+		return host
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
+
+// equal compares secrets in constant time, whatever their lengths.
+func equal(a, b string) bool {
+	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
+}
+
+// maxForm bounds a login or logout body.
+const maxForm = 8 << 10
 
 // allowLogin takes one login attempt from addr's budget.
 func (d *Dashboard) allowLogin(addr string) bool {
@@ -303,6 +338,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cross-origin login refused", http.StatusForbidden)
 		return
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 	addr := clientAddr(r)
 	if !d.allowLogin(addr) {
 		d.logins[LoginThrottled].Add(1)
@@ -320,12 +356,16 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		d.render(w, "login.html", data)
 		return
 	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		http.Error(w, "a login is a form (application/x-www-form-urlencoded)", http.StatusUnsupportedMediaType)
+		return
+	}
 	gotUser, gotPass := r.PostFormValue("username"), r.PostFormValue("password")
-	okUser := subtle.ConstantTimeCompare([]byte(gotUser), []byte(user)) == 1
-	okPass := subtle.ConstantTimeCompare([]byte(gotPass), []byte(pass)) == 1
+	okUser, okPass := equal(gotUser, user), equal(gotPass, pass) // both, always
 	if !okUser || !okPass {
 		d.logins[LoginFailed].Add(1)
-		d.log.Info("dashboard login refused: wrong username or password", "address", addr, "username", gotUser)
+		// Not the typed username: it is often a password typed in the wrong field.
+		d.log.Info("dashboard login refused: wrong username or password", "address", addr)
 		w.WriteHeader(http.StatusUnauthorized)
 		data["Error"] = "Wrong username or password."
 		d.render(w, "login.html", data)
@@ -340,7 +380,8 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request) {
-	if s, ok := d.session(r); !ok || !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.csrf)) != 1 {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if s, ok := d.session(r); !ok || !sameOrigin(r) || !equal(r.PostFormValue("csrf"), s.csrf) {
 		http.Error(w, "not logged in, or a forged logout", http.StatusForbidden)
 		return
 	}
@@ -359,7 +400,7 @@ func (d *Dashboard) api(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		if !sameOrigin(r) || subtle.ConstantTimeCompare([]byte(r.Header.Get("X-CSRF-Token")), []byte(s.csrf)) != 1 {
+		if !sameOrigin(r) || !equal(r.Header.Get("X-CSRF-Token"), s.csrf) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusForbidden)
 			_, _ = w.Write([]byte(`{"code":"csrf","message":"missing or wrong CSRF token"}` + "\n"))

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ func do(d *Dashboard, method, target string, form url.Values, cookie *http.Cooki
 		body = strings.NewReader(form.Encode())
 	}
 	r := httptest.NewRequest(method, target, body)
+	r.Host = "127.0.0.1:18083" // the defaults answer only to an address
 	if form != nil {
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
@@ -136,10 +138,11 @@ func TestLoginSessionsAndCSRF(t *testing.T) {
 	if w := do(newDashboard(t, "another-token-0123456789", "", "", nil), http.MethodGet, "/api/v1/stats", nil, c, nil); w.Code != http.StatusUnauthorized {
 		t.Fatalf("the session on another cluster: %d", w.Code)
 	}
-	// A forged cookie (another user, same signature) is refused.
+	// A forged cookie (a later expiry, the same signature) is refused.
+	parts := strings.Split(c.Value, ".")
+	exp, _ := strconv.ParseInt(parts[1], 10, 64)
 	forged := *c
-	_, rest, _ := strings.Cut(c.Value, ".")
-	forged.Value = "b3RoZXI." + rest
+	forged.Value = parts[0] + "." + strconv.FormatInt(exp+3600, 10) + "." + parts[2]
 	if w := do(d, http.MethodGet, "/api/v1/stats", nil, &forged, nil); w.Code != http.StatusUnauthorized {
 		t.Fatalf("a forged cookie: %d", w.Code)
 	}
@@ -198,7 +201,58 @@ func TestSecurityHeadersAndAssets(t *testing.T) {
 	if csp := w.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
 		t.Fatalf("CSP: %q", csp)
 	}
-	if w := do(d, http.MethodGet, "/static/../dashboard.go", nil, nil, nil); w.Code == http.StatusOK && strings.Contains(w.Body.String(), "package dashboard") {
-		t.Fatal("source served")
+}
+
+func TestDefaultCredentialsOnlyOnAnAddress(t *testing.T) {
+	d := newDashboard(t, "", "", "", nil)
+	for host, want := range map[string]int{"127.0.0.1:18083": 200, "[::1]:18083": 200, "localhost:18083": 200, "10.1.2.3": 200,
+		"evil.example:18083": http.StatusMisdirectedRequest, "mqtt-dashboard.prod.svc:18083": http.StatusMisdirectedRequest} {
+		r := httptest.NewRequest(http.MethodGet, "/login", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		d.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("Host %s with the default credentials: %d, want %d", host, w.Code, want)
+		}
+	}
+	set := newDashboard(t, "", "ops", "a-password", nil)
+	r := httptest.NewRequest(http.MethodGet, "/login", nil)
+	r.Host = "mqtt-dashboard.prod.svc:18083"
+	w := httptest.NewRecorder()
+	set.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Fatalf("a host name with credentials set: %d", w.Code)
+	}
+}
+
+func TestLoginBodyBounded(t *testing.T) {
+	d := newDashboard(t, "", "", "", nil)
+	big := url.Values{"username": {"admin"}, "password": {strings.Repeat("x", 64<<10)}}
+	if w := do(d, http.MethodPost, "/login", big, nil, nil); w.Code == http.StatusSeeOther || w.Code == http.StatusOK {
+		t.Fatalf("a 64 KiB login: %d", w.Code)
+	}
+	r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader("--x\r\n"))
+	r.Header.Set("Content-Type", "multipart/form-data; boundary=x")
+	r.Host = "127.0.0.1:18083"
+	w := httptest.NewRecorder()
+	d.ServeHTTP(w, r)
+	if w.Code != http.StatusUnsupportedMediaType {
+		t.Fatalf("a multipart login: %d", w.Code)
+	}
+}
+
+func TestIPv6LoginsLimitedPer64(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	d := newDashboard(t, "", "", "", &now)
+	for i := range loginBurst + 1 {
+		r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader("username=admin&password=guess"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.RemoteAddr = "[2001:db8:1:2::" + strconv.Itoa(i+1) + "]:40000" // a new address in the same /64 each time
+		r.Host = "127.0.0.1:18083"
+		w := httptest.NewRecorder()
+		d.ServeHTTP(w, r)
+		if want := map[bool]int{true: http.StatusTooManyRequests, false: http.StatusUnauthorized}[i == loginBurst]; w.Code != want {
+			t.Fatalf("attempt %d: %d, want %d", i+1, w.Code, want)
+		}
 	}
 }

@@ -25,50 +25,75 @@ var ErrBadPublish = errors.New("invalid publish")
 // majority): nothing was changed.
 var ErrNotReplicated = errors.New("the cluster could not replicate the retained change to a majority")
 
-// LocalClients returns the sessions on this node (connected clients and the sessions
-// kept for absent ones), with Node empty, sorted by client ID. A session handed to
-// another node and not yet released there is the other node's and left out.
-func (s *Server) LocalClients() []apiv1.Client {
+// sessionView is what LocalClients needs of one entry, copied under Server.mu so the
+// sessions are described after it is released (their own locks only).
+type sessionView struct {
+	id           string
+	sess         *session.Session
+	client       *client // nil: disconnected
+	expiry       uint32  // the entry's (disconnected) or the client's session expiry interval
+	disconnected time.Time
+}
+
+// views copies the entries that match keep (nil: all), except those handed to another
+// node and not yet released there (the other node's). Server.mu is held only while
+// copying.
+func (s *Server) views(keep func(id string) bool) []sessionView {
 	s.mu.RLock()
-	out := make([]apiv1.Client, 0, len(s.sessions))
+	defer s.mu.RUnlock()
+	out := make([]sessionView, 0, len(s.sessions))
 	for id, e := range s.sessions {
-		if e.moving {
+		if e.moving || (keep != nil && !keep(id)) {
 			continue
 		}
-		out = append(out, s.clientOf(id, e))
+		v := sessionView{id: id, sess: e.sess, client: e.client, expiry: e.expiry, disconnected: e.disconnected}
+		if e.client != nil {
+			v.expiry = e.client.sessionExpiry // guarded by s.mu (a DISCONNECT may change it)
+		}
+		out = append(out, v)
 	}
-	s.mu.RUnlock()
+	return out
+}
+
+// LocalClients returns the sessions on this node whose client ID keep accepts (nil:
+// all) — connected clients and the sessions kept for absent ones — with Node empty,
+// sorted by client ID. A session handed to another node and not yet released there is
+// the other node's and left out.
+func (s *Server) LocalClients(keep func(id string) bool) []apiv1.Client {
+	views := s.views(keep)
+	out := make([]apiv1.Client, 0, len(views))
+	for _, v := range views {
+		out = append(out, clientOf(v))
+	}
 	slices.SortFunc(out, func(a, b apiv1.Client) int { return cmp.Compare(a.ClientID, b.ClientID) })
 	return out
 }
 
 // LocalClient returns the session id on this node and its subscriptions (Node empty).
 func (s *Server) LocalClient(id string) (apiv1.ClientDetail, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	e := s.sessions[id]
-	if e == nil || e.moving {
+	views := s.views(func(x string) bool { return x == id })
+	if len(views) == 0 {
 		return apiv1.ClientDetail{}, false
 	}
-	return apiv1.ClientDetail{Client: s.clientOf(id, e), SubscriptionList: subscriptionsOf(id, e.sess)}, true
+	return apiv1.ClientDetail{Client: clientOf(views[0]), SubscriptionList: subscriptionsOf(id, views[0].sess)}, true
 }
 
-// clientOf describes one session. s.mu held (read) on entry.
-func (s *Server) clientOf(id string, e *entry) apiv1.Client {
-	queued, inflight := e.sess.Pending()
-	owner := e.sess.Owner()
+// clientOf describes one session (its fields are immutable once connected, or read
+// under the session's own lock).
+func clientOf(v sessionView) apiv1.Client {
+	queued, inflight := v.sess.Pending()
+	owner := v.sess.Owner()
 	if owner == session.OwnerAnonymous {
 		owner = ""
 	}
-	cl := apiv1.Client{ClientID: id, Username: owner, ExpiryInterval: e.expiry,
-		Subscriptions: len(e.sess.SubscriptionsByKey()), Queued: queued, Inflight: inflight, Dropped: e.sess.Dropped()}
-	if c := e.client; c != nil {
+	cl := apiv1.Client{ClientID: v.id, Username: owner, ExpiryInterval: v.expiry,
+		Subscriptions: v.sess.SubscriptionCount(), Queued: queued, Inflight: inflight, Dropped: v.sess.Dropped()}
+	if c := v.client; c != nil {
 		info := clientInfo(c)
 		cl.Connected, cl.Username, cl.Remote, cl.Listener = true, info.Username, info.Remote, info.Listener
 		cl.ProtocolVersion, cl.TLSVersion, cl.ConnectedAt = info.Protocol, info.TLSVersion, info.ConnectedAt.UTC().Format(time.RFC3339)
-		cl.ExpiryInterval = c.sessionExpiry // guarded by s.mu (a DISCONNECT may change it)
-	} else if !e.disconnected.IsZero() {
-		cl.DisconnectedAt = e.disconnected.UTC().Format(time.RFC3339)
+	} else if !v.disconnected.IsZero() {
+		cl.DisconnectedAt = v.disconnected.UTC().Format(time.RFC3339)
 	}
 	return cl
 }
@@ -96,14 +121,10 @@ func subscriptionOf(id string, sub topic.Subscription) apiv1.Subscription {
 // LocalSubscriptions returns the subscriptions of the sessions on this node (Node
 // empty), sorted by client ID and topic.
 func (s *Server) LocalSubscriptions() []apiv1.Subscription {
-	s.mu.RLock()
 	var out []apiv1.Subscription
-	for id, e := range s.sessions {
-		if !e.moving {
-			out = append(out, subscriptionsOf(id, e.sess)...)
-		}
+	for _, v := range s.views(nil) {
+		out = append(out, subscriptionsOf(v.id, v.sess)...)
 	}
-	s.mu.RUnlock()
 	slices.SortFunc(out, func(a, b apiv1.Subscription) int {
 		return cmp.Or(cmp.Compare(a.ClientID, b.ClientID), cmp.Compare(a.Topic, b.Topic))
 	})
@@ -186,31 +207,36 @@ func (s *Server) DeleteRetained(topic string) (bool, error) {
 
 // Publish publishes msg as the broker (an administrator's message: no ACL applies)
 // to every matching session of the cluster and returns how many queued it, once the
-// other nodes acknowledged. Topics starting with '$' are refused (ErrBadPublish), as
-// are retained messages the cluster could not replicate (ErrNotReplicated) or that
-// are over the retained limits.
-func (s *Server) Publish(msg *session.Message) (int, error) {
+// other nodes acknowledged. Topics starting with '$' or over the topic limits are
+// refused (ErrBadPublish), as is a retained message the cluster could not replicate
+// (ErrNotReplicated: neither stored nor delivered). A retained message over the
+// retained limits is delivered, not stored: notRetained says why.
+func (s *Server) Publish(msg *session.Message) (n int, notRetained string, err error) {
 	switch {
 	case !topic.ValidTopicName(msg.Topic):
-		return 0, fmt.Errorf("%w: %q is not a valid topic name", ErrBadPublish, msg.Topic)
+		return 0, "", fmt.Errorf("%w: %q is not a valid topic name", ErrBadPublish, msg.Topic)
 	case strings.HasPrefix(msg.Topic, "$"):
-		return 0, fmt.Errorf("%w: topics starting with '$' are the broker's", ErrBadPublish)
+		return 0, "", fmt.Errorf("%w: topics starting with '$' are the broker's", ErrBadPublish)
 	case msg.QoS > 2:
-		return 0, fmt.Errorf("%w: QoS %d", ErrBadPublish, msg.QoS)
+		return 0, "", fmt.Errorf("%w: QoS %d", ErrBadPublish, msg.QoS)
 	case len(msg.Payload) > int(s.opts.MaxPacketSize):
-		return 0, fmt.Errorf("%w: the payload is larger than the maximum packet size (%d bytes)", ErrBadPublish, s.opts.MaxPacketSize)
+		return 0, "", fmt.Errorf("%w: the payload is larger than the maximum packet size (%d bytes)", ErrBadPublish, s.opts.MaxPacketSize)
+	case s.opts.MaxTopicLength > 0 && len(msg.Topic) > s.opts.MaxTopicLength:
+		return 0, "", fmt.Errorf("%w: the topic is longer than %d bytes", ErrBadPublish, s.opts.MaxTopicLength)
+	case s.opts.MaxTopicLevels > 0 && strings.Count(msg.Topic, "/")+1 > s.opts.MaxTopicLevels:
+		return 0, "", fmt.Errorf("%w: the topic is deeper than %d levels", ErrBadPublish, s.opts.MaxTopicLevels)
 	}
 	msg.Publisher = ""
 	s.stats.msgsIn.Add(1)
 	n, wait, retained := s.publishAsync(msg, false)
 	switch retained {
 	case packet.UnspecifiedError:
-		return 0, ErrNotReplicated
+		return 0, "", ErrNotReplicated
 	case packet.QuotaExceeded:
-		return 0, fmt.Errorf("%w: the retained message limits refuse it", ErrBadPublish)
+		notRetained = "the retained message limits refuse it: delivered, not retained"
 	}
 	if wait != nil {
 		n += wait()
 	}
-	return n, nil
+	return n, notRetained, nil
 }

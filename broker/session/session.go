@@ -392,6 +392,13 @@ func (s *Session) SubscriptionsByKey() map[string]topic.Subscription {
 	return out
 }
 
+// SubscriptionCount returns how many subscriptions the session has.
+func (s *Session) SubscriptionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
 // Dropped returns how many deliveries the full queue refused or discarded.
 func (s *Session) Dropped() uint64 {
 	s.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
 )
 
 // browserTimeout bounds one browser step (a page drawn, a poll).
@@ -233,20 +236,23 @@ func TestDashboard(t *testing.T) {
 	case <-time.After(clusterTimeout):
 		t.Fatal("dash-victim got no DISCONNECT")
 	}
-	waitFor(ctx, t, "dash-victim gone from the page", `!document.querySelector('#clients tr[data-client="dash-victim"]')`)
+	// The kick is asynchronous: search again until the page no longer lists it.
+	waitFor(ctx, t, "dash-victim gone from the page", `(document.querySelector("#clients-filter").requestSubmit(), !document.querySelector('#clients tr[data-client="dash-victim"]'))`)
 
 	// Retained: delete one from the page; it is gone from every node.
 	pub.publish(t, "dash/retained", true, "keep me")
 	step(ctx, t, "open the retained messages", chromedp.Navigate(base+"/#retained"))
-	waitFor(ctx, t, "the retained message listed", `(document.querySelector('#retained tr[data-topic="dash/retained"]')||{innerText:""}).innerText.includes("keep me")`)
+	// node-0 may apply the replicated message a moment after the publisher's node:
+	// search again until it is listed.
+	waitFor(ctx, t, "the retained message listed", `(document.querySelector("#retained-filter").requestSubmit(), (document.querySelector('#retained tr[data-topic="dash/retained"]')||{innerText:""}).innerText.includes("keep me"))`)
 	step(ctx, t, "delete it",
 		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
 		chromedp.Click(chromedp.CSS(`#retained tr[data-topic="dash/retained"] button.delete`)),
 	)
-	waitFor(ctx, t, "the retained message gone from the page", `!document.querySelector('#retained tr[data-topic="dash/retained"]')`)
+	waitFor(ctx, t, "the retained message gone from the page", `(document.querySelector("#retained-filter").requestSubmit(), !document.querySelector('#retained tr[data-topic="dash/retained"]'))`)
 	eventually(t, clusterTimeout, "the retained message gone from every node", func() error {
 		for _, n := range nodes {
-			if status, _, err := n.call(http.MethodGet, "/api/v1/retained/dash/retained", nil, true); err != nil || status != http.StatusNotFound {
+			if status, _, err := n.call(http.MethodGet, "/api/v1/retained/message?topic=dash/retained", nil, true); err != nil || status != http.StatusNotFound {
 				return fmt.Errorf("%s: %d %w", n.name(), status, err)
 			}
 		}
@@ -256,6 +262,16 @@ func TestDashboard(t *testing.T) {
 	// The publish tool: a real client on node-2 receives the message.
 	rec := connectV5(t, nodes[2], "tool-sub", v5Options{cleanStart: true})
 	rec.subscribe(t, 1, "tool/test")
+	eventually(t, clusterTimeout, "node-0 routes tool/test to node-2", func() error {
+		var rl apiv1.RouteList
+		if err := nodes[0].getJSON("/api/v1/routes?topic=tool/test", &rl); err != nil {
+			return err
+		}
+		if len(rl.Data) != 1 || !slices.Contains(rl.Data[0].Nodes, "node-2") {
+			return fmt.Errorf("routes %+v", rl.Data)
+		}
+		return nil
+	})
 	step(ctx, t, "publish from the tool",
 		chromedp.Navigate(base+"/#publish"),
 		chromedp.WaitVisible(chromedp.CSS("#publish-topic")),

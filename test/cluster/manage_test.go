@@ -232,25 +232,66 @@ func TestManagementAPI(t *testing.T) {
 		return nil
 	})
 	var rm apiv1.RetainedMessage
-	if err := nodes[2].getJSON("/api/v1/retained/site/b/temp", &rm); err != nil {
+	if err := nodes[2].getJSON("/api/v1/retained/message?topic=site/b/temp", &rm); err != nil {
 		t.Fatal(err)
 	}
 	if rm.PayloadEncoding != apiv1.EncodingBase64 || rm.Payload != "AP8=" || rm.PayloadSize != 2 {
 		t.Fatalf("binary retained message: %+v", rm)
 	}
-	if status, _, err := nodes[2].call(http.MethodDelete, "/api/v1/retained/site/a/temp", nil, true); err != nil || status != http.StatusNoContent {
+	if status, _, err := nodes[2].call(http.MethodDelete, "/api/v1/retained/message?topic=site/a/temp", nil, true); err != nil || status != http.StatusNoContent {
 		t.Fatalf("delete retained: %d %v", status, err)
 	}
 	eventually(t, clusterTimeout, "the deleted retained message gone from every node", func() error {
 		for _, n := range nodes {
-			status, _, err := n.call(http.MethodGet, "/api/v1/retained/site/a/temp", nil, true)
+			status, _, err := n.call(http.MethodGet, "/api/v1/retained/message?topic=site/a/temp", nil, true)
 			if err != nil || status != http.StatusNotFound {
 				return fmt.Errorf("%s: %d %w", n.name(), status, err)
 			}
 		}
 		return nil
 	})
-	nodes[0].expectAPIError(http.MethodDelete, "/api/v1/retained/site/a/temp", nil, http.StatusNotFound, apiv1.CodeNotFound)
+	nodes[0].expectAPIError(http.MethodDelete, "/api/v1/retained/message?topic=site/a/temp", nil, http.StatusNotFound, apiv1.CodeNotFound)
+
+	// Topics a path would be cleaned into others: each is its own message, and a
+	// delete takes only the one named.
+	odd := []string{"/lead", "a//b", "x/../site/c/temp"}
+	for _, tp := range odd {
+		nodes[0].mustPost("/api/v1/publish", apiv1.PublishRequest{Topic: tp, Payload: "odd " + tp, Retain: true}, http.StatusOK)
+	}
+	eventually(t, clusterTimeout, "the odd topics retained", func() error {
+		for _, tp := range odd {
+			var m apiv1.RetainedMessage
+			if err := nodes[1].getJSON("/api/v1/retained/message?topic="+url.QueryEscape(tp), &m); err != nil {
+				return err
+			}
+			if m.Topic != tp || m.Payload != "odd "+tp {
+				return fmt.Errorf("%q: %+v", tp, m)
+			}
+		}
+		return nil
+	})
+	if status, b, err := nodes[1].call(http.MethodDelete, "/api/v1/retained/message?topic="+url.QueryEscape("x/../site/c/temp"), nil, true); err != nil || status != http.StatusNoContent {
+		t.Fatalf("delete x/../site/c/temp: %d %s %v", status, b, err)
+	}
+	eventually(t, clusterTimeout, "x/../site/c/temp deleted, site/c/temp kept", func() error {
+		for _, n := range nodes {
+			if status, _, err := n.call(http.MethodGet, "/api/v1/retained/message?topic="+url.QueryEscape("x/../site/c/temp"), nil, true); err != nil || status != http.StatusNotFound {
+				return fmt.Errorf("%s: x/../site/c/temp: %d %w", n.name(), status, err)
+			}
+			var m apiv1.RetainedMessage
+			if err := n.getJSON("/api/v1/retained/message?topic=site/c/temp", &m); err != nil || m.Payload != "19" {
+				return fmt.Errorf("%s: site/c/temp: %+v %w", n.name(), m, err)
+			}
+		}
+		return nil
+	})
+	nodes[0].expectAPIError(http.MethodGet, "/api/v1/retained/message", nil, http.StatusBadRequest, apiv1.CodeBadRequest)
+
+	// A page far beyond the end (where page*limit overflows) is empty, not an error.
+	var far apiv1.ClientList
+	if err := nodes[0].getJSON("/api/v1/clients?page=9223372036854775807&limit=2", &far); err != nil || len(far.Data) != 0 || far.Meta.Count != 6 {
+		t.Fatalf("a page beyond the end: %+v %v", far, err)
+	}
 
 	// Stats: per node and summed.
 	var st apiv1.Stats
@@ -337,4 +378,7 @@ func TestManagementAPI(t *testing.T) {
 		}
 		return nil
 	})
+	// A client that is nowhere reachable may be on the node that is down: not 404.
+	nodes[0].expectAPIError(http.MethodGet, "/api/v1/clients/nobody", nil, http.StatusBadGateway, apiv1.CodeUnreachable)
+	nodes[0].expectAPIError(http.MethodDelete, "/api/v1/clients/nobody", nil, http.StatusBadGateway, apiv1.CodeUnreachable)
 }

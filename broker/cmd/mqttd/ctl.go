@@ -111,7 +111,8 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 	if *serverName == "" && *apiURL == defURL {
 		*serverName = env["POD_NAME"] // this pod's own API: its certificate names the pod
 	}
-	hc := http.DefaultClient
+	// No redirect is followed: a redirect would carry the token to another URL.
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	if strings.HasPrefix(*apiURL, "https://") && *caFile != "" {
 		pem, err := os.ReadFile(*caFile)
 		if err != nil {
@@ -123,7 +124,7 @@ func runCtl(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mqttd ctl: %s holds no PEM certificate\n", *caFile)
 			return exitConfig
 		}
-		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: *serverName, MinVersion: tls.VersionTLS12}}}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: *serverName, MinVersion: tls.VersionTLS12}}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

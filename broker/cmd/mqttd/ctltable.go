@@ -126,15 +126,6 @@ func listFlags(cmd string, args []string, names map[string]string) (string, erro
 	return q.Encode(), nil
 }
 
-// escapeTopic escapes a topic for a path, keeping its slashes.
-func escapeTopic(t string) string {
-	parts := strings.Split(t, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
-}
-
 // ctlCommand maps a command line to an API request and the table its answer prints as.
 func ctlCommand(args []string) (method, path string, body []byte, render renderer, err error) {
 	one := func() (string, error) {
@@ -277,7 +268,7 @@ func ctlCommand(args []string) (method, path string, body []byte, render rendere
 		if err != nil {
 			return "", "", nil, nil, err
 		}
-		return http.MethodGet, "/api/v1/retained/" + escapeTopic(t), nil, fields(func(m apiv1.RetainedMessage) [][2]string {
+		return http.MethodGet, "/api/v1/retained/message?topic=" + url.QueryEscape(t), nil, fields(func(m apiv1.RetainedMessage) [][2]string {
 			return [][2]string{{"topic", m.Topic}, {"qos", strconv.Itoa(int(m.QoS))}, {"size", strconv.Itoa(m.PayloadSize)},
 				{"encoding", m.PayloadEncoding}, {"payload", m.Payload}}
 		}), nil
@@ -286,7 +277,7 @@ func ctlCommand(args []string) (method, path string, body []byte, render rendere
 		if err != nil {
 			return "", "", nil, nil, err
 		}
-		return http.MethodDelete, "/api/v1/retained/" + escapeTopic(t), nil, func(_ []byte, w io.Writer) error {
+		return http.MethodDelete, "/api/v1/retained/message?topic=" + url.QueryEscape(t), nil, func(_ []byte, w io.Writer) error {
 			_, err := fmt.Fprintf(w, "retained message on %s deleted\n", t)
 			return err
 		}, nil
@@ -325,6 +316,9 @@ func ctlCommand(args []string) (method, path string, body []byte, render rendere
 				return err
 			}
 			_, err := fmt.Fprintf(w, "published to %s: %d session(s) queued it\n", r.Topic, r.Sessions)
+			if err == nil && r.NotRetained != "" {
+				_, err = fmt.Fprintf(w, "not retained: %s\n", r.NotRetained)
+			}
 			return err
 		}, nil
 	}

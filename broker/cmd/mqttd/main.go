@@ -234,11 +234,20 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("dashboard listener: %w", err)
 		}
+		var dashCert *listener.CertReloader
+		if cfg.Dashboard.TLSCertFile != "" {
+			if dashCert, err = listener.NewCertReloader(cfg.Dashboard.TLSCertFile, cfg.Dashboard.TLSKeyFile, log); err != nil {
+				_ = l.Close()
+				return fmt.Errorf("dashboard listener: %w", err)
+			}
+			l = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: dashCert.GetCertificate})
+		}
 		dash = dashboard.New(dashboard.Options{UsernameFile: cfg.Dashboard.UsernameFile, PasswordFile: cfg.Dashboard.PasswordFile,
 			Secret: token, Management: api.Management(srv, node, apiOpts), Logger: log})
 		apiOpts.Dashboard = dash
-		log.Info("listening", "listener", "dashboard", "address", l.Addr().String(), "defaultCredentials", cfg.Dashboard.PasswordFile == "")
-		dashSrv = &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+		log.Info("listening", "listener", "dashboard", "address", l.Addr().String(), "https", dashCert != nil,
+			"defaultCredentials", cfg.Dashboard.PasswordFile == "")
+		dashSrv = &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: time.Minute}
 		running++
 		go func() {
 			if err := dashSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {

@@ -170,7 +170,7 @@ async function retained(page) {
 
 async function deleteRetained(topic) {
   if (!confirm(`Delete the retained message on ${topic}?`)) return;
-  await api("DELETE", "/api/v1/retained/" + topic.split("/").map(encodeURIComponent).join("/"));
+  await api("DELETE", "/api/v1/retained/message?topic=" + encodeURIComponent(topic));
   await retained();
 }
 
@@ -180,7 +180,7 @@ async function publish(ev) {
   const r = await api("POST", "/api/v1/publish", {
     topic: f.topic.value, payload: f.payload.value, qos: Number(f.qos.value), retain: f.retain.checked,
   });
-  $("#publish-result").textContent = `Published to ${r.topic}: ${r.sessions} session(s) queued it.`;
+  $("#publish-result").textContent = `Published to ${r.topic}: ${r.sessions} session(s) queued it.` + (r.notRetained ? ` Not retained: ${r.notRetained}.` : "");
 }
 
 const pageLoaders = { overview, clients, subscriptions, retained, publish: async () => {} };
@@ -188,7 +188,7 @@ let timer = null;
 
 async function show() {
   const page = (location.hash || "#overview").slice(1);
-  const load = pageLoaders[page] ? page : "overview";
+  const load = Object.hasOwn(pageLoaders, page) ? page : "overview";
   for (const s of document.querySelectorAll(".page")) s.hidden = s.id !== "page-" + load;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === load);
   clearInterval(timer);
