@@ -145,10 +145,11 @@ demo)
   go run ./hack/democert -dir "${tls_dir}" -names "localhost,127.0.0.1,${name},${name}.default.svc"
   "${KUBECTL}" create secret tls "${name}-tls" --cert="${tls_dir}/tls.crt" --key="${tls_dir}/tls.key" \
     --dry-run=client -o yaml | "${KUBECTL}" apply -f -
-  log "applying the 3-node sample MQTTCluster, with an mqtts listener on 8883"
+  log "applying the 3-node sample MQTTCluster, with an mqtts listener on 8883 and the dashboard"
   "${KUBECTL}" patch --local -f "${sample}" --type merge -o yaml -p "{\"spec\":{\"listeners\":[
     {\"name\":\"mqtt\",\"port\":1883},{\"name\":\"ws\",\"port\":8083},
-    {\"name\":\"mqtts\",\"port\":8883,\"tlsSecretName\":\"${name}-tls\"}]}}" | "${KUBECTL}" apply -f -
+    {\"name\":\"mqtts\",\"port\":8883,\"tlsSecretName\":\"${name}-tls\"}],
+    \"dashboard\":{\"enabled\":true}}}" | "${KUBECTL}" apply -f -
   "${KUBECTL}" wait "mqc/${name}" --for=condition=Ready --timeout=5m
   "${KUBECTL}" get mqc,pods,svc -o wide
   # The sample refuses anonymous clients: the operator generated the users Secret.
@@ -169,6 +170,10 @@ generated in the Secret ${name}-users. To talk to it${clients}:
   mosquitto_sub -h 127.0.0.1 -p 1883 -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t 'demo/#' -v &
   mosquitto_pub -h 127.0.0.1 -p 1883 -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t demo/hello -m 'hello from the demo'
   mosquitto_pub -h localhost -p 8883 --cafile ${tls_dir}/ca.crt -u "\$MQTT_USER" -P "\$MQTT_PASSWORD" -t demo/hello -m 'hello over TLS'
+
+The dashboard (log in as admin / public; a banner stays until you set
+spec.dashboard.adminSecretRef): ${KUBECTL} port-forward svc/${name}-dashboard 18083:18083 &
+then open http://127.0.0.1:18083.
 
 Without -u/-P the broker refuses the connection (not authorised). The nodes link with
 mutual TLS 1.3 ($("${KUBECTL}" get mqc "${name}" -o jsonpath='{.status.clusterTLS}'): the

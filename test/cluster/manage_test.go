@@ -348,6 +348,15 @@ func TestManagementAPI(t *testing.T) {
 	})
 	nodes[1].expectAPIError(http.MethodDelete, "/api/v1/clients/dev-2", nil, http.StatusNotFound, apiv1.CodeNotFound)
 
+	// The contract, served.
+	var doc struct {
+		OpenAPI string         `json:"openapi"`
+		Paths   map[string]any `json:"paths"`
+	}
+	if err := nodes[1].getJSON("/api/v1/openapi.json", &doc); err != nil || doc.OpenAPI == "" || doc.Paths["/api/v1/clients"] == nil {
+		t.Fatalf("openapi.json: %+v %v", doc.OpenAPI, err)
+	}
+
 	// Auth: no token, a wrong token.
 	for _, path := range []string{"/api/v1/clients", "/api/v1/retained", "/api/v1/stats"} {
 		status, _, err := nodes[0].call(http.MethodGet, path, nil, false)

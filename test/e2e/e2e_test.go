@@ -55,7 +55,7 @@ var _ = Describe("MQTTCluster on a real cluster", Ordered, func() {
 		out, err := kubectlApply(clusterManifest(ns, "demo", 3, "  auth:\n    allowAnonymous: false\n"))
 		Expect(err).NotTo(HaveOccurred(), out)
 		run(kubectlBin, "wait", "-n", ns, "mqc/demo", "--for=condition=Ready", "--timeout=5m")
-		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "demo")).To(MatchRegexp(`demo\s+True\s+3\s+3`))
+		Expect(run(kubectlBin, "get", "-n", ns, "mqc", "demo")).To(MatchRegexp(`demo\s+True\s+3/3\s+AsExpected`))
 		// Each node read the generated cookie from its Secret and opened the cluster port.
 		for i := range 3 {
 			Expect(run(kubectlBin, "logs", "-n", ns, fmt.Sprintf("demo-%d", i))).To(
