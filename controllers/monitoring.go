@@ -5,54 +5,70 @@ import (
 	"fmt"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/utils/ptr"
 
+	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
 // reconcileMonitoring writes the PodMonitor and PrometheusRule of spec.monitoring, or
-// deletes the ones it wrote once monitoring is turned off. The Prometheus Operator is
-// optional: without its CRDs the monitoring asked for is not in force, so the cluster
-// is Degraded (PrometheusOperatorNotInstalled) and not Ready, and the operator looks
-// again every minute (no event says when the CRDs arrive). It never stops the
-// pipeline: the brokers do not depend on being watched.
+// deletes the ones it wrote (status.monitoring says so) once monitoring is turned off.
+// The Prometheus Operator is optional: without its CRDs the monitoring asked for is
+// not in force, so the cluster is Degraded (PrometheusOperatorNotInstalled) and not
+// Ready, and the operator looks again every minute (no event says when the CRDs
+// arrive). It is the last step and never stops or fails the reconcile: whatever goes
+// wrong here (the CRDs removed, a role without the monitoring.coreos.com rules, a
+// name taken) is reported and retried in a minute, and the brokers' lifecycle, which
+// ran before, does not depend on it.
 func (r *MQTTClusterReconciler) reconcileMonitoring(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
 	builders := []resource.Builder{&resource.PodMonitorBuilder{Cluster: mc, HTTPS: st.clusterTLS}, &resource.PrometheusRuleBuilder{Cluster: mc}}
+	retry := func(reason, format string, args ...any) (bool, error) {
+		r.report(st, notInForce, reason, fmt.Sprintf(format, args...))
+		st.requeue = minRequeue(st.requeue, time.Minute)
+		return false, nil
+	}
+	if !mc.Spec.Monitoring.Enabled {
+		if mc.Status.Monitoring != v1alpha1.MonitoringEnabled {
+			return false, nil // none written: no call to the API at all
+		}
+		for _, b := range builders {
+			err := r.deleteIfOwned(ctx, mc, b.Object())
+			if err != nil && !meta.IsNoMatchError(err) && !apierrors.IsNotFound(err) {
+				return retry("MonitoringNotRemoved", "spec.monitoring is off, but the operator could not delete its %s %q: %v",
+					b.Object().GetObjectKind().GroupVersionKind().Kind, resource.MonitoringName(mc), err)
+			}
+		}
+		st.monitoring = ptr.To(v1alpha1.MonitoringStatus(""))
+		return false, nil
+	}
 	var missing []string
 	for _, gvk := range []struct{ kind, version string }{{resource.PodMonitorGVK.Kind, "v1"}, {resource.PrometheusRuleGVK.Kind, "v1"}} {
 		gk := resource.PodMonitorGVK.GroupKind()
 		gk.Kind = gvk.kind
 		if _, err := r.RESTMapper().RESTMapping(gk, gvk.version); err != nil {
 			if !meta.IsNoMatchError(err) {
-				return false, err
+				return retry("MonitoringNotApplied", "looking up %s in the API: %v", gk, err)
 			}
 			missing = append(missing, gk.String())
 		}
 	}
-	if !mc.Spec.Monitoring.Enabled {
-		if len(missing) > 0 {
-			return false, nil // nothing of these kinds can exist
-		}
-		for _, b := range builders {
-			if err := r.deleteIfOwned(ctx, mc, b.Object()); err != nil {
-				return false, err
-			}
-		}
-		return false, nil
-	}
 	if len(missing) > 0 {
-		r.report(st, notInForce, "PrometheusOperatorNotInstalled", fmt.Sprintf(
+		return retry("PrometheusOperatorNotInstalled",
 			"spec.monitoring.enabled asks for a PodMonitor and a PrometheusRule, but the Prometheus Operator's CRDs are not installed (no %v in the API): install the Prometheus Operator (for example kube-prometheus-stack), or turn spec.monitoring off",
-			missing))
-		st.requeue = minRequeue(st.requeue, time.Minute)
-		return false, nil
+			missing)
 	}
 	for _, b := range builders {
 		if _, err := r.apply(ctx, mc, b); err != nil {
-			return false, err
+			// A name taken, a spec refused, a role without the rules, or a passing
+			// failure: all reported and retried in a minute.
+			return retry("MonitoringNotApplied", "writing the %s %q: %v",
+				b.Object().GetObjectKind().GroupVersionKind().Kind, resource.MonitoringName(mc), err)
 		}
 	}
+	st.monitoring = ptr.To(v1alpha1.MonitoringEnabled)
 	return false, nil
 }
 

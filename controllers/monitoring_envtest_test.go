@@ -60,8 +60,28 @@ var _ = Describe("spec.monitoring (Prometheus Operator)", func() {
 			Expect(rm["expr"]).To(ContainSubstring(`namespace="` + ns + `",mqttcluster="watched"`))
 		}
 		Expect(alerts).To(ContainElements("MQTTNodeNotMember", "MQTTNodeStaleStore", "MQTTClusterCookieMismatch", "MQTTClusterNoLeader",
-			"MQTTMessagesDropped", "MQTTEvacuationStuck", "MQTTCertificateExpiring"))
+			"MQTTMessagesDropped", "MQTTEvacuationStuck", "MQTTCertificateExpiring", "MQTTNodeDown", "MQTTMetricsAbsent"))
 		expectCondition(mc, v1alpha1.ConditionDegraded, metav1.ConditionFalse, "AsExpected")
+		Eventually(func() v1alpha1.MonitoringStatus { return fresh(mc).Status.Monitoring }).Should(Equal(v1alpha1.MonitoringEnabled))
+
+		By("written once: more reconciles leave both objects as they are")
+		pmVersion, ruleVersion := pm.GetResourceVersion(), rule.GetResourceVersion()
+		touch(mc, "again")
+		setSTSStatus(mc, 1)
+		Consistently(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pm), pm)).To(Succeed())
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(rule), rule)).To(Succeed())
+			g.Expect(pm.GetResourceVersion()).To(Equal(pmVersion), "the PodMonitor was rewritten")
+			g.Expect(rule.GetResourceVersion()).To(Equal(ruleVersion), "the PrometheusRule was rewritten")
+		}).Should(Succeed())
+
+		By("a label removed from the spec leaves the objects")
+		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) { mc.Spec.Monitoring.Labels = map[string]string{"team": "iot"} })
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(pm), pm)).To(Succeed())
+			g.Expect(pm.GetLabels()).To(HaveKeyWithValue("team", "iot"))
+			g.Expect(pm.GetLabels()).NotTo(HaveKey("release"))
+		}).Should(Succeed())
 
 		By("nothing for a cluster that does not ask")
 		touch(plain, "crd")
@@ -77,6 +97,7 @@ var _ = Describe("spec.monitoring (Prometheus Operator)", func() {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(pm), pm)) &&
 				apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(rule), rule))
 		}).Should(BeTrue())
+		Eventually(func() v1alpha1.MonitoringStatus { return fresh(mc).Status.Monitoring }).Should(BeEmpty())
 	})
 })
 

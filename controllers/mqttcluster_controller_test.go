@@ -79,7 +79,13 @@ var _ = Describe("MQTTCluster defaults and validation", func() {
 		}, `Unsupported value: "maybe"`),
 		Entry("operator-managed config key", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Config = map[string]string{"listeners.tcp": ":1"}
-		}, "listeners.*, cluster.*, api.* and store.* are managed by the operator"),
+		}, "listeners.*, cluster.*, api.*, store.* and dashboard.* are managed by the operator"),
+		Entry("the dashboard's credentials in spec.config", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Config = map[string]string{"dashboard.password_file": ""}
+		}, "listeners.*, cluster.*, api.*, store.* and dashboard.* are managed by the operator"),
+		Entry("a monitoring interval Prometheus would refuse", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Monitoring = v1alpha1.MonitoringSpec{Enabled: true, Interval: "30s1m"}
+		}, "spec.monitoring.interval"),
 		Entry("bad service type", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Service.Type = "ExternalName" },
 			`Unsupported value: "ExternalName"`),
 		Entry("bad retention policy", func(mc *v1alpha1.MQTTCluster) { mc.Spec.Storage.Retention.WhenScaled = "Keep" },

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,9 +95,11 @@ var _ = Describe("MQTTCluster NetworkPolicy", func() {
 			{ports: []int32{8080}, from: "operator"},
 		}))
 
+		Expect(k8sClient.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "np-admin"},
+			Data: map[string][]byte{"username": []byte("ops"), "password": []byte("a-password")}})).To(Succeed())
 		updateCluster(mc, func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Listeners = append(mc.Spec.Listeners, v1alpha1.Listener{Name: "ws", Port: 9001})
-			mc.Spec.Dashboard.Enabled = true
+			mc.Spec.Dashboard = v1alpha1.DashboardSpec{Enabled: true, AdminSecretRef: &corev1.LocalObjectReference{Name: "np-admin"}}
 			mc.Spec.NetworkPolicy.APIFrom = []networkingv1.NetworkPolicyPeer{
 				{PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "prometheus"}}},
 			}

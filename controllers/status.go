@@ -43,6 +43,9 @@ func (r *MQTTClusterReconciler) reconcileStatus(ctx context.Context, st *state) 
 		}
 		first = false
 		desired := computeStatus(mc, st.sts, st.problems, st.lifecycle)
+		if st.monitoring != nil {
+			desired.Monitoring = *st.monitoring
+		}
 		if equality.Semantic.DeepEqual(mc.Status, desired) {
 			return nil
 		}

@@ -90,9 +90,9 @@ type MQTTClusterSpec struct {
 
 	// Config holds extra mqttd settings as dotted keys, as in `mqttd --help`
 	// (for example "limits.max_queued_messages": "5000"). Keys the operator manages
-	// (listeners, cluster, api, store, and the auth settings spec.auth controls)
-	// cannot be set here.
-	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('listeners.') && !k.startsWith('cluster.') && !k.startsWith('api.') && !k.startsWith('store.'))",message="listeners.*, cluster.*, api.* and store.* are managed by the operator"
+	// (listeners, cluster, api, store, dashboard, and the auth settings spec.auth
+	// controls) cannot be set here.
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('listeners.') && !k.startsWith('cluster.') && !k.startsWith('api.') && !k.startsWith('store.') && !k.startsWith('dashboard.'))",message="listeners.*, cluster.*, api.*, store.* and dashboard.* are managed by the operator"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['auth.allow_anonymous', 'auth.users_file', 'auth.acl_file']))",message="auth.allow_anonymous, auth.users_file and auth.acl_file come from spec.auth"
 	// +optional
 	Config map[string]string `json:"config,omitempty"`
@@ -254,7 +254,9 @@ type ServiceSpec struct {
 
 // DashboardSpec enables the web dashboard.
 type DashboardSpec struct {
-	// Enabled creates the dashboard Service.
+	// Enabled turns the dashboard on: mqttd listens on 18083 and the operator creates
+	// the "<name>-dashboard" Service. Without adminSecretRef the login is admin/public
+	// (a banner says so, and only an IP address or localhost is served).
 	// +optional
 	Enabled bool `json:"enabled,omitempty"`
 	// AdminSecretRef names a Secret with keys "username" and "password" for the
@@ -274,11 +276,18 @@ type MonitoringSpec struct {
 	// ruleSelector (for example release: kube-prometheus-stack).
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
-	// Interval between scrapes (default 30s).
-	// +kubebuilder:validation:Pattern=`^([0-9]+(ms|s|m|h))+$`
+	// Interval between scrapes (default 30s), as Prometheus durations are written.
+	// +kubebuilder:validation:Pattern=`^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$`
 	// +optional
 	Interval string `json:"interval,omitempty"`
 }
+
+// MonitoringStatus says whether the operator keeps monitoring objects.
+// +kubebuilder:validation:Enum=Enabled
+type MonitoringStatus string
+
+// MonitoringEnabled means the operator wrote the PodMonitor and the PrometheusRule.
+const MonitoringEnabled MonitoringStatus = "Enabled"
 
 // NetworkPolicySpec shapes the NetworkPolicy "<name>" that admits traffic to the broker
 // pods: every listener port from anywhere, the cluster port only from the cluster's own
@@ -505,6 +514,11 @@ type MQTTClusterStatus struct {
 	// cluster's CA) or Disabled (cookie handshake only; debugging).
 	// +optional
 	ClusterTLS ClusterTLSMode `json:"clusterTLS,omitempty"`
+
+	// Monitoring is Enabled while the operator keeps the PodMonitor and PrometheusRule
+	// of spec.monitoring (it deletes them once monitoring is turned off).
+	// +optional
+	Monitoring MonitoringStatus `json:"monitoring,omitempty"`
 
 	// MembersReady is "ready/desired": the nodes that are cluster members and ready,
 	// over spec.replicas (kubectl get's Members column).

@@ -490,8 +490,8 @@ func (a *api) deleteRetained(w http.ResponseWriter, r *http.Request) {
 
 func (a *api) publish(w http.ResponseWriter, r *http.Request) {
 	var req apiv1.PublishRequest
-	// Room for a payload of the maximum packet size, base64-encoded.
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 3<<20)).Decode(&req); err != nil {
+	// Room for a payload of the maximum packet size, base64-encoded (4/3), and the rest.
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, int64(a.srv.MaxPayload())*4/3+64<<10)).Decode(&req); err != nil {
 		writeError(w, http.StatusBadRequest, apiv1.CodeBadRequest, "the body is not a publish request: "+err.Error())
 		return
 	}

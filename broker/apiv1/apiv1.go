@@ -224,8 +224,9 @@ type PublishRequest struct {
 	Retain          bool   `json:"retain"`
 }
 
-// PublishResult is the answer of POST /api/v1/publish: how many sessions of the
-// cluster queued the message.
+// PublishResult is the answer of POST /api/v1/publish: how many subscribers of the
+// cluster got the message (Sessions: the sessions that queued it and the dashboard's
+// subscribe tools that watched it).
 type PublishResult struct {
 	Topic    string `json:"topic"`
 	Sessions int    `json:"sessions"`

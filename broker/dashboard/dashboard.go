@@ -19,8 +19,11 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -32,8 +35,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
+
+	bsession "github.com/mqtt-operator/mqtt-operator/broker/session"
 )
 
 // Default credentials, as EMQX's: used while no credentials files are configured,
@@ -70,7 +76,10 @@ type Options struct {
 	Secret string
 	// Management serves /api/v1 to logged-in sessions (api.Management).
 	Management http.Handler
-	Logger     *slog.Logger
+	// Watch subscribes the subscribe tool to a filter on this node (server.Watch): the
+	// messages, and a stop that returns how many were dropped. Nil: no tool.
+	Watch  func(filter string, buf int) (<-chan *bsession.Message, func() uint64, error)
+	Logger *slog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -224,6 +233,8 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.StripPrefix("/static/", http.FileServerFS(sub)).ServeHTTP(w, r)
 	case strings.HasPrefix(r.URL.Path, "/api/v1/"):
 		d.api(w, r)
+	case r.URL.Path == "/watch" && r.Method == http.MethodGet:
+		d.watch(w, r)
 	case r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		s, ok := d.session(r)
 		if !ok {
@@ -410,4 +421,97 @@ func (d *Dashboard) api(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	d.opts.Management.ServeHTTP(w, r)
+}
+
+// Bounds of the subscribe tool.
+const (
+	watchBuffer  = 256              // messages waiting for a slow browser; more are dropped
+	watchMaxTime = 30 * time.Minute // a watch ends by itself
+	watchPreview = 4 << 10          // payload bytes shown
+	watchPing    = 15 * time.Second // a comment line keeps proxies from closing the stream
+)
+
+// watchedMessage is one event of the subscribe tool's stream.
+type watchedMessage struct {
+	Topic           string `json:"topic"`
+	Payload         string `json:"payload"`
+	PayloadEncoding string `json:"payloadEncoding"` // plain or base64
+	PayloadSize     int    `json:"payloadSize"`
+	QoS             byte   `json:"qos"`
+	Retain          bool   `json:"retain"`
+}
+
+// watch streams the messages matching ?topic= as server-sent events until the browser
+// goes away, the watch times out, or the node stops. It is read-only (a GET, no CSRF
+// token needed) and needs a session like the API.
+func (d *Dashboard) watch(w http.ResponseWriter, r *http.Request) {
+	s, ok := d.session(r)
+	if !ok {
+		http.Error(w, "log in to the dashboard", http.StatusUnauthorized)
+		return
+	}
+	if d.opts.Watch == nil {
+		http.NotFound(w, r)
+		return
+	}
+	msgs, stop, err := d.opts.Watch(r.URL.Query().Get("topic"), watchBuffer)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	defer func() {
+		dropped := stop()
+		d.log.Info("dashboard watch ended", "user", s.user, "topic", r.URL.Query().Get("topic"), "dropped", dropped)
+	}()
+	d.log.Info("dashboard watch", "user", s.user, "topic", r.URL.Query().Get("topic"))
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{}) // a stream outlives the server's read timeout
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, ": watching\n\n")
+	if rc.Flush() != nil {
+		return
+	}
+	ping := time.NewTicker(watchPing)
+	defer ping.Stop()
+	end := time.NewTimer(watchMaxTime)
+	defer end.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-end.C:
+			_, _ = io.WriteString(w, "event: end\ndata: the watch timed out\n\n")
+			_ = rc.Flush()
+			return
+		case <-ping.C:
+			if _, err := io.WriteString(w, ": ping\n\n"); err != nil || rc.Flush() != nil {
+				return
+			}
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			b, _ := json.Marshal(watched(m))
+			if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil || rc.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+func watched(m *bsession.Message) watchedMessage {
+	p := m.Payload
+	out := watchedMessage{Topic: m.Topic, PayloadSize: len(p), QoS: m.QoS, Retain: m.Retain}
+	if len(p) > watchPreview {
+		p = p[:watchPreview]
+	}
+	if utf8.Valid(p) {
+		out.Payload, out.PayloadEncoding = string(p), "plain"
+	} else {
+		out.Payload, out.PayloadEncoding = base64.StdEncoding.EncodeToString(p), "base64"
+	}
+	return out
 }

@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"bufio"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
+	bsession "github.com/mqtt-operator/mqtt-operator/broker/session"
 )
 
 // echo stands in for the management API (api.Management, tested with real nodes in
@@ -227,9 +231,14 @@ func TestDefaultCredentialsOnlyOnAnAddress(t *testing.T) {
 
 func TestLoginBodyBounded(t *testing.T) {
 	d := newDashboard(t, "", "", "", nil)
-	big := url.Values{"username": {"admin"}, "password": {strings.Repeat("x", 64<<10)}}
+	// The right credentials, padded past the bound: refused for its size alone.
+	big := url.Values{"username": {"admin"}, "password": {"public"}, "padding": {strings.Repeat("x", 64<<10)}}
 	if w := do(d, http.MethodPost, "/login", big, nil, nil); w.Code == http.StatusSeeOther || w.Code == http.StatusOK {
 		t.Fatalf("a 64 KiB login: %d", w.Code)
+	}
+	small := url.Values{"username": {"admin"}, "password": {"public"}, "padding": {strings.Repeat("x", 4<<10)}}
+	if w := do(d, http.MethodPost, "/login", small, nil, nil); w.Code != http.StatusSeeOther {
+		t.Fatalf("a 4 KiB login with the right credentials: %d", w.Code)
 	}
 	r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader("--x\r\n"))
 	r.Header.Set("Content-Type", "multipart/form-data; boundary=x")
@@ -254,5 +263,76 @@ func TestIPv6LoginsLimitedPer64(t *testing.T) {
 		if want := map[bool]int{true: http.StatusTooManyRequests, false: http.StatusUnauthorized}[i == loginBurst]; w.Code != want {
 			t.Fatalf("attempt %d: %d, want %d", i+1, w.Code, want)
 		}
+	}
+}
+
+// TestWatchStream checks the subscribe tool's stream against a real server: no
+// session, no stream; a bad filter refused; a message published to the server arrives
+// as a server-sent event; the watch ends (its subscription gone) when the browser
+// leaves.
+func TestWatchStream(t *testing.T) {
+	srv, err := server.New(server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Shutdown(t.Context()) }()
+	d := New(Options{Management: echo, Watch: srv.Watch, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h := httptest.NewServer(d)
+	defer h.Close()
+	c := loginAs(t, d, "admin", "public")
+	get := func(target string, cookie *http.Cookie) *http.Response {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, h.URL+target, nil)
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for target, want := range map[string]int{"/watch?topic=a/%23": http.StatusUnauthorized, "/watch?topic=a/%23/b": http.StatusBadRequest} {
+		cookie := c
+		if want == http.StatusUnauthorized {
+			cookie = nil
+		}
+		resp := get(target, cookie)
+		_ = resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d", target, resp.StatusCode, want)
+		}
+	}
+	subs := srv.Stats().Subscriptions
+	resp := get("/watch?topic=a/%23", c)
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("a watch: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	if !sc.Scan() || sc.Text() != ": watching" { // the subscription is in place once this is sent
+		t.Fatalf("first line %q", sc.Text())
+	}
+	if _, _, err := srv.Publish(&bsession.Message{Topic: "a/b", Payload: []byte("hello"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var event string
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			event = data
+			break
+		}
+	}
+	if !strings.Contains(event, `"topic":"a/b"`) || !strings.Contains(event, `"payload":"hello"`) {
+		t.Fatalf("event %q", event)
+	}
+	_ = resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for srv.Stats().Subscriptions != subs {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscriptions after the browser left, want %d", srv.Stats().Subscriptions, subs)
+		}
+		<-tick.C
 	}
 }

@@ -93,14 +93,15 @@ func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 // Reloads counts the certificate reloads.
 func (r *CertReloader) Reloads() uint64 { return r.reloads.Load() }
 
-// NotAfter is when the certificate in force expires (zero when it does not parse).
+// NotAfter is when the certificate expires that a handshake would get now (zero when
+// it does not parse): renewed files are read first, as for a handshake, so the
+// figure follows a renewal even on a port whose connections are long-lived.
 func (r *CertReloader) NotAfter() time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cert == nil || r.cert.Leaf == nil {
+	c, _ := r.GetCertificate(nil)
+	if c == nil || c.Leaf == nil {
 		return time.Time{}
 	}
-	return r.cert.Leaf.NotAfter
+	return c.Leaf.NotAfter
 }
 
 // Failures counts the changed pairs that did not load.

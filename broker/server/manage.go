@@ -18,6 +18,9 @@ import (
 // the like): what this node holds, in the contract's types. The API asks every node of
 // the cluster and merges the answers.
 
+// MaxPayload is the largest payload Publish takes (the maximum packet size).
+func (s *Server) MaxPayload() int { return int(s.opts.MaxPacketSize) }
+
 // ErrBadPublish is a management publish with an invalid topic, QoS or payload.
 var ErrBadPublish = errors.New("invalid publish")
 
@@ -41,7 +44,10 @@ type sessionView struct {
 func (s *Server) views(keep func(id string) bool) []sessionView {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]sessionView, 0, len(s.sessions))
+	var out []sessionView
+	if keep == nil {
+		out = make([]sessionView, 0, len(s.sessions))
+	}
 	for id, e := range s.sessions {
 		if e.moving || (keep != nil && !keep(id)) {
 			continue
@@ -71,11 +77,18 @@ func (s *Server) LocalClients(keep func(id string) bool) []apiv1.Client {
 
 // LocalClient returns the session id on this node and its subscriptions (Node empty).
 func (s *Server) LocalClient(id string) (apiv1.ClientDetail, bool) {
-	views := s.views(func(x string) bool { return x == id })
-	if len(views) == 0 {
+	s.mu.RLock()
+	e := s.sessions[id]
+	if e == nil || e.moving {
+		s.mu.RUnlock()
 		return apiv1.ClientDetail{}, false
 	}
-	return apiv1.ClientDetail{Client: clientOf(views[0]), SubscriptionList: subscriptionsOf(id, views[0].sess)}, true
+	v := sessionView{id: id, sess: e.sess, client: e.client, expiry: e.expiry, disconnected: e.disconnected}
+	if e.client != nil {
+		v.expiry = e.client.sessionExpiry
+	}
+	s.mu.RUnlock()
+	return apiv1.ClientDetail{Client: clientOf(v), SubscriptionList: subscriptionsOf(id, v.sess)}, true
 }
 
 // clientOf describes one session (its fields are immutable once connected, or read
@@ -206,7 +219,7 @@ func (s *Server) DeleteRetained(topic string) (bool, error) {
 }
 
 // Publish publishes msg as the broker (an administrator's message: no ACL applies)
-// to every matching session of the cluster and returns how many queued it, once the
+// to every matching subscriber of the cluster and returns how many got it, once the
 // other nodes acknowledged. Topics starting with '$' or over the topic limits are
 // refused (ErrBadPublish), as is a retained message the cluster could not replicate
 // (ErrNotReplicated: neither stored nor delivered). A retained message over the

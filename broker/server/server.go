@@ -183,6 +183,12 @@ type Server struct {
 
 	kicked map[string]uint64 // client ID -> epoch of the last takeover by another node; guarded by mu
 
+	// The dashboard's watchers (watch.go): pseudo-client ID -> *watcher. watchMu is
+	// held (read) while route hands a watcher a message and (write) while one closes.
+	watchers   sync.Map
+	watchMu    lockorder.RWMutex
+	watchCount atomic.Int64
+
 	shareMu lockorder.Mutex
 	shareRR map[string]uint32 // round-robin position per "group\x00filter"
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
@@ -95,6 +96,10 @@ func RenderConfig(mc *v1alpha1.MQTTCluster) ([]byte, error) {
 	for _, k := range keys {
 		if slices.Contains(operatorAuthKeys, k) {
 			return nil, fmt.Errorf("spec.config: %s is set by spec.auth", k)
+		}
+		if strings.HasPrefix(k, "dashboard.") {
+			// The CRD refuses them too; an older CRD may not.
+			return nil, fmt.Errorf("spec.config: %s is set by spec.dashboard", k)
 		}
 		if err := cfg.Set(k, mc.Spec.Config[k]); err != nil {
 			return nil, fmt.Errorf("spec.config: %w", err)

@@ -58,16 +58,11 @@ func monitoringObject(mc *v1alpha1.MQTTCluster, gvk schema.GroupVersionKind) *un
 	return u
 }
 
-// monitoringLabels are spec.monitoring.labels under the operator's own.
+// monitoringLabels are spec.monitoring.labels under the operator's own, and nothing
+// else: a label removed from the spec goes (a Prometheus that selected by it stops
+// selecting the objects).
 func monitoringLabels(u *unstructured.Unstructured, mc *v1alpha1.MQTTCluster) {
-	l := u.GetLabels()
-	if l == nil {
-		l = map[string]string{}
-	}
-	for k, v := range mc.Spec.Monitoring.Labels {
-		l[k] = v
-	}
-	u.SetLabels(mergeLabels(l, Labels(mc)))
+	u.SetLabels(mergeLabels(mc.Spec.Monitoring.Labels, Labels(mc)))
 }
 
 // PodMonitorBuilder builds the PodMonitor that scrapes the brokers' /metrics on the
@@ -101,8 +96,10 @@ func (b *PodMonitorBuilder) Mutate(obj client.Object) error {
 		"path":     "/metrics",
 		"interval": interval,
 		"relabelings": []any{
-			map[string]any{"sourceLabels": []any{"__meta_kubernetes_pod_label_" + sanitize(LabelInstance)}, "targetLabel": ClusterLabel},
-			map[string]any{"sourceLabels": []any{"__meta_kubernetes_pod_name"}, "targetLabel": "pod"},
+			// action spelled out: the CRD's default, which would otherwise differ from
+			// what the operator writes on every reconcile (an update each time).
+			map[string]any{"action": "replace", "sourceLabels": []any{"__meta_kubernetes_pod_label_" + sanitize(LabelInstance)}, "targetLabel": ClusterLabel},
+			map[string]any{"action": "replace", "sourceLabels": []any{"__meta_kubernetes_pod_name"}, "targetLabel": "pod"},
 		},
 	}
 	if b.HTTPS {

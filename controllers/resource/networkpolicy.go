@@ -39,8 +39,11 @@ func NetworkPolicyEnabled(mc *v1alpha1.MQTTCluster) bool {
 // open to everyone, the cluster port only to the cluster's own pods (the cookie
 // handshake is the second lock), the API port (the cluster verbs, /metrics) only to
 // the operator and the peers of spec.networkPolicy.apiFrom, the dashboard port to
-// everyone while the dashboard is enabled. The kubelet's probes are not affected
-// (traffic from a pod's own node is always allowed).
+// everyone while the dashboard is enabled with an admin Secret. With the default
+// credentials (admin/public) the dashboard port stays closed: only a
+// kubectl port-forward reaches it (the kubelet's tunnel is not subject to the policy),
+// so the well-known password cannot be tried from the network. The kubelet's probes
+// are not affected (traffic from a pod's own node is always allowed).
 type NetworkPolicyBuilder struct {
 	Cluster  *v1alpha1.MQTTCluster
 	Operator Operator
@@ -93,7 +96,7 @@ func (b *NetworkPolicyBuilder) Mutate(obj client.Object) error {
 	if len(api) > 0 {
 		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{policyPort(APIPort)}, From: api})
 	}
-	if mc.Spec.Dashboard.Enabled {
+	if d := mc.Spec.Dashboard; d.Enabled && d.AdminSecretRef != nil {
 		rules = append(rules, networkingv1.NetworkPolicyIngressRule{Ports: []networkingv1.NetworkPolicyPort{policyPort(DashboardPort)}})
 	}
 	np.Spec.Ingress = rules

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -46,8 +47,15 @@ func TestNetworkPolicyBuilder(t *testing.T) {
 			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
 			APIPort:     {"pods=app=prometheus"},
 		}},
-		{"dashboard, one listener, a scraper", func(mc *v1alpha1.MQTTCluster) {
+		{"dashboard with the default credentials: its port stays closed (port-forward only)", func(mc *v1alpha1.MQTTCluster) {
 			mc.Spec.Dashboard.Enabled = true
+		}, operator, map[int32][]string{
+			1883: {"*"}, 8083: {"*"},
+			ClusterPort: {"pods=app.kubernetes.io/instance=demo,app.kubernetes.io/name=mqttd"},
+			APIPort:     {"ns=kubernetes.io/metadata.name=ops/pods=control-plane=controller-manager"},
+		}},
+		{"dashboard with an admin Secret, one listener, a scraper", func(mc *v1alpha1.MQTTCluster) {
+			mc.Spec.Dashboard = v1alpha1.DashboardSpec{Enabled: true, AdminSecretRef: &corev1.LocalObjectReference{Name: "admin"}}
 			mc.Spec.Listeners = mc.Spec.Listeners[:1]
 			mc.Spec.NetworkPolicy = v1alpha1.NetworkPolicySpec{Enabled: ptr.To(true), APIFrom: []networkingv1.NetworkPolicyPeer{prometheus}}
 		}, operator, map[int32][]string{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,14 +273,36 @@ func TestDashboard(t *testing.T) {
 		}
 		return nil
 	})
-	step(ctx, t, "publish from the tool",
+	// The subscribe tool watches tool/# on node-0; its route reaches the other nodes.
+	step(ctx, t, "subscribe from the tool",
 		chromedp.Navigate(base+"/#publish"),
-		chromedp.WaitVisible(chromedp.CSS("#publish-topic")),
+		chromedp.WaitVisible(chromedp.CSS("#watch-topic")),
+		chromedp.SendKeys(chromedp.CSS("#watch-topic"), "tool/#"),
+		chromedp.Click(chromedp.CSS("#watch-button")),
+	)
+	waitFor(ctx, t, "the tool subscribed", `document.querySelector("#watch-state").innerText.includes("Subscribed to tool/#")`)
+	eventually(t, clusterTimeout, "node-2 routes tool/# to node-0", func() error {
+		var rl apiv1.RouteList
+		if err := nodes[2].getJSON("/api/v1/routes?topic="+url.QueryEscape("tool/#"), &rl); err != nil {
+			return err
+		}
+		if len(rl.Data) != 1 || !slices.Contains(rl.Data[0].Nodes, "node-0") {
+			return fmt.Errorf("routes %+v", rl.Data)
+		}
+		return nil
+	})
+	rec.publish(t, "tool/from-node-2", false, "published on node-2")
+	waitFor(ctx, t, "the tool shows a message published on another node",
+		`(document.querySelector('#watch-messages li[data-topic="tool/from-node-2"]')||{innerText:""}).innerText.includes("published on node-2")`)
+	step(ctx, t, "publish from the tool",
 		chromedp.SendKeys(chromedp.CSS("#publish-topic"), "tool/test"),
 		chromedp.SendKeys(chromedp.CSS("#publish-payload"), "hello from the dashboard"),
 		chromedp.Click(chromedp.CSS("#publish-button")),
 	)
-	waitFor(ctx, t, "the tool reports the delivery", `document.querySelector("#publish-result").innerText.includes("1 session")`)
+	waitFor(ctx, t, "the tool reports the delivery", `document.querySelector("#publish-result").innerText.includes("2 subscriber(s)")`) // tool-sub and the tool's own subscription
+	waitFor(ctx, t, "the tool's own subscription shows its message",
+		`(document.querySelector('#watch-messages li[data-topic="tool/test"]')||{innerText:""}).innerText.includes("hello from the dashboard")`)
+	screenshot(ctx, t, "dashboard-tools.png")
 	eventually(t, clusterTimeout, "the client receives the tool's message", func() error {
 		if !rec.rec.hasPayload("hello from the dashboard") {
 			return fmt.Errorf("not yet: %v", rec.rec.all())

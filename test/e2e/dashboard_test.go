@@ -50,14 +50,14 @@ var _ = Describe("The dashboard on a real cluster", Ordered, func() {
 			Fail(fmt.Sprintf("the dashboard's API without a session: %d", code))
 		}
 
-		login := func(password string) int {
-			resp, err := hc.PostForm(base+"/login", url.Values{"username": {"ops"}, "password": {password}})
+		login := func(user, password string) int {
+			resp, err := hc.PostForm(base+"/login", url.Values{"username": {user}, "password": {password}})
 			Expect(err).NotTo(HaveOccurred())
 			_ = resp.Body.Close()
 			return resp.StatusCode
 		}
-		Expect(login("public")).To(Equal(http.StatusUnauthorized), "the default password with a Secret set")
-		Expect(login("e2e-dashboard-pass")).To(Equal(http.StatusOK), "the Secret's password (redirected to the overview)")
+		Expect(login("admin", "public")).To(Equal(http.StatusUnauthorized), "the default credentials with a Secret set")
+		Expect(login("ops", "e2e-dashboard-pass")).To(Equal(http.StatusOK), "the Secret's credentials (redirected to the overview)")
 		code, page = get("/")
 		Expect(code).To(Equal(http.StatusOK))
 		Expect(csrfRE.FindStringSubmatch(page)).To(HaveLen(2), "the overview carries its CSRF token")

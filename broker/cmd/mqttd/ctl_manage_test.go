@@ -82,7 +82,7 @@ func TestCtlManagement(t *testing.T) {
 	waitMetric(t, api, `mqttd_connections_total 2\b`)
 	waitMetric(t, api, `mqttd_subscriptions 1\b`)
 	run(exitFailed, "clients", "kick", "nobody")
-	if out := run(exitOK, "publish", "ctl/x", "hello", "--qos", "1"); !strings.Contains(out, "1 session(s)") {
+	if out := run(exitOK, "publish", "ctl/x", "hello", "--qos", "1"); !strings.Contains(out, "1 subscriber(s)") {
 		t.Fatalf("publish:\n%s", out)
 	}
 	run(exitOK, "publish", "ctl/y", "bye")

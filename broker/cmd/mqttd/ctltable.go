@@ -315,7 +315,7 @@ func ctlCommand(args []string) (method, path string, body []byte, render rendere
 			if err := json.Unmarshal(raw, &r); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(w, "published to %s: %d session(s) queued it\n", r.Topic, r.Sessions)
+			_, err := fmt.Fprintf(w, "published to %s: %d subscriber(s) got it\n", r.Topic, r.Sessions)
 			if err == nil && r.NotRetained != "" {
 				_, err = fmt.Fprintf(w, "not retained: %s\n", r.NotRetained)
 			}

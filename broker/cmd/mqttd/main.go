@@ -243,7 +243,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			l = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: dashCert.GetCertificate})
 		}
 		dash = dashboard.New(dashboard.Options{UsernameFile: cfg.Dashboard.UsernameFile, PasswordFile: cfg.Dashboard.PasswordFile,
-			Secret: token, Management: api.Management(srv, node, apiOpts), Logger: log})
+			Secret: token, Management: api.Management(srv, node, apiOpts), Watch: srv.Watch, Logger: log})
 		apiOpts.Dashboard = dash
 		log.Info("listening", "listener", "dashboard", "address", l.Addr().String(), "https", dashCert != nil,
 			"defaultCredentials", cfg.Dashboard.PasswordFile == "")

@@ -180,7 +180,44 @@ async function publish(ev) {
   const r = await api("POST", "/api/v1/publish", {
     topic: f.topic.value, payload: f.payload.value, qos: Number(f.qos.value), retain: f.retain.checked,
   });
-  $("#publish-result").textContent = `Published to ${r.topic}: ${r.sessions} session(s) queued it.` + (r.notRetained ? ` Not retained: ${r.notRetained}.` : "");
+  $("#publish-result").textContent = `Published to ${r.topic}: ${r.sessions} subscriber(s) got it.` + (r.notRetained ? ` Not retained: ${r.notRetained}.` : "");
+}
+
+// The subscribe tool: the server's stream of matching messages (/watch, server-sent
+// events), on while the page stays open.
+let watching = null;
+const maxWatched = 100;
+
+function watch(ev) {
+  ev.preventDefault();
+  if (watching) {
+    watching.close();
+    watching = null;
+    $("#watch-button").textContent = "Subscribe";
+    $("#watch-state").textContent = "Stopped.";
+    return;
+  }
+  const filter = $("#watch-topic").value;
+  const es = new EventSource("/watch?topic=" + encodeURIComponent(filter));
+  watching = es;
+  $("#watch-button").textContent = "Stop";
+  $("#watch-state").textContent = `Subscribed to ${filter}.`;
+  es.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    const list = $("#watch-messages");
+    list.prepend(el("li", { "data-topic": m.topic },
+      el("b", {}, m.topic), ` (QoS ${m.qos}${m.retain ? ", retained" : ""}) `,
+      el("code", {}, (m.payloadEncoding === "base64" ? "base64: " : "") + m.payload)));
+    while (list.children.length > maxWatched) list.lastChild.remove();
+  };
+  es.addEventListener("end", () => { es.close(); watching = null; $("#watch-button").textContent = "Subscribe"; $("#watch-state").textContent = "The watch timed out."; });
+  es.onerror = () => {
+    if (es.readyState === EventSource.CLOSED) {
+      watching = null;
+      $("#watch-button").textContent = "Subscribe";
+      $("#watch-state").textContent = "The subscription was refused or ended (an invalid filter, or too many watchers on this node).";
+    }
+  };
 }
 
 const pageLoaders = { overview, clients, subscriptions, retained, publish: async () => {} };
@@ -201,5 +238,6 @@ for (const [form, load] of [["#clients-filter", clients], ["#subs-filter", subsc
   $(form).addEventListener("submit", (ev) => { ev.preventDefault(); load(1).then(() => showError(null), showError); });
 }
 $("#publish-form").addEventListener("submit", (ev) => publish(ev).then(() => showError(null), showError));
+$("#watch-form").addEventListener("submit", watch);
 window.addEventListener("hashchange", show);
 show();
