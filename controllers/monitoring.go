@@ -2,32 +2,40 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
 	"github.com/mqtt-operator/mqtt-operator/controllers/resource"
 )
 
 // reconcileMonitoring writes the PodMonitor and PrometheusRule of spec.monitoring, or
-// deletes the ones it wrote (status.monitoring says so) once monitoring is turned off.
-// The Prometheus Operator is optional: without its CRDs the monitoring asked for is
-// not in force, so the cluster is Degraded (PrometheusOperatorNotInstalled) and not
-// Ready, and the operator looks again every minute (no event says when the CRDs
-// arrive). It is the last step and never stops or fails the reconcile: whatever goes
-// wrong here (the CRDs removed, a role without the monitoring.coreos.com rules, a
-// name taken) is reported and retried in a minute, and the brokers' lifecycle, which
-// ran before, does not depend on it.
+// deletes the ones it may have written (status.monitoring says so) once monitoring is
+// turned off. The Prometheus Operator is optional: without its CRDs the monitoring
+// asked for is not in force, so the cluster is Degraded (PrometheusOperatorNotInstalled)
+// and not Ready, and the operator looks again every minute (no event says when the
+// CRDs arrive). It never stops or fails the reconcile: a lasting cause (the CRDs
+// removed, a role without the monitoring.coreos.com rules, a name taken, a spec
+// refused) is reported and retried in a minute; a passing one (a timeout, a conflict)
+// is logged and retried in a few seconds without a report. The brokers' lifecycle
+// does not depend on it.
 func (r *MQTTClusterReconciler) reconcileMonitoring(ctx context.Context, st *state) (bool, error) {
 	mc := st.cluster
 	builders := []resource.Builder{&resource.PodMonitorBuilder{Cluster: mc, HTTPS: st.clusterTLS}, &resource.PrometheusRuleBuilder{Cluster: mc}}
-	retry := func(reason, format string, args ...any) (bool, error) {
-		r.report(st, notInForce, reason, fmt.Sprintf(format, args...))
-		st.requeue = minRequeue(st.requeue, time.Minute)
+	failed := func(err error, reason, format string, args ...any) (bool, error) {
+		if err == nil || meta.IsNoMatchError(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || errors.Is(err, errNameConflict) {
+			r.report(st, notInForce, reason, fmt.Sprintf(format, args...))
+			st.requeue = minRequeue(st.requeue, time.Minute)
+			return false, nil
+		}
+		log.FromContext(ctx).Info("monitoring not written yet; retrying", "error", err)
+		st.requeue = minRequeue(st.requeue, 10*time.Second)
 		return false, nil
 	}
 	if !mc.Spec.Monitoring.Enabled {
@@ -37,11 +45,11 @@ func (r *MQTTClusterReconciler) reconcileMonitoring(ctx context.Context, st *sta
 		for _, b := range builders {
 			err := r.deleteIfOwned(ctx, mc, b.Object())
 			if err != nil && !meta.IsNoMatchError(err) && !apierrors.IsNotFound(err) {
-				return retry("MonitoringNotRemoved", "spec.monitoring is off, but the operator could not delete its %s %q: %v",
+				return failed(err, "MonitoringNotRemoved", "spec.monitoring is off, but the operator could not delete its %s %q: %v",
 					b.Object().GetObjectKind().GroupVersionKind().Kind, resource.MonitoringName(mc), err)
 			}
 		}
-		st.monitoring = ptr.To(v1alpha1.MonitoringStatus(""))
+		st.monitoring = ptr.To(v1alpha1.MonitoringStatus("")) // both gone
 		return false, nil
 	}
 	var missing []string
@@ -50,25 +58,25 @@ func (r *MQTTClusterReconciler) reconcileMonitoring(ctx context.Context, st *sta
 		gk.Kind = gvk.kind
 		if _, err := r.RESTMapper().RESTMapping(gk, gvk.version); err != nil {
 			if !meta.IsNoMatchError(err) {
-				return retry("MonitoringNotApplied", "looking up %s in the API: %v", gk, err)
+				return failed(err, "MonitoringNotApplied", "looking up %s in the API: %v", gk, err)
 			}
 			missing = append(missing, gk.String())
 		}
 	}
 	if len(missing) > 0 {
-		return retry("PrometheusOperatorNotInstalled",
+		return failed(nil, "PrometheusOperatorNotInstalled",
 			"spec.monitoring.enabled asks for a PodMonitor and a PrometheusRule, but the Prometheus Operator's CRDs are not installed (no %v in the API): install the Prometheus Operator (for example kube-prometheus-stack), or turn spec.monitoring off",
 			missing)
 	}
+	// Recorded before writing: one written and the other refused must still be
+	// deleted once monitoring is turned off.
+	st.monitoring = ptr.To(v1alpha1.MonitoringEnabled)
 	for _, b := range builders {
 		if _, err := r.apply(ctx, mc, b); err != nil {
-			// A name taken, a spec refused, a role without the rules, or a passing
-			// failure: all reported and retried in a minute.
-			return retry("MonitoringNotApplied", "writing the %s %q: %v",
+			return failed(err, "MonitoringNotApplied", "writing the %s %q: %v",
 				b.Object().GetObjectKind().GroupVersionKind().Kind, resource.MonitoringName(mc), err)
 		}
 	}
-	st.monitoring = ptr.To(v1alpha1.MonitoringEnabled)
 	return false, nil
 }
 

@@ -106,8 +106,9 @@ type step struct {
 // before the StatefulSet whose pods mount them (the node Secret holds what the nodes
 // run, copied from the cookie and token Secrets); the Services before the pods look
 // each other up; the NetworkPolicy before the pods, so that none starts unprotected;
-// the PodDisruptionBudget once there is something to protect; monitoring last, after
-// the lifecycle (it reports its own problems and never stops or fails a reconcile). A NodePort or LoadBalancer client Service is widened
+// the PodDisruptionBudget once there is something to protect; monitoring before the
+// lifecycle, whose failures end a reconcile (monitoring itself reports its problems
+// and never stops or fails one, so the lifecycle never waits for it). A NodePort or LoadBalancer client Service is widened
 // only once the pods run the settings the spec asks for.
 // retiredtokens follows lifecycle, whose observation says whether any node still
 // runs a replaced API token.
@@ -132,9 +133,9 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		{"networkpolicy", r.reconcileNetworkPolicy},
 		{"statefulset", r.reconcileStatefulSet},
 		{"pdb", r.reconcilePDB},
+		{"monitoring", r.reconcileMonitoring},
 		{"lifecycle", r.reconcileLifecycle},
 		{"retiredtokens", r.reconcileRetiredTokens},
-		{"monitoring", r.reconcileMonitoring},
 	}
 	var forbidden error
 	for _, s := range pipeline {

@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -39,6 +38,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	bsession "github.com/mqtt-operator/mqtt-operator/broker/session"
 )
 
@@ -429,6 +429,7 @@ const (
 	watchMaxTime = 30 * time.Minute // a watch ends by itself
 	watchPreview = 4 << 10          // payload bytes shown
 	watchPing    = 15 * time.Second // a comment line keeps proxies from closing the stream
+	watchWrite   = 30 * time.Second // how long one write may take
 )
 
 // watchedMessage is one event of the subscribe tool's stream.
@@ -455,7 +456,11 @@ func (d *Dashboard) watch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	msgs, stop, err := d.opts.Watch(r.URL.Query().Get("topic"), watchBuffer)
-	if err != nil {
+	switch {
+	case errors.Is(err, server.ErrTooManyWatchers), errors.Is(err, server.ErrServerClosed):
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	case err != nil:
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -466,12 +471,18 @@ func (d *Dashboard) watch(w http.ResponseWriter, r *http.Request) {
 	d.log.Info("dashboard watch", "user", s.user, "topic", r.URL.Query().Get("topic"))
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{}) // a stream outlives the server's read timeout
+	// Each write must go out within watchWrite: a browser that stops reading ends the
+	// stream (and frees its watcher) instead of holding it.
+	writef := func(format string, args ...any) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(watchWrite))
+		_, err := fmt.Fprintf(w, format, args...)
+		return err == nil && rc.Flush() == nil
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	_, _ = io.WriteString(w, ": watching\n\n")
-	if rc.Flush() != nil {
+	if !writef(": watching\n\n") {
 		return
 	}
 	ping := time.NewTicker(watchPing)
@@ -483,19 +494,25 @@ func (d *Dashboard) watch(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-end.C:
-			_, _ = io.WriteString(w, "event: end\ndata: the watch timed out\n\n")
-			_ = rc.Flush()
+			writef("event: end\ndata: the watch timed out\n\n")
 			return
 		case <-ping.C:
-			if _, err := io.WriteString(w, ": ping\n\n"); err != nil || rc.Flush() != nil {
+			// The session is checked again: a logout elsewhere, its expiry or a new
+			// password ends the stream.
+			if _, ok := d.session(r); !ok {
+				writef("event: end\ndata: the session ended\n\n")
+				return
+			}
+			if !writef(": ping\n\n") {
 				return
 			}
 		case m, ok := <-msgs:
 			if !ok {
+				writef("event: end\ndata: the node is shutting down\n\n")
 				return
 			}
 			b, _ := json.Marshal(watched(m))
-			if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil || rc.Flush() != nil {
+			if !writef("data: %s\n\n", b) {
 				return
 			}
 		}
@@ -507,6 +524,9 @@ func watched(m *bsession.Message) watchedMessage {
 	out := watchedMessage{Topic: m.Topic, PayloadSize: len(p), QoS: m.QoS, Retain: m.Retain}
 	if len(p) > watchPreview {
 		p = p[:watchPreview]
+		for i := 0; i < utf8.UTFMax-1 && len(p) > 0 && !utf8.Valid(p); i++ {
+			p = p[:len(p)-1] // text cut inside a character stays text
+		}
 	}
 	if utf8.Valid(p) {
 		out.Payload, out.PayloadEncoding = string(p), "plain"

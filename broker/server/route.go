@@ -108,8 +108,10 @@ func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int
 		id := subs[i].ClientID
 		group := subs[i:j]
 		i = j
-		if s.deliverWatch(id, msg) {
-			n++ // a subscriber too: a publisher is not told there is none (PUBACK 0x10)
+		if watcher, delivered := s.deliverWatch(id, msg); watcher {
+			if delivered {
+				n++ // a subscriber too: a publisher is not told there is none (PUBACK 0x10)
+			}
 			continue
 		}
 		if node, ok := peerOf(id); ok {

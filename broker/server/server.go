@@ -381,6 +381,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		clients = append(clients, c)
 	}
 	s.mu.Unlock()
+	s.stopWatchers() // their streams end instead of holding up the dashboard's shutdown
 	for _, c := range clients {
 		c.shutdown(serverShuttingDown, "the server is shutting down")
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -26,10 +27,14 @@ const watchPrefix = "\x00watch:"
 // MaxWatchers bounds the watchers of one node.
 const MaxWatchers = 16
 
-// watcher is one watch: its messages and how many it dropped.
+// ErrTooManyWatchers is a Watch over MaxWatchers.
+var ErrTooManyWatchers = errors.New("too many watchers")
+
+// watcher is one watch: its messages, how many it dropped, and how it ends.
 type watcher struct {
 	ch      chan *session.Message
 	dropped atomic.Uint64
+	stop    func() uint64
 }
 
 // Watch subscribes to filter (no shared subscriptions; no ACL: an administrator's
@@ -40,18 +45,21 @@ func (s *Server) Watch(filter string, buf int) (<-chan *session.Message, func() 
 	if !topic.ValidFilter(filter) || strings.HasPrefix(filter, "$share/") {
 		return nil, nil, fmt.Errorf("%w: %q is not a topic filter to watch", ErrBadPublish, filter)
 	}
+	select {
+	case <-s.done:
+		return nil, nil, ErrServerClosed
+	default:
+	}
 	if s.watchCount.Add(1) > MaxWatchers {
 		s.watchCount.Add(-1)
-		return nil, nil, fmt.Errorf("this node already has %d watchers", MaxWatchers)
+		return nil, nil, fmt.Errorf("%w: this node already has %d watchers", ErrTooManyWatchers, MaxWatchers)
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	id := watchPrefix + hex.EncodeToString(b[:])
 	w := &watcher{ch: make(chan *session.Message, buf)}
-	s.watchers.Store(id, w)
-	s.flushRoutes(s.addSub(topic.Subscription{ClientID: id, Filter: filter, QoS: 2}))
 	var stopped atomic.Bool
-	stop := func() uint64 {
+	w.stop = func() uint64 {
 		if stopped.Swap(true) {
 			return w.dropped.Load()
 		}
@@ -63,26 +71,40 @@ func (s *Server) Watch(filter string, buf int) (<-chan *session.Message, func() 
 		s.watchMu.Unlock()
 		return w.dropped.Load()
 	}
-	return w.ch, stop, nil
+	s.watchers.Store(id, w)
+	s.flushRoutes(s.addSub(topic.Subscription{ClientID: id, Filter: filter, QoS: 2}))
+	return w.ch, w.stop, nil
 }
 
-// deliverWatch hands msg to the watcher id, if it is one; it reports whether id is a
-// watcher.
-func (s *Server) deliverWatch(id string, msg *session.Message) bool {
+// stopWatchers ends every watch (the server shuts down): their channels close, so
+// the streams that read them end instead of holding up the shutdown.
+func (s *Server) stopWatchers() {
+	s.watchers.Range(func(_, v any) bool {
+		if w, ok := v.(*watcher); ok {
+			w.stop()
+		}
+		return true
+	})
+}
+
+// deliverWatch hands msg to the watcher id, if it is one: isWatcher says whether id
+// is a watcher's, delivered whether the message fit its buffer.
+func (s *Server) deliverWatch(id string, msg *session.Message) (isWatcher, delivered bool) {
 	if !strings.HasPrefix(id, watchPrefix) {
-		return false
+		return false, false
 	}
 	s.watchMu.RLock()
 	defer s.watchMu.RUnlock()
 	v, ok := s.watchers.Load(id)
 	if !ok {
-		return true // stopping
+		return true, false // stopping
 	}
 	w, _ := v.(*watcher)
 	select {
 	case w.ch <- msg:
+		return true, true
 	default:
 		w.dropped.Add(1)
+		return true, false
 	}
-	return true
 }

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -73,5 +74,32 @@ func TestWatch(t *testing.T) {
 	}
 	if _, _, err := b.Watch("a/#/b", 1); err == nil {
 		t.Fatal("an invalid filter was accepted")
+	}
+}
+
+// TestWatchEndsAtShutdown checks that a shutdown closes every watcher's channel (a
+// stream reading it ends instead of holding up the shutdown) and refuses new ones.
+func TestWatchEndsAtShutdown(t *testing.T) {
+	srv, err := server.New(server.Options{SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, err := srv.Watch("a/#", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-msgs:
+		if ok {
+			t.Fatal("a message after the shutdown")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watcher's channel is still open after the shutdown")
+	}
+	if _, _, err := srv.Watch("a/#", 1); !errors.Is(err, server.ErrServerClosed) {
+		t.Fatalf("a watch after the shutdown: %v", err)
 	}
 }

@@ -210,7 +210,12 @@ function watch(ev) {
       el("code", {}, (m.payloadEncoding === "base64" ? "base64: " : "") + m.payload)));
     while (list.children.length > maxWatched) list.lastChild.remove();
   };
-  es.addEventListener("end", () => { es.close(); watching = null; $("#watch-button").textContent = "Subscribe"; $("#watch-state").textContent = "The watch timed out."; });
+  es.addEventListener("end", (e) => {
+    es.close();
+    watching = null;
+    $("#watch-button").textContent = "Subscribe";
+    $("#watch-state").textContent = `Ended: ${e.data}.`;
+  });
   es.onerror = () => {
     if (es.readyState === EventSource.CLOSED) {
       watching = null;
