@@ -119,15 +119,21 @@ func TestSilentCutNoticed(t *testing.T) {
 	}
 }
 
-// fresh counts the messages that were not resent (DUP clear).
-func fresh(ms []message) int {
-	n := 0
+// doubled returns the payloads received more than once without DUP: a message written
+// twice by the broker as new. (One received only with DUP is allowed: a QoS 1 delivery
+// in flight when its client went away is resent with DUP, and may be its only copy.)
+func doubled(ms []message) []string {
+	seen := map[string]int{}
+	var out []string
 	for _, m := range ms {
-		if !m.dup {
-			n++
+		if m.dup {
+			continue
+		}
+		if seen[m.payload]++; seen[m.payload] == 2 {
+			out = append(out, m.payload)
 		}
 	}
-	return n
+	return out
 }
 
 // TestUnreachableSubscribersGetEverything: QoS 1 subscribers on a node that goes
@@ -174,11 +180,12 @@ func TestUnreachableSubscribersGetEverything(t *testing.T) {
 	expectSequence(t, back, total)
 	moved = connectV5(t, b, "part-moved", v5Options{expiry: sessionExpiry, rec: moved.rec})
 	expectSequence(t, moved, total)
-	// Once: a message written again after the reconnect must not come twice. A QoS 1
-	// resend of an unacknowledged delivery carries DUP and is allowed.
+	// Once: a message written again after the reconnect must not come twice as new. A
+	// QoS 1 resend of an unacknowledged delivery carries DUP and is allowed (and may be
+	// the only copy: the first send was in flight when the client went away).
 	for _, sub := range []*v5Client{online, back, moved} {
-		if n := fresh(sub.rec.data()); n != total {
-			t.Errorf("%s received %d messages without DUP, want exactly %d", sub.id, n, total)
+		if d := doubled(sub.rec.data()); len(d) > 0 {
+			t.Errorf("%s received %d messages twice without DUP: %v", sub.id, len(d), d[:min(5, len(d))])
 		}
 	}
 	eventually(t, mqttTimeout, a.name()+"'s outbox is empty", metricLine(a, "mqttd_cluster_outbox_messages 0"))
