@@ -231,7 +231,7 @@ build-manager: | $(LOCALBIN) ## Build the static operator binary into bin/manage
 	CGO_ENABLED=0 go build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(LOCALBIN)/manager .
 
 .PHONY: run-broker
-run-broker: build-mqttd ## Run mqttd locally with config/mqttd/mqttd.yaml (MQTT 127.0.0.1:1883, WebSocket :8083).
+run-broker: build-mqttd ## Run mqttd locally with config/mqttd/mqttd.yaml (MQTT 127.0.0.1:1883, WebSocket :8083, dashboard 127.0.0.1:18083).
 	$(LOCALBIN)/mqttd --config $(MQTTD_CONFIG)
 
 .PHONY: image-context
