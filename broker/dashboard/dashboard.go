@@ -354,17 +354,13 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	if !d.allowLogin(addr) {
 		d.logins[LoginThrottled].Add(1)
 		d.log.Warn("dashboard login throttled: too many attempts", "address", addr)
-		w.WriteHeader(http.StatusTooManyRequests)
-		data["Error"] = "Too many login attempts. Wait a minute and try again."
-		d.render(w, "login.html", data)
+		d.loginPage(w, http.StatusTooManyRequests, data, "Too many login attempts. Wait a minute and try again.")
 		return
 	}
 	user, pass, _, err := d.credentials()
 	if err != nil {
 		d.log.Error("dashboard credentials unreadable: every login is refused", "error", err)
-		w.WriteHeader(http.StatusInternalServerError)
-		data["Error"] = "The dashboard's credentials cannot be read (see the broker's log)."
-		d.render(w, "login.html", data)
+		d.loginPage(w, http.StatusInternalServerError, data, "The dashboard's credentials cannot be read (see the broker's log).")
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
@@ -377,9 +373,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		d.logins[LoginFailed].Add(1)
 		// Not the typed username: it is often a password typed in the wrong field.
 		d.log.Info("dashboard login refused: wrong username or password", "address", addr)
-		w.WriteHeader(http.StatusUnauthorized)
-		data["Error"] = "Wrong username or password."
-		d.render(w, "login.html", data)
+		d.loginPage(w, http.StatusUnauthorized, data, "Wrong username or password.")
 		return
 	}
 	d.logins[LoginOK].Add(1)
@@ -388,6 +382,14 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: d.cookieValue(d.key(user, pass), user, expires), Path: "/",
 		Expires: expires, HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// loginPage answers the login page again with status and an error message.
+func (d *Dashboard) loginPage(w http.ResponseWriter, status int, data map[string]any, msg string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	data["Error"] = msg
+	d.render(w, "login.html", data)
 }
 
 func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request) {

@@ -101,10 +101,9 @@ func clientOf(v sessionView) apiv1.Client {
 	}
 	cl := apiv1.Client{ClientID: v.id, Username: owner, ExpiryInterval: v.expiry,
 		Subscriptions: v.sess.SubscriptionCount(), Queued: queued, Inflight: inflight, Dropped: v.sess.Dropped()}
-	if c := v.client; c != nil {
-		info := clientInfo(c)
-		cl.Connected, cl.Username, cl.Remote, cl.Listener = true, info.Username, info.Remote, info.Listener
-		cl.ProtocolVersion, cl.TLSVersion, cl.ConnectedAt = info.Protocol, info.TLSVersion, info.ConnectedAt.UTC().Format(time.RFC3339)
+	if c := v.client; c != nil { // fields set before the client attached, never changed
+		cl.Connected, cl.Username, cl.Remote, cl.Listener = true, c.principal.Username, c.addr, c.listener
+		cl.ProtocolVersion, cl.TLSVersion, cl.ConnectedAt = c.version, tlsVersionOf(c), c.connectedAt.UTC().Format(time.RFC3339)
 	} else if !v.disconnected.IsZero() {
 		cl.DisconnectedAt = v.disconnected.UTC().Format(time.RFC3339)
 	}

@@ -514,46 +514,19 @@ func newMessageOrigin() uint64 {
 	}
 }
 
-// ClientInfo describes a client connected to this node.
-type ClientInfo struct {
-	ClientID    string    `json:"clientID"`
-	Username    string    `json:"username,omitempty"`
-	Remote      string    `json:"remote"` // the client's address (a PROXY header's, when the listener has it on)
-	Listener    string    `json:"listener"`
-	Protocol    byte      `json:"protocolVersion"`
-	TLSVersion  string    `json:"tlsVersion,omitempty"` // "1.2" or "1.3" on a TLS listener
-	ConnectedAt time.Time `json:"connectedAt"`
-}
-
 // tlsVersioned is a connection that reports its negotiated TLS version.
 type tlsVersioned interface{ TLSVersion() uint16 }
 
-// Client describes the client connected to this node with client ID id.
-func (s *Server) Client(id string) (ClientInfo, bool) {
-	s.mu.Lock()
-	e := s.sessions[id]
-	var c *client
-	if e != nil {
-		c = e.client
-	}
-	s.mu.Unlock()
-	if c == nil {
-		return ClientInfo{}, false
-	}
-	return clientInfo(c), true
-}
-
-// clientInfo describes the connected client c.
-func clientInfo(c *client) ClientInfo {
-	info := ClientInfo{ClientID: c.id, Username: c.principal.Username, Remote: c.addr, Listener: c.listener,
-		Protocol: c.version, ConnectedAt: c.connectedAt}
+// tlsVersionOf is the TLS version of c's connection: "1.2", "1.3", or "" when it is
+// not TLS.
+func tlsVersionOf(c *client) string {
 	if tv, ok := c.conn.(tlsVersioned); ok {
 		switch tv.TLSVersion() {
 		case tls.VersionTLS12:
-			info.TLSVersion = "1.2"
+			return "1.2"
 		case tls.VersionTLS13:
-			info.TLSVersion = "1.3"
+			return "1.3"
 		}
 	}
-	return info
+	return ""
 }

@@ -228,60 +228,40 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var dash *dashboard.Dashboard
 	apiOpts := api.Options{Token: token, Version: version, Auth: authn, Listeners: clientListeners, ClusterCert: clusterCert,
 		NodeName: cfg.Cluster.NodeName, Logger: log}
-	var dashSrv *http.Server
-	if cfg.Dashboard.Listen != "" {
-		l, err := net.Listen("tcp", cfg.Dashboard.Listen)
-		if err != nil {
-			return fmt.Errorf("dashboard listener: %w", err)
-		}
-		var dashCert *listener.CertReloader
-		if cfg.Dashboard.TLSCertFile != "" {
-			if dashCert, err = listener.NewCertReloader(cfg.Dashboard.TLSCertFile, cfg.Dashboard.TLSKeyFile, log); err != nil {
-				_ = l.Close()
-				return fmt.Errorf("dashboard listener: %w", err)
-			}
-			l = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: dashCert.GetCertificate})
-		}
-		dash = dashboard.New(dashboard.Options{UsernameFile: cfg.Dashboard.UsernameFile, PasswordFile: cfg.Dashboard.PasswordFile,
-			Secret: token, Management: api.Management(srv, node, apiOpts), Watch: srv.Watch, Logger: log})
-		apiOpts.Dashboard = dash
-		log.Info("listening", "listener", "dashboard", "address", l.Addr().String(), "https", dashCert != nil,
-			"defaultCredentials", cfg.Dashboard.PasswordFile == "")
-		dashSrv = &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	serveHTTP := func(hs *http.Server, l net.Listener) {
 		running++
 		go func() {
-			if err := dashSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 				return
 			}
 			errc <- nil
 		}()
 	}
+	var dashSrv *http.Server
+	if cfg.Dashboard.Listen != "" {
+		l, https, err := listenHTTP("dashboard", cfg.Dashboard.Listen, cfg.Dashboard.TLSCertFile, cfg.Dashboard.TLSKeyFile, log)
+		if err != nil {
+			return err
+		}
+		dash = dashboard.New(dashboard.Options{UsernameFile: cfg.Dashboard.UsernameFile, PasswordFile: cfg.Dashboard.PasswordFile,
+			Secret: token, Management: api.Management(srv, node, apiOpts), Watch: srv.Watch, Logger: log})
+		apiOpts.Dashboard = dash
+		log.Info("listening", "listener", "dashboard", "address", l.Addr().String(), "https", https,
+			"defaultCredentials", cfg.Dashboard.PasswordFile == "")
+		dashSrv = &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+		serveHTTP(dashSrv, l)
+	}
 	var httpSrv *http.Server
 	if cfg.API.Listen != "" {
-		l, err := net.Listen("tcp", cfg.API.Listen)
+		l, https, err := listenHTTP("api", cfg.API.Listen, cfg.API.TLSCertFile, cfg.API.TLSKeyFile, log)
 		if err != nil {
-			return fmt.Errorf("api listener: %w", err)
+			return err
 		}
-		var apiCert *listener.CertReloader
-		if cfg.API.TLSCertFile != "" {
-			if apiCert, err = listener.NewCertReloader(cfg.API.TLSCertFile, cfg.API.TLSKeyFile, log); err != nil {
-				_ = l.Close()
-				return fmt.Errorf("api listener: %w", err)
-			}
-			l = tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: apiCert.GetCertificate})
-		}
-		log.Info("listening", "listener", "api", "address", l.Addr().String(), "https", apiCert != nil)
+		log.Info("listening", "listener", "api", "address", l.Addr().String(), "https", https)
 		httpSrv = &http.Server{Handler: api.Handler(srv, node, apiOpts), ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout: time.Minute} // an idle keep-alive connection does not stay forever
-		running++
-		go func() {
-			if err := httpSrv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-				return
-			}
-			errc <- nil
-		}()
+		serveHTTP(httpSrv, l)
 	}
 	log.Info("mqttd started", "version", version)
 	var serveErr error
@@ -312,6 +292,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("mqttd stopped")
 	return serveErr
+}
+
+// listenHTTP opens an HTTP listener on addr: over TLS when certFile is set (the pair
+// read again when the files change). https says which.
+func listenHTTP(name, addr, certFile, keyFile string, log *slog.Logger) (l net.Listener, https bool, err error) {
+	if l, err = net.Listen("tcp", addr); err != nil {
+		return nil, false, fmt.Errorf("%s listener: %w", name, err)
+	}
+	if certFile == "" {
+		return l, false, nil
+	}
+	cert, err := listener.NewCertReloader(certFile, keyFile, log)
+	if err != nil {
+		_ = l.Close()
+		return nil, false, fmt.Errorf("%s listener: %w", name, err)
+	}
+	return tls.NewListener(l, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cert.GetCertificate}), true, nil
 }
 
 // openListeners opens the client listeners the configuration asks for: each wrapped
