@@ -73,7 +73,7 @@ func (r *MQTTClusterReconciler) reconcileLifecycle(ctx context.Context, st *stat
 					"Delete the pod so that it restarts on the current token", b.name))
 		}
 	}
-	st.requeue = lifecycleIdle
+	st.requeue = minRequeue(st.requeue, lifecycleIdle)
 	a := decide(o, r.now())
 	acted, err := r.act(ctx, st, lc, a)
 	if err != nil {

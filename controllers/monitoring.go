@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/mqtt-operator/mqtt-operator/api/v1alpha1"
@@ -29,13 +32,13 @@ func (r *MQTTClusterReconciler) reconcileMonitoring(ctx context.Context, st *sta
 	mc := st.cluster
 	builders := []resource.Builder{&resource.PodMonitorBuilder{Cluster: mc, HTTPS: st.clusterTLS}, &resource.PrometheusRuleBuilder{Cluster: mc}}
 	failed := func(err error, reason, format string, args ...any) (bool, error) {
-		if err == nil || meta.IsNoMatchError(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || errors.Is(err, errNameConflict) {
-			r.report(st, notInForce, reason, fmt.Sprintf(format, args...))
-			st.requeue = minRequeue(st.requeue, time.Minute)
+		if passing(err) {
+			log.FromContext(ctx).Info("monitoring not written yet; retrying", "error", err)
+			st.requeue = minRequeue(st.requeue, 10*time.Second)
 			return false, nil
 		}
-		log.FromContext(ctx).Info("monitoring not written yet; retrying", "error", err)
-		st.requeue = minRequeue(st.requeue, 10*time.Second)
+		r.report(st, notInForce, reason, fmt.Sprintf(format, args...))
+		st.requeue = minRequeue(st.requeue, time.Minute)
 		return false, nil
 	}
 	if !mc.Spec.Monitoring.Enabled {
@@ -78,6 +81,37 @@ func (r *MQTTClusterReconciler) reconcileMonitoring(ctx context.Context, st *sta
 		}
 	}
 	return false, nil
+}
+
+// passing reports whether err is a passing failure of the API server (a timeout, a
+// throttle, a conflict, a connection that failed), retried soon without a report;
+// anything else is reported as not in force.
+func passing(err error) bool {
+	if err == nil {
+		return false
+	}
+	var netErr net.Error
+	return apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsConflict(err) || errors.As(err, &netErr)
+}
+
+// saveMonitoringStatus writes status.monitoring alone, for a reconcile that ends in
+// an error before the status step (nothing to write when the monitoring step did
+// not run or changed nothing).
+func (r *MQTTClusterReconciler) saveMonitoringStatus(ctx context.Context, st *state) error {
+	if st.monitoring == nil || st.cluster.Status.Monitoring == *st.monitoring {
+		return nil
+	}
+	mc := st.cluster
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur := &v1alpha1.MQTTCluster{}
+		if err := r.Get(ctx, client.ObjectKeyFromObject(mc), cur); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		patch := client.MergeFromWithOptions(cur.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		cur.Status.Monitoring = *st.monitoring
+		return r.Status().Patch(ctx, cur, patch)
+	})
 }
 
 // minRequeue is the sooner of two requeue delays (zero: none).

@@ -159,7 +159,9 @@ func (r *MQTTClusterReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			break
 		}
 		if err != nil {
-			return ctrl.Result{}, fmt.Errorf("%s: %w", s.name, err)
+			// The status is not written on this path; what the monitoring step
+			// recorded must be, or its objects could outlive a later "off".
+			return ctrl.Result{}, errors.Join(fmt.Errorf("%s: %w", s.name, err), r.saveMonitoringStatus(ctx, st))
 		}
 		if stop {
 			break

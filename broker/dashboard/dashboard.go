@@ -499,8 +499,8 @@ func (d *Dashboard) watch(w http.ResponseWriter, r *http.Request) {
 			writef("event: end\ndata: the watch timed out\n\n")
 			return
 		case <-ping.C:
-			// The session is checked again: a logout elsewhere, its expiry or a new
-			// password ends the stream.
+			// The session is checked again: its expiry or a new password ends the
+			// stream (a logout only clears the browser's cookie).
 			if _, ok := d.session(r); !ok {
 				writef("event: end\ndata: the session ended\n\n")
 				return
@@ -526,8 +526,15 @@ func watched(m *bsession.Message) watchedMessage {
 	out := watchedMessage{Topic: m.Topic, PayloadSize: len(p), QoS: m.QoS, Retain: m.Retain}
 	if len(p) > watchPreview {
 		p = p[:watchPreview]
-		for i := 0; i < utf8.UTFMax-1 && len(p) > 0 && !utf8.Valid(p); i++ {
-			p = p[:len(p)-1] // text cut inside a character stays text
+		// Text cut inside a character stays text: back up to that character's start
+		// when that makes the preview valid; a binary payload keeps every byte.
+		for i := 1; i < utf8.UTFMax && i < len(p); i++ {
+			if utf8.RuneStart(p[len(p)-i]) {
+				if utf8.Valid(p[:len(p)-i]) && !utf8.Valid(p) {
+					p = p[:len(p)-i]
+				}
+				break
+			}
 		}
 	}
 	if utf8.Valid(p) {

@@ -381,10 +381,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		clients = append(clients, c)
 	}
 	s.mu.Unlock()
-	s.stopWatchers() // their streams end instead of holding up the dashboard's shutdown
 	for _, c := range clients {
 		c.shutdown(serverShuttingDown, "the server is shutting down")
 	}
+	s.stopWatchers() // their streams end instead of holding up the dashboard's shutdown
 	s.loops.Wait()
 	finished := make(chan struct{})
 	go func() {

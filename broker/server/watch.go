@@ -17,8 +17,9 @@ import (
 // a peer's routes) and its route reaches the cluster like any local subscription, so
 // messages published on any node reach it. route hands it a copy of each matching
 // message without blocking: when its buffer is full the message is dropped for it
-// (counted), never for anyone else. It counts as a subscriber (a publisher gets no
-// "no matching subscribers" while only a watcher has the topic).
+// (counted), never for anyone else. A message it takes counts as delivered to a
+// subscriber (a publisher gets no "no matching subscribers" while only a watcher has
+// the topic); one it drops does not.
 
 // watchPrefix marks a watcher's pseudo-client in the trie; MQTT client IDs cannot
 // hold U+0000 (MQTT-1.5.4-2), so none collides.
@@ -45,11 +46,6 @@ func (s *Server) Watch(filter string, buf int) (<-chan *session.Message, func() 
 	if !topic.ValidFilter(filter) || strings.HasPrefix(filter, "$share/") {
 		return nil, nil, fmt.Errorf("%w: %q is not a topic filter to watch", ErrBadPublish, filter)
 	}
-	select {
-	case <-s.done:
-		return nil, nil, ErrServerClosed
-	default:
-	}
 	if s.watchCount.Add(1) > MaxWatchers {
 		s.watchCount.Add(-1)
 		return nil, nil, fmt.Errorf("%w: this node already has %d watchers", ErrTooManyWatchers, MaxWatchers)
@@ -71,8 +67,19 @@ func (s *Server) Watch(filter string, buf int) (<-chan *session.Message, func() 
 		s.watchMu.Unlock()
 		return w.dropped.Load()
 	}
+	// Under Server.mu (read): a shutdown (closing is set under the write lock before
+	// stopWatchers) either comes first and is seen here, or finds this watcher stored
+	// and subscribed.
+	s.mu.RLock()
+	if s.closing {
+		s.mu.RUnlock()
+		s.watchCount.Add(-1)
+		return nil, nil, ErrServerClosed
+	}
 	s.watchers.Store(id, w)
-	s.flushRoutes(s.addSub(topic.Subscription{ClientID: id, Filter: filter, QoS: 2}))
+	change := s.addSub(topic.Subscription{ClientID: id, Filter: filter, QoS: 2})
+	s.mu.RUnlock()
+	s.flushRoutes(change)
 	return w.ch, w.stop, nil
 }
 

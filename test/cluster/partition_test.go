@@ -183,6 +183,10 @@ func TestUnreachableSubscribersGetEverything(t *testing.T) {
 	// Once: a message written again after the reconnect must not come twice as new. A
 	// QoS 1 resend of an unacknowledged delivery carries DUP and is allowed (and may be
 	// the only copy: the first send was in flight when the client went away).
+	// The client connected throughout gets each message once, none resent.
+	if n, d := len(online.rec.data()), doubled(online.rec.data()); n != total || len(d) > 0 {
+		t.Errorf("%s received %d messages for %d (twice without DUP: %d)", online.id, n, total, len(d))
+	}
 	for _, sub := range []*v5Client{online, back, moved} {
 		if d := doubled(sub.rec.data()); len(d) > 0 {
 			t.Errorf("%s received %d messages twice without DUP: %v", sub.id, len(d), d[:min(5, len(d))])
