@@ -74,6 +74,14 @@ func waitFor(ctx context.Context, t *testing.T, what, expr string) {
 	t.Fatalf("%s: not within %v (last error: %v)\npage text:\n%s", what, browserTimeout, lastErr, text)
 }
 
+// clickWhenPresent clicks the element in the page's own script, in one step
+// from finding it: a table that a search re-renders meanwhile cannot take the
+// node away between the lookup and the click, as it can with chromedp.Click.
+func clickWhenPresent(ctx context.Context, t *testing.T, what, selector string) {
+	t.Helper()
+	waitFor(ctx, t, what, fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false; e.click(); return true })()`, selector))
+}
+
 func evalString(ctx context.Context, t *testing.T, expr string) string {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, browserTimeout)
@@ -225,10 +233,8 @@ func TestDashboard(t *testing.T) {
 	step(ctx, t, "show all clients", chromedp.Evaluate[chromedp.Void](`document.querySelector("#clients-search").value = ""; document.querySelector("#clients-filter").requestSubmit()`))
 	waitFor(ctx, t, "all clients listed", `document.querySelectorAll('#clients tr[data-client]').length >= 3`)
 	screenshot(ctx, t, "dashboard-clients.png")
-	step(ctx, t, "kick dash-victim",
-		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
-		chromedp.Click(chromedp.CSS(`#clients tr[data-client="dash-victim"] button.kick`)),
-	)
+	step(ctx, t, "confirm without asking", chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`))
+	clickWhenPresent(ctx, t, "kick dash-victim", `#clients tr[data-client="dash-victim"] button.kick`)
 	select {
 	case d := <-victim.serverDisconnect:
 		if d.ReasonCode != 0x98 {
@@ -246,10 +252,8 @@ func TestDashboard(t *testing.T) {
 	// node-0 may apply the replicated message a moment after the publisher's node:
 	// search again until it is listed.
 	waitFor(ctx, t, "the retained message listed", `(document.querySelector("#retained-filter").requestSubmit(), (document.querySelector('#retained tr[data-topic="dash/retained"]')||{innerText:""}).innerText.includes("keep me"))`)
-	step(ctx, t, "delete it",
-		chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`),
-		chromedp.Click(chromedp.CSS(`#retained tr[data-topic="dash/retained"] button.delete`)),
-	)
+	step(ctx, t, "confirm without asking", chromedp.Evaluate[chromedp.Void](`window.confirm = () => true`))
+	clickWhenPresent(ctx, t, "delete it", `#retained tr[data-topic="dash/retained"] button.delete`)
 	waitFor(ctx, t, "the retained message gone from the page", `(document.querySelector("#retained-filter").requestSubmit(), !document.querySelector('#retained tr[data-topic="dash/retained"]'))`)
 	eventually(t, clusterTimeout, "the retained message gone from every node", func() error {
 		for _, n := range nodes {
