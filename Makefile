@@ -144,7 +144,11 @@ test: test-deps envtest-binaries helm ## Run all tests with the race detector, t
 	KUBEBUILDER_ASSETS="$$assets" go test -race -count=1 $(TEST_ARGS)
 	@# The full run checks the lock order too (about 2 minutes more on 2 cores); a run
 	@# narrowed with TEST_ARGS does not.
-	@if [ "$(origin TEST_ARGS)" = file ]; then $(MAKE) --no-print-directory test-lockorder check-monitoring; fi
+	@if [ "$(origin TEST_ARGS)" = file ]; then $(MAKE) --no-print-directory test-park test-lockorder check-monitoring; fi
+
+.PHONY: test-park
+test-park: ## Run the broker engine's tests once more with every idle connection parking after 1 ms (broker/server/park.go), with -race.
+	MQTTD_TEST_PARK_AFTER=1ms go test -race -count=1 ./broker/server/
 
 .PHONY: check-monitoring
 check-monitoring: ## Check the alert rules (controllers/resource/monitoring/rules.yaml) and the Grafana dashboard's queries with Prometheus's own parsers (hack/promcheck, its own module).

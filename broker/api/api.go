@@ -14,9 +14,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/apiv1"
@@ -62,6 +64,13 @@ type LoginCounter interface {
 func Handler(srv *server.Server, node *cluster.Node, opts Options) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(srv))
+	// The Go runtime's and the process's own (go_*, process_*: memory, goroutines,
+	// GC, file descriptors), as every Go exporter has them.
+	// go_gc_heap_live_bytes (what the last collection found live) is what a memory
+	// limit has to hold; the rest of the heap is garbage not yet collected.
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if node != nil {
 		reg.MustRegister(clusterCollector{node})
 	}

@@ -29,6 +29,7 @@ func newCollector(srv *server.Server) *collector {
 	return &collector{srv: srv, descs: []metric{
 		m("uptime_seconds", "Seconds since the broker started.", g, func(s server.StatsSnapshot) float64 { return s.Uptime.Seconds() }),
 		m("clients_connected", "Connected clients.", g, func(s server.StatsSnapshot) float64 { return float64(s.ClientsConnected) }),
+		m("clients_parked", "Connected clients whose idle connection waits in the poller, without a goroutine or buffers of its own.", g, func(s server.StatsSnapshot) float64 { return float64(s.ClientsParked) }),
 		m("connections_total", "Accepted MQTT connections (CONNACK success).", c, func(s server.StatsSnapshot) float64 { return float64(s.ClientsTotal) }),
 		m("sessions", "Sessions, connected or not.", g, func(s server.StatsSnapshot) float64 { return float64(s.Sessions) }),
 		m("subscriptions", "Subscriptions.", g, func(s server.StatsSnapshot) float64 { return float64(s.Subscriptions) }),

@@ -253,6 +253,16 @@ func (c *Conn) RemoteAddr() net.Addr {
 	return c.raw.RemoteAddr()
 }
 
+// Plain returns the socket when MQTT reads it directly (no TLS, no PROXY protocol
+// header reader in between), so that the server may watch it itself while the
+// connection is idle; nil otherwise.
+func (c *Conn) Plain() net.Conn {
+	if c.tls != nil || c.proxy != nil {
+		return nil
+	}
+	return c.raw
+}
+
 // CertUsername is the username taken from the client's verified certificate ("" when
 // there is none or the listener takes none).
 func (c *Conn) CertUsername() string { return c.certUser }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -72,6 +73,18 @@ type client struct {
 	wbuf      []byte
 	batch     []session.Delivery
 	ctrlSpare []packet.Packet
+	held      bool // the last round kept c.batch back for a SUBACK (holdDeliveries)
+
+	// Parking (park.go). raw is the socket the poller can watch (nil: the connection
+	// never parks); kaDeadline is the reader's keepalive deadline; parked and parkRef
+	// are guarded by the poller's lock. readerRunning is 1 while the reader
+	// goroutine runs and 0 while the connection is parked (the writer ends then too).
+	raw           syscall.RawConn
+	kaDeadline    time.Time
+	parked        bool
+	parkRef       parkRef
+	readerParked  atomic.Bool
+	writerRunning atomic.Bool
 
 	mu      lockorder.Mutex
 	drained sync.Cond // signaled when the writer takes the control queue or closes
@@ -105,6 +118,16 @@ func newClient(s *Server, conn net.Conn) *client {
 	return c
 }
 
+// connDone ends what ServeConnOn began for the connection: its entry in s.clients
+// and the count Shutdown waits for.
+func (c *client) connDone() {
+	s := c.s
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+	s.conns.Done()
+}
+
 type countingReader struct {
 	r io.Reader
 	n *atomic.Uint64
@@ -116,11 +139,15 @@ func (c countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// notify wakes the writer; it never blocks.
+// notify wakes the writer, starting its goroutine when there is none (the connection
+// is parked, or the writer not started yet); it never blocks.
 func (c *client) notify() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
+	}
+	if !c.writerRunning.Load() && c.writerRunning.CompareAndSwap(false, true) {
+		go c.writeLoop()
 	}
 }
 
@@ -199,16 +226,19 @@ type certUserConn interface {
 	CertUsername() string
 }
 
-// serve runs the connection: CONNECT, then the read loop, then cleanup.
+// serve runs the connection: CONNECT, then the read loop, then cleanup. It returns
+// early when the connection parks; a new reader goroutine continues it (resume).
 func (c *client) serve() {
 	s := c.s
 	s.mu.Lock()
 	s.clients[c] = struct{}{}
 	s.mu.Unlock()
+	c.writerRunning.Store(true) // no writer until the CONNECT is done
+	ended := true               // the connection ends before it parks: connDone here
 	defer func() {
-		s.mu.Lock()
-		delete(s.clients, c)
-		s.mu.Unlock()
+		if ended {
+			c.connDone()
+		}
 	}()
 
 	// Reads and writes: a TLS handshake writes too.
@@ -231,20 +261,20 @@ func (c *client) serve() {
 		return
 	}
 	// The connection caps come before anything costly (authentication, takeover).
-	defer c.release()
 	c.version, c.id, c.connectedAt = p.Connect.ProtocolVersion, p.Connect.ClientID, time.Now()
 	if code, why := c.admit(p); code != packet.Success {
+		c.release()
 		c.refuseOverLimit(code, why)
 		_ = c.conn.Close()
 		return
 	}
 	c.publishLimiters()
 	if !c.connect(p) {
+		c.release()
 		_ = c.conn.Close()
 		return
 	}
 	s.stats.connected.Add(1)
-	defer s.stats.connected.Add(-1)
 	c.mu.Lock()
 	closing := c.closing
 	c.writing = !closing
@@ -252,11 +282,25 @@ func (c *client) serve() {
 	if closing {
 		_ = c.conn.Close()
 		s.disconnected(c)
+		s.stats.connected.Add(-1)
+		c.release()
 		return
 	}
-	go c.writeLoop()
+	if c.s.opts.ParkAfter >= 0 {
+		c.raw = plainTCP(c.conn)
+	}
+	go c.writeLoop() // writerRunning is true since serve began
 
-	code, why := c.readLoop()
+	ended = c.run()
+}
+
+// run reads until the connection parks (false) or ends (true; then it ends it).
+func (c *client) run() (ended bool) {
+	code, why, parked := c.readLoop()
+	if parked {
+		return false
+	}
+	s := c.s
 	if c.acks != nil {
 		close(c.acks) // the acker sends what is left while the writer still runs
 	}
@@ -265,6 +309,43 @@ func (c *client) serve() {
 	s.disconnected(c) // the will and the session do not wait for the drain
 	c.drainInput()
 	_ = c.conn.Close()
+	s.stats.connected.Add(-1)
+	c.release()
+	return true
+}
+
+// resume continues a parked connection in a new reader goroutine.
+func (c *client) resume() {
+	p := c.s.parker()
+	if p != nil {
+		epollDel(p.epfd, c.raw)
+	}
+	br, ok := readerPool.Get().(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(nil, 4096)
+	}
+	br.Reset(countingReader{c.conn, &c.s.stats.bytesIn})
+	c.br = br
+	c.readerParked.Store(false)
+	if c.run() {
+		c.connDone()
+	}
+}
+
+// closeConn closes the connection and wakes its reader if it is parked.
+func (c *client) closeConn() {
+	_ = c.conn.Close()
+	c.unpark()
+}
+
+// unpark wakes c's reader if the connection is parked.
+func (c *client) unpark() {
+	if c.raw == nil {
+		return
+	}
+	if p := c.s.parker(); p != nil {
+		p.unpark(c)
+	}
 }
 
 // refuseFirst answers a first packet that is not a usable CONNECT.
@@ -339,25 +420,32 @@ func (c *client) writeNow(b []byte) {
 	}
 }
 
-// readLoop reads and handles packets until the connection ends. It returns the reason
-// code (and reason string) to send in a server DISCONNECT, or noCode.
-func (c *client) readLoop() (code packet.Code, why string) {
+// readLoop reads and handles packets until the connection ends or parks. It returns
+// the reason code (and reason string) to send in a server DISCONNECT, or noCode; or
+// parked, when the connection waits in the poller and another goroutine continues.
+func (c *client) readLoop() (code packet.Code, why string, parked bool) {
 	s := c.s
 	var p packet.Packet // reused: handlers copy what they keep, never &p
+	if c.keepAlive > 0 && c.kaDeadline.IsZero() {
+		c.kaDeadline = time.Now().Add(c.keepAlive * 3 / 2)
+	}
 	for {
-		if c.keepAlive > 0 {
-			_ = c.conn.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
-		} else {
-			_ = c.conn.SetReadDeadline(time.Time{})
+		if c.keepAlive > 0 && !time.Now().Before(c.kaDeadline) {
+			s.log.Info("keepalive timeout", "client", c.id, "remote", c.addr)
+			return packet.KeepAliveTimeout, "no packet within 1.5 times the keepalive", false
 		}
-		// Checked after setting the deadline: endWrites sets ended before its own
-		// deadline of now, so one of the two stops this reader.
-		if c.ended.Load() {
-			return noCode, ""
+		err := c.waitInput()
+		if errors.Is(err, errParked) {
+			return noCode, "", true
 		}
-		err := packet.ReadInto(c.br, &p, c.version, s.opts.MaxPacketSize)
+		if err == nil {
+			err = packet.ReadInto(c.br, &p, c.version, s.opts.MaxPacketSize)
+		}
+		if err == nil && c.keepAlive > 0 {
+			c.kaDeadline = time.Now().Add(c.keepAlive * 3 / 2)
+		}
 		if err == nil && (c.takenOver.Load() || c.ended.Load()) {
-			return noCode, "" // the session is another connection's now, or the server ended this one: nothing more of it counts
+			return noCode, "", false // the session is another connection's now, or the server ended this one: nothing more of it counts
 		}
 		if err == nil {
 			err = c.handle(&p)
@@ -369,88 +457,187 @@ func (c *client) readLoop() (code packet.Code, why string) {
 			continue
 		}
 		if errors.Is(err, errClientDisconnect) {
-			return noCode, ""
+			return noCode, "", false
 		}
 		var ne net.Error
 		switch {
 		case c.takenOver.Load(), c.ended.Load():
-			return noCode, "" // another connection took over, or the server ended this one
+			return noCode, "", false // another connection took over, or the server ended this one
 		case isCode(err):
 			c.countBadInput(err)
 			s.log.Info("closing client after protocol violation", "client", c.id, "remote", c.addr, "error", err)
-			return packet.CodeOf(err), err.Error()
+			return packet.CodeOf(err), err.Error(), false
 		case errors.As(err, &ne) && ne.Timeout():
 			s.log.Info("keepalive timeout", "client", c.id, "remote", c.addr)
-			return packet.KeepAliveTimeout, "no packet within 1.5 times the keepalive"
+			return packet.KeepAliveTimeout, "no packet within 1.5 times the keepalive", false
 		default:
 			s.log.Debug("connection lost", "client", c.id, "remote", c.addr, "error", err)
-			return noCode, ""
+			return noCode, "", false
 		}
 	}
 }
 
-// writeLoop is the connection's only writer: it batches control packets and deliveries
-// into one buffer per wake-up and writes it with a single call.
-func (c *client) writeLoop() {
-	defer close(c.writerDone)
-	held := false // the last round kept c.batch back for a SUBACK (holdDeliveries)
-	for range c.wake {
-		for {
-			now := time.Now()
-			// While deliveries are held, what was taken stays the only batch: the rest
-			// waits in the session's queue, whose limits apply.
-			if !held || len(c.batch) == 0 {
-				var expired int
-				c.batch, expired = c.sess.NextBatch(c.gen, c.batch, now) // after any held back
-				if expired > 0 {
-					c.s.stats.expired.Add(uint64(expired))
-				}
-			}
-			c.mu.Lock()
-			ctrl := c.ctrl
-			c.ctrl = c.ctrlSpare[:0]
-			closing := c.closing
-			hold := c.holdBatch && !closing
-			held = hold
-			c.drained.Broadcast()
-			c.mu.Unlock()
+// errParked: the connection parked; the reader goroutine ends.
+var errParked = errors.New("parked")
 
-			buf := c.wbuf[:0]
-			if closing { // the last round: nothing may follow its DISCONNECT
-				buf = c.appendBatch(buf, now)
+// waitInput sets the read deadline for the next packet: the keepalive's, and, while
+// nothing is buffered on a connection that can park, parkAfter from now at most. When
+// that passes with no input, the connection parks (errParked). An error is the read's.
+func (c *client) waitInput() error {
+	ka := time.Time{}
+	if c.keepAlive > 0 {
+		ka = c.kaDeadline
+	}
+	if c.raw == nil || c.br.Buffered() > 0 {
+		_ = c.conn.SetReadDeadline(ka)
+		// Checked after setting the deadline: endWrites sets ended before its own
+		// deadline of now, so one of the two stops this reader.
+		if c.ended.Load() {
+			return net.ErrClosed
+		}
+		return nil
+	}
+	after := c.s.opts.ParkAfter
+	if after == 0 {
+		after = parkAfter
+	}
+	limit := time.Now().Add(after)
+	if !ka.IsZero() && ka.Before(limit) {
+		limit = ka
+	}
+	_ = c.conn.SetReadDeadline(limit)
+	if c.ended.Load() {
+		return net.ErrClosed
+	}
+	_, err := c.br.Peek(1) // a timeout here consumed nothing: parking is safe
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() && (ka.IsZero() || time.Now().Before(ka)) {
+		if c.park() {
+			return errParked
+		}
+		return c.waitInput()
+	}
+	if err != nil {
+		return err
+	}
+	if !limit.Equal(ka) {
+		_ = c.conn.SetReadDeadline(ka)
+	}
+	return nil
+}
+
+// park hands the connection to the poller: the read buffer goes back to the pool and
+// the writer ends once idle. It returns false when the connection cannot park (it is
+// ending, or the poller failed); the reader goes on reading then.
+func (c *client) park() bool {
+	p := c.s.parker()
+	if p == nil || c.takenOver.Load() {
+		return false
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+	br := c.br
+	c.br = nil // resume sets a pooled one
+	c.readerParked.Store(true)
+	if !p.park(c) {
+		c.readerParked.Store(false)
+		c.br = br
+		return false
+	}
+	// From here another goroutine may already be reading: only what was kept.
+	br.Reset(nil)
+	readerPool.Put(br)
+	c.notify() // an idle writer sees readerParked and ends
+	return true
+}
+
+// writeLoop is the connection's only writer: it batches control packets and deliveries
+// into one buffer per wake-up and writes it with a single call. While the connection
+// is parked it ends after each wake-up that leaves nothing to write (notify starts it
+// again); it ends for good after the connection's last packet.
+func (c *client) writeLoop() {
+	for range c.wake {
+		if c.writeRound() {
+			close(c.writerDone)
+			return
+		}
+		if c.readerParked.Load() && c.idleWriterEnds() {
+			return
+		}
+	}
+}
+
+// idleWriterEnds lets the writer goroutine end while the connection is parked,
+// giving its buffers back; false when a wake-up came meanwhile (it goes on).
+func (c *client) idleWriterEnds() bool {
+	c.wbuf, c.ctrlSpare = nil, nil
+	if !c.held && len(c.batch) == 0 {
+		c.batch = nil
+	}
+	c.writerRunning.Store(false)
+	if len(c.wake) == 0 || !c.writerRunning.CompareAndSwap(false, true) {
+		return true // nothing came, or notify started another writer for it
+	}
+	return false
+}
+
+// writeRound writes what is waiting; true when the connection's last packet went out
+// (or nothing more can be written).
+func (c *client) writeRound() (last bool) {
+	for {
+		now := time.Now()
+		// While deliveries are held, what was taken stays the only batch: the rest
+		// waits in the session's queue, whose limits apply.
+		if !c.held || len(c.batch) == 0 {
+			var expired int
+			c.batch, expired = c.sess.NextBatch(c.gen, c.batch, now) // after any held back
+			if expired > 0 {
+				c.s.stats.expired.Add(uint64(expired))
 			}
-			for i := range ctrl {
-				buf = ctrl[i].Encode(buf, c.version)
+		}
+		c.mu.Lock()
+		ctrl := c.ctrl
+		c.ctrl = c.ctrlSpare[:0]
+		closing := c.closing
+		hold := c.holdBatch && !closing
+		c.held = hold
+		c.drained.Broadcast()
+		c.mu.Unlock()
+
+		buf := c.wbuf[:0]
+		if closing { // the last round: nothing may follow its DISCONNECT
+			buf = c.appendBatch(buf, now)
+		}
+		for i := range ctrl {
+			buf = ctrl[i].Encode(buf, c.version)
+		}
+		clear(ctrl)
+		c.ctrlSpare = ctrl
+		if !hold { // held: written after the SUBACK, which releases them (sendReleasing)
+			buf = c.appendBatch(buf, now)
+		}
+		c.wbuf = buf
+		if len(buf) > 0 {
+			_ = c.conn.SetWriteDeadline(now.Add(c.s.opts.WriteTimeout))
+			n, err := c.conn.Write(buf)
+			c.s.stats.bytesOut.Add(uint64(n))
+			if err != nil {
+				c.mu.Lock()
+				c.closing = true // nothing more can be written: release a waiting reader
+				c.drained.Broadcast()
+				c.mu.Unlock()
+				c.closeConn()
+				return true
 			}
-			clear(ctrl)
-			c.ctrlSpare = ctrl
-			if !hold { // held: written after the SUBACK, which releases them (sendReleasing)
-				buf = c.appendBatch(buf, now)
-			}
-			c.wbuf = buf
-			if len(buf) > 0 {
-				_ = c.conn.SetWriteDeadline(now.Add(c.s.opts.WriteTimeout))
-				n, err := c.conn.Write(buf)
-				c.s.stats.bytesOut.Add(uint64(n))
-				if err != nil {
-					c.mu.Lock()
-					c.closing = true // nothing more can be written: release a waiting reader
-					c.drained.Broadcast()
-					c.mu.Unlock()
-					_ = c.conn.Close()
-					return
-				}
-			}
-			if cap(c.wbuf) > 1<<20 {
-				c.wbuf = nil // do not pin a large buffer for an idle client
-			}
-			if closing {
-				c.endWrites()
-				return
-			}
-			if len(buf) == 0 {
-				break
-			}
+		}
+		if cap(c.wbuf) > 1<<20 {
+			c.wbuf = nil // do not pin a large buffer for an idle client
+		}
+		if closing {
+			c.endWrites()
+			return true
+		}
+		if len(buf) == 0 {
+			return false
 		}
 	}
 }
@@ -472,11 +659,12 @@ const (
 func (c *client) endWrites() {
 	cw, ok := c.conn.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
-		_ = c.conn.Close()
+		c.closeConn()
 		return
 	}
 	c.ended.Store(true)
 	_ = c.conn.SetReadDeadline(time.Now())
+	c.unpark()
 }
 
 // drainInput reads and drops what the client still sends after a half-close, until

@@ -73,6 +73,9 @@ type Options struct {
 	SysInterval time.Duration
 	// WriteTimeout bounds one write to a client.
 	WriteTimeout time.Duration
+	// ParkAfter is how long a plain TCP connection's reader waits for input before
+	// the connection parks (park.go). 0: 500 ms; negative: connections never park.
+	ParkAfter time.Duration
 	// Auth authenticates clients and applies the ACL (nil: everyone may do
 	// everything, as an embedded broker without auth).
 	Auth *auth.Authenticator
@@ -192,9 +195,12 @@ type Server struct {
 	shareMu lockorder.Mutex
 	shareRR map[string]uint32 // round-robin position per "group\x00filter"
 
-	conns sync.WaitGroup // connection goroutines
-	done  chan struct{}
-	loops sync.WaitGroup // housekeeping
+	conns sync.WaitGroup // connections, parked or not
+
+	parkOnce sync.Once
+	parkPoll *parker // nil: connections never park (not Linux, or the poller failed)
+	done     chan struct{}
+	loops    sync.WaitGroup // housekeeping
 }
 
 // entry is the server's view of one session: the session itself plus the connection
@@ -346,7 +352,9 @@ var ErrServerClosed = errors.New("mqtt server closed")
 func (s *Server) ServeConn(conn net.Conn) { s.ServeConnOn(conn, "default") }
 
 // ServeConnOn runs the protocol on one connection of the listener called listener
-// (its per-listener limits apply) and returns when the connection is closed.
+// (its per-listener limits apply) and returns when the connection is closed, or when
+// it parks (a plain TCP connection idle for a while; see park.go): other goroutines
+// serve it from then on.
 func (s *Server) ServeConnOn(conn net.Conn, listener string) {
 	s.mu.Lock()
 	if s.closing {
@@ -354,9 +362,8 @@ func (s *Server) ServeConnOn(conn net.Conn, listener string) {
 		_ = conn.Close()
 		return
 	}
-	s.conns.Add(1)
+	s.conns.Add(1) // done when the connection ends (connDone), parked in between or not
 	s.mu.Unlock()
-	defer s.conns.Done()
 	c := newClient(s, conn)
 	c.listener = listener
 	c.serve()
@@ -395,12 +402,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-finished:
 	case <-ctx.Done():
 		for _, c := range clients {
-			_ = c.conn.Close()
+			c.closeConn()
 		}
 		<-finished
 	}
 	// Every connection is gone: store the persistent sessions once more, with what
 	// was queued for them since they disconnected.
+	s.parkOnce.Do(func() {}) // no poller from now on
+	if s.parkPoll != nil {
+		s.parkPoll.stop()
+	}
 	s.mu.Lock()
 	for _, e := range s.sessions {
 		stopTimer(e.expiryTimer)
@@ -438,6 +449,7 @@ func (s *Server) Stats() StatsSnapshot {
 	return StatsSnapshot{
 		Uptime:           time.Since(s.start),
 		ClientsConnected: s.stats.connected.Load(),
+		ClientsParked:    s.stats.parked.Load(),
 		ClientsTotal:     s.stats.connectsTotal.Load(),
 		Sessions:         sessions,
 		Subscriptions:    s.trie.Len(),
@@ -460,6 +472,7 @@ func (s *Server) Stats() StatsSnapshot {
 // Stats are the server's counters (atomics: updated on the hot path without locks).
 type Stats struct {
 	connected      atomic.Int64
+	parked         atomic.Int64
 	connectsTotal  atomic.Uint64
 	msgsIn         atomic.Uint64
 	msgsOut        atomic.Uint64
@@ -483,6 +496,7 @@ type Stats struct {
 type StatsSnapshot struct {
 	Uptime           time.Duration
 	ClientsConnected int64
+	ClientsParked    int64 // connected clients whose idle connection waits in the poller (park.go)
 	ClientsTotal     uint64
 	Sessions         int
 	Subscriptions    int
@@ -529,4 +543,18 @@ func tlsVersionOf(c *client) string {
 		}
 	}
 	return ""
+}
+
+// parker returns the server's poller for idle connections, started at the first call
+// (nil when connections cannot park here).
+func (s *Server) parker() *parker {
+	s.parkOnce.Do(func() {
+		p, err := newParker(func(c *client) { c.resume() })
+		if err != nil {
+			s.log.Debug("idle connections do not park", "error", err)
+			return
+		}
+		s.parkPoll = p
+	})
+	return s.parkPoll
 }

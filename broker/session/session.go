@@ -51,12 +51,12 @@ type Session struct {
 
 	mu       lockorder.Mutex
 	limits   Limits
-	subs     map[string]topic.Subscription // key: the filter as subscribed, $share prefix included
-	queue    []*Delivery                   // FIFO; head at index 0
-	queued   int                           // payload bytes in queue
-	inflight map[uint16]*Delivery
-	order    []uint16 // inflight packet IDs in send order
-	inbound  map[uint16]struct{}
+	subs     subSet               // key: the filter as subscribed, $share prefix included
+	queue    []*Delivery          // FIFO; head at index 0
+	queued   int                  // payload bytes in queue
+	inflight map[uint16]*Delivery // nil until the first
+	order    []uint16             // inflight packet IDs in send order
+	inbound  map[uint16]struct{}  // nil until the first
 	nextID   uint16
 	window   int
 	notify   func()
@@ -74,13 +74,25 @@ type Session struct {
 
 // New returns an empty session.
 func New(id string, limits Limits) *Session {
-	return &Session{
-		ID:       id,
-		limits:   limits,
-		subs:     make(map[string]topic.Subscription),
-		inflight: make(map[uint16]*Delivery),
-		inbound:  make(map[uint16]struct{}),
+	// The maps are made on first use: most sessions of a large fleet are idle, with
+	// nothing in flight.
+	return &Session{ID: id, limits: limits}
+}
+
+// addInflight records d as inflight under its packet ID. Lock held on entry.
+func (s *Session) addInflight(d *Delivery) {
+	if s.inflight == nil {
+		s.inflight = make(map[uint16]*Delivery)
 	}
+	s.inflight[d.PacketID] = d
+}
+
+// addInbound records an inbound QoS 2 packet ID. Lock held on entry.
+func (s *Session) addInbound(id uint16) {
+	if s.inbound == nil {
+		s.inbound = make(map[uint16]struct{})
+	}
+	s.inbound[id] = struct{}{}
 }
 
 // Attach connects the session to a connection whose writer is woken by notify, with the
@@ -236,7 +248,7 @@ func (s *Session) NextBatch(gen uint64, out []Delivery, now time.Time) (batch []
 				break
 			}
 			d.PacketID = s.allocID()
-			s.inflight[d.PacketID] = d
+			s.addInflight(d)
 			s.order = append(s.order, d.PacketID)
 		}
 		out = append(out, *d)
@@ -313,7 +325,7 @@ func (s *Session) AddInbound(id uint16) bool {
 	if _, ok := s.inbound[id]; ok {
 		return false
 	}
-	s.inbound[id] = struct{}{}
+	s.addInbound(id)
 	return true
 }
 
@@ -346,9 +358,7 @@ func (s *Session) InboundLen() int {
 func (s *Session) Subscribe(key string, sub topic.Subscription) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, existed := s.subs[key]
-	s.subs[key] = sub
-	return existed
+	return s.subs.put(key, sub)
 }
 
 // MaySubscribe reports whether a subscription under key stays within max
@@ -356,26 +366,24 @@ func (s *Session) Subscribe(key string, sub topic.Subscription) bool {
 func (s *Session) MaySubscribe(key string, limit int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, exists := s.subs[key]
-	return exists || len(s.subs) < limit
+	_, exists := s.subs.get(key)
+	return exists || s.subs.len() < limit
 }
 
 // Unsubscribe removes the subscription stored under key.
 func (s *Session) Unsubscribe(key string) (topic.Subscription, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub, ok := s.subs[key]
-	delete(s.subs, key)
-	return sub, ok
+	return s.subs.remove(key)
 }
 
 // Subscriptions returns a copy of the session's subscriptions.
 func (s *Session) Subscriptions() []topic.Subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]topic.Subscription, 0, len(s.subs))
-	for _, sub := range s.subs {
-		out = append(out, sub)
+	out := make([]topic.Subscription, 0, s.subs.len())
+	for _, e := range s.subs.list {
+		out = append(out, e.sub)
 	}
 	return out
 }
@@ -385,9 +393,9 @@ func (s *Session) Subscriptions() []topic.Subscription {
 func (s *Session) SubscriptionsByKey() map[string]topic.Subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]topic.Subscription, len(s.subs))
-	for k, sub := range s.subs {
-		out[k] = sub
+	out := make(map[string]topic.Subscription, s.subs.len())
+	for _, e := range s.subs.list {
+		out[e.key] = e.sub
 	}
 	return out
 }
@@ -396,7 +404,7 @@ func (s *Session) SubscriptionsByKey() map[string]topic.Subscription {
 func (s *Session) SubscriptionCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.subs)
+	return s.subs.len()
 }
 
 // Dropped returns how many deliveries the full queue refused or discarded.
@@ -466,9 +474,9 @@ func (s *Session) Snapshot() Snapshot {
 }
 
 func (s *Session) snapshotLocked() Snapshot {
-	snap := Snapshot{ID: s.ID, Owner: s.owner, Subscriptions: make(map[string]topic.Subscription, len(s.subs))}
-	for k, v := range s.subs {
-		snap.Subscriptions[k] = v
+	snap := Snapshot{ID: s.ID, Owner: s.owner, Subscriptions: make(map[string]topic.Subscription, s.subs.len())}
+	for _, e := range s.subs.list {
+		snap.Subscriptions[e.key] = e.sub
 	}
 	for _, id := range s.order {
 		d := *s.inflight[id]
@@ -490,12 +498,12 @@ func Restore(snap Snapshot, limits Limits) *Session {
 	s := New(snap.ID, limits)
 	s.owner = snap.Owner
 	for k, v := range snap.Subscriptions {
-		s.subs[k] = v
+		s.subs.put(k, v)
 	}
 	for _, d := range snap.Queue {
 		c := *d
 		if c.PacketID != 0 {
-			s.inflight[c.PacketID] = &c
+			s.addInflight(&c)
 			s.order = append(s.order, c.PacketID)
 			if c.PacketID > s.nextID {
 				s.nextID = c.PacketID
@@ -507,7 +515,7 @@ func Restore(snap Snapshot, limits Limits) *Session {
 	}
 	s.restored = len(s.queue)
 	for _, id := range snap.Inbound {
-		s.inbound[id] = struct{}{}
+		s.addInbound(id)
 	}
 	return s
 }

@@ -67,9 +67,9 @@ type node struct {
 	parent *node
 	key    string // level in parent: a literal, "+" or "#"
 
-	children map[string]*node // literal levels; nil when empty
-	plus     *node            // the '+' child
-	hash     *node            // the '#' child (always a leaf)
+	children children // literal levels
+	plus     *node    // the '+' child
+	hash     *node    // the '#' child (always a leaf)
 
 	subs   []Subscription // non-shared subscriptions with exactly this filter
 	subIdx map[string]int // ClientID -> index in subs; nil below indexThreshold
@@ -80,7 +80,7 @@ type node struct {
 
 func (n *node) empty() bool {
 	return len(n.subs) == 0 && len(n.shared) == 0 &&
-		len(n.children) == 0 && n.plus == nil && n.hash == nil
+		n.children.len() == 0 && n.plus == nil && n.hash == nil
 }
 
 // child returns the child for level, or nil.
@@ -91,7 +91,7 @@ func (n *node) child(level string) *node {
 	case "#":
 		return n.hash
 	}
-	return n.children[level]
+	return n.children.get(level)
 }
 
 // ensureChild returns the child for level, creating it if necessary.
@@ -110,10 +110,7 @@ func (n *node) ensureChild(level string) *node {
 	default:
 		// Clone so the trie does not pin the caller's (possibly larger) buffer.
 		c.key = strings.Clone(level)
-		if n.children == nil {
-			n.children = make(map[string]*node)
-		}
-		n.children[c.key] = c
+		n.children.add(c)
 	}
 	return c
 }
@@ -126,10 +123,7 @@ func (n *node) removeChild(c *node) {
 	case n.hash == c:
 		n.hash = nil
 	default:
-		delete(n.children, c.key)
-		if len(n.children) == 0 {
-			n.children = nil
-		}
+		n.children.remove(c)
 	}
 	c.parent = nil
 }
@@ -374,10 +368,8 @@ func (t *Trie) Match(topic string, m *Matches) {
 			walk(root.plus, topic, end+1, m)
 		}
 	}
-	if root.children != nil {
-		if c := root.children[topic[:end]]; c != nil {
-			walk(c, topic, end+1, m)
-		}
+	if c := root.children.get(topic[:end]); c != nil {
+		walk(c, topic, end+1, m)
 	}
 	t.mu.RUnlock()
 }
@@ -396,10 +388,7 @@ func walk(n *node, topic string, pos int, m *Matches) {
 		}
 		end := levelEnd(topic, pos)
 		next := end + 1
-		var lit *node
-		if n.children != nil {
-			lit = n.children[topic[pos:end]]
-		}
+		lit := n.children.get(topic[pos:end])
 		switch {
 		case lit != nil && n.plus != nil:
 			walk(n.plus, topic, next, m)
@@ -421,4 +410,83 @@ func (t *Trie) Len() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.count
+}
+
+// children are a node's literal child levels. Most nodes of a large tree have one
+// child or a few (a device's own levels): up to fewChildren they are a slice searched
+// in order (8 bytes a child, where a map's smallest table takes about 250); beyond,
+// a map.
+type children struct {
+	few  []*node
+	many map[string]*node
+}
+
+const fewChildren = 8
+
+func (cs *children) len() int {
+	if cs.many != nil {
+		return len(cs.many)
+	}
+	return len(cs.few)
+}
+
+func (cs *children) get(level string) *node {
+	if cs.many != nil {
+		return cs.many[level]
+	}
+	for _, c := range cs.few {
+		if c.key == level {
+			return c
+		}
+	}
+	return nil
+}
+
+// add adds c, whose key no child has.
+func (cs *children) add(c *node) {
+	switch {
+	case cs.many != nil:
+		cs.many[c.key] = c
+	case len(cs.few) < fewChildren:
+		cs.few = append(cs.few, c)
+	default:
+		cs.many = make(map[string]*node, 2*fewChildren)
+		for _, o := range cs.few {
+			cs.many[o.key] = o
+		}
+		cs.many[c.key] = c
+		cs.few = nil
+	}
+}
+
+func (cs *children) remove(c *node) {
+	if cs.many != nil {
+		delete(cs.many, c.key)
+		if len(cs.many) == 0 {
+			cs.many = nil
+		}
+		return
+	}
+	for i, o := range cs.few {
+		if o == c {
+			last := len(cs.few) - 1
+			cs.few[i] = cs.few[last]
+			cs.few[last] = nil
+			cs.few = cs.few[:last]
+			break
+		}
+	}
+	if len(cs.few) == 0 {
+		cs.few = nil
+	}
+}
+
+// each calls f for every child.
+func (cs *children) each(f func(*node)) {
+	for _, c := range cs.few {
+		f(c)
+	}
+	for _, c := range cs.many {
+		f(c)
+	}
 }

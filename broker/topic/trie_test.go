@@ -19,9 +19,7 @@ func countNodes(t *Trie) int {
 	var rec func(n *node) int
 	rec = func(n *node) int {
 		c := 0
-		for _, ch := range n.children {
-			c += 1 + rec(ch)
-		}
+		n.children.each(func(ch *node) { c += 1 + rec(ch) })
 		if n.plus != nil {
 			c += 1 + rec(n.plus)
 		}

@@ -81,6 +81,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 	log := newLogger(cfg.Log, stderr)
+	applyMemoryLimit(environ, cgroupMemoryFiles, log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := serve(ctx, cfg, log); err != nil {

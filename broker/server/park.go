@@ -1,0 +1,215 @@
+package server
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
+)
+
+// Parking idle connections (see broker/LOCKS.md, "Parked connections").
+//
+// A connection is served by a reader goroutine and, while it has something to write,
+// a writer goroutine. Most MQTT devices are idle nearly all of the time, and a
+// goroutine blocked in Read holds its stack (several KiB once it has handled a
+// CONNECT) and the 4 KiB read buffer. So a reader that has seen no input for
+// parkAfter parks its connection: it registers the socket with the server's poller
+// (its own epoll instance, one goroutine for every parked connection), gives its read
+// buffer back to a pool and ends; the writer ends too once it has nothing to do. The
+// first byte the client sends, its socket closing, the keepalive running out (a
+// timing wheel of one-second slots, not one timer per connection) or the server ending
+// the connection starts a new reader goroutine, which continues where the old one
+// stopped.
+//
+// Only plain TCP connections park: TLS and the PROXY protocol buffer input of their
+// own, out of the poller's sight, and WebSocket connections are served by the HTTP
+// server's goroutine.
+
+// parkAfter is how long a reader waits for input before it parks its connection.
+// Short, because a fleet's connections wake for their pings all the time (a minute's
+// keepalive over a million devices is 17,000 pings a second) and each stays awake,
+// with a goroutine stack and a read buffer, for parkAfter; long enough that a client
+// in a conversation (a QoS 1 or 2 flow, a burst of publishes) keeps its reader.
+// A variable so that tests can park at once.
+var parkAfter = 500 * time.Millisecond
+
+// readerPool holds the read buffers of parked connections.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// wheelSlots is the timing wheel's span in seconds; a later deadline goes round again.
+const wheelSlots = 512
+
+// parkRef names one parking of one connection: a slot of the poller's table and the
+// generation it had, so that a late event of an earlier parking is recognized.
+type parkRef struct{ slot, gen uint32 }
+
+// parker is the poller: an epoll instance, a table of the parked connections, and
+// the keepalive wheel. Its lock is a leaf: nothing else is taken under it.
+type parker struct {
+	epfd     int
+	wakeR    int // read end of a pipe that stops the loop
+	wakeW    int
+	done     chan struct{}
+	mu       lockorder.Mutex
+	slots    []parkedConn
+	free     []uint32
+	wheel    [wheelSlots][]parkRef
+	wheelSec int64 // the wheel's next second to process
+	closed   bool
+	onResume func(c *client)
+}
+
+type parkedConn struct {
+	c   *client
+	gen uint32
+}
+
+// plainTCP returns the raw socket of conn when the poller can watch it on its own:
+// a TCP connection without TLS or PROXY protocol in between.
+func plainTCP(conn any) syscall.RawConn {
+	if pc, ok := conn.(interface{ Plain() net.Conn }); ok { // a listener.Conn
+		conn = pc.Plain()
+	}
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// park registers c's socket and records it as parked, unless the connection is
+// ending. It returns false when c must keep reading instead. Called by c's reader.
+func (p *parker) park(c *client) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || c.ended.Load() {
+		return false
+	}
+	var slot uint32
+	if n := len(p.free); n > 0 {
+		slot = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		slot = uint32(len(p.slots))
+		p.slots = append(p.slots, parkedConn{})
+	}
+	pc := &p.slots[slot]
+	pc.gen++
+	if pc.gen == 0 {
+		pc.gen = 1 // 0 is the poller's own pipe
+	}
+	ref := parkRef{slot, pc.gen}
+	if err := epollAdd(p.epfd, c.raw, ref); err != nil {
+		p.free = append(p.free, slot)
+		return false
+	}
+	pc.c = c
+	c.parkRef = ref
+	c.parked = true
+	c.s.stats.parked.Add(1)
+	if c.keepAlive > 0 {
+		p.addToWheel(ref, c.kaDeadline, p.wheelSec)
+	}
+	return true
+}
+
+// unpark starts a new reader for c if it is parked (and reports whether it was).
+func (p *parker) unpark(c *client) bool {
+	p.mu.Lock()
+	if !c.parked {
+		p.mu.Unlock()
+		return false
+	}
+	p.release(c)
+	p.mu.Unlock()
+	go p.onResume(c)
+	return true
+}
+
+// release ends c's parking (p.mu held).
+func (p *parker) release(c *client) {
+	c.parked = false
+	c.s.stats.parked.Add(-1)
+	p.slots[c.parkRef.slot].c = nil
+	p.free = append(p.free, c.parkRef.slot)
+}
+
+// wake is the poller's answer to an event or a deadline of ref.
+func (p *parker) wake(ref parkRef) {
+	p.mu.Lock()
+	if int(ref.slot) >= len(p.slots) {
+		p.mu.Unlock()
+		return
+	}
+	pc := p.slots[ref.slot]
+	if pc.c == nil || pc.gen != ref.gen || !pc.c.parked {
+		p.mu.Unlock()
+		return
+	}
+	p.release(pc.c)
+	p.mu.Unlock()
+	go p.onResume(pc.c)
+}
+
+// addToWheel files ref under its deadline's second, or under the one second of the
+// wheel's span nearest to it from first on (p.mu held).
+func (p *parker) addToWheel(ref parkRef, deadline time.Time, first int64) {
+	sec := min(max(deadline.Unix(), first), first+wheelSlots-1)
+	i := sec % wheelSlots
+	p.wheel[i] = append(p.wheel[i], ref)
+}
+
+// tick wakes the parked connections whose keepalive ran out by now and files the
+// others of the passed seconds again.
+func (p *parker) tick(now time.Time) {
+	var due []*client
+	p.mu.Lock()
+	for ; p.wheelSec <= now.Unix(); p.wheelSec++ {
+		i := p.wheelSec % wheelSlots
+		refs := p.wheel[i]
+		p.wheel[i] = nil
+		for _, ref := range refs {
+			pc := p.slots[ref.slot]
+			if pc.c == nil || pc.gen != ref.gen || !pc.c.parked {
+				continue
+			}
+			if !now.Before(pc.c.kaDeadline) {
+				p.release(pc.c)
+				due = append(due, pc.c)
+				continue
+			}
+			p.addToWheel(ref, pc.c.kaDeadline, p.wheelSec+1) // not before the next second
+		}
+		if cap(refs) > 64 && len(p.wheel[i]) == 0 {
+			continue // let a large slot's array go
+		}
+		if p.wheel[i] == nil {
+			p.wheel[i] = refs[:0]
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range due {
+		go p.onResume(c)
+	}
+}
+
+// stop ends the poller's loop; connections still parked stay so (the server's
+// shutdown has ended them all before).
+func (p *parker) stop() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	p.mu.Unlock()
+	_, _ = syscall.Write(p.wakeW, []byte{0})
+	<-p.done
+}
