@@ -162,6 +162,20 @@ test-lockorder: test-deps ## Run the broker and process tests with -race and the
 bench: ## Run the broker benchmarks.
 	go test -run '^$$' -bench . -benchmem ./broker/...
 
+CONNS_LEVELS ?= 5000,10000,19000
+CONNS_ROUNDS ?= 1
+CONNS_CLUSTER_PER_NODE ?= 19000
+
+.PHONY: bench-conns
+bench-conns: build-mqttd ## Measure RSS per idle connection (5k, 10k, 19k) and the connect rate, mqttd against Debian's mosquitto (installed if missing), then 3 mqttd nodes at 19k each under a fleet-wide publisher; about 25 minutes (hack/connbench; figures in docs/benchmarks.md).
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto; }
+	go build -o bin/connbench ./hack/connbench
+	bin/connbench -mqttd bin/mqttd -mosquitto "$$(command -v mosquitto || echo /usr/sbin/mosquitto)" -levels $(CONNS_LEVELS) -rounds $(CONNS_ROUNDS)
+	bin/connbench cluster -mqttd bin/mqttd -per-node $(CONNS_CLUSTER_PER_NODE)
+
 .PHONY: measure-operator-cache
 measure-operator-cache: envtest-binaries ## Measure the operator's heap before and after 5,000 unrelated Secrets, with its cache and an unfiltered one (figures in docs/benchmarks.md).
 	KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-binaries.sh)" go run ./hack/measure-operator-cache

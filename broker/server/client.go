@@ -497,11 +497,7 @@ func (c *client) waitInput() error {
 		}
 		return nil
 	}
-	after := c.s.opts.ParkAfter
-	if after == 0 {
-		after = parkAfter
-	}
-	limit := time.Now().Add(after)
+	limit := time.Now().Add(c.s.parkAfter())
 	if !ka.IsZero() && ka.Before(limit) {
 		limit = ka
 	}
@@ -552,16 +548,40 @@ func (c *client) park() bool {
 
 // writeLoop is the connection's only writer: it batches control packets and deliveries
 // into one buffer per wake-up and writes it with a single call. While the connection
-// is parked it ends after each wake-up that leaves nothing to write (notify starts it
-// again); it ends for good after the connection's last packet.
+// is parked it ends once it has had nothing to write for parkAfter (notify starts it
+// again; a subscriber that only receives keeps it while messages flow); it ends for
+// good after the connection's last packet.
 func (c *client) writeLoop() {
-	for range c.wake {
+	var idle *time.Timer // armed while the reader is parked and nothing is left to write
+	var idleC <-chan time.Time
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-c.wake:
+		case <-idleC:
+			idleC = nil
+			if !c.readerParked.Load() {
+				continue
+			}
+			if c.idleWriterEnds() {
+				return
+			}
+		}
 		if c.writeRound() {
 			close(c.writerDone)
 			return
 		}
-		if c.readerParked.Load() && c.idleWriterEnds() {
-			return
+		if c.readerParked.Load() {
+			if idle == nil {
+				idle = time.NewTimer(c.s.parkAfter())
+			} else {
+				idle.Reset(c.s.parkAfter())
+			}
+			idleC = idle.C
 		}
 	}
 }

@@ -36,6 +36,14 @@ import (
 // A variable so that tests can park at once.
 var parkAfter = 500 * time.Millisecond
 
+// parkAfter is Options.ParkAfter, or the default.
+func (s *Server) parkAfter() time.Duration {
+	if s.opts.ParkAfter > 0 {
+		return s.opts.ParkAfter
+	}
+	return parkAfter
+}
+
 // readerPool holds the read buffers of parked connections.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 

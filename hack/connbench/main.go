@@ -50,6 +50,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "cluster" {
+		if err := clusterRun(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "connbench cluster:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := measure(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "connbench:", err)
 		os.Exit(1)
@@ -65,6 +72,7 @@ func hold(args []string) error {
 	srcNet := fs.Int("src", 1, "second octet of the 127.x.0.0/16 source range")
 	prefix := fs.String("prefix", "c", "client ID prefix")
 	conc := fs.Int("concurrency", 64, "connections opened at a time")
+	fleet := fs.Int("fleet", 0, "the first this many connections also subscribe to fleet/all (QoS 0)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,7 +90,7 @@ func hold(args []string) error {
 				if i >= *n {
 					return
 				}
-				c, err := connect(*addr, *srcNet, i, fmt.Sprintf("%s-%d", *prefix, i))
+				c, err := connect(*addr, *srcNet, i, fmt.Sprintf("%s-%d", *prefix, i), i < *fleet)
 				if err != nil {
 					errs <- fmt.Errorf("connection %d: %w", i, err)
 					next.Store(int64(*n)) // stop the others
@@ -99,6 +107,9 @@ func hold(args []string) error {
 	default:
 	}
 	fmt.Printf("ready %d %.6f\n", *n, time.Since(start).Seconds())
+	for _, c := range conns[:min(*fleet, len(conns))] {
+		go func() { _, _ = io.Copy(io.Discard, c) }() // fleet/all's messages: read, as a device would
+	}
 
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -134,7 +145,7 @@ func hold(args []string) error {
 
 // connect dials from 127.src.(i/250).(i%250+1), sends CONNECT and SUBSCRIBE and
 // waits for CONNACK and SUBACK.
-func connect(addr string, src, i int, id string) (net.Conn, error) {
+func connect(addr string, src, i int, id string, fleet bool) (net.Conn, error) {
 	local := &net.TCPAddr{IP: net.IPv4(127, byte(src), byte(i/250), byte(i%250+1))}
 	d := net.Dialer{LocalAddr: local, Timeout: 30 * time.Second}
 	c, err := d.Dial("tcp", addr)
@@ -147,13 +158,19 @@ func connect(addr string, src, i int, id string) (net.Conn, error) {
 		Subscriptions: []packet.Subscription{{Filter: "devices/" + id + "/cmd", QoS: 1}}}
 	buf := conn.Encode(nil, packet.V311)
 	buf = sub.Encode(buf, packet.V311)
+	acks := []packet.Type{packet.Connack, packet.Suback}
+	if fleet {
+		all := &packet.Packet{Type: packet.Subscribe, PacketID: 2, Subscriptions: []packet.Subscription{{Filter: "fleet/all"}}}
+		buf = all.Encode(buf, packet.V311)
+		acks = append(acks, packet.Suback)
+	}
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Write(buf); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
 	br := bufio.NewReaderSize(c, 64)
-	for _, want := range []packet.Type{packet.Connack, packet.Suback} {
+	for _, want := range acks {
 		p, err := packet.Read(br, packet.V311, 0)
 		if err != nil {
 			_ = c.Close()
