@@ -57,7 +57,7 @@ func clusterRun(args []string) error {
 	type node struct {
 		name, mqtt, api, cluster string
 		cmd                      *exec.Cmd
-		base                     int64
+		base, baseHeap           int64
 	}
 	nodes := make([]*node, 3)
 	defer func() {
@@ -125,6 +125,9 @@ func clusterRun(args []string) error {
 	}
 	for _, n := range nodes {
 		if n.base, err = settledRSS(n.cmd.Process.Pid, 0); err != nil {
+			return err
+		}
+		if n.baseHeap, err = goHeap("http://" + n.api + "/metrics"); err != nil {
 			return err
 		}
 	}
@@ -286,8 +289,8 @@ done:
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%s: RSS %.1f MiB, %.2f KiB per connection over its base; live Go heap+stacks %.1f MiB\n",
-			n.name, mib(rss), float64(rss-n.base)/float64(*perNode)/1024, mib(heap))
+		fmt.Printf("%s: RSS %.1f MiB, %.2f KiB per connection over its base; live Go heap+stacks %.1f MiB, %.2f KiB per connection\n",
+			n.name, mib(rss), float64(rss-n.base)/float64(*perNode)/1024, mib(heap), float64(heap-n.baseHeap)/float64(*perNode)/1024)
 	}
 	if nAcked < published || nReceived < published {
 		return fmt.Errorf("%d of %d acknowledged, %d received", nAcked, published, nReceived)
@@ -371,7 +374,7 @@ func dialConnect(addr, id string, sub bool) (net.Conn, *bufio.Reader, error) {
 		p, err := packet.Read(br, packet.V311, 0)
 		if err != nil || p.Type != w {
 			_ = c.Close()
-			return nil, nil, fmt.Errorf("%s: waiting for %v: %v (%v)", id, w, err, p)
+			return nil, nil, fmt.Errorf("%s: waiting for %v: %w (%v)", id, w, err, p)
 		}
 	}
 	_ = c.SetDeadline(time.Time{})
