@@ -24,12 +24,19 @@ func (r *routing) serveInbound(c net.Conn, peer string) {
 	_ = c.SetReadDeadline(time.Time{})
 	ack := r.judge.judgeLink(peer, f.Hello)
 	ack.Heartbeat = ack.Code == "" && f.Hello.Heartbeat // this end sends fPong keepalives
+	if ack.Code == "" {
+		ack.Proto = min(f.Hello.Proto, r.proto) // the dialer's highest, if this node speaks it
+		if ack.Proto != protoBinary {
+			ack.Proto = protoGob
+		}
+	}
 	if err := cd.write(&frame{Kind: fHelloAck, Hello: ack}); err != nil || ack.Code != "" {
 		if ack.Code != "" {
 			r.log.Warn("cluster link refused", "peer", peer, "code", ack.Code, "reason", ack.Message)
 		}
 		return
 	}
+	cd.use(ack.Proto)
 	hb := &heartbeat{}
 	if ack.Heartbeat {
 		done := make(chan struct{})

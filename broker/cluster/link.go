@@ -24,6 +24,7 @@ type link struct {
 	id uint64
 
 	up      atomic.Bool
+	proto   atomic.Int32    // the link protocol version of the current connection
 	mu      lockorder.Mutex // guards the fields below; held while the snapshot is written
 	cd      *codec
 	seq     uint64
@@ -116,7 +117,7 @@ func (l *link) session() error {
 	cd := newCodec(c)
 	defer cd.close()
 	id, idx := l.r.judge.helloView()
-	if err := cd.write(&frame{Kind: fHello, Hello: &hello{ClusterID: id, ConfigIndex: idx, Heartbeat: true, LinkID: l.id}}); err != nil {
+	if err := cd.write(&frame{Kind: fHello, Hello: &hello{ClusterID: id, ConfigIndex: idx, Heartbeat: true, LinkID: l.id, Proto: l.r.proto}}); err != nil {
 		return err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
@@ -129,6 +130,11 @@ func (l *link) session() error {
 		l.r.judge.refused(l.peer, f.Hello, idx, id)
 		return errorf(f.Hello.Code, "%s", f.Hello.Message)
 	}
+	if p := f.Hello.Proto; p != protoGob && (p != protoBinary || p > l.r.proto) {
+		return errorf(apiv1.CodeInternal, "%s answered link protocol version %d; this node offered %d", l.peer, p, l.r.proto)
+	}
+	cd.use(f.Hello.Proto)
+	l.proto.Store(int32(f.Hello.Proto))
 	// Heartbeats start at once: the snapshot below may wait for the server's route
 	// flush, and the peer's watchdog runs from its hello ack.
 	hb := &heartbeat{}
@@ -156,7 +162,7 @@ func (l *link) session() error {
 	if stopped {
 		return nil
 	}
-	l.r.log.Info("cluster link up", "peer", l.peer, "address", l.addr)
+	l.r.log.Info("cluster link up", "peer", l.peer, "address", l.addr, "protocol", f.Hello.Proto)
 	if up := l.r.onUp; up != nil {
 		l.r.wg.Add(1) // run holds one already: no race with the final Wait
 		go func() {

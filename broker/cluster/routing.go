@@ -31,6 +31,9 @@ type routing struct {
 	// onUp runs (on its own goroutine) each time a link to a peer comes up; onGone
 	// when a peer leaves the configuration. Either may be nil.
 	onUp, onGone func(peer string)
+	// proto is the highest link protocol version this node offers and accepts
+	// (protoLatest; tests set protoGob to play a node of an older release).
+	proto int
 
 	done <-chan struct{}
 	wg   *sync.WaitGroup
@@ -81,7 +84,7 @@ type linkJudge interface {
 
 func newRouting(self string, log *slog.Logger, done <-chan struct{}, wg *sync.WaitGroup) *routing {
 	return &routing{self: self, log: log, done: done, wg: wg, links: map[string]*link{}, inbound: map[string]*inbound{},
-		delivered: map[string]*delivered{}}
+		delivered: map[string]*delivered{}, proto: protoLatest}
 }
 
 // diffLinks compares the links a node has (peer name -> address) with the members of

@@ -25,8 +25,9 @@ const (
 	chanQuery byte = 'Q' // one request from a node that may not be a member (join)
 )
 
-// Frame kinds on links and query connections. Frames are gob-encoded; a link carries
-// them in order, which keeps each publisher's messages in order.
+// Frame kinds on links and query connections. Frames are gob-encoded, or on a link
+// whose ends agreed on it in their hello exchange, in the binary format (frames.go);
+// a link carries them in order, which keeps each publisher's messages in order.
 const (
 	fHello    byte = iota + 1 // dialer -> listener: who I am, what I think the cluster is
 	fHelloAck                 // listener -> dialer: accepted, or why not
@@ -67,6 +68,10 @@ type hello struct {
 	// dialer writes its unacknowledged forwards again after a reconnect). Absent from
 	// older nodes: 0, no check (and they write nothing again).
 	LinkID uint64
+	// Proto: in fHello, the highest link protocol version the dialer speaks; in
+	// fHelloAck, the version both ends use from the next frame on (frames.go).
+	// Absent from older nodes: 0, gob throughout.
+	Proto int
 }
 
 type routes struct {
@@ -161,14 +166,20 @@ func errResponse(err error) *response {
 // error is sticky and closes the connection.
 type codec struct {
 	conn net.Conn
+	br   *bufio.Reader
 	dec  *gob.Decoder
+	// readProto is the reader's format (the reading goroutine's own); writeProto,
+	// under mu, the writers'. Both start as gob (the hello exchange) and change once,
+	// with use.
+	readProto int
 
-	mu      lockorder.Mutex
-	room    *sync.Cond // signaled when the flusher took the pending bytes, or on an error
-	pending []byte     // encoded frames the flusher has not taken yet
-	spare   []byte     // the flusher's last buffer, for reuse
-	enc     *gob.Encoder
-	err     error
+	mu         lockorder.Mutex
+	room       *sync.Cond // signaled when the flusher took the pending bytes, or on an error
+	pending    []byte     // encoded frames the flusher has not taken yet
+	spare      []byte     // the flusher's last buffer, for reuse
+	enc        *gob.Encoder
+	writeProto int
+	err        error
 
 	kick    chan struct{}
 	done    chan struct{}
@@ -189,7 +200,8 @@ func (w pendingWriter) Write(p []byte) (int, error) {
 }
 
 func newCodec(c net.Conn) *codec {
-	cd := &codec{conn: c, dec: gob.NewDecoder(bufio.NewReaderSize(c, 64<<10)),
+	br := bufio.NewReaderSize(c, 64<<10)
+	cd := &codec{conn: c, br: br, dec: gob.NewDecoder(br), // gob reads exactly its messages from br
 		kick: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{})}
 	cd.room = sync.NewCond(&cd.mu)
 	cd.enc = gob.NewEncoder(pendingWriter{cd})
@@ -221,8 +233,21 @@ func (c *codec) close() {
 }
 
 func (c *codec) read(f *frame) error {
+	if c.readProto == protoBinary {
+		return readFrame(c.br, f)
+	}
 	*f = frame{}
 	return c.dec.Decode(f)
+}
+
+// use switches both directions to link protocol version proto after the hello
+// exchange: frames queued before stay in their format, ahead of the ones after. The
+// reading goroutine calls it, between its reads.
+func (c *codec) use(proto int) {
+	c.readProto = proto
+	c.mu.Lock()
+	c.writeProto = proto
+	c.mu.Unlock()
 }
 
 // write queues f for the flusher.
@@ -247,7 +272,13 @@ func (c *codec) queue(f *frame, wait bool) error {
 		c.mu.Unlock()
 		return err
 	}
-	if err := c.enc.Encode(f); err != nil {
+	var err error
+	if c.writeProto == protoBinary {
+		c.pending, err = appendFrame(c.pending, f)
+	} else {
+		err = c.enc.Encode(f)
+	}
+	if err != nil {
 		c.err = err
 		c.room.Broadcast()
 		c.mu.Unlock()
