@@ -76,12 +76,14 @@ type client struct {
 	held      bool // the last round kept c.batch back for a SUBACK (holdDeliveries)
 
 	// Parking (park.go). raw is the socket the poller can watch (nil: the connection
-	// never parks); kaDeadline is the reader's keepalive deadline; parked and parkRef
-	// are guarded by the poller's lock. readerRunning is 1 while the reader
-	// goroutine runs and 0 while the connection is parked (the writer ends then too).
-	raw           syscall.RawConn
+	// never parks); kaDeadline is the reader's keepalive deadline; parked, inWheel
+	// and parkRef are guarded by the poller's lock. readerParked is set while the
+	// connection is parked (the writer ends then too, once idle).
+	raw           syscall.RawConn // set in newClient, read-only after
+	noPark        bool            // reader: parking failed once, it reads as before
 	kaDeadline    time.Time
 	parked        bool
+	inWheel       bool // guarded by the poller's lock: the client has an entry in the keepalive wheel
 	parkRef       parkRef
 	readerParked  atomic.Bool
 	writerRunning atomic.Bool
@@ -115,6 +117,11 @@ func newClient(s *Server, conn net.Conn) *client {
 	}
 	c.drained.L = &c.mu
 	c.br = bufio.NewReaderSize(countingReader{conn, &s.stats.bytesIn}, 4096)
+	if s.opts.ParkAfter >= 0 {
+		if raw := plainTCP(conn); raw != nil && s.parker() != nil {
+			c.raw = raw
+		}
+	}
 	return c
 }
 
@@ -286,9 +293,6 @@ func (c *client) serve() {
 		c.release()
 		return
 	}
-	if c.s.opts.ParkAfter >= 0 {
-		c.raw = plainTCP(c.conn)
-	}
 	go c.writeLoop() // writerRunning is true since serve began
 
 	ended = c.run()
@@ -309,6 +313,11 @@ func (c *client) run() (ended bool) {
 	s.disconnected(c) // the will and the session do not wait for the drain
 	c.drainInput()
 	_ = c.conn.Close()
+	if c.raw != nil {
+		if p := s.parker(); p != nil {
+			p.forget(c)
+		}
+	}
 	s.stats.connected.Add(-1)
 	c.release()
 	return true
@@ -430,19 +439,12 @@ func (c *client) readLoop() (code packet.Code, why string, parked bool) {
 		c.kaDeadline = time.Now().Add(c.keepAlive * 3 / 2)
 	}
 	for {
-		if c.keepAlive > 0 && !time.Now().Before(c.kaDeadline) {
-			s.log.Info("keepalive timeout", "client", c.id, "remote", c.addr)
-			return packet.KeepAliveTimeout, "no packet within 1.5 times the keepalive", false
-		}
 		err := c.waitInput()
 		if errors.Is(err, errParked) {
 			return noCode, "", true
 		}
 		if err == nil {
 			err = packet.ReadInto(c.br, &p, c.version, s.opts.MaxPacketSize)
-		}
-		if err == nil && c.keepAlive > 0 {
-			c.kaDeadline = time.Now().Add(c.keepAlive * 3 / 2)
 		}
 		if err == nil && (c.takenOver.Load() || c.ended.Load()) {
 			return noCode, "", false // the session is another connection's now, or the server ended this one: nothing more of it counts
@@ -453,6 +455,11 @@ func (c *client) readLoop() (code packet.Code, why string, parked bool) {
 		if err == nil {
 			if p.Type == packet.Publish {
 				c.throttlePublish(len(p.Payload))
+			}
+			// The keepalive counts from here: time the server spent on the packet
+			// (a slow route, the publish rate's wait) is not the client's silence.
+			if c.keepAlive > 0 {
+				c.kaDeadline = time.Now().Add(c.keepAlive * 3 / 2)
 			}
 			continue
 		}
@@ -484,43 +491,55 @@ var errParked = errors.New("parked")
 // nothing is buffered on a connection that can park, parkAfter from now at most. When
 // that passes with no input, the connection parks (errParked). An error is the read's.
 func (c *client) waitInput() error {
-	ka := time.Time{}
-	if c.keepAlive > 0 {
-		ka = c.kaDeadline
-	}
-	if c.raw == nil || c.br.Buffered() > 0 {
-		_ = c.conn.SetReadDeadline(ka)
-		// Checked after setting the deadline: endWrites sets ended before its own
-		// deadline of now, so one of the two stops this reader.
+	for {
+		ka, late := time.Time{}, false
+		if c.keepAlive > 0 {
+			ka = c.kaDeadline
+			if now := time.Now(); !now.Before(ka) {
+				// Woken at (or after) the deadline: what the socket already holds
+				// still counts, but nothing more is waited for.
+				ka, late = now.Add(keepAliveGrace), true
+			}
+		}
+		if c.raw == nil || c.noPark || late || c.br.Buffered() > 0 {
+			_ = c.conn.SetReadDeadline(ka)
+			// Checked after setting the deadline: endWrites sets ended before its own
+			// deadline of now, so one of the two stops this reader.
+			if c.ended.Load() {
+				return net.ErrClosed
+			}
+			return nil
+		}
+		limit := time.Now().Add(c.s.parkAfter())
+		if !ka.IsZero() && ka.Before(limit) {
+			limit = ka
+		}
+		_ = c.conn.SetReadDeadline(limit)
 		if c.ended.Load() {
 			return net.ErrClosed
 		}
+		_, err := c.br.Peek(1) // a timeout here consumed nothing: parking is safe
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() && (ka.IsZero() || time.Now().Before(ka)) {
+			if c.park() {
+				return errParked
+			}
+			c.noPark = true // the poller refused it (ending, or epoll failed): read as before
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !limit.Equal(ka) {
+			_ = c.conn.SetReadDeadline(ka)
+		}
 		return nil
 	}
-	limit := time.Now().Add(c.s.parkAfter())
-	if !ka.IsZero() && ka.Before(limit) {
-		limit = ka
-	}
-	_ = c.conn.SetReadDeadline(limit)
-	if c.ended.Load() {
-		return net.ErrClosed
-	}
-	_, err := c.br.Peek(1) // a timeout here consumed nothing: parking is safe
-	var ne net.Error
-	if err != nil && errors.As(err, &ne) && ne.Timeout() && (ka.IsZero() || time.Now().Before(ka)) {
-		if c.park() {
-			return errParked
-		}
-		return c.waitInput()
-	}
-	if err != nil {
-		return err
-	}
-	if !limit.Equal(ka) {
-		_ = c.conn.SetReadDeadline(ka)
-	}
-	return nil
 }
+
+// keepAliveGrace is how long a reader that finds its keepalive deadline passed (woken
+// late, or by the keepalive wheel) still waits for input the socket may already hold.
+const keepAliveGrace = 10 * time.Millisecond
 
 // park hands the connection to the poller: the read buffer goes back to the pool and
 // the writer ends once idle. It returns false when the connection cannot park (it is

@@ -57,14 +57,19 @@ type parkRef struct{ slot, gen uint32 }
 // parker is the poller: an epoll instance, a table of the parked connections, and
 // the keepalive wheel. Its lock is a leaf: nothing else is taken under it.
 type parker struct {
-	epfd     int
-	wakeR    int // read end of a pipe that stops the loop
-	wakeW    int
-	done     chan struct{}
-	mu       lockorder.Mutex
-	slots    []parkedConn
-	free     []uint32
+	epfd  int
+	wakeR int // read end of a pipe that stops the loop
+	wakeW int
+	done  chan struct{}
+	mu    lockorder.Mutex
+	slots []parkedConn
+	free  []uint32
+	// The keepalive wheel: at most one entry per connection (inWheel), filed under a
+	// second counted from epoch on the monotonic clock (a step of the wall clock
+	// changes nothing); an entry whose client is awake, or not due yet, when its
+	// second comes is dropped, or filed again.
 	wheel    [wheelSlots][]parkRef
+	epoch    time.Time
 	wheelSec int64 // the wheel's next second to process
 	closed   bool
 	onResume func(c *client)
@@ -94,36 +99,38 @@ func plainTCP(conn any) syscall.RawConn {
 
 // park registers c's socket and records it as parked, unless the connection is
 // ending. It returns false when c must keep reading instead. Called by c's reader.
+// A connection keeps its slot in the table from its first park to its end (forget):
+// the slot and its generation name it in epoll events and in the keepalive wheel.
 func (p *parker) park(c *client) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || c.ended.Load() {
 		return false
 	}
-	var slot uint32
-	if n := len(p.free); n > 0 {
-		slot = p.free[n-1]
-		p.free = p.free[:n-1]
-	} else {
-		slot = uint32(len(p.slots))
-		p.slots = append(p.slots, parkedConn{})
+	if c.parkRef.gen == 0 {
+		var slot uint32
+		if n := len(p.free); n > 0 {
+			slot = p.free[n-1]
+			p.free = p.free[:n-1]
+		} else {
+			slot = uint32(len(p.slots))
+			p.slots = append(p.slots, parkedConn{})
+		}
+		pc := &p.slots[slot]
+		pc.gen++
+		if pc.gen == 0 {
+			pc.gen = 1 // 0 is the poller's own pipe
+		}
+		pc.c = c
+		c.parkRef = parkRef{slot, pc.gen}
 	}
-	pc := &p.slots[slot]
-	pc.gen++
-	if pc.gen == 0 {
-		pc.gen = 1 // 0 is the poller's own pipe
-	}
-	ref := parkRef{slot, pc.gen}
-	if err := epollAdd(p.epfd, c.raw, ref); err != nil {
-		p.free = append(p.free, slot)
+	if err := epollAdd(p.epfd, c.raw, c.parkRef); err != nil {
 		return false
 	}
-	pc.c = c
-	c.parkRef = ref
 	c.parked = true
 	c.s.stats.parked.Add(1)
-	if c.keepAlive > 0 {
-		p.addToWheel(ref, c.kaDeadline, p.wheelSec)
+	if c.keepAlive > 0 && !c.inWheel {
+		p.addToWheel(c, p.wheelSec)
 	}
 	return true
 }
@@ -145,67 +152,91 @@ func (p *parker) unpark(c *client) bool {
 func (p *parker) release(c *client) {
 	c.parked = false
 	c.s.stats.parked.Add(-1)
+}
+
+// forget gives c's slot back: its connection ended (its reader calls it, awake).
+func (p *parker) forget(c *client) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.parkRef.gen == 0 {
+		return
+	}
 	p.slots[c.parkRef.slot].c = nil
 	p.free = append(p.free, c.parkRef.slot)
+	c.parkRef = parkRef{}
 }
 
-// wake is the poller's answer to an event or a deadline of ref.
+// lookup returns the connection ref names, or nil when it ended since (p.mu held).
+func (p *parker) lookup(ref parkRef) *client {
+	if int(ref.slot) >= len(p.slots) {
+		return nil
+	}
+	if pc := p.slots[ref.slot]; pc.gen == ref.gen {
+		return pc.c
+	}
+	return nil
+}
+
+// wake is the poller's answer to an event of ref.
 func (p *parker) wake(ref parkRef) {
 	p.mu.Lock()
-	if int(ref.slot) >= len(p.slots) {
+	c := p.lookup(ref)
+	if c == nil || !c.parked {
 		p.mu.Unlock()
-		return
+		return // an event of an earlier parking, or of a connection that ended
 	}
-	pc := p.slots[ref.slot]
-	if pc.c == nil || pc.gen != ref.gen || !pc.c.parked {
-		p.mu.Unlock()
-		return
-	}
-	p.release(pc.c)
+	p.release(c)
 	p.mu.Unlock()
-	go p.onResume(pc.c)
+	go p.onResume(c)
 }
 
-// addToWheel files ref under its deadline's second, or under the one second of the
-// wheel's span nearest to it from first on (p.mu held).
-func (p *parker) addToWheel(ref parkRef, deadline time.Time, first int64) {
-	sec := min(max(deadline.Unix(), first), first+wheelSlots-1)
+// addToWheel files c under its keepalive deadline's second, or under the one second
+// of the wheel's span nearest to it from first on (p.mu held).
+func (p *parker) addToWheel(c *client, first int64) {
+	sec := min(max(p.second(c.kaDeadline), first), first+wheelSlots-1)
 	i := sec % wheelSlots
-	p.wheel[i] = append(p.wheel[i], ref)
+	p.wheel[i] = append(p.wheel[i], c.parkRef)
+	c.inWheel = true
 }
 
-// tick wakes the parked connections whose keepalive ran out by now and files the
-// others of the passed seconds again.
-func (p *parker) tick(now time.Time) {
+// second is t's second on the wheel (monotonic: t must come from time.Now).
+func (p *parker) second(t time.Time) int64 { return int64(t.Sub(p.epoch) / time.Second) }
+
+// tick wakes the parked connections whose keepalive ran out in the seconds that have
+// fully passed by now, and files again those of them that are not due yet (their
+// deadline moved on since they were filed). It returns how long until the next
+// second ends.
+func (p *parker) tick(now time.Time) time.Duration {
 	var due []*client
 	p.mu.Lock()
-	for ; p.wheelSec <= now.Unix(); p.wheelSec++ {
+	for nowSec := p.second(now); p.wheelSec < nowSec; p.wheelSec++ {
 		i := p.wheelSec % wheelSlots
-		refs := p.wheel[i]
+		entries := p.wheel[i]
 		p.wheel[i] = nil
-		for _, ref := range refs {
-			pc := p.slots[ref.slot]
-			if pc.c == nil || pc.gen != ref.gen || !pc.c.parked {
-				continue
+		for _, ref := range entries {
+			c := p.lookup(ref)
+			switch {
+			case c == nil: // the connection ended
+			case !c.parked:
+				c.inWheel = false // awake: filed again when it parks
+			case !now.Before(c.kaDeadline):
+				c.inWheel = false
+				p.release(c)
+				due = append(due, c)
+			default:
+				p.addToWheel(c, p.wheelSec+1) // not before the next second
 			}
-			if !now.Before(pc.c.kaDeadline) {
-				p.release(pc.c)
-				due = append(due, pc.c)
-				continue
-			}
-			p.addToWheel(ref, pc.c.kaDeadline, p.wheelSec+1) // not before the next second
 		}
-		if cap(refs) > 64 && len(p.wheel[i]) == 0 {
-			continue // let a large slot's array go
-		}
-		if p.wheel[i] == nil {
-			p.wheel[i] = refs[:0]
+		if p.wheel[i] == nil && cap(entries) <= 64 {
+			p.wheel[i] = entries[:0] // reused; a large slot's array is let go
 		}
 	}
+	next := p.epoch.Add(time.Duration(p.wheelSec+1) * time.Second).Sub(now)
 	p.mu.Unlock()
 	for _, c := range due {
 		go p.onResume(c)
 	}
+	return next
 }
 
 // stop ends the poller's loop; connections still parked stay so (the server's

@@ -29,7 +29,7 @@ func newParker(onResume func(*client)) (*parker, error) {
 		return nil, err
 	}
 	p := &parker{epfd: epfd, wakeR: pipe[0], wakeW: pipe[1], done: make(chan struct{}),
-		wheelSec: time.Now().Unix(), onResume: onResume}
+		epoch: time.Now(), onResume: onResume}
 	go p.loop()
 	return p, nil
 }
@@ -48,8 +48,15 @@ func (p *parker) loop() {
 		_ = syscall.Close(p.wakeW)
 	}()
 	events := make([]syscall.EpollEvent, 256)
+	wait := time.Second
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, 1000)
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			return
+		}
+		n, err := syscall.EpollWait(p.epfd, events, int(max(wait/time.Millisecond, 1)))
 		if err != nil && err != syscall.EINTR {
 			// Not expected; keep the wheel turning rather than spin.
 			n = 0
@@ -62,7 +69,7 @@ func (p *parker) loop() {
 			}
 			p.wake(ref)
 		}
-		p.tick(time.Now())
+		wait = p.tick(time.Now()) + time.Millisecond // just after the next second ends
 	}
 }
 

@@ -279,3 +279,35 @@ func TestParkedThroughListener(t *testing.T) {
 	pc.send(&packet.Packet{Type: packet.Pingreq})
 	pc.expect(packet.Pingresp)
 }
+
+// The keepalive counts from when the server is done with a packet: a publisher the
+// publish byte rate holds back for longer than 1.5 times its keepalive, whose pings
+// wait in the socket meanwhile, is not cut off (with and without parking).
+func TestKeepAliveAfterThrottle(t *testing.T) {
+	for _, after := range []time.Duration{-1, testParkAfter} {
+		t.Run(fmt.Sprint("park after ", after), func(t *testing.T) {
+			b := startBroker(t, server.Options{ParkAfter: after, PublishByteRate: 1000})
+			rc, _ := connectRaw(t, b, "slowpub", 1, nil)
+			rc.send(&packet.Packet{Type: packet.Publish, Topic: "big", Payload: bytes.Repeat([]byte("b"), 4000)})
+			deadline := time.Now().Add(3500 * time.Millisecond) // the rate holds the reader about 3 s
+			for time.Now().Before(deadline) {
+				rc.send(&packet.Packet{Type: packet.Pingreq})
+				if p, err := rc.tryRead(500 * time.Millisecond); err == nil && p.Type != packet.Pingresp {
+					t.Fatalf("got %v (0x%02X), want PINGRESP or nothing yet", p.Type, byte(p.ReasonCode))
+				} else if err != nil && !isTimeout(err) {
+					t.Fatalf("connection ended: %v", err)
+				}
+			}
+			rc.send(&packet.Packet{Type: packet.Pingreq})
+			for {
+				p := rc.read(5 * time.Second)
+				if p.Type != packet.Pingresp {
+					t.Fatalf("got %v, want PINGRESP", p.Type)
+				}
+				if b.Stats().ClientsConnected == 1 {
+					break
+				}
+			}
+		})
+	}
+}

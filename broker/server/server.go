@@ -347,14 +347,14 @@ func (s *Server) ServeListener(l net.Listener, name string) error {
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("mqtt server closed")
 
-// ServeConn runs the protocol on one connection and returns when it is closed, as a
-// connection of the listener "default" (see ServeConnOn).
+// ServeConn runs the protocol on one connection as a connection of the listener
+// "default" (see ServeConnOn).
 func (s *Server) ServeConn(conn net.Conn) { s.ServeConnOn(conn, "default") }
 
 // ServeConnOn runs the protocol on one connection of the listener called listener
 // (its per-listener limits apply) and returns when the connection is closed, or when
 // it parks (a plain TCP connection idle for a while; see park.go): other goroutines
-// serve it from then on.
+// serve it from then on. The server closes conn; the caller must not.
 func (s *Server) ServeConnOn(conn net.Conn, listener string) {
 	s.mu.Lock()
 	if s.closing {
