@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/server"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
@@ -39,10 +40,15 @@ const (
 // The hello exchange is never binary.
 
 // maxFrame bounds one binary frame (a route snapshot of a large node, a moved session
-// with its queue); a longer length is a broken or hostile peer.
-const maxFrame = 256 << 20
+// with its queue): what the 4-byte length can say. A reader allocates as the bytes
+// arrive (readFrame), so a length alone costs nothing.
+const maxFrame = 1<<32 - 1
 
-var errFrame = errors.New("malformed cluster frame")
+var (
+	errFrame = errors.New("malformed cluster frame")
+	// errFrameTooBig: a frame over maxFrame was not written; the link goes on.
+	errFrameTooBig = errors.New("cluster frame too big")
+)
 
 // request flags.
 const (
@@ -118,7 +124,7 @@ func appendFrame(b []byte, f *frame) ([]byte, error) {
 	}
 	n := len(b) - start - 4
 	if n > maxFrame {
-		return b[:start], fmt.Errorf("%w: %d bytes, over %d", errFrame, n, maxFrame)
+		return b[:start], fmt.Errorf("%w: %d bytes, over %d", errFrameTooBig, n, maxFrame)
 	}
 	binary.BigEndian.PutUint32(b[start:], uint32(n))
 	return b, nil
@@ -166,19 +172,31 @@ func readFrame(r io.Reader, f *frame) error {
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > maxFrame {
-		return fmt.Errorf("%w: length %d", errFrame, n)
+	n := int(binary.BigEndian.Uint32(hdr[:]))
+	if n == 0 {
+		return fmt.Errorf("%w: length 0", errFrame)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	// Up to readChunk at first, then growing as the bytes arrive: a peer cannot make
+	// this node allocate more than a few times what it sends.
+	body := make([]byte, 0, min(n, readChunk))
+	for len(body) < n {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, min(n-len(body), max(len(body)/4, readChunk)))
 		}
-		return err
+		m, err := r.Read(body[len(body):min(cap(body), n)])
+		body = body[:len(body)+m]
+		if err != nil && len(body) < n {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
 	}
 	return decodeFrame(body, f)
 }
+
+// readChunk is what readFrame allocates before the bytes arrive.
+const readChunk = 1 << 20
 
 // decodeFrame decodes a frame's body; f's byte slices alias body.
 func decodeFrame(body []byte, f *frame) error {
@@ -280,11 +298,11 @@ func (d *decoder) varint() int64 {
 	return v
 }
 
-// count reads a length or a list's count, which cannot exceed the bytes left (every
-// item takes at least one byte).
-func (d *decoder) count() int {
+// count reads a length or a list's count of items that take at least minBytes each,
+// which the bytes left must be able to hold.
+func (d *decoder) count(minBytes int) int {
 	n := d.uvarint()
-	if d.err == nil && n > uint64(len(d.b)) {
+	if d.err == nil && n > uint64(len(d.b)/minBytes) {
 		d.fail(errShort)
 		return 0
 	}
@@ -292,7 +310,7 @@ func (d *decoder) count() int {
 }
 
 func (d *decoder) bytes() []byte {
-	n := d.count()
+	n := d.count(1)
 	if d.err != nil || n == 0 {
 		return nil
 	}
@@ -304,11 +322,11 @@ func (d *decoder) bytes() []byte {
 func (d *decoder) string() string { return string(d.bytes()) }
 
 func (d *decoder) strings() []string {
-	n := d.count()
+	n := d.count(1) // a string's length
 	if d.err != nil || n == 0 {
 		return nil
 	}
-	out := make([]string, 0, n)
+	out := make([]string, 0, min(n, 1024)) // appends grow it as items decode
 	for range n {
 		out = append(out, d.string())
 	}
@@ -316,11 +334,11 @@ func (d *decoder) strings() []string {
 }
 
 func (d *decoder) routes() []server.Route {
-	n := d.count()
+	n := d.count(2) // two strings' lengths
 	if d.err != nil || n == 0 {
 		return nil
 	}
-	out := make([]server.Route, 0, n)
+	out := make([]server.Route, 0, min(n, 1024)) // appends grow it as items decode
 	for range n {
 		out = append(out, server.Route{Group: d.string(), Filter: d.string()})
 	}

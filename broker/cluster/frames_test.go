@@ -2,10 +2,12 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -91,7 +93,6 @@ func TestFrameMalformed(t *testing.T) {
 		{"unknown kind", []byte{0, 0, 0, 1, 200}},
 		{"the hello is never binary", []byte{0, 0, 0, 1, fHello}},
 		{"empty", []byte{0, 0, 0, 0}},
-		{"too long", []byte{0x7f, 0xff, 0xff, 0xff}},
 		{"a length past the frame", []byte{0, 0, 0, 3, fForward, 0, 0x7f}},
 		{"a huge list count", append([]byte{0, 0, 0, 13, fRoutes, 0}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0, 0)},
 	} {
@@ -102,6 +103,36 @@ func TestFrameMalformed(t *testing.T) {
 	}
 	if _, err := appendFrame(nil, &frame{Kind: fHello, Hello: &hello{}}); !errors.Is(err, errFrame) {
 		t.Fatalf("a binary hello: %v", err)
+	}
+}
+
+// A peer cannot make a node allocate much more than it sends (a few times, for the
+// growing read buffer): a length of 4 GiB
+// followed by little, and a list count of millions in a small frame.
+func TestFrameAllocationBounded(t *testing.T) {
+	allocated := func(f func()) uint64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		f()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	var got frame
+	var err error
+	n := allocated(func() { err = readFrame(bytes.NewReader([]byte{0xff, 0xff, 0xff, 0xff, fPing}), &got) })
+	if !errors.Is(err, io.ErrUnexpectedEOF) || n > 2<<20 {
+		t.Fatalf("a 4 GiB length with one byte after it: %v, %d bytes allocated", err, n)
+	}
+	// fRoutes, not full, then an Add count of 2^22 with 4 MiB of zeros: each zero byte
+	// is half of an empty route, so the count is refused before anything is made.
+	body := append([]byte{fRoutes, 0}, binary.AppendUvarint(nil, 1<<22)...)
+	body = append(body, make([]byte, 4<<20)...)
+	wire := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	wire = append(wire, body...)
+	n = allocated(func() { err = readFrame(bytes.NewReader(wire), &got) })
+	if !errors.Is(err, errFrame) || n > 4*uint64(len(wire)) { // the body, read in growing steps
+		t.Fatalf("a route count bomb: %v, %d bytes allocated for a %d-byte frame", err, n, len(wire))
 	}
 }
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"net"
 	"time"
 
@@ -126,7 +127,10 @@ func (r *routing) inboundFrame(peer string, cd *codec, f *frame, seen *delivered
 		}
 		req, seq := f.Req, f.Seq
 		go func() {
-			_ = cd.write(&frame{Kind: fResp, Seq: seq, Resp: r.handle(peer, req)})
+			err := cd.write(&frame{Kind: fResp, Seq: seq, Resp: r.handle(peer, req)})
+			if errors.Is(err, errFrameTooBig) { // the asker gets an answer all the same
+				_ = cd.write(&frame{Kind: fResp, Seq: seq, Resp: errResponse(err)})
+			}
 		}()
 	}
 	return true

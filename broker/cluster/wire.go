@@ -275,6 +275,10 @@ func (c *codec) queue(f *frame, wait bool) error {
 	var err error
 	if c.writeProto == protoBinary {
 		c.pending, err = appendFrame(c.pending, f)
+		if errors.Is(err, errFrameTooBig) {
+			c.mu.Unlock() // not written (pending is as it was): the link goes on
+			return err
+		}
 	} else {
 		err = c.enc.Encode(f)
 	}

@@ -50,8 +50,10 @@ var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 409
 // wheelSlots is the timing wheel's span in seconds; a later deadline goes round again.
 const wheelSlots = 512
 
-// parkRef names one parking of one connection: a slot of the poller's table and the
-// generation it had, so that a late event of an earlier parking is recognized.
+// parkRef names a connection that parked: its slot in the poller's table (kept from its
+// first park to its end) and the slot's generation then, so that a late event or
+// wheel entry of a connection that ended is recognized. (A late event of an earlier
+// park of the same connection can wake it once more: it reads nothing and parks again.)
 type parkRef struct{ slot, gen uint32 }
 
 // parker is the poller: an epoll instance, a table of the parked connections, and
@@ -125,6 +127,9 @@ func (p *parker) park(c *client) bool {
 		c.parkRef = parkRef{slot, pc.gen}
 	}
 	if err := epollAdd(p.epfd, c.raw, c.parkRef); err != nil {
+		// Not expected (ENOSPC: fs.epoll.max_user_watches): the connection keeps its
+		// reader goroutine, as before parking existed.
+		c.s.log.Warn("idle connection cannot park: it keeps its reader", "client", c.id, "remote", c.addr, "error", err)
 		return false
 	}
 	c.parked = true
