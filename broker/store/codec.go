@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
@@ -38,6 +39,10 @@ func encodeMessage(m *session.Message) []byte {
 	return p.Encode(out, packet.V5)
 }
 
+// packetPool holds the packets decodeMessage decodes into (a Packet is about 800
+// bytes; a forwarded or restored message needs one only for the moment).
+var packetPool = sync.Pool{New: func() any { return new(packet.Packet) }}
+
 func decodeMessage(b []byte) (*session.Message, error) {
 	if len(b) < 9 || b[0] != messageFormat {
 		return nil, errFormat
@@ -64,8 +69,17 @@ func decodeMessage(b []byte) (*session.Message, error) {
 	if uint64(len(body)) != uint64(remaining) {
 		return nil, errors.New("bytes after the stored packet")
 	}
-	p, err := packet.Decode(packet.FixedHeader{Type: packet.Type(raw[0] >> 4), Flags: raw[0] & 0x0F, Remaining: int(remaining)}, body, packet.V5)
-	if err != nil {
+	p, ok := packetPool.Get().(*packet.Packet)
+	if !ok {
+		p = new(packet.Packet)
+	}
+	defer func() {
+		*p = packet.Packet{} // keeps nothing of this message
+		packetPool.Put(p)
+	}()
+	// DecodeInto resets p: what the message takes from it (strings, slices) is this
+	// decode's own, never shared with the pooled packet's next use.
+	if err := packet.DecodeInto(p, packet.FixedHeader{Type: packet.Type(raw[0] >> 4), Flags: raw[0] & 0x0F, Remaining: int(remaining)}, body, packet.V5); err != nil {
 		return nil, err
 	}
 	if p.Type != packet.Publish {
