@@ -73,10 +73,32 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	_, body := get(t, h.URL+"/metrics")
 	for _, want := range []string{"\nmqttd_clients_connected 1\n", "\nmqttd_connections_total 1\n",
-		"# TYPE mqttd_messages_received_total counter"} {
+		"# TYPE mqttd_messages_received_total counter", "\nmqttd_clients_parked ", "\ngo_gc_heap_live_bytes ",
+		"\nprocess_resident_memory_bytes "} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("/metrics lacks %q:\n%s", want, body)
 		}
+	}
+
+	// The profiler is behind the API token: without one configured, off.
+	if code, _ := get(t, h.URL+"/debug/pprof/heap"); code != http.StatusForbidden {
+		t.Fatalf("/debug/pprof/heap with no API token configured: %d", code)
+	}
+	withToken := httptest.NewServer(api.Handler(srv, nil, api.Options{Token: "secret-token"}))
+	defer withToken.Close()
+	if code, _ := get(t, withToken.URL+"/debug/pprof/heap"); code != http.StatusUnauthorized {
+		t.Fatalf("/debug/pprof/heap without the token: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, withToken.URL+"/debug/pprof/heap?debug=1", nil)
+	req.Header.Set("Authorization", "Bearer secret-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(prof), "heap profile") {
+		t.Fatalf("/debug/pprof/heap with the token: %d %.100q", resp.StatusCode, prof)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -207,3 +207,88 @@ func BenchmarkClusterForward(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClusterFanIn measures many publishers into one subscriber: three QoS 0
+// publishers, on one node (nodes=1, a cluster of one) or one on each node of three
+// (nodes=3: two of every three messages cross to the subscriber's node), 64-byte
+// payloads, one subscriber on the first node. msgs/s counts messages the subscriber
+// received.
+func BenchmarkClusterFanIn(b *testing.B) {
+	for _, nodes := range []int{1, 3} {
+		b.Run(fmt.Sprintf("nodes=%d", nodes), func(b *testing.B) {
+			ns := []*benchNode{startBenchNode(b, "a")}
+			if err := ns[0].node.Bootstrap(); err != nil {
+				b.Fatal(err)
+			}
+			for i := 1; i < nodes; i++ {
+				n := startBenchNode(b, fmt.Sprintf("n%d", i))
+				if err := n.node.Join(context.Background(), ns[0].clusterAdr); err != nil {
+					b.Fatal(err)
+				}
+				ns = append(ns, n)
+			}
+			sub := dialBench(b, ns[0].mqttAddr, "sub")
+			sub.write(b, &packet.Packet{Type: packet.Subscribe, PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "bench/#"}}})
+			if p := sub.read(b); p.Type != packet.Suback {
+				b.Fatalf("got %v, want SUBACK", p.Type)
+			}
+			var got atomic.Int64
+			go func() {
+				var p packet.Packet
+				for {
+					if err := packet.ReadInto(sub.br, &p, packet.V311, 0); err != nil {
+						return
+					}
+					if p.Type == packet.Publish {
+						got.Add(1)
+					}
+				}
+			}()
+			pubs := make([]*rawConn, 3)
+			for i := range pubs {
+				pubs[i] = dialBench(b, ns[i%nodes].mqttAddr, fmt.Sprintf("pub-%d", i))
+				// The subscription reaches the publisher's node asynchronously.
+				before := got.Load()
+				waitUntil(b, 10*time.Second, 10*time.Millisecond, "the route to reach the publisher's node", func() bool {
+					if got.Load() > before {
+						return true
+					}
+					pubs[i].write(b, &packet.Packet{Type: packet.Publish, Topic: "bench/probe", Payload: []byte("probe")})
+					return false
+				})
+			}
+			base := got.Load() // a probe still on its way counts as one of b.N: noise
+			payload := make([]byte, 64)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			done := make(chan error, len(pubs))
+			for i, pub := range pubs {
+				go func() {
+					var out []byte
+					for j := i; j < b.N; j += len(pubs) {
+						p := packet.Packet{Type: packet.Publish, Topic: "bench/x", Payload: payload}
+						out = p.Encode(out, packet.V311)
+						if len(out) >= 16<<10 || j+len(pubs) >= b.N {
+							if _, err := pub.c.Write(out); err != nil {
+								done <- err
+								return
+							}
+							out = out[:0]
+						}
+					}
+					done <- nil
+				}()
+			}
+			for range pubs {
+				if err := <-done; err != nil {
+					b.Fatal(err)
+				}
+			}
+			want := base + int64(b.N)
+			waitUntil(b, 60*time.Second, time.Millisecond, "every message to arrive", func() bool { return got.Load() >= want })
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}

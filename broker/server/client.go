@@ -329,10 +329,7 @@ func (c *client) resume() {
 	if p != nil {
 		epollDel(p.epfd, c.raw)
 	}
-	br, ok := readerPool.Get().(*bufio.Reader)
-	if !ok {
-		br = bufio.NewReaderSize(nil, 4096)
-	}
+	br := getReader()
 	br.Reset(countingReader{c.conn, &c.s.stats.bytesIn})
 	c.br = br
 	c.readerParked.Store(false)
@@ -559,8 +556,7 @@ func (c *client) park() bool {
 		return false
 	}
 	// From here another goroutine may already be reading: only what was kept.
-	br.Reset(nil)
-	readerPool.Put(br)
+	putReader(br)
 	c.notify() // an idle writer sees readerParked and ends
 	return true
 }
@@ -609,6 +605,11 @@ func (c *client) writeLoop() {
 // giving its buffers back; false when a wake-up came meanwhile (it goes on).
 func (c *client) idleWriterEnds() bool {
 	c.wbuf, c.ctrlSpare = nil, nil
+	c.mu.Lock()
+	if len(c.ctrl) == 0 {
+		c.ctrl = nil // a Packet is about 800 bytes: keep no array of them while idle
+	}
+	c.mu.Unlock()
 	if !c.held && len(c.batch) == 0 {
 		c.batch = nil
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"net"
-	"sync"
 	"syscall"
 	"time"
 
@@ -44,8 +43,28 @@ func (s *Server) parkAfter() time.Duration {
 	return parkAfter
 }
 
-// readerPool holds the read buffers of parked connections.
-var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+// freeReaders holds read buffers given back by connections that parked, for the next
+// to wake. Bounded, unlike a sync.Pool, which would keep every buffer of a burst of
+// parks (all of a fleet's connections, after they connected) through a garbage
+// collection: beyond it, a buffer is garbage at once.
+var freeReaders = make(chan *bufio.Reader, 256)
+
+func getReader() *bufio.Reader {
+	select {
+	case br := <-freeReaders:
+		return br
+	default:
+		return bufio.NewReaderSize(nil, 4096)
+	}
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	select {
+	case freeReaders <- br:
+	default:
+	}
+}
 
 // wheelSlots is the timing wheel's span in seconds; a later deadline goes round again.
 const wheelSlots = 512
