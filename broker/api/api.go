@@ -2,8 +2,8 @@
 // HTTP), /readyz (the broker takes clients: false from the start of a graceful
 // shutdown or an evacuation, and on a stale node) and /metrics (Prometheus). Under
 // /api/v1, with the bearer token: the node and cluster verbs the operator drives
-// (docs/clustering.md; the bodies and codes are broker/apiv1). Errors are JSON with a
-// stable code.
+// (docs/clustering.md; the bodies and codes are broker/apiv1). Under /debug/pprof/,
+// with the bearer token: Go's profiler. Errors are JSON with a stable code.
 package api
 
 import (
@@ -13,7 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/pprof"
+	"net/http/pprof" // registers on http.DefaultServeMux too: mqttd never serves that mux
 	"os"
 	"regexp"
 	"strings"
