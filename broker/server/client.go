@@ -63,10 +63,11 @@ type client struct {
 	refuseLevel   slog.Level // the level of the "connection refused" log line (info unless quieted)
 
 	// reader: abuse limits (limits.go, ratelimit.go)
-	listener string         // the name of the listener that accepted the connection
-	admitted *listenerState // holds a connection slot (see admit)
-	pubMsgs  *rate.Limiter  // publish rate (nil: none)
-	pubBytes *rate.Limiter  // publish byte rate (nil: none)
+	listener     string         // the name of the listener that accepted the connection
+	admitted     *listenerState // holds a connection slot (see admit)
+	pubMsgs      *rate.Limiter  // publish rate (nil: none)
+	pubBytes     *rate.Limiter  // publish byte rate (nil: none)
+	limitersMade bool           // publishLimiters ran (at the first PUBLISH)
 
 	// writer
 	aliasOut  map[string]uint16
@@ -275,7 +276,6 @@ func (c *client) serve() {
 		_ = c.conn.Close()
 		return
 	}
-	c.publishLimiters()
 	if !c.connect(p) {
 		c.release()
 		_ = c.conn.Close()

@@ -61,8 +61,11 @@ func (t *throttledListener) Close() error {
 }
 
 // publishLimiters sets up the connection's publish rate limits (none when off): each
-// bucket holds one second of its rate.
+// bucket holds one second of its rate. They are made at the first PUBLISH (a bucket
+// starts full, so it is the same as making them at CONNECT), which the many clients
+// that only subscribe never send.
 func (c *client) publishLimiters() {
+	c.limitersMade = true
 	o := &c.s.opts
 	if o.PublishRate > 0 {
 		c.pubMsgs = rate.NewLimiter(rate.Limit(o.PublishRate), o.PublishRate)
@@ -77,6 +80,9 @@ func (c *client) publishLimiters() {
 // have room again or the connection closes. The message itself was routed and
 // acknowledged; what waits is the client's next packet.
 func (c *client) throttlePublish(payload int) {
+	if !c.limitersMade {
+		c.publishLimiters()
+	}
 	if c.pubMsgs == nil && c.pubBytes == nil {
 		return
 	}
