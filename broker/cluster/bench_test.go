@@ -123,6 +123,23 @@ func (r *rawConn) read(b *testing.B) *packet.Packet {
 	return p
 }
 
+// countPublishes counts the PUBLISH packets r receives into got, acknowledging QoS 1
+// ones, until the connection ends.
+func (r *rawConn) countPublishes(got *atomic.Int64) {
+	var p packet.Packet
+	for {
+		if err := packet.ReadInto(r.br, &p, packet.V311, 0); err != nil {
+			return
+		}
+		if p.Type == packet.Publish {
+			got.Add(1)
+			if p.QoS == 1 {
+				_, _ = r.c.Write((&packet.Packet{Type: packet.Puback, PacketID: p.PacketID}).Encode(nil, packet.V311))
+			}
+		}
+	}
+}
+
 // BenchmarkClusterForward measures messages crossing nodes: a publisher on node A, one
 // subscriber on node B, 64-byte payloads. For QoS 1 the publisher keeps a window of 64
 // messages in flight; every PUBACK means node B queued the message.
@@ -142,20 +159,7 @@ func BenchmarkClusterForward(b *testing.B) {
 				b.Fatalf("got %v, want SUBACK", p.Type)
 			}
 			var got atomic.Int64
-			go func() {
-				var p packet.Packet
-				for {
-					if err := packet.ReadInto(sub.br, &p, packet.V311, 0); err != nil {
-						return
-					}
-					if p.Type == packet.Publish {
-						got.Add(1)
-						if p.QoS == 1 {
-							_, _ = sub.c.Write((&packet.Packet{Type: packet.Puback, PacketID: p.PacketID}).Encode(nil, packet.V311))
-						}
-					}
-				}
-			}()
+			go sub.countPublishes(&got)
 			pub := dialBench(b, a.mqttAddr, "pub")
 			// The subscription reaches node A asynchronously: probe until one arrives.
 			waitUntil(b, 10*time.Second, 10*time.Millisecond, "the route to reach node a", func() bool {
@@ -233,17 +237,7 @@ func BenchmarkClusterFanIn(b *testing.B) {
 				b.Fatalf("got %v, want SUBACK", p.Type)
 			}
 			var got atomic.Int64
-			go func() {
-				var p packet.Packet
-				for {
-					if err := packet.ReadInto(sub.br, &p, packet.V311, 0); err != nil {
-						return
-					}
-					if p.Type == packet.Publish {
-						got.Add(1)
-					}
-				}
-			}()
+			go sub.countPublishes(&got)
 			pubs := make([]*rawConn, 3)
 			for i := range pubs {
 				pubs[i] = dialBench(b, ns[i%nodes].mqttAddr, fmt.Sprintf("pub-%d", i))

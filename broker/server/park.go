@@ -159,17 +159,16 @@ func (p *parker) park(c *client) bool {
 	return true
 }
 
-// unpark starts a new reader for c if it is parked (and reports whether it was).
-func (p *parker) unpark(c *client) bool {
+// unpark starts a new reader for c if it is parked (nil: nothing).
+func (p *parker) unpark(c *client) {
 	p.mu.Lock()
-	if !c.parked {
+	if c == nil || !c.parked {
 		p.mu.Unlock()
-		return false
+		return
 	}
 	p.release(c)
 	p.mu.Unlock()
 	go p.onResume(c)
-	return true
 }
 
 // release ends c's parking (p.mu held).
@@ -201,17 +200,13 @@ func (p *parker) lookup(ref parkRef) *client {
 	return nil
 }
 
-// wake is the poller's answer to an event of ref.
+// wake is the poller's answer to an event of ref: an event of a connection that ended
+// finds nothing; a late one of an earlier park wakes the connection once more.
 func (p *parker) wake(ref parkRef) {
 	p.mu.Lock()
 	c := p.lookup(ref)
-	if c == nil || !c.parked {
-		p.mu.Unlock()
-		return // an event of an earlier parking, or of a connection that ended
-	}
-	p.release(c)
 	p.mu.Unlock()
-	go p.onResume(c)
+	p.unpark(c)
 }
 
 // addToWheel files c under its keepalive deadline's second, or under the one second

@@ -134,17 +134,8 @@ func clusterRun(args []string) error {
 	fmt.Printf("cluster of 3 up; base RSS %.1f / %.1f / %.1f MiB\n", mib(nodes[0].base), mib(nodes[1].base), mib(nodes[2].base))
 
 	// The idle fleet.
-	var children []*exec.Cmd
-	var stdins []io.WriteCloser
-	defer func() {
-		for _, in := range stdins {
-			_ = in.Close()
-		}
-		for _, c := range children {
-			_ = c.Wait()
-		}
-	}()
-	ready := make(chan error, 64)
+	h := newHolders(self)
+	defer h.stop()
 	start := time.Now()
 	src := 1
 	for i, n := range nodes {
@@ -154,38 +145,16 @@ func clusterRun(args []string) error {
 		}
 		for left := *perNode; left > 0; left -= *perProcess {
 			cn := min(left, *perProcess)
-			c := exec.Command(self, "hold", "-addr", n.mqtt, "-n", strconv.Itoa(cn), "-src", strconv.Itoa(src),
-				"-prefix", fmt.Sprintf("%s-p%d", n.name, src), "-fleet", strconv.Itoa(min(fleet, cn)))
+			if err := h.start("-addr", n.mqtt, "-n", strconv.Itoa(cn), "-src", strconv.Itoa(src),
+				"-prefix", fmt.Sprintf("%s-p%d", n.name, src), "-fleet", strconv.Itoa(min(fleet, cn))); err != nil {
+				return err
+			}
 			fleet -= min(fleet, cn)
 			src++
-			stdin, err := c.StdinPipe()
-			if err != nil {
-				return err
-			}
-			stdout, err := c.StdoutPipe()
-			if err != nil {
-				return err
-			}
-			c.Stderr = os.Stderr
-			if err := c.Start(); err != nil {
-				return err
-			}
-			children = append(children, c)
-			stdins = append(stdins, stdin)
-			go func() {
-				line, err := bufio.NewReader(stdout).ReadString('\n')
-				if err == nil && !strings.HasPrefix(line, "ready ") {
-					err = fmt.Errorf("client process said %q", line)
-				}
-				ready <- err
-				_, _ = io.Copy(io.Discard, stdout)
-			}()
 		}
 	}
-	for range children {
-		if err := <-ready; err != nil {
-			return err
-		}
+	if err := h.wait(); err != nil {
+		return err
 	}
 	total := 3 * *perNode
 	fmt.Printf("%d idle connections up in %.1f s (%.0f connects/s over the cluster)\n", total, time.Since(start).Seconds(),

@@ -376,62 +376,21 @@ func runOne(self, broker, bin, dir string, n, perProcess int, settle time.Durati
 
 	procs := (n + perProcess - 1) / perProcess
 	r.Clients = procs
-	type child struct {
-		cmd   *exec.Cmd
-		stdin io.WriteCloser
-	}
-	children := make([]child, 0, procs)
-	defer func() {
-		for _, c := range children {
-			_ = c.stdin.Close()
-		}
-		for _, c := range children {
-			_ = c.cmd.Wait()
-		}
-	}()
-	ready := make(chan error, procs)
+	h := newHolders(self)
+	defer h.stop()
 	start := time.Now()
 	for i := range procs {
 		cn := perProcess
 		if i == procs-1 {
 			cn = n - perProcess*(procs-1)
 		}
-		c := exec.Command(self, "hold", "-addr", addr, "-n", strconv.Itoa(cn), "-src", strconv.Itoa(i+1),
-			"-prefix", fmt.Sprintf("%s-%d", broker, i))
-		stdin, err := c.StdinPipe()
-		if err != nil {
+		if err := h.start("-addr", addr, "-n", strconv.Itoa(cn), "-src", strconv.Itoa(i+1),
+			"-prefix", fmt.Sprintf("%s-%d", broker, i)); err != nil {
 			return r, err
 		}
-		stdout, err := c.StdoutPipe()
-		if err != nil {
-			return r, err
-		}
-		c.Stderr = os.Stderr
-		if err := c.Start(); err != nil {
-			return r, err
-		}
-		children = append(children, child{c, stdin})
-		go func() {
-			line, err := bufio.NewReader(stdout).ReadString('\n')
-			if err == nil && !strings.HasPrefix(line, "ready ") {
-				err = fmt.Errorf("client process said %q", line)
-			}
-			if err != nil {
-				err = fmt.Errorf("client process %d: %w", i, err)
-			}
-			ready <- err
-			_, _ = io.Copy(io.Discard, stdout)
-		}()
 	}
-	for range procs {
-		select {
-		case err := <-ready:
-			if err != nil {
-				return r, err
-			}
-		case <-time.After(10 * time.Minute):
-			return r, errors.New("the clients did not connect within 10 minutes")
-		}
+	if err := h.wait(); err != nil {
+		return r, err
 	}
 	r.ConnectRate = float64(n) / time.Since(start).Seconds()
 	if r.RSS, err = settledRSS(cmd.Process.Pid, settle); err != nil {
@@ -543,4 +502,73 @@ func goHeap(url string) (int64, error) {
 		return 0, fmt.Errorf("%s: no live heap and stack figures", url)
 	}
 	return int64(total), nil
+}
+
+// holders are the client processes ("hold") of one measurement.
+type holders struct {
+	self   string
+	cmds   []*exec.Cmd
+	stdins []io.WriteCloser
+	ready  chan error // one report per process: nil once its connections are up
+}
+
+func newHolders(self string) *holders { return &holders{self: self, ready: make(chan error, 1024)} }
+
+// start runs one client process with the hold flags args.
+func (h *holders) start(args ...string) error {
+	c := exec.Command(h.self, append([]string{"hold"}, args...)...)
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := c.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	c.Stderr = os.Stderr
+	if err := c.Start(); err != nil {
+		return err
+	}
+	h.cmds = append(h.cmds, c)
+	h.stdins = append(h.stdins, stdin)
+	n := len(h.cmds)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && !strings.HasPrefix(line, "ready ") {
+			err = fmt.Errorf("said %q", line)
+		}
+		if err != nil {
+			err = fmt.Errorf("client process %d: %w", n, err)
+		}
+		h.ready <- err
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	return nil
+}
+
+// wait returns once every process started has its connections up (or one failed),
+// within 10 minutes.
+func (h *holders) wait() error {
+	deadline := time.After(10 * time.Minute)
+	for range h.cmds {
+		select {
+		case err := <-h.ready:
+			if err != nil {
+				return err
+			}
+		case <-deadline:
+			return errors.New("the clients did not connect within 10 minutes")
+		}
+	}
+	return nil
+}
+
+// stop ends the processes (a closed stdin) and waits for them.
+func (h *holders) stop() {
+	for _, in := range h.stdins {
+		_ = in.Close()
+	}
+	for _, c := range h.cmds {
+		_ = c.Wait()
+	}
 }
