@@ -9,6 +9,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
 	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
 
@@ -442,14 +443,18 @@ func (s *Server) disconnected(c *client) {
 	s.saveSession(e)
 }
 
-// saveSession writes a detached persistent session to the store. Lock held on entry.
+// saveSession writes a detached persistent session to the store, replacing what it
+// held, and waits for it. Lock held on entry.
 func (s *Server) saveSession(e *entry) {
-	snap := e.sess.Snapshot()
-	snap.Expiry = e.expiry
-	snap.Disconnected = e.disconnected
-	if err := s.opts.Store.SaveSession(snap); err != nil {
+	var c *store.Commit
+	e.sess.StoreSnapshot(func(snap session.Snapshot) {
+		snap.Expiry = e.expiry
+		snap.Disconnected = e.disconnected
+		c = s.opts.Store.WriteSession(snap)
+	})
+	if err := c.Wait(); err != nil {
 		s.stats.storeErrors.Add(1)
-		s.log.Error("saving session failed", "client", snap.ID, "error", err)
+		s.log.Error("saving session failed", "client", e.sess.ID, "error", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mqtt-operator/mqtt-operator/broker/packet"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
+	"github.com/mqtt-operator/mqtt-operator/broker/store"
 	"github.com/mqtt-operator/mqtt-operator/broker/topic"
 )
 
@@ -81,7 +82,7 @@ func (s *Server) retain(msg *session.Message) packet.Code {
 // picked on them); for one a peer forwarded (fromPeer), only the shared groups in
 // shared are served: the peer picked this node for them.
 func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int, map[string][]Route) {
-	var dirty []*entry
+	var dirty []*store.Commit
 	defer func() { s.saveOffline(dirty) }() // after the read lock below is released
 	m, ok := matchesPool.Get().(*topic.Matches)
 	if !ok {
@@ -178,35 +179,43 @@ func mergeDelivery(msg *session.Message, subs []topic.Subscription) *session.Del
 }
 
 // enqueue hands d to a session. Lock (read) held on entry. A message queued for a
-// persistent session without a connection is written to the store before the
-// publisher's ack (see saveOffline): a crash must not lose what was acknowledged.
-func (s *Server) enqueue(clientID string, d *session.Delivery, dirty *[]*entry) bool {
+// persistent session without a connection is handed to the store as its own record
+// (and the ones the full queue dropped for it deleted), in the session's order; its
+// Commit goes to dirty, waited for before the publisher's ack (see saveOffline): a
+// crash must not lose what was acknowledged.
+func (s *Server) enqueue(clientID string, d *session.Delivery, dirty *[]*store.Commit) bool {
 	e := s.sessions[clientID]
 	if e == nil {
 		return false
 	}
-	queued, dropped := e.sess.Enqueue(d)
+	var queued bool
+	var dropped int
+	if d.QoS > 0 && e.client == nil && e.expiry != 0 && !e.moving {
+		queued, dropped = e.sess.EnqueueStored(d, func(added *session.Delivery, drops []uint64) {
+			*dirty = append(*dirty, s.opts.Store.WriteQueued(clientID, added, drops))
+		})
+	} else {
+		queued, dropped = e.sess.Enqueue(d)
+	}
 	if dropped > 0 { // DropOldest drops too, while queueing d
 		s.stats.dropped.Add(uint64(dropped))
-	}
-	if queued && d.QoS > 0 && e.client == nil && e.expiry != 0 && !e.moving {
-		*dirty = append(*dirty, e)
 	}
 	return queued
 }
 
-// saveOffline stores the persistent sessions that got messages while offline, before
-// the publisher is acknowledged. Many publishers saving at once share the store's
-// group commit.
-func (s *Server) saveOffline(dirty []*entry) {
-	if len(dirty) == 0 {
-		return
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for _, e := range dirty {
-		if s.sessions[e.sess.ID] == e && e.client == nil && !e.moving {
-			s.saveSession(e)
+// saveOffline waits, without Server.mu, until what enqueue handed to the store for
+// offline sessions is durable: before the publisher is acknowledged. The store
+// commits what many publishers hand it meanwhile as one batch.
+func (s *Server) saveOffline(dirty []*store.Commit) {
+	var last *store.Commit
+	for _, c := range dirty {
+		if c == last {
+			continue // one batch: waited for already
+		}
+		last = c
+		if err := c.Wait(); err != nil {
+			s.stats.storeErrors.Add(1)
+			s.log.Error("storing messages queued for an offline session failed", "error", err)
 		}
 	}
 }
@@ -215,7 +224,7 @@ func (s *Server) saveOffline(dirty []*entry) {
 // members in round-robin order. A member may be a peer node (with peers): then the
 // message is not queued here and the node is returned, to be forwarded to. Lock
 // (read) held on entry.
-func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers bool, dirty *[]*entry) (node string, queued bool) {
+func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers bool, dirty *[]*store.Commit) (node string, queued bool) {
 	members := g.Members
 	if !peers {
 		members = localMembers(members)

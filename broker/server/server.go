@@ -406,8 +406,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		<-finished
 	}
-	// Every connection is gone: store the persistent sessions once more, with what
-	// was queued for them since they disconnected.
+	// Every connection is gone, and each persistent session was stored when its
+	// client left; what was queued for it since went to the store one message at a
+	// time (enqueue): nothing is left to write.
 	s.parkOnce.Do(func() {}) // no poller from now on
 	if s.parkPoll != nil {
 		s.parkPoll.stop()
@@ -416,9 +417,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, e := range s.sessions {
 		stopTimer(e.expiryTimer)
 		stopTimer(e.willTimer)
-		if e.client == nil && e.expiry != 0 && !e.moving {
-			s.saveSession(e)
-		}
 	}
 	s.mu.Unlock()
 	return ctx.Err()

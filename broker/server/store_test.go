@@ -3,6 +3,10 @@ package server_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,10 +84,13 @@ type brokenStore struct{}
 
 var errBroken = errors.New("disk on fire")
 
-func (brokenStore) PutRetained(*session.Message) error    { return errBroken }
-func (brokenStore) DeleteRetained(string) error           { return errBroken }
-func (brokenStore) Retained() ([]*session.Message, error) { return nil, errBroken }
-func (brokenStore) SaveSession(session.Snapshot) error    { return errBroken }
+func (brokenStore) PutRetained(*session.Message) error          { return errBroken }
+func (brokenStore) DeleteRetained(string) error                 { return errBroken }
+func (brokenStore) Retained() ([]*session.Message, error)       { return nil, errBroken }
+func (brokenStore) WriteSession(session.Snapshot) *store.Commit { return store.Failed(errBroken) }
+func (brokenStore) WriteQueued(string, *session.Delivery, []uint64) *store.Commit {
+	return store.Failed(errBroken)
+}
 func (brokenStore) DeleteSession(string) error            { return errBroken }
 func (brokenStore) Sessions() ([]session.Snapshot, error) { return nil, errBroken }
 func (brokenStore) Close() error                          { return nil }
@@ -116,5 +123,105 @@ func TestBrokenStore(t *testing.T) {
 	v3RawSubscribe(t, r, "a", 0)
 	if p := r.expect(packet.Publish); string(p.Payload) != "x" {
 		t.Fatalf("retained payload %q, want x", p.Payload)
+	}
+}
+
+// TestOfflineQueueStoredPerMessage: each message queued for an offline persistent
+// session is in the store (pebble, on disk) when the publisher gets its PUBACK, one
+// record per message, the ones a full queue dropped gone, with no rewrite of the
+// session in between; after a reconnect, a partial drain and a restart of the broker
+// on the same store, the client gets what is left, in order.
+func TestOfflineQueueStoredPerMessage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.OpenPebble(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := server.Options{Store: st, MaxQueued: 10, DropPolicy: session.DropOldest}
+	a := startBroker(t, opts)
+	sub := v3RawConnect(t, a, "capped", false, 0, false)
+	v3RawSubscribe(t, sub, "cap/t", 1)
+	sub.send(&packet.Packet{Type: packet.Disconnect})
+	expectClosed(t, sub, v3Wait)
+	v3WaitConnected(t, a, 0)
+
+	pub := v3RawConnect(t, a, "cap-pub", true, 0, false)
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			pub.send(&packet.Packet{Type: packet.Publish, QoS: 1, PacketID: uint16(i + 1), Topic: "cap/t", Payload: []byte(strconv.Itoa(i))})
+			v3RawExpect(t, pub, packet.Puback, uint16(i+1))
+		}
+	}
+	stored := func(want ...int) {
+		t.Helper()
+		snaps, err := st.Sessions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, s := range snaps {
+			if s.ID != "capped" {
+				continue
+			}
+			for _, d := range s.Queue {
+				got = append(got, string(d.Msg.Payload))
+			}
+		}
+		var w []string
+		for _, i := range want {
+			w = append(w, strconv.Itoa(i))
+		}
+		if !slices.Equal(got, w) {
+			t.Fatalf("stored queue %v, want %v", got, w)
+		}
+	}
+	publish(0, 25)
+	stored(15, 16, 17, 18, 19, 20, 21, 22, 23, 24) // acknowledged, so stored: the newest 10
+
+	back := v3RawConnect(t, a, "capped", false, 0, true)
+	for i := 15; i < 18; i++ {
+		p := back.expect(packet.Publish)
+		if string(p.Payload) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", p.Payload, i)
+		}
+		back.send(&packet.Packet{Type: packet.Puback, PacketID: p.PacketID})
+	}
+	// The rest arrived too (unacknowledged, inflight); the client leaves with them.
+	for i := 18; i < 25; i++ {
+		if p := back.expect(packet.Publish); string(p.Payload) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", p.Payload, i)
+		}
+	}
+	back.send(&packet.Packet{Type: packet.Disconnect})
+	expectClosed(t, back, v3Wait)
+	v3WaitConnected(t, a, 1) // the publisher
+	publish(25, 30)          // queued behind the 7 inflight (the limit counts queued ones only)
+	stored(18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = store.OpenPebble(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	opts.Store = st
+	b := startBroker(t, opts)
+	again := v3RawConnect(t, b, "capped", false, 0, true)
+	for i := 18; i < 30; i++ {
+		p := again.expect(packet.Publish)
+		if string(p.Payload) != strconv.Itoa(i) || p.Dup != (i < 25) {
+			t.Fatalf("after the restart got %q dup %v, want %d dup %v", p.Payload, p.Dup, i, i < 25)
+		}
+		again.send(&packet.Packet{Type: packet.Puback, PacketID: p.PacketID})
 	}
 }

@@ -92,6 +92,9 @@ type Delivery struct {
 	Dup      bool
 	// Released is set once the client's PUBREC arrived: the server now owes PUBREL.
 	Released bool
+	// StoreSeq numbers the delivery in its session's queue as a store keeps it (see
+	// Session.StoreSnapshot and EnqueueStored): later deliveries have higher numbers.
+	StoreSeq uint64
 	// resend marks inflight deliveries to retransmit after a reconnect.
 	resend bool
 }

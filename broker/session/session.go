@@ -58,6 +58,7 @@ type Session struct {
 	order    []uint16             // inflight packet IDs in send order
 	inbound  map[uint16]struct{}  // nil until the first
 	nextID   uint16
+	nextSeq  uint64 // the StoreSeq of the next queued delivery
 	window   int
 	notify   func()
 	gen      uint64 // connection generation: a replaced connection's writer gets nothing
@@ -164,10 +165,32 @@ func (s *Session) signal() {
 func (s *Session) Enqueue(d *Delivery) (queued bool, dropped int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.enqueueLocked(d)
+	return s.enqueueLocked(d, nil)
 }
 
-func (s *Session) enqueueLocked(d *Delivery) (queued bool, dropped int) {
+// EnqueueStored is Enqueue for a session whose queue is kept in a store: record is
+// called, with the session locked, with d when it was queued (else nil) and the
+// StoreSeq of every delivery the full queue dropped for it, unless both are empty.
+// Called under the lock, the store sees a session's changes in the order they
+// happen; record must not call back into the session.
+func (s *Session) EnqueueStored(d *Delivery, record func(added *Delivery, dropped []uint64)) (queued bool, dropped int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var seqs []uint64
+	queued, dropped = s.enqueueLocked(d, &seqs)
+	var added *Delivery
+	if n := len(s.queue); n > 0 && s.queue[n-1] == d {
+		added = d
+	}
+	if added != nil || len(seqs) > 0 {
+		record(added, seqs)
+	}
+	return queued, dropped
+}
+
+// enqueueLocked queues d; the StoreSeq of each delivery dropped for it is appended to
+// droppedSeqs unless that is nil. Lock held on entry.
+func (s *Session) enqueueLocked(d *Delivery, droppedSeqs *[]uint64) (queued bool, dropped int) {
 	if s.notify == nil && d.QoS == 0 {
 		return true, 0
 	}
@@ -197,10 +220,15 @@ func (s *Session) enqueueLocked(d *Delivery) (queued bool, dropped int) {
 		dropped++
 		s.restored = max(s.restored-1, 0)
 		s.queued -= s.queue[0].size()
+		if droppedSeqs != nil {
+			*droppedSeqs = append(*droppedSeqs, s.queue[0].StoreSeq)
+		}
 		copy(s.queue, s.queue[1:])
 		s.queue[len(s.queue)-1] = nil
 		s.queue = s.queue[:len(s.queue)-1]
 	}
+	d.StoreSeq = s.nextSeq
+	s.nextSeq++
 	s.queue = append(s.queue, d)
 	s.queued += size
 	s.signal()
@@ -473,6 +501,26 @@ func (s *Session) Snapshot() Snapshot {
 	return s.snapshotLocked()
 }
 
+// StoreSnapshot numbers the session's deliveries afresh (StoreSeq 0, 1, … in Snapshot's
+// order; later ones continue from there) and calls save with the session's snapshot,
+// with the session locked: a store that replaces every record of the session with it
+// keeps one per delivery, in order, and sees this before any later EnqueueStored.
+// save must not call back into the session.
+func (s *Session) StoreSnapshot(save func(Snapshot)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextSeq = 0
+	for _, id := range s.order {
+		s.inflight[id].StoreSeq = s.nextSeq
+		s.nextSeq++
+	}
+	for _, d := range s.queue {
+		d.StoreSeq = s.nextSeq
+		s.nextSeq++
+	}
+	save(s.snapshotLocked())
+}
+
 func (s *Session) snapshotLocked() Snapshot {
 	snap := Snapshot{ID: s.ID, Owner: s.owner, Subscriptions: make(map[string]topic.Subscription, s.subs.len())}
 	for _, e := range s.subs.list {
@@ -512,6 +560,9 @@ func Restore(snap Snapshot, limits Limits) *Session {
 		}
 		s.queue = append(s.queue, &c)
 		s.queued += c.size()
+	}
+	for _, d := range snap.Queue {
+		s.nextSeq = max(s.nextSeq, d.StoreSeq+1)
 	}
 	s.restored = len(s.queue)
 	for _, id := range snap.Inbound {
@@ -608,7 +659,7 @@ func (s *Session) MergeMoved(extra []*Delivery, keep time.Duration) (added, drop
 				}
 				seen[keyOf(d)] = struct{}{}
 			}
-			queued, n := s.enqueueLocked(d)
+			queued, n := s.enqueueLocked(d, nil)
 			dropped += n
 			if queued && counted {
 				added++

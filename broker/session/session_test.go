@@ -347,3 +347,53 @@ func TestMergeMovedKeepsSharedAndPlain(t *testing.T) {
 		t.Fatalf("%d deliveries, want the plain and the shared one", n)
 	}
 }
+
+// TestStoreNumbering: StoreSnapshot numbers inflight then queued deliveries from 0
+// and EnqueueStored goes on from there, reporting each queued delivery and the
+// numbers of those a full queue dropped for it; nothing for a message not kept; a
+// restored session continues after the highest number it was restored with.
+func TestStoreNumbering(t *testing.T) {
+	s := New("c", Limits{MaxQueued: 3, Policy: DropOldest})
+	for range 4 {
+		s.Enqueue(&Delivery{Msg: msg("t", 1), QoS: 1})
+	}
+	gen := attach(s, 1)
+	s.NextBatch(gen, nil, time.Now()) // one inflight, two queued
+	s.Detach(gen)
+	var snap Snapshot
+	s.StoreSnapshot(func(sn Snapshot) { snap = sn })
+	var seqs []uint64
+	for _, d := range snap.Queue {
+		seqs = append(seqs, d.StoreSeq)
+	}
+	if len(seqs) != 3 || seqs[0] != 0 || seqs[1] != 1 || seqs[2] != 2 || snap.Queue[0].PacketID == 0 {
+		t.Fatalf("snapshot numbers %v (first packet ID %d), want 0 1 2 with the inflight one first", seqs, snap.Queue[0].PacketID)
+	}
+
+	type call struct {
+		added   uint64
+		dropped []uint64
+	}
+	var calls []call
+	record := func(added *Delivery, dropped []uint64) {
+		c := call{added: 999, dropped: dropped}
+		if added != nil {
+			c.added = added.StoreSeq
+		}
+		calls = append(calls, c)
+	}
+	s.EnqueueStored(&Delivery{Msg: msg("t", 1), QoS: 1}, record) // queue 1 2 3: full
+	s.EnqueueStored(&Delivery{Msg: msg("t", 1), QoS: 1}, record) // drops 1
+	s.EnqueueStored(&Delivery{Msg: msg("t", 0)}, record)         // QoS 0 offline: not kept, no call
+	if len(calls) != 2 || calls[0].added != 3 || len(calls[0].dropped) != 0 ||
+		calls[1].added != 4 || len(calls[1].dropped) != 1 || calls[1].dropped[0] != 1 {
+		t.Fatalf("calls %+v, want 3 then 4 dropping 1", calls)
+	}
+
+	r := Restore(s.Snapshot(), Limits{MaxQueued: 10})
+	calls = nil
+	r.EnqueueStored(&Delivery{Msg: msg("t", 1), QoS: 1}, record)
+	if len(calls) != 1 || calls[0].added != 5 {
+		t.Fatalf("restored session numbered %+v, want 5 (after 4)", calls)
+	}
+}

@@ -93,6 +93,93 @@ func decodeMessage(b []byte) (*session.Message, error) {
 	return m, nil
 }
 
+// A queued delivery's record (Format 2): a version byte, QoS, flags, packet ID,
+// the message ID, the subscription identifiers, then the message as encodeMessage
+// writes it. The StoreSeq is in the key.
+const deliveryFormat byte = 1
+
+const (
+	flagRetain byte = 1 << iota
+	flagDup
+	flagReleased
+	flagShared
+)
+
+func encodeDelivery(d *session.Delivery) []byte {
+	out := make([]byte, 0, 64+len(d.Msg.Payload)+len(d.Msg.Topic))
+	var flags byte
+	for _, f := range []struct {
+		set bool
+		bit byte
+	}{{d.Retain, flagRetain}, {d.Dup, flagDup}, {d.Released, flagReleased}, {d.Shared, flagShared}} {
+		if f.set {
+			flags |= f.bit
+		}
+	}
+	out = append(out, deliveryFormat, d.QoS, flags)
+	out = binary.BigEndian.AppendUint16(out, d.PacketID)
+	out = binary.AppendUvarint(out, d.Msg.ID.Origin)
+	out = binary.AppendUvarint(out, d.Msg.ID.Seq)
+	out = binary.AppendUvarint(out, uint64(len(d.SubIDs)))
+	for _, id := range d.SubIDs {
+		out = binary.AppendUvarint(out, uint64(id))
+	}
+	return append(out, encodeMessage(d.Msg)...)
+}
+
+func decodeDelivery(b []byte) (*session.Delivery, error) {
+	if len(b) < 5 || b[0] != deliveryFormat {
+		return nil, errFormat
+	}
+	d := &session.Delivery{QoS: b[1], PacketID: binary.BigEndian.Uint16(b[3:5])}
+	if d.QoS > 2 {
+		return nil, fmt.Errorf("QoS %d", d.QoS)
+	}
+	flags := b[2]
+	d.Retain, d.Dup, d.Released, d.Shared = flags&flagRetain != 0, flags&flagDup != 0, flags&flagReleased != 0, flags&flagShared != 0
+	b = b[5:]
+	uvarint := func() (uint64, error) {
+		v, w := binary.Uvarint(b)
+		if w <= 0 {
+			return 0, errors.New("truncated delivery record")
+		}
+		b = b[w:]
+		return v, nil
+	}
+	origin, err := uvarint()
+	if err != nil {
+		return nil, err
+	}
+	seq, err := uvarint()
+	if err != nil {
+		return nil, err
+	}
+	n, err := uvarint()
+	if err != nil {
+		return nil, err
+	}
+	if n > uint64(len(b)) { // each identifier takes a byte at least
+		return nil, errors.New("truncated subscription identifiers")
+	}
+	for range n {
+		id, err := uvarint()
+		if err != nil {
+			return nil, err
+		}
+		if id == 0 || id > 268435455 {
+			return nil, fmt.Errorf("subscription identifier %d", id)
+		}
+		d.SubIDs = append(d.SubIDs, uint32(id))
+	}
+	m, err := decodeMessage(b)
+	if err != nil {
+		return nil, err
+	}
+	m.ID = session.MessageID{Origin: origin, Seq: seq}
+	d.Msg = m
+	return d, nil
+}
+
 // storedSession is the JSON form of a session.Snapshot.
 type storedSession struct {
 	Format        int                           `json:"format"`
@@ -100,7 +187,7 @@ type storedSession struct {
 	Expiry        uint32                        `json:"expiry"`
 	Disconnected  time.Time                     `json:"disconnected"`
 	Subscriptions map[string]topic.Subscription `json:"subscriptions,omitempty"`
-	Queue         []storedDelivery              `json:"queue,omitempty"`
+	Queue         []storedDelivery              `json:"queue,omitempty"` // only in Format 1 stores
 	Inbound       []uint16                      `json:"inbound,omitempty"`
 	Owner         string                        `json:"owner,omitempty"` // absent in stores before auth: unknown
 	Partial       bool                          `json:"partial,omitempty"`

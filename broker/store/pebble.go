@@ -1,9 +1,12 @@
 package store
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -15,24 +18,35 @@ import (
 const (
 	prefixRetained = "retained/"
 	prefixSession  = "session/"
+	// prefixQueued holds one record per delivery queued for a stored session:
+	// queueKey(client ID, StoreSeq).
+	prefixQueued = "queued/"
 	// keyFormat holds the store's Format, written when the store is created.
 	keyFormat = "meta/format"
 )
 
 // Format is the layout of the keys and records this mqttd reads and writes. A store
 // with a higher one was written by a newer mqttd: it is refused (ErrFormat), never
-// read half-understood. Raise it with a change that an older mqttd cannot read.
-const Format = 1
+// read half-understood. Raise it with a change that an older mqttd cannot read, and
+// migrate the older formats in migrate.
+//
+//  1. A session is one record holding its whole queue.
+//  2. A session record holds no queue: each queued delivery is its own record under
+//     prefixQueued, written without rewriting the rest.
+const Format = 2
 
 // ErrFormat means the store was written by a newer mqttd (its format is higher than Format).
 var ErrFormat = errors.New("store format too new")
 
 // Pebble is a Store in an embedded pebble database under one directory: the node's
-// durable state across restarts. Writes are synced; pebble commits concurrent synced
-// writes as one group, so many clients saving at once cost one fsync.
+// durable state across restarts. Writes are synced; session writes go through one
+// writer that commits whatever was handed to it while the previous commit synced as
+// one batch (group commit), in the order it was handed over.
 type Pebble struct {
 	db  *pebble.DB
 	dir string
+	log *slog.Logger
+	w   *writer
 }
 
 // OpenPebble opens (or creates) the store in dir. An error means the directory cannot
@@ -42,30 +56,69 @@ func OpenPebble(dir string, log *slog.Logger) (*Pebble, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the store in %s: %w", dir, err)
 	}
-	p := &Pebble{db: db, dir: dir}
-	if err := p.checkFormat(); err != nil {
+	p := &Pebble{db: db, dir: dir, log: log}
+	f, err := p.checkFormat()
+	if err == nil && f < Format {
+		err = p.migrate(f)
+	}
+	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
+	p.w = startWriter(db)
 	return p, nil
 }
 
-// checkFormat refuses a store of a newer format and records Format in one without
-// any (a new store, or one from before formats were recorded: format 1).
-func (p *Pebble) checkFormat() error {
+// checkFormat returns the store's format and refuses a newer one. A store without
+// one is from before formats were recorded (format 1), or new.
+func (p *Pebble) checkFormat() (int, error) {
 	v, closer, err := p.db.Get([]byte(keyFormat))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
-		return p.writeFormat()
+		return 1, nil
 	case err != nil:
-		return fmt.Errorf("reading the store format in %s: %w", p.dir, err)
+		return 0, fmt.Errorf("reading the store format in %s: %w", p.dir, err)
 	}
 	defer func() { _ = closer.Close() }()
 	f, err := strconv.Atoi(string(v))
-	if err != nil {
-		return fmt.Errorf("%w: the store in %s has format %q, not a number", ErrFormat, p.dir, v)
+	if err != nil || f < 1 {
+		return 0, fmt.Errorf("%w: the store in %s has format %q, not one mqttd writes", ErrFormat, p.dir, v)
 	}
 	if f > Format {
-		return fmt.Errorf("%w: the store in %s has format %d, written by a newer mqttd; this one reads up to %d", ErrFormat, p.dir, f, Format)
+		return 0, fmt.Errorf("%w: the store in %s has format %d, written by a newer mqttd; this one reads up to %d", ErrFormat, p.dir, f, Format)
+	}
+	return f, nil
+}
+
+// migrate rewrites a store of format from (older than Format) in this one's, in one
+// synced batch with the new format: a crash leaves either store whole.
+func (p *Pebble) migrate(from int) (err error) {
+	b := p.db.NewBatch()
+	defer func() { err = errors.Join(err, b.Close()) }()
+	moved := 0
+	if from < 2 { // sessions with their queue inside: the queue moves to its own records
+		err := p.scan(prefixSession, func(key string, value []byte) error {
+			snap, err := decodeSession(value)
+			if err != nil {
+				return fmt.Errorf("migrating session %q: %w", key, err)
+			}
+			for i, d := range snap.Queue {
+				d.StoreSeq = uint64(i)
+			}
+			moved += len(snap.Queue)
+			return writeSession(b, snap)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := b.Set([]byte(keyFormat), []byte(strconv.Itoa(Format)), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("migrating the store in %s to format %d: %w", p.dir, Format, err)
+	}
+	if from > 1 || moved > 0 {
+		p.log.Info("store migrated", "dir", p.dir, "from", from, "to", Format, "queuedMessages", moved)
 	}
 	return nil
 }
@@ -75,6 +128,16 @@ func (p *Pebble) writeFormat() error {
 		return fmt.Errorf("writing the store format in %s: %w", p.dir, err)
 	}
 	return nil
+}
+
+// Compact compacts the whole database and returns when that is done: after a bulk
+// load (a benchmark filling the store), so that what comes next does not pay for
+// the load's compactions.
+func (p *Pebble) Compact(ctx context.Context) error {
+	if err := p.w.flush(); err != nil {
+		return err
+	}
+	return p.db.Compact(ctx, []byte{0}, []byte{0xFF}, true)
 }
 
 // Dir returns the directory the store was opened in.
@@ -100,6 +163,9 @@ func (p *Pebble) Wipe() (err error) {
 		end = append(append([]byte{}, it.Key()...), 0) // the smallest key after the last one
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil || end == nil {
+		return err
+	}
+	if err := p.w.flush(); err != nil { // nothing handed to the writer lands after the wipe
 		return err
 	}
 	b := p.db.NewBatch()
@@ -138,39 +204,159 @@ func (p *Pebble) Retained() ([]*session.Message, error) {
 	return out, err
 }
 
-// SaveSession implements Store.
-func (p *Pebble) SaveSession(snap session.Snapshot) error {
-	b, err := encodeSession(snap)
+// WriteSession implements Store: the session record and its queue replace
+// everything stored for the session.
+func (p *Pebble) WriteSession(snap session.Snapshot) *Commit {
+	return p.w.submit(func(b *pebble.Batch) error { return writeSession(b, snap) })
+}
+
+// writeSession adds to b what replaces every record of snap's session.
+func writeSession(b *pebble.Batch, snap session.Snapshot) error {
+	queue := snap.Queue
+	snap.Queue = nil
+	meta, err := encodeSession(snap)
 	if err != nil {
 		return err
 	}
-	return p.db.Set([]byte(prefixSession+snap.ID), b, pebble.Sync)
+	if err := b.Set([]byte(prefixSession+snap.ID), meta, nil); err != nil {
+		return err
+	}
+	lo, hi := queueRange(snap.ID)
+	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return err
+	}
+	for _, d := range queue {
+		if err := b.Set(queueKey(snap.ID, d.StoreSeq), encodeDelivery(d), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteQueued implements Store. The records are encoded now: the session goes on
+// changing added.
+func (p *Pebble) WriteQueued(clientID string, added *session.Delivery, dropped []uint64) *Commit {
+	var rec []byte
+	if added != nil {
+		rec = encodeDelivery(added)
+	}
+	return p.w.submit(func(b *pebble.Batch) error {
+		for _, seq := range dropped {
+			if err := b.Delete(queueKey(clientID, seq), nil); err != nil {
+				return err
+			}
+		}
+		if added == nil {
+			return nil
+		}
+		return b.Set(queueKey(clientID, added.StoreSeq), rec, nil)
+	})
 }
 
 // DeleteSession implements Store.
 func (p *Pebble) DeleteSession(clientID string) error {
-	return p.db.Delete([]byte(prefixSession+clientID), pebble.Sync)
+	return p.w.submit(func(b *pebble.Batch) error {
+		lo, hi := queueRange(clientID)
+		return errors.Join(b.Delete([]byte(prefixSession+clientID), nil), b.DeleteRange(lo, hi, nil))
+	}).Wait()
 }
 
-// Sessions implements Store.
+// Sessions implements Store. Queued records of no stored session (a session whose
+// save failed went on queueing) are deleted, and logged.
 func (p *Pebble) Sessions() ([]session.Snapshot, error) {
+	if err := p.w.flush(); err != nil {
+		return nil, err
+	}
 	var out []session.Snapshot
+	index := make(map[string]int)
 	err := p.scan(prefixSession, func(key string, value []byte) error {
 		s, err := decodeSession(value)
 		if err != nil {
 			return fmt.Errorf("session %q: %w", key, err)
 		}
+		if len(s.Queue) > 0 {
+			return fmt.Errorf("session %q: %w: a queue inside the session record in a format %d store", key, errFormat, Format)
+		}
+		index[s.ID] = len(out)
 		out = append(out, s)
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	var orphans [][]byte
+	err = p.scanRaw(prefixQueued, func(key, value []byte) error {
+		id, seq, ok := parseQueueKey(key)
+		if !ok {
+			return fmt.Errorf("queued record %q: %w: a malformed key", key, errFormat)
+		}
+		i, ok := index[id]
+		if !ok {
+			orphans = append(orphans, slices.Clone(key))
+			return nil
+		}
+		d, err := decodeDelivery(value)
+		if err != nil {
+			return fmt.Errorf("session %q, queued message %d: %w", id, seq, err)
+		}
+		d.StoreSeq = seq
+		out[i].Queue = append(out[i].Queue, d)
+		return nil
+	})
+	if err == nil && len(orphans) > 0 {
+		p.log.Warn("deleting queued messages of no stored session", "dir", p.dir, "records", len(orphans))
+		err = p.w.submit(func(b *pebble.Batch) error {
+			for _, k := range orphans {
+				if err := b.Delete(k, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		}).Wait()
+	}
 	return out, err
 }
 
-// Close implements Store.
-func (p *Pebble) Close() error { return p.db.Close() }
+// Close implements Store: what was handed to the writer is committed first.
+func (p *Pebble) Close() error {
+	return errors.Join(p.w.close(), p.db.Close())
+}
 
-// scan calls fn for every key with prefix, in key order.
-func (p *Pebble) scan(prefix string, fn func(key string, value []byte) error) (err error) {
+// queueKey is the key of the record of session id's delivery seq: the client ID
+// behind its length, so one session's keys are a range no other's falls into, and
+// the number big-endian, so they sort in queue order.
+func queueKey(id string, seq uint64) []byte {
+	k := make([]byte, 0, len(prefixQueued)+binary.MaxVarintLen64+len(id)+8)
+	k = append(k, prefixQueued...)
+	k = binary.AppendUvarint(k, uint64(len(id)))
+	k = append(k, id...)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// queueRange is the key range of session id's queue, [lo, hi).
+func queueRange(id string) (lo, hi []byte) {
+	lo = queueKey(id, 0)
+	hi = slices.Concat(lo[:len(lo)-8], []byte{0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF})
+	return lo, hi
+}
+
+func parseQueueKey(k []byte) (id string, seq uint64, ok bool) {
+	k = k[len(prefixQueued):]
+	n, w := binary.Uvarint(k)
+	if w <= 0 || uint64(len(k)-w) != n+8 {
+		return "", 0, false
+	}
+	return string(k[w : w+int(n)]), binary.BigEndian.Uint64(k[w+int(n):]), true
+}
+
+// scan calls fn for every key with prefix (and the key without it), in key order.
+func (p *Pebble) scan(prefix string, fn func(key string, value []byte) error) error {
+	return p.scanRaw(prefix, func(key, value []byte) error { return fn(string(key[len(prefix):]), value) })
+}
+
+// scanRaw calls fn for every key with prefix, in key order; key and value are valid
+// only during the call.
+func (p *Pebble) scanRaw(prefix string, fn func(key, value []byte) error) (err error) {
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return err
@@ -181,7 +367,7 @@ func (p *Pebble) scan(prefix string, fn func(key string, value []byte) error) (e
 		if err != nil {
 			return err
 		}
-		if err := fn(string(it.Key()[len(prefix):]), v); err != nil {
+		if err := fn(it.Key(), v); err != nil {
 			return err
 		}
 	}

@@ -367,7 +367,7 @@ func TestPebbleWipe(t *testing.T) {
 	if err := p.PutRetained(richMessage()); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.SaveSession(richSession()); err != nil {
+	if err := SaveSession(p, richSession()); err != nil {
 		t.Fatal(err)
 	}
 	// Keys outside every known prefix go too, a small and a large one.

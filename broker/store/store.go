@@ -4,6 +4,8 @@
 package store
 
 import (
+	"slices"
+
 	"github.com/mqtt-operator/mqtt-operator/broker/internal/lockorder"
 	"github.com/mqtt-operator/mqtt-operator/broker/session"
 )
@@ -17,14 +19,45 @@ type Store interface {
 	DeleteRetained(topic string) error
 	// Retained returns every retained message.
 	Retained() ([]*session.Message, error)
-	// SaveSession stores a persistent session's state, replacing an older one.
-	SaveSession(snap session.Snapshot) error
+	// WriteSession stores a persistent session's state, replacing everything stored
+	// for it, each queued delivery as its own record under its StoreSeq (numbered
+	// afresh by session.StoreSnapshot). It returns at once: the Commit tells when the
+	// write is durable.
+	WriteSession(snap session.Snapshot) *Commit
+	// WriteQueued records that a stored session queued added (nil: nothing) and
+	// dropped the queued deliveries numbered dropped (see session.EnqueueStored),
+	// without rewriting the rest of it: the cost does not grow with the queue. For a
+	// session not stored it does nothing.
+	WriteQueued(clientID string, added *session.Delivery, dropped []uint64) *Commit
 	// DeleteSession forgets a session.
 	DeleteSession(clientID string) error
-	// Sessions returns every stored session.
+	// Sessions returns every stored session, its queue in StoreSeq order.
 	Sessions() ([]session.Snapshot, error)
 	// Close releases the store.
 	Close() error
+}
+
+// Commit is a write a Store has taken: the writes of one store take effect in the
+// order they were called (a later WriteQueued never lands before an earlier
+// WriteSession of the same session, nor the other way round), several at a time.
+// The nil Commit is one already durable.
+type Commit struct {
+	done chan struct{}
+	err  error
+}
+
+// Wait blocks until the write is durable, or failed.
+func (c *Commit) Wait() error {
+	if c == nil {
+		return nil
+	}
+	<-c.done
+	return c.err
+}
+
+// SaveSession writes snap and waits for it (WriteSession, then Wait).
+func SaveSession(s Store, snap session.Snapshot) error {
+	return s.WriteSession(snap).Wait()
 }
 
 // Memory is a Store in process memory: state survives a broker restart inside one
@@ -67,11 +100,33 @@ func (m *Memory) Retained() ([]*session.Message, error) {
 	return out, nil
 }
 
-// SaveSession implements Store.
-func (m *Memory) SaveSession(snap session.Snapshot) error {
+// WriteSession implements Store.
+func (m *Memory) WriteSession(snap session.Snapshot) *Commit {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	snap.Queue = append([]*session.Delivery(nil), snap.Queue...)
 	m.sessions[snap.ID] = snap
+	return nil
+}
+
+// WriteQueued implements Store. added is copied: the session goes on changing it.
+func (m *Memory) WriteQueued(clientID string, added *session.Delivery, dropped []uint64) *Commit {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	snap, ok := m.sessions[clientID]
+	if !ok {
+		return nil
+	}
+	if len(dropped) > 0 {
+		snap.Queue = slices.DeleteFunc(slices.Clone(snap.Queue), func(d *session.Delivery) bool {
+			return slices.Contains(dropped, d.StoreSeq)
+		})
+	}
+	if added != nil {
+		c := *added
+		snap.Queue = append(snap.Queue[:len(snap.Queue):len(snap.Queue)], &c)
+	}
+	m.sessions[clientID] = snap
 	return nil
 }
 

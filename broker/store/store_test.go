@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func richSession() session.Snapshot {
 		},
 		Queue: []*session.Delivery{
 			{Msg: m, QoS: 2, PacketID: 5, Dup: true, Released: true, SubIDs: []uint32{7}},
-			{Msg: plain, QoS: 1, Retain: true},
+			{Msg: plain, QoS: 1, Retain: true, StoreSeq: 1},
 		},
 		Inbound: []uint16{9, 10},
 	}
@@ -97,10 +98,10 @@ func TestStoreRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		snap := richSession()
-		if err := s.SaveSession(snap); err != nil {
+		if err := SaveSession(s, snap); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.SaveSession(session.Snapshot{ID: "short-lived"}); err != nil {
+		if err := SaveSession(s, session.Snapshot{ID: "short-lived"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.DeleteSession("short-lived"); err != nil {
@@ -134,10 +135,32 @@ func TestPebbleBrokenRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Set([]byte(prefixRetained+"bad/topic"), []byte{messageFormat, 0, 0}, pebble.Sync); err != nil {
+	good, err := encodeSession(session.Snapshot{ID: "good-client"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Set([]byte(prefixSession+"bad-client"), []byte("{not json"), pebble.Sync); err != nil {
+	for k, v := range map[string][]byte{
+		prefixRetained + "bad/topic":  {messageFormat, 0, 0},
+		prefixSession + "bad-client":  []byte("{not json"),
+		prefixSession + "good-client": good,
+	} {
+		if err := db.Set([]byte(k), v, pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A format 1 store is migrated when opened: its broken session stops that.
+	if _, err := OpenPebble(dir, quiet); err == nil || errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), `"bad-client"`) {
+		t.Fatalf("OpenPebble of a format 1 store with a broken session: %v, want an error naming it", err)
+	}
+
+	db, err = pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{quiet}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte(keyFormat), []byte(strconv.Itoa(Format)), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
@@ -153,6 +176,16 @@ func TestPebbleBrokenRecord(t *testing.T) {
 	}
 	if _, err := p.Sessions(); err == nil || !strings.Contains(err.Error(), `"bad-client"`) {
 		t.Fatalf("Sessions with a broken record: %v", err)
+	}
+	if err := p.DeleteSession("bad-client"); err != nil {
+		t.Fatal(err)
+	}
+	// A broken queued message is named by its session and number.
+	if err := p.db.Set(queueKey("good-client", 7), []byte{deliveryFormat, 1, 0, 0}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Sessions(); err == nil || !strings.Contains(err.Error(), `"good-client", queued message 7`) {
+		t.Fatalf("Sessions with a broken queued record: %v", err)
 	}
 }
 
@@ -227,7 +260,7 @@ func TestPebbleFormat(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p = &Pebble{db: db, dir: dir}
+		p = &Pebble{db: db, dir: dir, log: quiet, w: startWriter(db)}
 		if v, closer, err := db.Get([]byte(keyFormat)); err != nil || string(v) != f {
 			t.Fatalf("the refused store's format became %q (%v)", v, err)
 		} else {
@@ -235,4 +268,250 @@ func TestPebbleFormat(t *testing.T) {
 		}
 	}
 	_ = p.Close()
+}
+
+// TestQueuedRecords: messages queued for a stored session are written one by one
+// (WriteQueued), the ones dropped deleted, and read back after a reopen in order
+// with the rest of the session; a rewrite replaces them all, a delete removes them.
+func TestQueuedRecords(t *testing.T) {
+	stores(t, func(t *testing.T, s Store, reopen func() Store) {
+		snap := richSession() // StoreSeq 0 and 1
+		if err := SaveSession(s, snap); err != nil {
+			t.Fatal(err)
+		}
+		msg := func(i int) *session.Delivery {
+			return &session.Delivery{Msg: &session.Message{Topic: "q/" + strconv.Itoa(i), Payload: []byte{byte(i)}, QoS: 1,
+				ID: session.MessageID{Origin: 99, Seq: uint64(i)}}, QoS: 1, SubIDs: []uint32{uint32(i + 1)}, StoreSeq: uint64(i)}
+		}
+		var commits []*Commit
+		for i := 2; i < 6; i++ {
+			var dropped []uint64
+			if i == 4 {
+				dropped = []uint64{0, 1} // a full queue made room for 4
+			}
+			commits = append(commits, s.WriteQueued(snap.ID, msg(i), dropped))
+		}
+		commits = append(commits, s.WriteQueued(snap.ID, nil, []uint64{2}), s.WriteQueued("not-stored", msg(1), nil))
+		for _, c := range commits {
+			if err := c.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := snap
+		want.Queue = []*session.Delivery{msg(3), msg(4), msg(5)}
+		s = reopen()
+		got, err := s.Sessions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+			t.Fatalf("after queueing and a reopen:\n%+v\nwant\n%+v", got, want)
+		}
+
+		// A rewrite replaces every queued record; nothing of the session is left after a delete.
+		want.Queue = []*session.Delivery{msg(0)}
+		if err := SaveSession(s, want); err != nil {
+			t.Fatal(err)
+		}
+		s = reopen()
+		if got, err := s.Sessions(); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+			t.Fatalf("after a rewrite: %+v, %v; want %+v", got, err, want)
+		}
+		if err := s.DeleteSession(want.ID); err != nil {
+			t.Fatal(err)
+		}
+		s = reopen()
+		if got, err := s.Sessions(); err != nil || len(got) != 0 {
+			t.Fatalf("after a delete: %+v, %v", got, err)
+		}
+		if p, ok := s.(*Pebble); ok {
+			if n := countKeys(t, p, prefixQueued); n != 0 {
+				t.Fatalf("%d queued records left", n)
+			}
+		}
+	})
+}
+
+func countKeys(t *testing.T, p *Pebble, prefix string) int {
+	t.Helper()
+	n := 0
+	if err := p.scanRaw(prefix, func(_, _ []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestWriterOrderAndConcurrency: writes from many goroutines all land, each caller's
+// in the order made, a later rewrite wins over earlier queued records, and a queued
+// record of no stored session is dropped when the store is read.
+func TestWriterOrderAndConcurrency(t *testing.T) {
+	dir := t.TempDir()
+	p, err := OpenPebble(dir, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sessions, perSession = 16, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions*perSession)
+	for i := range sessions {
+		wg.Go(func() {
+			id := "s" + strconv.Itoa(i)
+			if err := SaveSession(p, session.Snapshot{ID: id}); err != nil {
+				errs <- err
+				return
+			}
+			for j := range perSession {
+				d := &session.Delivery{Msg: &session.Message{Topic: "t", QoS: 1}, QoS: 1, StoreSeq: uint64(j)}
+				var drop []uint64
+				if j >= 10 {
+					drop = []uint64{uint64(j - 10)} // keeps the last 10
+				}
+				if err := p.WriteQueued(id, d, drop).Wait(); err != nil {
+					errs <- err
+				}
+			}
+			if i%2 == 0 { // a rewrite after the queued records: they go
+				if err := SaveSession(p, session.Snapshot{ID: id}); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// An orphan: queued for a session that was never stored.
+	if err := p.WriteQueued("ghost", &session.Delivery{Msg: &session.Message{Topic: "t", QoS: 1}, QoS: 1}, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := p.Sessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != sessions {
+		t.Fatalf("%d sessions, want %d", len(snaps), sessions)
+	}
+	for _, s := range snaps {
+		i, _ := strconv.Atoi(s.ID[1:])
+		want := 10
+		if i%2 == 0 {
+			want = 0
+		}
+		if len(s.Queue) != want {
+			t.Fatalf("session %s: %d queued, want %d", s.ID, len(s.Queue), want)
+		}
+		for k, d := range s.Queue {
+			if d.StoreSeq != uint64(perSession-want+k) {
+				t.Fatalf("session %s: queue position %d holds %d", s.ID, k, d.StoreSeq)
+			}
+		}
+	}
+	if n := countKeys(t, p, prefixQueued); n != sessions/2*10 {
+		t.Fatalf("%d queued records, want %d (the orphan deleted)", n, sessions/2*10)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WriteQueued("s1", nil, []uint64{1}).Wait(); !errors.Is(err, errClosed) {
+		t.Fatalf("a write after Close: %v, want errClosed", err)
+	}
+}
+
+// TestMigrateFormat1: a store of format 1 (each session one record with its queue
+// inside, no format key) is rewritten at open: the queue becomes records numbered
+// in order, the session reads back the same, the store says Format, and opening it
+// again changes nothing.
+func TestMigrateFormat1(t *testing.T) {
+	dir := t.TempDir()
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{quiet}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := richSession()
+	for _, d := range legacy.Queue {
+		d.StoreSeq = 0 // format 1 has no numbers
+	}
+	v, err := encodeSession(legacy) // the queue inside, as format 1 wrote it
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set([]byte(prefixSession+legacy.ID), v, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := richSession() // numbered 0 and 1
+	for range 2 {
+		p, err := OpenPebble(dir, quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f, err := p.checkFormat(); err != nil || f != Format {
+			t.Fatalf("format after migration: %d, %v", f, err)
+		}
+		got, err := p.Sessions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+			t.Fatalf("migrated session:\n%+v\nwant\n%+v", got, want)
+		}
+		if n := countKeys(t, p, prefixQueued); n != 2 {
+			t.Fatalf("%d queued records, want 2", n)
+		}
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDeliveryCodec: a delivery record reads back as written; truncated or
+// altered ones are errors, never a panic.
+func TestDeliveryCodec(t *testing.T) {
+	d := richSession().Queue[0]
+	d.Shared = true
+	d.Msg.ID = session.MessageID{Origin: 1 << 60, Seq: 12345}
+	b := encodeDelivery(d)
+	got, err := decodeDelivery(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, d) {
+		t.Fatalf("decoded\n%+v\nwant\n%+v", got, d)
+	}
+	for i := range b {
+		if _, err := decodeDelivery(b[:i]); err == nil {
+			t.Fatalf("a record cut to %d of %d bytes decoded", i, len(b))
+		}
+	}
+	for _, bad := range [][]byte{
+		append([]byte{deliveryFormat + 1}, b[1:]...),        // unknown format
+		append([]byte{deliveryFormat, 3}, b[2:]...),         // QoS 3
+		append(b[:5:5], 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F), // 2^32-1 subscription identifiers
+	} {
+		if _, err := decodeDelivery(bad); err == nil {
+			t.Fatalf("decoded %x", bad)
+		}
+	}
+}
+
+func FuzzDecodeDelivery(f *testing.F) {
+	f.Add(encodeDelivery(richSession().Queue[0]))
+	f.Add(encodeDelivery(richSession().Queue[1]))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := decodeDelivery(b)
+		if err != nil {
+			return
+		}
+		again, err := decodeDelivery(encodeDelivery(d))
+		if err != nil {
+			t.Fatalf("a decoded record does not decode once re-encoded: %v", err)
+		}
+		if again.QoS != d.QoS || again.Msg.Topic != d.Msg.Topic || len(again.SubIDs) != len(d.SubIDs) {
+			t.Fatalf("re-encoded %+v as %+v", d, again)
+		}
+	})
 }
