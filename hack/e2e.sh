@@ -32,7 +32,10 @@
 # Environment: IMG, MQTTD_IMG (images, built here with `make docker-build`; with an
 # existing cluster they must be pullable from it),
 # HELM (helm binary), KIND_NODE_IMAGE, E2E_ARGS (extra `go test` arguments),
-# E2E_KEEP=1 (leave the cluster and the installation running after `test`).
+# E2E_KEEP=1 (leave the cluster and the installation running after `test`),
+# UPGRADE_FROM (the commit of the previous release, whose mqttd the upgrade spec
+# starts from: built here from `git archive`, so the clone needs that history),
+# MQTTD_PREV_IMG (that image; with an existing cluster, one it can pull).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +46,10 @@ MQTTD_IMG="${MQTTD_IMG:-mqttd:dev}"
 HELM="${HELM:-${REPO_ROOT}/bin/helm}"
 KIND_CLUSTER="${KIND_CLUSTER:-mqtt-e2e}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.37.0}"
+# The last commit before the cluster link's binary frames and the store's format 2
+# ([scale]): what a cluster upgrades from in the upgrade spec.
+UPGRADE_FROM="${UPGRADE_FROM:-16cf53406c71f7dfc37cf12932eec5d1c1dc9c29}"
+MQTTD_PREV_IMG="${MQTTD_PREV_IMG:-mqttd:prev-${UPGRADE_FROM:0:12}}"
 OPERATOR_NS="mqtt-operator-system"
 
 log() { echo "e2e: $*" >&2; }
@@ -77,6 +84,27 @@ build_images() {
   "${MAKE:-make}" --no-print-directory docker-build IMG="${IMG}" MQTTD_IMG="${MQTTD_IMG}" >&2
 }
 
+# build_prev_image builds MQTTD_PREV_IMG, the broker of commit UPGRADE_FROM, unless
+# Docker has it: its sources from `git archive` (no network), its binary built like
+# the image-context target builds this one, in the same image layout.
+build_prev_image() {
+  if docker image inspect "${MQTTD_PREV_IMG}" >/dev/null 2>&1; then
+    return
+  fi
+  git cat-file -e "${UPGRADE_FROM}^{commit}" 2>/dev/null ||
+    die "commit ${UPGRADE_FROM} (the release the upgrade spec starts from) is not in this clone: clone the whole history"
+  log "building ${MQTTD_PREV_IMG} from commit ${UPGRADE_FROM}"
+  local src
+  src="$(mktemp -d)"
+  git archive "${UPGRADE_FROM}" | tar -x -C "${src}"
+  mkdir -p "${src}/ctx"
+  cp -r bin/image/etc "${src}/ctx/" # the CA bundle and nonroot user build_images staged
+  (cd "${src}" && CGO_ENABLED=0 GOOS=linux GOARCH="$(go env GOARCH)" go build -trimpath \
+    -ldflags "-X main.version=${UPGRADE_FROM:0:12}" -o ctx/mqttd ./broker/cmd/mqttd) >&2
+  docker build -f "${src}/Dockerfile.mqttd" -t "${MQTTD_PREV_IMG}" "${src}/ctx" >&2
+  rm -rf "${src}"
+}
+
 # cluster_up starts the cluster, builds and loads the images and exports KUBECONFIG
 # and KUBECTL.
 cluster_up() {
@@ -88,9 +116,11 @@ cluster_up() {
   kind)
     log "creating kind cluster ${KIND_CLUSTER}"
     build_images
+    if [[ "${WITH_PREV:-}" == 1 ]]; then build_prev_image; fi
     kind get clusters 2>/dev/null | grep -x "${KIND_CLUSTER}" >/dev/null ||
       kind create cluster --name "${KIND_CLUSTER}" --image "${KIND_NODE_IMAGE}" --kubeconfig "${KIND_KUBECONFIG}" --wait 3m
     kind load docker-image --name "${KIND_CLUSTER}" "${IMG}" "${MQTTD_IMG}"
+    if [[ "${WITH_PREV:-}" == 1 ]]; then kind load docker-image --name "${KIND_CLUSTER}" "${MQTTD_PREV_IMG}"; fi
     export KUBECONFIG="${KIND_KUBECONFIG}"
     KUBECTL="$(command -v kubectl)" || die "kubectl not found"
     ;;
@@ -99,7 +129,12 @@ cluster_up() {
     export KUBECONFIG
     KUBECONFIG="$(hack/local-cluster.sh up)"
     build_images
-    hack/local-cluster.sh load-image "${IMG}" "${MQTTD_IMG}"
+    images=("${IMG}" "${MQTTD_IMG}")
+    if [[ "${WITH_PREV:-}" == 1 ]]; then
+      build_prev_image
+      images+=("${MQTTD_PREV_IMG}")
+    fi
+    hack/local-cluster.sh load-image "${images[@]}"
     KUBECTL="$(hack/k8s-binaries.sh)/kubectl"
     ;;
   esac
@@ -124,13 +159,14 @@ install_operator() {
 case "${1:-}" in
 test)
   kind_of="$(pick_cluster)"
-  cluster_up "${kind_of}"
+  WITH_PREV=1 cluster_up "${kind_of}"
   if [[ -z "${E2E_KEEP:-}" && "${kind_of}" != existing ]]; then
     trap 'cluster_down "${kind_of}"' EXIT
   fi
   # The suite installs the operator itself (BeforeSuite) and uninstalls it after.
   # shellcheck disable=SC2086 # E2E_ARGS is a list of arguments
   E2E_KUBECTL="${KUBECTL}" E2E_HELM="${HELM}" E2E_OPERATOR_IMAGE="${IMG}" E2E_MQTTD_IMAGE="${MQTTD_IMG}" \
+    E2E_MQTTD_PREV_IMAGE="${MQTTD_PREV_IMG}" \
     go test -tags e2e -count=1 -timeout 45m -v ./test/e2e/ -ginkgo.v ${E2E_ARGS:-}
   ;;
 demo)

@@ -24,6 +24,8 @@ var (
 	helmBin       = env("E2E_HELM", filepath.Join(repoRoot(), "bin", "helm"))
 	operatorImage = env("E2E_OPERATOR_IMAGE", "mqtt-operator:dev")
 	mqttdImage    = env("E2E_MQTTD_IMAGE", "mqttd:dev")
+	// prevMQTTDImage is the previous release's broker (hack/e2e.sh builds it), for the upgrade spec.
+	prevMQTTDImage = env("E2E_MQTTD_PREV_IMAGE", "")
 	// operatorNamespace is where the chart is installed.
 	operatorNamespace = env("E2E_OPERATOR_NAMESPACE", "mqtt-operator-system")
 )

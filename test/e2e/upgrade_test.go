@@ -1,0 +1,98 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+var _ = Describe("Upgrading across releases", func() {
+	It("rolls a 3-node cluster from the previous release's mqttd to this one under QoS 1 traffic: no acknowledged message lost, the cluster ID, a retained message and an offline session's queue kept, the links on the new protocol", func() {
+		Expect(prevMQTTDImage).NotTo(BeEmpty(), "E2E_MQTTD_PREV_IMAGE: the previous release's mqttd image (hack/e2e.sh builds it)")
+		ns := newNamespace("xver")
+		manifest := clusterManifest(ns, "xv", 3, "  service:\n    type: NodePort\n")
+		manifest = strings.Replace(manifest, "image: "+mqttdImage+"\n", "image: "+prevMQTTDImage+"\n", 1)
+		Expect(manifest).To(ContainSubstring(prevMQTTDImage))
+		out, err := kubectlApply(manifest)
+		Expect(err).NotTo(HaveOccurred(), out)
+		waitReady(ns, "xv", 3)
+		images := func() string {
+			return run(kubectlBin, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=xv", "-o", "jsonpath={range .items[*]}{.spec.containers[0].image} {end}")
+		}
+		Expect(images()).To(Equal(strings.Repeat(prevMQTTDImage+" ", 3)))
+		id := clusterID(ns, "xv")
+		Expect(id).NotTo(BeEmpty())
+
+		nodeIP := run(kubectlBin, "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`)
+		port := run(kubectlBin, "get", "svc", "-n", ns, "xv", "-o", `jsonpath={.spec.ports[?(@.name=="mqtt")].nodePort}`)
+		addr := net.JoinHostPort(strings.TrimSpace(nodeIP), strings.TrimSpace(port))
+
+		// On the old release: a retained message, and a persistent session that goes
+		// offline with 20 QoS 1 messages queued for it.
+		pub, _ := mqttClient(addr, "xv-pub")
+		await(pub.Publish("e2e/xver/retained", 1, true, "kept"))
+		off := persistentClient("xv-offline", []string{addr}, nil)
+		await(off.Subscribe("e2e/xver/offline", 1, nil))
+		// The subscription reaches every node before the messages are sent.
+		probe, probed := mqttClient(addr, "xv-probe")
+		await(probe.Subscribe("e2e/xver/offline", 1, nil))
+		Eventually(func() int {
+			await(pub.Publish("e2e/xver/offline", 1, false, "probe"))
+			return len(probed)
+		}).WithTimeout(time.Minute).WithPolling(300 * time.Millisecond).Should(BeNumerically(">", 0))
+		off.Disconnect(250)
+		for i := 1; i <= 20; i++ {
+			await(pub.Publish("e2e/xver/offline", 1, false, strconv.Itoa(i)))
+		}
+		pub.Disconnect(100)
+		s := startStream("e2e/xver/stream", []string{addr}, []string{addr})
+
+		run(kubectlBin, "patch", "-n", ns, "mqc/xv", "--type=merge", "-p", fmt.Sprintf(`{"spec":{"image":%q}}`, mqttdImage))
+		Eventually(images).WithTimeout(10 * time.Minute).WithPolling(2 * time.Second).Should(Equal(strings.Repeat(mqttdImage+" ", 3)))
+		waitReady(ns, "xv", 3)
+		s.finish()
+		Expect(clusterID(ns, "xv")).To(Equal(id), "the cluster ID after the upgrade")
+
+		// The retained message, read by a new client.
+		reader, got := mqttClient(addr, "xv-reader")
+		await(reader.Subscribe("e2e/xver/retained", 1, nil))
+		Eventually(got).WithTimeout(30 * time.Second).Should(Receive(WithTransform(func(m mqtt.Message) string { return string(m.Payload()) }, Equal("kept"))))
+
+		// The offline session comes back with its 20 messages (the probe maybe too).
+		var mu sync.Mutex
+		queued := map[string]bool{}
+		persistentClient("xv-offline", []string{addr}, func(_ mqtt.Client, m mqtt.Message) {
+			mu.Lock()
+			queued[string(m.Payload())] = true
+			mu.Unlock()
+		})
+		Eventually(func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			var missing []string
+			for i := 1; i <= 20; i++ {
+				if !queued[strconv.Itoa(i)] {
+					missing = append(missing, strconv.Itoa(i))
+				}
+			}
+			return missing
+		}).WithTimeout(time.Minute).Should(BeEmpty(), "messages queued for the offline session on the old release that never arrived")
+
+		// Every node now links to the others with the binary frames (protocol 2).
+		linkedBinary := regexp.MustCompile(`cluster link up.*protocol"?[=:]"?2`)
+		for i := range 3 {
+			logs := run(kubectlBin, "logs", "-n", ns, fmt.Sprintf("xv-%d", i), "-c", "mqttd")
+			Expect(linkedBinary.MatchString(logs)).To(BeTrue(), "xv-%d logged no link on protocol 2:\n%s", i, logs)
+		}
+	})
+})
