@@ -354,12 +354,14 @@ func (s *Server) MergeMoved(id string, ds []*session.Delivery) {
 		}
 		return
 	}
-	added, dropped := e.sess.MergeMoved(s.readable(id, e, ds), movedDedupWindow)
+	_, dropped := e.sess.MergeMoved(s.readable(id, e, ds), movedDedupWindow)
 	if dropped > 0 {
 		s.stats.dropped.Add(uint64(dropped))
 	}
-	if added > 0 && e.client == nil && e.expiry != 0 && !e.moving {
-		s.saveSession(e) // offline: stored before the move is reported done
+	// Offline: stored whole before the move is reported done, even with nothing
+	// added: merging numbers the queue afresh (StoreSeq), and the records must match.
+	if e.client == nil && e.expiry != 0 && !e.moving {
+		s.saveSession(e)
 	}
 }
 

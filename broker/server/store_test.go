@@ -225,3 +225,44 @@ func TestOfflineQueueStoredPerMessage(t *testing.T) {
 		again.send(&packet.Packet{Type: packet.Puback, PacketID: p.PacketID})
 	}
 }
+
+// TestMergeMovedKeepsStoreInStep: merging what a session's old node queued (here:
+// nothing) numbers an offline session's queue afresh; the store is rewritten to
+// match, so the records a full queue later drops are the ones deleted, and a
+// restart finds exactly the queue (a review found ghosts of dropped messages).
+func TestMergeMovedKeepsStoreInStep(t *testing.T) {
+	t.Parallel()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := store.OpenPebble(t.TempDir(), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	b := startBroker(t, server.Options{Store: st, MaxQueued: 3, DropPolicy: session.DropOldest})
+	sub := v3RawConnect(t, b, "merged", false, 0, false)
+	v3RawSubscribe(t, sub, "m/t", 1)
+	sub.send(&packet.Packet{Type: packet.Disconnect})
+	expectClosed(t, sub, v3Wait)
+	v3WaitConnected(t, b, 0)
+	pub := v3RawConnect(t, b, "m-pub", true, 0, false)
+	for i := range 6 {
+		if i == 3 {
+			b.MergeMoved("merged", nil) // nothing arrived on the old node
+		}
+		pub.send(&packet.Packet{Type: packet.Publish, QoS: 1, PacketID: uint16(i + 1), Topic: "m/t", Payload: []byte(strconv.Itoa(i))})
+		v3RawExpect(t, pub, packet.Puback, uint16(i+1))
+	}
+	snaps, err := st.Sessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range snaps {
+		for _, d := range s.Queue {
+			got = append(got, s.ID+":"+string(d.Msg.Payload))
+		}
+	}
+	if want := []string{"merged:3", "merged:4", "merged:5"}; !slices.Equal(got, want) {
+		t.Fatalf("stored queue %v, want %v", got, want)
+	}
+}

@@ -89,11 +89,12 @@ func (p *Pebble) checkFormat() (int, error) {
 	return f, nil
 }
 
-// migrate rewrites a store of format from (older than Format) in this one's, in one
-// synced batch with the new format: a crash leaves either store whole.
-func (p *Pebble) migrate(from int) (err error) {
-	b := p.db.NewBatch()
-	defer func() { err = errors.Join(err, b.Close()) }()
+// migrate rewrites a store of format from (older than Format) in this one's: one
+// batch per session (a store may hold gigabytes of queued messages: never one
+// batch), then the new format, synced. A crash leaves each session whole in one
+// format or the other and the store at the old format: opening it again goes on
+// where it stopped (a session already migrated holds no queue inside).
+func (p *Pebble) migrate(from int) error {
 	moved := 0
 	if from < 2 { // sessions with their queue inside: the queue moves to its own records
 		err := p.scan(prefixSession, func(key string, value []byte) error {
@@ -101,21 +102,30 @@ func (p *Pebble) migrate(from int) (err error) {
 			if err != nil {
 				return fmt.Errorf("migrating session %q: %w", key, err)
 			}
+			if len(snap.Queue) == 0 {
+				return nil
+			}
 			for i, d := range snap.Queue {
 				d.StoreSeq = uint64(i)
 			}
+			recs, err := sessionRecords(snap)
+			if err != nil {
+				return fmt.Errorf("migrating session %q: %w", key, err)
+			}
+			b := p.db.NewBatch()
+			err = recs.apply(b)
+			if err == nil {
+				err = b.Commit(pebble.NoSync) // synced with the format below
+			}
 			moved += len(snap.Queue)
-			return writeSession(b, snap)
+			return errors.Join(err, b.Close())
 		})
 		if err != nil {
-			return err
+			return fmt.Errorf("migrating the store in %s to format %d: %w", p.dir, Format, err)
 		}
 	}
-	if err := b.Set([]byte(keyFormat), []byte(strconv.Itoa(Format)), nil); err != nil {
+	if err := p.writeFormat(); err != nil {
 		return err
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("migrating the store in %s to format %d: %w", p.dir, Format, err)
 	}
 	if from > 1 || moved > 0 {
 		p.log.Info("store migrated", "dir", p.dir, "from", from, "to", Format, "queuedMessages", moved)
@@ -151,6 +161,9 @@ func (p *Pebble) Dir() string { return p.dir }
 // tombstone starting there when the iterator seeks to its end, an invariant failure
 // under -race.)
 func (p *Pebble) Wipe() (err error) {
+	if err := p.w.flush(); err != nil { // nothing handed to the writer lands after the wipe
+		return err
+	}
 	it, err := p.db.NewIter(nil)
 	if err != nil {
 		return err
@@ -163,9 +176,6 @@ func (p *Pebble) Wipe() (err error) {
 		end = append(append([]byte{}, it.Key()...), 0) // the smallest key after the last one
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil || end == nil {
-		return err
-	}
-	if err := p.w.flush(); err != nil { // nothing handed to the writer lands after the wipe
 		return err
 	}
 	b := p.db.NewBatch()
@@ -205,28 +215,47 @@ func (p *Pebble) Retained() ([]*session.Message, error) {
 }
 
 // WriteSession implements Store: the session record and its queue replace
-// everything stored for the session.
+// everything stored for the session. The records are encoded before they are
+// handed to the writer: its lock is held only to add them to the batch.
 func (p *Pebble) WriteSession(snap session.Snapshot) *Commit {
-	return p.w.submit(func(b *pebble.Batch) error { return writeSession(b, snap) })
+	recs, err := sessionRecords(snap)
+	if err != nil {
+		return Failed(fmt.Errorf("session %q: %w", snap.ID, err))
+	}
+	return p.w.submit(recs.apply)
 }
 
-// writeSession adds to b what replaces every record of snap's session.
-func writeSession(b *pebble.Batch, snap session.Snapshot) error {
+// records are the writes that replace every record of one session.
+type records struct {
+	id    string
+	meta  []byte
+	queue [][2][]byte // key, value
+}
+
+// sessionRecords encodes snap as records: the session without its queue, and one
+// record per queued delivery under its StoreSeq.
+func sessionRecords(snap session.Snapshot) (records, error) {
 	queue := snap.Queue
 	snap.Queue = nil
 	meta, err := encodeSession(snap)
 	if err != nil {
+		return records{}, err
+	}
+	r := records{id: snap.ID, meta: meta, queue: make([][2][]byte, len(queue))}
+	for i, d := range queue {
+		r.queue[i] = [2][]byte{queueKey(snap.ID, d.StoreSeq), encodeDelivery(d)}
+	}
+	return r, nil
+}
+
+// apply adds r to b: the session's range deleted first.
+func (r records) apply(b *pebble.Batch) error {
+	lo, hi := queueRange(r.id)
+	if err := errors.Join(b.Set([]byte(prefixSession+r.id), r.meta, nil), b.DeleteRange(lo, hi, nil)); err != nil {
 		return err
 	}
-	if err := b.Set([]byte(prefixSession+snap.ID), meta, nil); err != nil {
-		return err
-	}
-	lo, hi := queueRange(snap.ID)
-	if err := b.DeleteRange(lo, hi, nil); err != nil {
-		return err
-	}
-	for _, d := range queue {
-		if err := b.Set(queueKey(snap.ID, d.StoreSeq), encodeDelivery(d), nil); err != nil {
+	for _, kv := range r.queue {
+		if err := b.Set(kv[0], kv[1], nil); err != nil {
 			return err
 		}
 	}
@@ -262,7 +291,9 @@ func (p *Pebble) DeleteSession(clientID string) error {
 }
 
 // Sessions implements Store. Queued records of no stored session (a session whose
-// save failed went on queueing) are deleted, and logged.
+// save failed went on queueing) are deleted, and logged. It reads sessions and
+// queued records in two passes, not from one snapshot: it is for the start, before
+// anything writes.
 func (p *Pebble) Sessions() ([]session.Snapshot, error) {
 	if err := p.w.flush(); err != nil {
 		return nil, err
@@ -343,7 +374,8 @@ func queueRange(id string) (lo, hi []byte) {
 func parseQueueKey(k []byte) (id string, seq uint64, ok bool) {
 	k = k[len(prefixQueued):]
 	n, w := binary.Uvarint(k)
-	if w <= 0 || uint64(len(k)-w) != n+8 {
+	var canonical [binary.MaxVarintLen64]byte
+	if w <= 0 || w != binary.PutUvarint(canonical[:], n) || n > uint64(len(k)-w) || uint64(len(k)-w)-n != 8 {
 		return "", 0, false
 	}
 	return string(k[w : w+int(n)]), binary.BigEndian.Uint64(k[w+int(n):]), true
