@@ -176,6 +176,18 @@ bench-conns: build-mqttd ## Measure RSS per idle connection (5k, 10k, 19k) and t
 	bin/connbench -mqttd bin/mqttd -mosquitto "$$(command -v mosquitto || echo /usr/sbin/mosquitto)" -levels $(CONNS_LEVELS) -rounds $(CONNS_ROUNDS)
 	bin/connbench cluster -mqttd bin/mqttd -per-node $(CONNS_CLUSTER_PER_NODE)
 
+COMPARE_ROUNDS ?= 5
+
+.PHONY: bench-compare
+bench-compare: build-mqttd ## Throughput side by side: mqttd against Debian's mosquitto (installed if missing) in alternating rounds (fan-in, fan-out, QoS 1), sharing the cores with the load tool and then each on a core of its own, plus the load tool alone; writes the medians into docs/benchmarks.md; about 5 minutes (hack/connbench load).
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto; }
+	go build -o bin/connbench ./hack/connbench
+	bin/connbench load -mqttd bin/mqttd -mosquitto "$$(command -v mosquitto || echo /usr/sbin/mosquitto)" -rounds $(COMPARE_ROUNDS) -doc docs/benchmarks.md
+	bin/connbench load -mqttd bin/mqttd -mosquitto "$$(command -v mosquitto || echo /usr/sbin/mosquitto)" -rounds $(COMPARE_ROUNDS) -pin -doc docs/benchmarks.md
+
 .PHONY: measure-operator-cache
 measure-operator-cache: envtest-binaries ## Measure the operator's heap before and after 5,000 unrelated Secrets, with its cache and an unfiltered one (figures in docs/benchmarks.md).
 	KUBEBUILDER_ASSETS="$$(ENVTEST_K8S_VERSION=$(ENVTEST_K8S_VERSION) hack/envtest-binaries.sh)" go run ./hack/measure-operator-cache

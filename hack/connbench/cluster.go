@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -161,7 +159,7 @@ func clusterRun(args []string) error {
 		float64(total)/time.Since(start).Seconds())
 
 	// The probe: a subscriber on the last node, a QoS 1 publisher on the first.
-	probe, probeR, err := dialConnect(nodes[2].mqtt, "probe-sub", true)
+	probe, probeR, err := loadConnect(nodes[2].mqtt, "probe-sub", "fleet/all", 1)
 	if err != nil {
 		return err
 	}
@@ -186,7 +184,7 @@ func clusterRun(args []string) error {
 			}
 		}
 	}()
-	pub, br, err := dialConnect(nodes[0].mqtt, "probe-pub", false)
+	pub, br, err := loadConnect(nodes[0].mqtt, "probe-pub", "", 0)
 	if err != nil {
 		return err
 	}
@@ -315,37 +313,4 @@ func sumMetric(apis []string, name string) (float64, error) {
 		}
 	}
 	return total, nil
-}
-
-// dialConnect connects a probe client; sub: it subscribes to fleet/all at QoS 1.
-func dialConnect(addr, id string, sub bool) (net.Conn, *bufio.Reader, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		return nil, nil, err
-	}
-	conn := &packet.Packet{Type: packet.Connect, Connect: packet.ConnectFields{ProtocolName: "MQTT", ProtocolVersion: packet.V311, CleanStart: true, KeepAlive: 0, ClientID: id}}
-	buf := conn.Encode(nil, packet.V311)
-	if sub {
-		s := &packet.Packet{Type: packet.Subscribe, PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "fleet/all", QoS: 1}}}
-		buf = s.Encode(buf, packet.V311)
-	}
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(buf); err != nil {
-		_ = c.Close()
-		return nil, nil, err
-	}
-	br := bufio.NewReader(c)
-	want := []packet.Type{packet.Connack}
-	if sub {
-		want = append(want, packet.Suback)
-	}
-	for _, w := range want {
-		p, err := packet.Read(br, packet.V311, 0)
-		if err != nil || p.Type != w {
-			_ = c.Close()
-			return nil, nil, fmt.Errorf("%s: waiting for %v: %w (%v)", id, w, err, p)
-		}
-	}
-	_ = c.SetDeadline(time.Time{})
-	return c, br, nil
 }

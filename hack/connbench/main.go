@@ -57,6 +57,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "load" {
+		if err := loadRun(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "connbench load:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := measure(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "connbench:", err)
 		os.Exit(1)
@@ -320,53 +327,11 @@ func runOne(self, broker, bin, dir string, n, perProcess int, settle time.Durati
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return r, err
 	}
-	port, err := freePort()
+	addr, metricsURL, cmd, stop, err := startBroker(broker, bin, dir, "--limits.max-connections", "0", "--limits.connection-rate", "0")
 	if err != nil {
 		return r, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	apiPort, err := freePort()
-	if err != nil {
-		return r, err
-	}
-	metricsURL := ""
-	var cmd *exec.Cmd
-	switch broker {
-	case "mqttd":
-		metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", apiPort)
-		cmd = exec.Command(bin, "--listeners.tcp", addr, "--listeners.websocket", "", "--api.listen", fmt.Sprintf("127.0.0.1:%d", apiPort),
-			"--store.dir", filepath.Join(dir, "store"), "--log.level", "warn",
-			"--limits.max-connections", "0", "--limits.connection-rate", "0")
-	case "mosquitto":
-		conf := filepath.Join(dir, "mosquitto.conf")
-		if err := os.WriteFile(conf, []byte(fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n", port)), 0o644); err != nil {
-			return r, err
-		}
-		cmd = exec.Command(bin, "-c", conf)
-	}
-	logFile, err := os.Create(filepath.Join(dir, "broker.log"))
-	if err != nil {
-		return r, err
-	}
-	defer func() { _ = logFile.Close() }()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return r, err
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
-	if err := waitListening(addr, 30*time.Second); err != nil {
-		return r, err
-	}
+	defer stop()
 	if r.BaseRSS, err = settledRSS(cmd.Process.Pid, 0); err != nil {
 		return r, err
 	}
@@ -403,6 +368,75 @@ func runOne(self, broker, bin, dir string, n, perProcess int, settle time.Durati
 	r.HeapPerConn = float64(r.Heap-r.BaseHeap) / float64(n)
 	return r, nil
 }
+
+// startBroker starts broker ("mqttd" or "mosquitto", binary bin) on a free
+// loopback port with its files in dir and waits until it listens. mqttdFlags are
+// added to mqttd's command line; mosquittoConf to mosquitto's configuration file.
+// metricsURL is mqttd's /metrics (empty for mosquitto). stop ends it (SIGTERM, then
+// SIGKILL after 30 s).
+func startBroker(broker, bin, dir string, mqttdFlags ...string) (addr, metricsURL string, cmd *exec.Cmd, stop func(), err error) {
+	return startBrokerConf(broker, bin, dir, "", mqttdFlags...)
+}
+
+func startBrokerConf(broker, bin, dir, mosquittoConf string, mqttdFlags ...string) (addr, metricsURL string, cmd *exec.Cmd, stop func(), err error) {
+	port, err := freePort()
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	apiPort, err := freePort()
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	switch broker {
+	case "mqttd":
+		metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", apiPort)
+		cmd = exec.Command(bin, append([]string{"--listeners.tcp", addr, "--listeners.websocket", "", "--api.listen", fmt.Sprintf("127.0.0.1:%d", apiPort),
+			"--store.dir", filepath.Join(dir, "store"), "--log.level", "warn"}, mqttdFlags...)...)
+	case "mosquitto":
+		conf := filepath.Join(dir, "mosquitto.conf")
+		text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nlog_dest none\n%s", port, mosquittoConf)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			return "", "", nil, nil, err
+		}
+		cmd = exec.Command(bin, "-c", conf)
+	default:
+		return "", "", nil, nil, fmt.Errorf("unknown broker %q", broker)
+	}
+	if brokerCPUs != "" { // taskset execs the broker: the pid stays the broker's
+		cmd = exec.Command("taskset", append([]string{"-c", brokerCPUs}, cmd.Args...)...)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "broker.log"))
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return "", "", nil, nil, err
+	}
+	proc := cmd
+	stop = func() {
+		_ = proc.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = proc.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = proc.Process.Kill()
+			<-done
+		}
+		_ = logFile.Close()
+	}
+	if err := waitListening(addr, 30*time.Second); err != nil {
+		stop()
+		return "", "", nil, nil, err
+	}
+	return addr, metricsURL, cmd, stop, nil
+}
+
+// brokerCPUs, when set, is the CPU list (taskset -c) the brokers run on.
+var brokerCPUs string
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
