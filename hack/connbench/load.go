@@ -185,12 +185,22 @@ func writeDoc(file, marker, table, command, mosquitto string, rounds int) error 
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\nRun %s on %s; %d rounds, the brokers alternating (which goes first alternates by round); medians.\n\n",
 		docStart, time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine(), rounds)
-	fmt.Fprintf(&b, "- mqttd: %s (this repository, `bin/mqttd`), %s\n", firstLine("git", "describe", "--tags", "--always", "--dirty"), runtime.Version())
+	fmt.Fprintf(&b, "- mqttd: %s (this repository, `bin/mqttd`), %s\n", sourceVersion(), runtime.Version())
 	fmt.Fprintf(&b, "- mosquitto: %s (`%s`)\n", firstLine(mosquitto, "-h"), mosquitto)
 	fmt.Fprintf(&b, "- command: `make bench-compare`, which ran `%s`\n\n", command)
 	b.WriteString(table)
 	b.WriteString("\n" + docEnd)
 	return os.WriteFile(file, []byte(text[:i]+b.String()+text[j+len(docEnd):]), 0o644)
+}
+
+// sourceVersion is the repository's commit, and whether files outside docs/ (which
+// this run writes) differ from it.
+func sourceVersion() string {
+	v := firstLine("git", "rev-parse", "--short", "HEAD")
+	if out, err := exec.Command("git", "status", "--porcelain", "--", ".", ":(exclude)docs").Output(); err != nil || len(out) > 0 {
+		v += " with uncommitted changes"
+	}
+	return v
 }
 
 // machine describes the CPU, cores, memory and kernel.
