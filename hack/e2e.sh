@@ -35,7 +35,8 @@
 # E2E_KEEP=1 (leave the cluster and the installation running after `test`),
 # UPGRADE_FROM (the commit of the previous release, whose mqttd the upgrade spec
 # starts from: built here from `git archive`, so the clone needs that history),
-# MQTTD_PREV_IMG (that image; with an existing cluster, one it can pull).
+# MQTTD_PREV_IMG (that image, default mqttd:prev-<commit>; with an existing cluster,
+# one it can pull, built with -X main.version=<the commit's first 12 digits>).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,9 +48,9 @@ HELM="${HELM:-${REPO_ROOT}/bin/helm}"
 KIND_CLUSTER="${KIND_CLUSTER:-mqtt-e2e}"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.37.0}"
 # The last commit before the cluster link's binary frames and the store's format 2
-# ([scale]): what a cluster upgrades from in the upgrade spec.
+# ([scale]): what a cluster upgrades from in the upgrade spec. Its image is tagged
+# and versioned by the commit it resolves to.
 UPGRADE_FROM="${UPGRADE_FROM:-16cf53406c71f7dfc37cf12932eec5d1c1dc9c29}"
-MQTTD_PREV_IMG="${MQTTD_PREV_IMG:-mqttd:prev-${UPGRADE_FROM:0:12}}"
 OPERATOR_NS="mqtt-operator-system"
 
 log() { echo "e2e: $*" >&2; }
@@ -86,24 +87,23 @@ build_images() {
 
 # build_prev_image builds MQTTD_PREV_IMG, the broker of commit UPGRADE_FROM, unless
 # Docker has it: its sources from `git archive` (no network), its binary built like
-# the image-context target builds this one, in the same image layout.
-build_prev_image() {
+# the image-context target builds this one, in the same image layout. A subshell:
+# its temporary tree goes whatever happens.
+build_prev_image() (
   if docker image inspect "${MQTTD_PREV_IMG}" >/dev/null 2>&1; then
-    return
+    exit 0
   fi
-  git cat-file -e "${UPGRADE_FROM}^{commit}" 2>/dev/null ||
-    die "commit ${UPGRADE_FROM} (the release the upgrade spec starts from) is not in this clone: clone the whole history"
   log "building ${MQTTD_PREV_IMG} from commit ${UPGRADE_FROM}"
-  local src
   src="$(mktemp -d)"
+  trap 'rm -rf "${src}"' EXIT
   git archive "${UPGRADE_FROM}" | tar -x -C "${src}"
   mkdir -p "${src}/ctx"
-  cp -r bin/image/etc "${src}/ctx/" # the CA bundle and nonroot user build_images staged
-  (cd "${src}" && CGO_ENABLED=0 GOOS=linux GOARCH="$(go env GOARCH)" go build -trimpath \
-    -ldflags "-X main.version=${UPGRADE_FROM:0:12}" -o ctx/mqttd ./broker/cmd/mqttd) >&2
-  docker build -f "${src}/Dockerfile.mqttd" -t "${MQTTD_PREV_IMG}" "${src}/ctx" >&2
-  rm -rf "${src}"
-}
+  cp -r "${IMAGE_CONTEXT:-bin/image}/etc" "${src}/ctx/" # the CA bundle and nonroot user build_images staged
+  cd "${src}"
+  CGO_ENABLED=0 GOOS=linux GOARCH="$(go env GOARCH)" go build -trimpath -buildvcs=false \
+    -ldflags "-X main.version=${MQTTD_PREV_VERSION}" -o ctx/mqttd ./broker/cmd/mqttd >&2
+  docker build --build-arg BASE_IMAGE="${BASE_IMAGE:-scratch}" -f Dockerfile.mqttd -t "${MQTTD_PREV_IMG}" ctx >&2
+)
 
 # cluster_up starts the cluster, builds and loads the images and exports KUBECONFIG
 # and KUBECTL.
@@ -158,15 +158,20 @@ install_operator() {
 
 case "${1:-}" in
 test)
+  commit="$(git rev-parse --verify --quiet "${UPGRADE_FROM}^{commit}")" ||
+    die "commit ${UPGRADE_FROM} (the release the upgrade spec starts from) is not in this clone: clone the whole history"
+  UPGRADE_FROM="${commit}"
+  MQTTD_PREV_VERSION="${commit:0:12}"
+  MQTTD_PREV_IMG="${MQTTD_PREV_IMG:-mqttd:prev-${MQTTD_PREV_VERSION}}"
   kind_of="$(pick_cluster)"
-  WITH_PREV=1 cluster_up "${kind_of}"
   if [[ -z "${E2E_KEEP:-}" && "${kind_of}" != existing ]]; then
     trap 'cluster_down "${kind_of}"' EXIT
   fi
+  WITH_PREV=1 cluster_up "${kind_of}"
   # The suite installs the operator itself (BeforeSuite) and uninstalls it after.
   # shellcheck disable=SC2086 # E2E_ARGS is a list of arguments
   E2E_KUBECTL="${KUBECTL}" E2E_HELM="${HELM}" E2E_OPERATOR_IMAGE="${IMG}" E2E_MQTTD_IMAGE="${MQTTD_IMG}" \
-    E2E_MQTTD_PREV_IMAGE="${MQTTD_PREV_IMG}" \
+    E2E_MQTTD_PREV_IMAGE="${MQTTD_PREV_IMG}" E2E_MQTTD_PREV_VERSION="${MQTTD_PREV_VERSION}" \
     go test -tags e2e -count=1 -timeout 45m -v ./test/e2e/ -ginkgo.v ${E2E_ARGS:-}
   ;;
 demo)

@@ -127,9 +127,7 @@ func (p *Pebble) migrate(from int) error {
 	if err := p.writeFormat(); err != nil {
 		return err
 	}
-	if from > 1 || moved > 0 {
-		p.log.Info("store migrated", "dir", p.dir, "from", from, "to", Format, "queuedMessages", moved)
-	}
+	p.log.Info("store migrated", "dir", p.dir, "from", from, "to", Format, "queuedMessages", moved)
 	return nil
 }
 

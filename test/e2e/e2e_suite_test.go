@@ -26,6 +26,8 @@ var (
 	mqttdImage    = env("E2E_MQTTD_IMAGE", "mqttd:dev")
 	// prevMQTTDImage is the previous release's broker (hack/e2e.sh builds it), for the upgrade spec.
 	prevMQTTDImage = env("E2E_MQTTD_PREV_IMAGE", "")
+	// prevMQTTDVersion is the version that image reports ("mqttd started").
+	prevMQTTDVersion = env("E2E_MQTTD_PREV_VERSION", "")
 	// operatorNamespace is where the chart is installed.
 	operatorNamespace = env("E2E_OPERATOR_NAMESPACE", "mqtt-operator-system")
 )

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -30,6 +31,14 @@ var _ = Describe("Upgrading across releases", func() {
 			return run(kubectlBin, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=xv", "-o", "jsonpath={range .items[*]}{.spec.containers[0].image} {end}")
 		}
 		Expect(images()).To(Equal(strings.Repeat(prevMQTTDImage+" ", 3)))
+		// The pods really run the previous release's binary (hack/e2e.sh builds it
+		// with the commit as its version).
+		Expect(prevMQTTDVersion).NotTo(BeEmpty(), "E2E_MQTTD_PREV_VERSION")
+		oldStarted := regexp.MustCompile(`mqttd started.*version"?[=:]"?` + regexp.QuoteMeta(prevMQTTDVersion))
+		for i := range 3 {
+			logs := run(kubectlBin, "logs", "-n", ns, fmt.Sprintf("xv-%d", i), "-c", "mqttd")
+			Expect(oldStarted.MatchString(logs)).To(BeTrue(), "xv-%d does not run mqttd %s:\n%s", i, prevMQTTDVersion, logs)
+		}
 		id := clusterID(ns, "xv")
 		Expect(id).NotTo(BeEmpty())
 
@@ -41,14 +50,17 @@ var _ = Describe("Upgrading across releases", func() {
 		// offline with 20 QoS 1 messages queued for it.
 		pub, _ := mqttClient(addr, "xv-pub")
 		await(pub.Publish("e2e/xver/retained", 1, true, "kept"))
-		off := persistentClient("xv-offline", []string{addr}, nil)
+		var probed atomic.Int64
+		off := persistentClient("xv-offline", []string{addr}, func(_ mqtt.Client, m mqtt.Message) {
+			if string(m.Payload()) == "probe" {
+				probed.Add(1)
+			}
+		})
 		await(off.Subscribe("e2e/xver/offline", 1, nil))
-		// The subscription reaches every node before the messages are sent.
-		probe, probed := mqttClient(addr, "xv-probe")
-		await(probe.Subscribe("e2e/xver/offline", 1, nil))
-		Eventually(func() int {
+		// The session's route reaches the publisher's node before the messages are sent.
+		Eventually(func() int64 {
 			await(pub.Publish("e2e/xver/offline", 1, false, "probe"))
-			return len(probed)
+			return probed.Load()
 		}).WithTimeout(time.Minute).WithPolling(300 * time.Millisecond).Should(BeNumerically(">", 0))
 		off.Disconnect(250)
 		for i := 1; i <= 20; i++ {
@@ -63,17 +75,20 @@ var _ = Describe("Upgrading across releases", func() {
 		s.finish()
 		Expect(clusterID(ns, "xv")).To(Equal(id), "the cluster ID after the upgrade")
 
-		// The retained message, read by a new client.
-		reader, got := mqttClient(addr, "xv-reader")
-		await(reader.Subscribe("e2e/xver/retained", 1, nil))
-		Eventually(got).WithTimeout(30 * time.Second).Should(Receive(WithTransform(func(m mqtt.Message) string { return string(m.Payload()) }, Equal("kept"))))
+		// The retained message, read by a new client on every node.
+		for i := range 3 {
+			reader, got := mqttClient(stableForward(ns, fmt.Sprintf("xv-%d", i), 1883), fmt.Sprintf("xv-reader-%d", i))
+			await(reader.Subscribe("e2e/xver/retained", 1, nil))
+			Eventually(got).WithTimeout(30*time.Second).Should(Receive(WithTransform(func(m mqtt.Message) string { return string(m.Payload()) }, Equal("kept"))), "the retained message on xv-%d", i)
+		}
 
-		// The offline session comes back with its 20 messages (the probe maybe too).
+		// The offline session comes back with its 20 messages, each once (the
+		// session moved between old and new nodes during the roll).
 		var mu sync.Mutex
-		queued := map[string]bool{}
+		queued := map[string]int{}
 		persistentClient("xv-offline", []string{addr}, func(_ mqtt.Client, m mqtt.Message) {
 			mu.Lock()
-			queued[string(m.Payload())] = true
+			queued[string(m.Payload())]++
 			mu.Unlock()
 		})
 		Eventually(func() []string {
@@ -81,18 +96,31 @@ var _ = Describe("Upgrading across releases", func() {
 			defer mu.Unlock()
 			var missing []string
 			for i := 1; i <= 20; i++ {
-				if !queued[strconv.Itoa(i)] {
+				if queued[strconv.Itoa(i)] == 0 {
 					missing = append(missing, strconv.Itoa(i))
 				}
 			}
 			return missing
 		}).WithTimeout(time.Minute).Should(BeEmpty(), "messages queued for the offline session on the old release that never arrived")
+		mu.Lock()
+		for i := 1; i <= 20; i++ {
+			Expect(queued[strconv.Itoa(i)]).To(Equal(1), "message %d of the offline session delivered more than once", i)
+		}
+		mu.Unlock()
 
-		// Every node now links to the others with the binary frames (protocol 2).
+		// The logs of the new pods: each opened its old store and migrated it to the
+		// new format; xv-2, replaced first, linked to the old nodes on the old
+		// protocol (gob, 0); every node now links to the others on protocol 2.
+		migrated := regexp.MustCompile(`store migrated.*from"?[=:]"?1`)
+		linkedOld := regexp.MustCompile(`cluster link up.*protocol"?[=:]"?0\b`)
 		linkedBinary := regexp.MustCompile(`cluster link up.*protocol"?[=:]"?2`)
 		for i := range 3 {
 			logs := run(kubectlBin, "logs", "-n", ns, fmt.Sprintf("xv-%d", i), "-c", "mqttd")
+			Expect(migrated.MatchString(logs)).To(BeTrue(), "xv-%d did not migrate its store:\n%s", i, logs)
 			Expect(linkedBinary.MatchString(logs)).To(BeTrue(), "xv-%d logged no link on protocol 2:\n%s", i, logs)
+			if i == 2 {
+				Expect(linkedOld.MatchString(logs)).To(BeTrue(), "xv-2 logged no link to an old node (protocol 0):\n%s", logs)
+			}
 		}
 	})
 })
