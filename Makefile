@@ -179,11 +179,13 @@ bench-conns: build-mqttd ## Measure RSS per idle connection (5k, 10k, 19k) and t
 COMPARE_ROUNDS ?= 5
 
 .PHONY: bench-compare
-bench-compare: build-mqttd ## Throughput side by side: mqttd against Debian's mosquitto (installed if missing) in alternating rounds (fan-in, fan-out, QoS 1), sharing the cores with the load tool and then each on a core of its own, plus the load tool alone; writes the medians into docs/benchmarks.md; about 5 minutes (hack/connbench load).
+bench-compare: build-mqttd ## Throughput side by side: mqttd against Debian's mosquitto (installed if missing) in alternating rounds (fan-in, fan-out, QoS 1, QoS 2, latency of pairs), sharing the cores with the load tool and then each on a core of its own, plus the load tool alone; writes the medians into docs/benchmarks.md; about 10 minutes (hack/connbench load).
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
 		sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mosquitto; }
+	@command -v taskset >/dev/null || { echo "bench-compare: taskset (util-linux) is needed for the pinned run" >&2; exit 1; }
+	@[ "$$(nproc)" -ge 2 ] || { echo "bench-compare: the pinned run needs 2 CPUs, this machine has $$(nproc)" >&2; exit 1; }
 	go build -o bin/connbench ./hack/connbench
 	bin/connbench load -mqttd bin/mqttd -mosquitto "$$(command -v mosquitto || echo /usr/sbin/mosquitto)" -rounds $(COMPARE_ROUNDS) -doc docs/benchmarks.md
 	bin/connbench load -mqttd bin/mqttd -mosquitto "$$(command -v mosquitto || echo /usr/sbin/mosquitto)" -rounds $(COMPARE_ROUNDS) -pin -doc docs/benchmarks.md
