@@ -51,6 +51,7 @@ KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.37.0}"
 # ([scale]): what a cluster upgrades from in the upgrade spec. Its image is tagged
 # and versioned by the commit it resolves to.
 UPGRADE_FROM="${UPGRADE_FROM:-16cf53406c71f7dfc37cf12932eec5d1c1dc9c29}"
+WITH_PREV= # set by the test mode only: cluster_up then builds and loads MQTTD_PREV_IMG
 OPERATOR_NS="mqtt-operator-system"
 
 log() { echo "e2e: $*" >&2; }
@@ -161,7 +162,7 @@ test)
   commit="$(git rev-parse --verify --quiet "${UPGRADE_FROM}^{commit}")" ||
     die "commit ${UPGRADE_FROM} (the release the upgrade spec starts from) is not in this clone: clone the whole history"
   UPGRADE_FROM="${commit}"
-  MQTTD_PREV_VERSION="${commit:0:12}"
+  MQTTD_PREV_VERSION="${MQTTD_PREV_VERSION:-${commit:0:12}}"
   MQTTD_PREV_IMG="${MQTTD_PREV_IMG:-mqttd:prev-${MQTTD_PREV_VERSION}}"
   kind_of="$(pick_cluster)"
   if [[ -z "${E2E_KEEP:-}" && "${kind_of}" != existing ]]; then

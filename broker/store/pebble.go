@@ -58,7 +58,11 @@ func OpenPebble(dir string, log *slog.Logger) (*Pebble, error) {
 	}
 	p := &Pebble{db: db, dir: dir, log: log}
 	f, err := p.checkFormat()
-	if err == nil && f < Format {
+	switch {
+	case err != nil:
+	case f == 0: // a new store
+		err = p.writeFormat()
+	case f < Format:
 		err = p.migrate(f)
 	}
 	if err != nil {
@@ -68,12 +72,24 @@ func OpenPebble(dir string, log *slog.Logger) (*Pebble, error) {
 	return p, nil
 }
 
-// checkFormat returns the store's format and refuses a newer one. A store without
-// one is from before formats were recorded (format 1), or new.
+// checkFormat returns the store's format, 0 for a new (empty) one, and refuses a
+// newer one. A store with keys and no format is from before formats were recorded:
+// format 1.
 func (p *Pebble) checkFormat() (int, error) {
 	v, closer, err := p.db.Get([]byte(keyFormat))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
+		it, err := p.db.NewIter(nil)
+		if err != nil {
+			return 0, err
+		}
+		empty := !it.First()
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return 0, fmt.Errorf("reading the store in %s: %w", p.dir, err)
+		}
+		if empty {
+			return 0, nil
+		}
 		return 1, nil
 	case err != nil:
 		return 0, fmt.Errorf("reading the store format in %s: %w", p.dir, err)

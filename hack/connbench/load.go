@@ -109,6 +109,14 @@ func loadRun(args []string) error {
 		}
 		brokerCPUs = "1"
 	}
+	for _, sc := range scenarios {
+		if sc.Msgs/sc.Pubs < 1 {
+			return fmt.Errorf("%s: %d messages for %d publishers: raise -messages or -qos1-messages", sc.Name, sc.Msgs, sc.Pubs)
+		}
+	}
+	if *before != "" && *pin && *doc != "" {
+		return errors.New("-before with -pin has no section in the -doc file")
+	}
 	if *only != "" {
 		scenarios = slices.DeleteFunc(scenarios, func(sc scenario) bool { return !strings.Contains(sc.Name, *only) })
 	}
