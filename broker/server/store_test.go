@@ -141,11 +141,7 @@ func TestOfflineQueueStoredPerMessage(t *testing.T) {
 	}
 	opts := server.Options{Store: st, MaxQueued: 10, DropPolicy: session.DropOldest}
 	a := startBroker(t, opts)
-	sub := v3RawConnect(t, a, "capped", false, 0, false)
-	v3RawSubscribe(t, sub, "cap/t", 1)
-	sub.send(&packet.Packet{Type: packet.Disconnect})
-	expectClosed(t, sub, v3Wait)
-	v3WaitConnected(t, a, 0)
+	v3OfflineSubscriber(t, a, "capped", "cap/t")
 
 	pub := v3RawConnect(t, a, "cap-pub", true, 0, false)
 	publish := func(from, to int) {
@@ -239,11 +235,7 @@ func TestMergeMovedKeepsStoreInStep(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	b := startBroker(t, server.Options{Store: st, MaxQueued: 3, DropPolicy: session.DropOldest})
-	sub := v3RawConnect(t, b, "merged", false, 0, false)
-	v3RawSubscribe(t, sub, "m/t", 1)
-	sub.send(&packet.Packet{Type: packet.Disconnect})
-	expectClosed(t, sub, v3Wait)
-	v3WaitConnected(t, b, 0)
+	v3OfflineSubscriber(t, b, "merged", "m/t")
 	pub := v3RawConnect(t, b, "m-pub", true, 0, false)
 	for i := range 6 {
 		if i == 3 {

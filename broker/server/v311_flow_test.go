@@ -268,11 +268,7 @@ func TestV311QueueCap(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := startBroker(t, server.Options{MaxQueued: 10, DropPolicy: tc.policy})
-			sub := v3RawConnect(t, b, "capped", false, 0, false)
-			v3RawSubscribe(t, sub, "cap/t", 1)
-			sub.send(&packet.Packet{Type: packet.Disconnect})
-			expectClosed(t, sub, v3Wait)
-			v3WaitConnected(t, b, 0)
+			v3OfflineSubscriber(t, b, "capped", "cap/t")
 
 			pub := v3RawConnect(t, b, "cap-pub", true, 0, false)
 			for i := range 25 {

@@ -191,3 +191,15 @@ func v3RawConnect(t testing.TB, b *broker, id string, clean bool, keepAlive uint
 func v3Transports(b *broker) map[string]string {
 	return map[string]string{"tcp": "tcp://" + b.TCPAddr, "ws": b.WSURL}
 }
+
+// v3OfflineSubscriber leaves a persistent session (clean session false) subscribed
+// to filter at QoS 1 and offline: it connects, subscribes, disconnects and waits
+// until no client is connected.
+func v3OfflineSubscriber(t testing.TB, b *broker, id, filter string) {
+	t.Helper()
+	sub := v3RawConnect(t, b, id, false, 0, false)
+	v3RawSubscribe(t, sub, filter, 1)
+	sub.send(&packet.Packet{Type: packet.Disconnect})
+	expectClosed(t, sub, v3Wait)
+	v3WaitConnected(t, b, 0)
+}
