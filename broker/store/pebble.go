@@ -305,7 +305,7 @@ func (p *Pebble) DeleteSession(clientID string) error {
 }
 
 // Sessions implements Store. Queued records of no stored session (a session whose
-// save failed went on queueing) are deleted, and logged. It reads sessions and
+// save failed went on queueing) are skipped and logged, and left on disk. It reads sessions and
 // queued records in two passes, not from one snapshot: it is for the start, before
 // anything writes.
 func (p *Pebble) Sessions() ([]session.Snapshot, error) {
@@ -329,7 +329,7 @@ func (p *Pebble) Sessions() ([]session.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	var orphans [][]byte
+	orphans := 0
 	err = p.scanRaw(prefixQueued, func(key, value []byte) error {
 		id, seq, ok := parseQueueKey(key)
 		if !ok {
@@ -337,7 +337,7 @@ func (p *Pebble) Sessions() ([]session.Snapshot, error) {
 		}
 		i, ok := index[id]
 		if !ok {
-			orphans = append(orphans, slices.Clone(key))
+			orphans++
 			return nil
 		}
 		d, err := decodeDelivery(value)
@@ -348,16 +348,10 @@ func (p *Pebble) Sessions() ([]session.Snapshot, error) {
 		out[i].Queue = append(out[i].Queue, d)
 		return nil
 	})
-	if err == nil && len(orphans) > 0 {
-		p.log.Warn("deleting queued messages of no stored session", "dir", p.dir, "records", len(orphans))
-		err = p.w.submit(func(b *pebble.Batch) error {
-			for _, k := range orphans {
-				if err := b.Delete(k, nil); err != nil {
-					return err
-				}
-			}
-			return nil
-		}).Wait()
+	if err == nil && orphans > 0 {
+		// Kept, not deleted: nothing a single failed write did is undone by a rule
+		// at start; DeleteSession of that client ID removes them.
+		p.log.Warn("queued messages of no stored session in the store, left in place", "dir", p.dir, "records", orphans)
 	}
 	return out, err
 }

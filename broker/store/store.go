@@ -27,8 +27,8 @@ type Store interface {
 	// WriteQueued records that a stored session queued added (nil: nothing) and
 	// dropped the queued deliveries numbered dropped (see session.EnqueueStored),
 	// without rewriting the rest of it: the cost does not grow with the queue. For a
-	// session not stored, what it writes is dropped (Memory: at once; Pebble: when
-	// Sessions reads the store at the next start).
+	// session not stored, what it writes is not read back (Memory drops it; Pebble
+	// keeps the records and Sessions reports them).
 	WriteQueued(clientID string, added *session.Delivery, dropped []uint64) *Commit
 	// DeleteSession forgets a session.
 	DeleteSession(clientID string) error
