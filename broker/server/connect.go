@@ -453,9 +453,12 @@ func (s *Server) saveSession(e *entry) {
 		c = s.opts.Store.WriteSession(snap)
 	})
 	if err := c.Wait(); err != nil {
+		e.storeStale.Store(true)
 		s.stats.storeErrors.Add(1)
 		s.log.Error("saving session failed", "client", e.sess.ID, "error", err)
+		return
 	}
+	e.storeStale.Store(false)
 }
 
 // fireWill publishes a delayed will unless the client came back or it was replaced.

@@ -82,7 +82,7 @@ func (s *Server) retain(msg *session.Message) packet.Code {
 // picked on them); for one a peer forwarded (fromPeer), only the shared groups in
 // shared are served: the peer picked this node for them.
 func (s *Server) route(msg *session.Message, fromPeer bool, shared []Route) (int, map[string][]Route) {
-	var dirty []*store.Commit
+	var dirty []queuedWrite
 	defer func() { s.saveOffline(dirty) }() // after the read lock below is released
 	m, ok := matchesPool.Get().(*topic.Matches)
 	if !ok {
@@ -178,24 +178,35 @@ func mergeDelivery(msg *session.Message, subs []topic.Subscription) *session.Del
 	return d
 }
 
+// queuedWrite is a message's record handed to the store for an offline session.
+type queuedWrite struct {
+	e *entry
+	c *store.Commit
+}
+
 // enqueue hands d to a session. Lock (read) held on entry. A message queued for a
 // persistent session without a connection is handed to the store as its own record
 // (and the ones the full queue dropped for it deleted), in the session's order; its
 // Commit goes to dirty, waited for before the publisher's ack (see saveOffline): a
-// crash must not lose what was acknowledged.
-func (s *Server) enqueue(clientID string, d *session.Delivery, dirty *[]*store.Commit) bool {
+// crash must not lose what was acknowledged. A session whose last store write
+// failed (storeStale) is saved whole instead, until that succeeds.
+func (s *Server) enqueue(clientID string, d *session.Delivery, dirty *[]queuedWrite) bool {
 	e := s.sessions[clientID]
 	if e == nil {
 		return false
 	}
 	var queued bool
 	var dropped int
-	if d.QoS > 0 && e.client == nil && e.expiry != 0 && !e.moving {
-		queued, dropped = e.sess.EnqueueStored(d, func(added *session.Delivery, drops []uint64) {
-			*dirty = append(*dirty, s.opts.Store.WriteQueued(clientID, added, drops))
-		})
-	} else {
+	switch {
+	case d.QoS == 0 || e.client != nil || e.expiry == 0 || e.moving:
 		queued, dropped = e.sess.Enqueue(d)
+	case e.storeStale.Load():
+		queued, dropped = e.sess.Enqueue(d)
+		s.saveSession(e)
+	default:
+		queued, dropped = e.sess.EnqueueStored(d, func(added *session.Delivery, drops []uint64) {
+			*dirty = append(*dirty, queuedWrite{e, s.opts.Store.WriteQueued(clientID, added, drops)})
+		})
 	}
 	if dropped > 0 { // DropOldest drops too, while queueing d
 		s.stats.dropped.Add(uint64(dropped))
@@ -205,17 +216,14 @@ func (s *Server) enqueue(clientID string, d *session.Delivery, dirty *[]*store.C
 
 // saveOffline waits, without Server.mu, until what enqueue handed to the store for
 // offline sessions is durable: before the publisher is acknowledged. The store
-// commits what many publishers hand it meanwhile as one batch.
-func (s *Server) saveOffline(dirty []*store.Commit) {
-	var last *store.Commit
-	for _, c := range dirty {
-		if c == last {
-			continue // one batch: waited for already
-		}
-		last = c
-		if err := c.Wait(); err != nil {
+// commits what many publishers hand it meanwhile as one batch. A session whose
+// record failed is marked storeStale: its next queued message saves it whole.
+func (s *Server) saveOffline(dirty []queuedWrite) {
+	for _, w := range dirty {
+		if err := w.c.Wait(); err != nil {
+			w.e.storeStale.Store(true)
 			s.stats.storeErrors.Add(1)
-			s.log.Error("storing messages queued for an offline session failed", "error", err)
+			s.log.Error("storing a message queued for an offline session failed", "client", w.e.sess.ID, "error", err)
 		}
 	}
 }
@@ -224,7 +232,7 @@ func (s *Server) saveOffline(dirty []*store.Commit) {
 // members in round-robin order. A member may be a peer node (with peers): then the
 // message is not queued here and the node is returned, to be forwarded to. Lock
 // (read) held on entry.
-func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers bool, dirty *[]*store.Commit) (node string, queued bool) {
+func (s *Server) deliverShared(msg *session.Message, g *topic.SharedGroup, peers bool, dirty *[]queuedWrite) (node string, queued bool) {
 	members := g.Members
 	if !peers {
 		members = localMembers(members)

@@ -221,6 +221,10 @@ type entry struct {
 	// epoch is the cluster's order of the last connect that attached here (kept once
 	// it disconnects): a stale kick of an earlier connect leaves the session (KickStale).
 	epoch uint64
+	// storeStale: a write of this session to the store failed, so its records there
+	// may not match it; until a whole-session save succeeds, every message queued
+	// for it while offline saves it whole (not one record), and shutdown does too.
+	storeStale atomic.Bool
 }
 
 // New creates a server and restores the retained messages and sessions in its store.
@@ -408,7 +412,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	// Every connection is gone, and each persistent session was stored when its
 	// client left; what was queued for it since went to the store one message at a
-	// time (enqueue): nothing is left to write.
+	// time (enqueue): only a session whose store write failed is written again.
 	s.parkOnce.Do(func() {}) // no poller from now on
 	if s.parkPoll != nil {
 		s.parkPoll.stop()
@@ -417,6 +421,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, e := range s.sessions {
 		stopTimer(e.expiryTimer)
 		stopTimer(e.willTimer)
+		if e.storeStale.Load() && e.client == nil && e.expiry != 0 && !e.moving {
+			s.saveSession(e) // a last try for a session whose store write failed
+		}
 	}
 	s.mu.Unlock()
 	return ctx.Err()

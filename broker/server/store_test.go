@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,5 +257,52 @@ func TestMergeMovedKeepsStoreInStep(t *testing.T) {
 	}
 	if want := []string{"merged:3", "merged:4", "merged:5"}; !slices.Equal(got, want) {
 		t.Fatalf("stored queue %v, want %v", got, want)
+	}
+}
+
+// failOnce is an in-memory store whose next session write fails (a disk error).
+type failOnce struct {
+	*store.Memory
+	fail atomic.Bool
+}
+
+func (f *failOnce) WriteSession(snap session.Snapshot) *store.Commit {
+	if f.fail.CompareAndSwap(true, false) {
+		return store.Failed(errBroken)
+	}
+	return f.Memory.WriteSession(snap)
+}
+
+// TestFailedSessionWriteHealed: a session whose store write failed when its client
+// left is saved whole with the next message queued for it (its records alone would
+// belong to no stored session), so what was acknowledged is in the store.
+func TestFailedSessionWriteHealed(t *testing.T) {
+	t.Parallel()
+	st := &failOnce{Memory: store.NewMemory()}
+	b := startBroker(t, server.Options{Store: st})
+	sub := v3RawConnect(t, b, "stale", false, 0, false)
+	v3RawSubscribe(t, sub, "s/t", 1)
+	st.fail.Store(true)
+	sub.send(&packet.Packet{Type: packet.Disconnect})
+	expectClosed(t, sub, v3Wait)
+	v3WaitConnected(t, b, 0)
+	eventually(t, waitFor, "the failed write counted", func() bool { return b.Stats().StoreErrors == 1 })
+	pub := v3RawConnect(t, b, "s-pub", true, 0, false)
+	for i := range 3 {
+		pub.send(&packet.Packet{Type: packet.Publish, QoS: 1, PacketID: uint16(i + 1), Topic: "s/t", Payload: []byte(strconv.Itoa(i))})
+		v3RawExpect(t, pub, packet.Puback, uint16(i+1))
+	}
+	snaps, err := st.Sessions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range snaps {
+		for _, d := range s.Queue {
+			got = append(got, s.ID+":"+string(d.Msg.Payload))
+		}
+	}
+	if want := []string{"stale:0", "stale:1", "stale:2"}; !slices.Equal(got, want) {
+		t.Fatalf("stored %v, want %v", got, want)
 	}
 }
